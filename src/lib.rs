@@ -1,0 +1,10 @@
+//! ecs-xds: an xDS control plane that makes Envoy a service mesh on AWS ECS.
+//!
+//! # Layout
+//! Modules follow the data flow:
+//! - [`discover`]: AWS (ECS, Cloud Map) in, one complete `Inventory` out. Only module touching AWS.
+//! - `synthesize`: pure (Inventory, Templates) → Snapshot per node type. (issue 4)
+//! - [`snapshot`]: the Snapshot value, [`snapshot::ResourceType`], consistency check, content hashes.
+//! - [`cache`]: latest snapshot per node type; publishing is the only push trigger.
+//! - [`serve`]: tonic xDS services (ADS + per-type, SotW + delta). Only module touching gRPC.
+//! - [`settings`]: the daemon's TOML settings.
