@@ -1,0 +1,153 @@
+//! What each connected Envoy has been sent, has ACKed and has rejected.
+//!
+//! The serve module writes here as streams progress; the admin view reads it. A std `Mutex` is
+//! fine: every critical section is a few field writes, never held across an `.await`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use crate::snapshot::ResourceType;
+
+/// How many recent NACKs are kept across all nodes.
+const RECENT_NACKS: usize = 256;
+
+/// A rejected response: Envoy kept its previous config and said why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Nack {
+    pub node_id: String,
+    pub node_type: String,
+    pub resource_type: ResourceType,
+    /// The version Envoy rejected (the one we sent with the NACKed nonce).
+    pub rejected_version: String,
+    /// Envoy's `error_detail.message`.
+    pub message: String,
+    pub at: SystemTime,
+}
+
+/// The xDS state of one resource type on one stream.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TypeStatus {
+    pub sent_version: Option<Arc<str>>,
+    pub acked_version: Option<Arc<str>>,
+    pub last_nack: Option<Nack>,
+}
+
+/// One connected stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamStatus {
+    pub node_id: String,
+    pub node_type: String,
+    /// `ads`, `cds`, `eds`, `lds`, `rds` or `sds`.
+    pub service: &'static str,
+    /// `sotw` or `delta`.
+    pub mode: &'static str,
+    pub types: [TypeStatus; ResourceType::COUNT],
+}
+
+/// Counters of protocol events, per resource type.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pushes: [AtomicU64; ResourceType::COUNT],
+    acks: [AtomicU64; ResourceType::COUNT],
+    nacks: [AtomicU64; ResourceType::COUNT],
+}
+
+impl Counters {
+    /// Responses sent of this type.
+    pub fn pushes(&self, ty: ResourceType) -> u64 {
+        self.pushes[ty.index()].load(Ordering::Relaxed)
+    }
+    /// ACKs received of this type.
+    pub fn acks(&self, ty: ResourceType) -> u64 {
+        self.acks[ty.index()].load(Ordering::Relaxed)
+    }
+    /// NACKs received of this type.
+    pub fn nacks(&self, ty: ResourceType) -> u64 {
+        self.nacks[ty.index()].load(Ordering::Relaxed)
+    }
+}
+
+/// Registry of connected streams and recent NACKs.
+#[derive(Debug, Default)]
+pub struct StatusRegistry {
+    next_id: AtomicU64,
+    streams: Mutex<HashMap<u64, StreamStatus>>,
+    recent_nacks: Mutex<VecDeque<Nack>>,
+    counters: Counters,
+}
+
+impl StatusRegistry {
+    /// Registers a stream; the returned id keys later updates.
+    pub fn connect(&self, status: StreamStatus) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.streams.lock().unwrap().insert(id, status);
+        id
+    }
+
+    /// Forgets a stream that ended.
+    pub fn disconnect(&self, id: u64) {
+        self.streams.lock().unwrap().remove(&id);
+    }
+
+    /// Records a response sent.
+    pub fn sent(&self, id: u64, ty: ResourceType, version: &Arc<str>) {
+        self.counters.pushes[ty.index()].fetch_add(1, Ordering::Relaxed);
+        self.update(id, ty, |t| t.sent_version = Some(version.clone()));
+    }
+
+    /// Records an ACK of `version`.
+    pub fn acked(&self, id: u64, ty: ResourceType, version: &Arc<str>) {
+        self.counters.acks[ty.index()].fetch_add(1, Ordering::Relaxed);
+        self.update(id, ty, |t| t.acked_version = Some(version.clone()));
+    }
+
+    /// Records a NACK, logged at warn with the node and Envoy's message.
+    pub fn nacked(&self, id: u64, nack: Nack) {
+        tracing::warn!(
+            node_id = %nack.node_id,
+            node_type = %nack.node_type,
+            resource_type = %nack.resource_type,
+            rejected_version = %nack.rejected_version,
+            error = %nack.message,
+            "Envoy rejected a config (NACK); it keeps its previous one and this version is not resent"
+        );
+        self.counters.nacks[nack.resource_type.index()].fetch_add(1, Ordering::Relaxed);
+        let ty = nack.resource_type;
+        {
+            let mut recent = self.recent_nacks.lock().unwrap();
+            if recent.len() == RECENT_NACKS {
+                recent.pop_front();
+            }
+            recent.push_back(nack.clone());
+        }
+        self.update(id, ty, |t| t.last_nack = Some(nack));
+    }
+
+    /// Every connected stream.
+    pub fn streams(&self) -> Vec<StreamStatus> {
+        self.streams.lock().unwrap().values().cloned().collect()
+    }
+
+    /// How many streams are connected.
+    pub fn stream_count(&self) -> usize {
+        self.streams.lock().unwrap().len()
+    }
+
+    /// Recent NACKs, oldest first.
+    pub fn recent_nacks(&self) -> Vec<Nack> {
+        self.recent_nacks.lock().unwrap().iter().cloned().collect()
+    }
+
+    /// Protocol event counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    fn update(&self, id: u64, ty: ResourceType, f: impl FnOnce(&mut TypeStatus)) {
+        if let Some(stream) = self.streams.lock().unwrap().get_mut(&id) {
+            f(&mut stream.types[ty.index()]);
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! The xDS gRPC server: ADS and the per-type services (CDS, EDS, LDS, RDS, SDS), each in
+//! state-of-the-world, delta and fetch variants, on one port.
+//!
+//! Every method is one [`XdsMethod`] value naming its protocol variant and type; they share the
+//! stream runner ([`stream`]) and differ only in the protocol state ([`sotw`], [`delta`]).
+//! Responses are written from bytes the snapshot encoded once ([`wire`]).
+
+mod delta;
+mod fetch;
+mod sotw;
+mod stream;
+mod wire;
+
+use std::collections::BTreeSet;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_util::sync::CancellationToken;
+use tonic::server::{Grpc, StreamingService, UnaryService};
+use tonic::service::Routes;
+use tonic::{Request, Response, Status, Streaming};
+use tonic_prost::ProstCodec;
+
+use crate::cache::Cache;
+use crate::snapshot::ResourceType;
+use delta::DeltaState;
+use sotw::SotwState;
+pub(crate) use stream::StreamContext;
+use wire::{DeltaResponse, SotwResponse};
+
+/// A failure of the gRPC server itself (not of one stream).
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("xDS gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Which protocol variant a method speaks, and for which type (`None`: ADS, every type).
+#[derive(Debug, Clone, Copy)]
+enum Variant {
+    Sotw(Option<ResourceType>),
+    Delta(Option<ResourceType>),
+    Fetch(ResourceType),
+}
+
+/// The gRPC service name of each per-type service and its method-name stem.
+const PER_TYPE_SERVICES: [(ResourceType, &str, &str); ResourceType::COUNT] = [
+    (
+        ResourceType::Cluster,
+        "envoy.service.cluster.v3.ClusterDiscoveryService",
+        "Clusters",
+    ),
+    (
+        ResourceType::Endpoint,
+        "envoy.service.endpoint.v3.EndpointDiscoveryService",
+        "Endpoints",
+    ),
+    (
+        ResourceType::Listener,
+        "envoy.service.listener.v3.ListenerDiscoveryService",
+        "Listeners",
+    ),
+    (
+        ResourceType::Route,
+        "envoy.service.route.v3.RouteDiscoveryService",
+        "Routes",
+    ),
+    (
+        ResourceType::Secret,
+        "envoy.service.secret.v3.SecretDiscoveryService",
+        "Secrets",
+    ),
+];
+const ADS: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
+
+/// The xDS server over a [`Cache`].
+#[derive(Debug, Clone)]
+pub struct XdsServer {
+    cache: Cache,
+    shutdown: CancellationToken,
+}
+
+impl XdsServer {
+    /// A server streaming the snapshots of `cache`.
+    pub fn new(cache: Cache) -> Self {
+        Self {
+            cache,
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// Every xDS method as tonic routes, for embedding next to other gRPC services.
+    pub fn routes(&self) -> Routes {
+        let mut methods = vec![
+            (
+                format!("/{ADS}/StreamAggregatedResources"),
+                Variant::Sotw(None),
+            ),
+            (
+                format!("/{ADS}/DeltaAggregatedResources"),
+                Variant::Delta(None),
+            ),
+        ];
+        for (ty, service, stem) in PER_TYPE_SERVICES {
+            methods.push((format!("/{service}/Stream{stem}"), Variant::Sotw(Some(ty))));
+            methods.push((format!("/{service}/Delta{stem}"), Variant::Delta(Some(ty))));
+            methods.push((format!("/{service}/Fetch{stem}"), Variant::Fetch(ty)));
+        }
+        let mut routes = Routes::default();
+        let router = routes.axum_router_mut();
+        for (path, variant) in methods {
+            let method = XdsMethod {
+                variant,
+                server: self.clone(),
+            };
+            *router = std::mem::take(router).route_service(&path, method);
+        }
+        routes
+    }
+
+    /// Serves on `listener` until `shutdown` completes, then ends every stream and returns.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServeError> {
+        let token = self.shutdown.clone();
+        let routes = self.routes();
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            // Dead peers are noticed even on idle streams; Envoy answers pings.
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                shutdown.await;
+                // Streams never end on their own; end them so graceful shutdown can finish.
+                token.cancel();
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+/// One gRPC method of the xDS services.
+#[derive(Debug, Clone)]
+struct XdsMethod {
+    variant: Variant,
+    server: XdsServer,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl tower_service::Service<http::Request<axum::body::Body>> for XdsMethod {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<axum::body::Body>) -> Self::Future {
+        let method = self.clone();
+        Box::pin(async move {
+            Ok(match method.variant {
+                Variant::Sotw(_) | Variant::Fetch(_) => {
+                    let mut grpc =
+                        Grpc::new(ProstCodec::<SotwResponse, DiscoveryRequest>::default());
+                    match method.variant {
+                        Variant::Fetch(_) => grpc.unary(method, req).await,
+                        _ => grpc.streaming(method, req).await,
+                    }
+                }
+                Variant::Delta(_) => {
+                    let codec = ProstCodec::<DeltaResponse, DeltaDiscoveryRequest>::default();
+                    Grpc::new(codec).streaming(method, req).await
+                }
+            })
+        })
+    }
+}
+
+impl StreamingService<DiscoveryRequest> for XdsMethod {
+    type Response = SotwResponse;
+    type ResponseStream = ReceiverStream<Result<SotwResponse, Status>>;
+    type Future = std::future::Ready<Result<Response<Self::ResponseStream>, Status>>;
+
+    fn call(&mut self, request: Request<Streaming<DiscoveryRequest>>) -> Self::Future {
+        let Variant::Sotw(only) = self.variant else {
+            unreachable!("routed by variant")
+        };
+        let stream = stream::spawn(
+            self.server.cache.clone(),
+            self.server.shutdown.clone(),
+            service_name(only),
+            SotwState::new(only),
+            request.into_inner(),
+        );
+        std::future::ready(Ok(Response::new(stream)))
+    }
+}
+
+impl StreamingService<DeltaDiscoveryRequest> for XdsMethod {
+    type Response = DeltaResponse;
+    type ResponseStream = ReceiverStream<Result<DeltaResponse, Status>>;
+    type Future = std::future::Ready<Result<Response<Self::ResponseStream>, Status>>;
+
+    fn call(&mut self, request: Request<Streaming<DeltaDiscoveryRequest>>) -> Self::Future {
+        let Variant::Delta(only) = self.variant else {
+            unreachable!("routed by variant")
+        };
+        let stream = stream::spawn(
+            self.server.cache.clone(),
+            self.server.shutdown.clone(),
+            service_name(only),
+            DeltaState::new(only),
+            request.into_inner(),
+        );
+        std::future::ready(Ok(Response::new(stream)))
+    }
+}
+
+impl UnaryService<DiscoveryRequest> for XdsMethod {
+    type Response = SotwResponse;
+    type Future = std::future::Ready<Result<Response<SotwResponse>, Status>>;
+
+    fn call(&mut self, request: Request<DiscoveryRequest>) -> Self::Future {
+        let Variant::Fetch(ty) = self.variant else {
+            unreachable!("routed by variant")
+        };
+        let response = fetch::fetch(&self.server.cache, ty, request.into_inner());
+        std::future::ready(response.map(Response::new))
+    }
+}
+
+fn service_name(only: Option<ResourceType>) -> &'static str {
+    only.map_or("ads", ResourceType::short_name)
+}
+
+/// The type a request is for. A per-type service takes its own type (an empty type URL means
+/// it) and refuses others; ADS requires a type URL and ignores, logging once per stream, types
+/// it does not serve, so one unknown type does not end the stream that carries all the others.
+fn request_type(
+    only: Option<ResourceType>,
+    type_url: &str,
+    logged: &mut BTreeSet<String>,
+    node_id: &str,
+) -> Result<Option<ResourceType>, Status> {
+    match only {
+        Some(ty) if type_url.is_empty() || type_url == ty.type_url() => Ok(Some(ty)),
+        Some(ty) => Err(Status::invalid_argument(format!(
+            "the {ty} service serves {}, not {type_url:?}",
+            ty.type_url()
+        ))),
+        None if type_url.is_empty() => {
+            Err(Status::invalid_argument("an ADS request must set type_url"))
+        }
+        None => match ResourceType::from_type_url(type_url) {
+            Ok(ty) => Ok(Some(ty)),
+            Err(unknown) => {
+                if logged.insert(type_url.to_owned()) {
+                    tracing::warn!(node_id, %unknown, "ignoring ADS requests for a type ecs-xds does not serve");
+                }
+                Ok(None)
+            }
+        },
+    }
+}

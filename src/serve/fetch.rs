@@ -1,0 +1,41 @@
+//! Unary fetch (`FetchClusters` and friends): the current resources, no stream state.
+
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+use tonic::Status;
+
+use super::sotw::Subscription;
+use super::wire::{Encoded, SotwResponse};
+use crate::cache::Cache;
+use crate::snapshot::ResourceType;
+
+pub(super) fn fetch(
+    cache: &Cache,
+    ty: ResourceType,
+    req: DiscoveryRequest,
+) -> Result<SotwResponse, Status> {
+    super::request_type(Some(ty), &req.type_url, &mut Default::default(), "")?;
+    let node = req
+        .node
+        .as_ref()
+        .ok_or_else(|| Status::invalid_argument("a fetch request must carry node"))?;
+    let node_type = cache.resolve_node_type(node);
+    let snapshot = cache.snapshot(&node_type).ok_or_else(|| {
+        Status::unavailable(format!(
+            "no snapshot has been published for node type {node_type:?}"
+        ))
+    })?;
+    let current = snapshot.of(ty);
+    let resources = match Subscription::from_names(ty, &req.resource_names) {
+        Subscription::Wildcard => current.resources().values().collect::<Vec<_>>(),
+        Subscription::Names(names) => names.iter().filter_map(|n| current.get(n)).collect(),
+    };
+    Ok(SotwResponse {
+        version_info: current.version().to_string(),
+        resources: resources
+            .into_iter()
+            .map(|r| Encoded(r.any_bytes().clone()))
+            .collect(),
+        type_url: ty.type_url().to_owned(),
+        nonce: String::new(),
+    })
+}
