@@ -156,3 +156,6 @@ impl Cache {
             .clone()
     }
 }
+
+#[cfg(test)]
+mod tests;

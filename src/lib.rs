@@ -12,3 +12,4 @@
 pub mod cache;
 pub mod serve;
 pub mod snapshot;
+pub mod synthesize;

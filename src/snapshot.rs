@@ -216,3 +216,6 @@ impl SnapshotBuilder {
         Snapshot { types }
     }
 }
+
+#[cfg(test)]
+mod tests;
