@@ -9,7 +9,10 @@ use crate::synthesize::endpoints::load_assignment;
 fn snapshot(port: u16) -> Snapshot {
     Snapshot::builder()
         .cluster(eds_cluster("a", Duration::from_secs(1)))
-        .endpoints(load_assignment("a", [("127.0.0.1".to_string(), port, HealthStatus::Healthy)]))
+        .endpoints(load_assignment(
+            "a",
+            [("127.0.0.1".to_string(), port, HealthStatus::Healthy)],
+        ))
         .build()
 }
 
@@ -22,7 +25,10 @@ fn publishing_identical_content_changes_nothing_and_wakes_nobody() {
     );
     let mut watch = cache.watch("sidecar");
     watch.borrow_and_update();
-    assert_eq!(cache.publish("sidecar", snapshot(1)).unwrap(), Published::Unchanged);
+    assert_eq!(
+        cache.publish("sidecar", snapshot(1)).unwrap(),
+        Published::Unchanged
+    );
     assert!(!watch.has_changed().unwrap());
 }
 
@@ -38,7 +44,10 @@ fn publishing_new_content_reports_only_the_changed_types_and_wakes_watchers() {
         Published::Changed(vec![ResourceType::Endpoint])
     );
     assert!(watch.has_changed().unwrap());
-    assert!(!other.has_changed().unwrap(), "other node types are not woken");
+    assert!(
+        !other.has_changed().unwrap(),
+        "other node types are not woken"
+    );
 }
 
 #[test]

@@ -8,15 +8,23 @@ use crate::synthesize::endpoints::load_assignment;
 use crate::synthesize::listeners::{http_listener, route_configuration};
 
 fn cla(name: &str, port: u16) -> ClusterLoadAssignment {
-    load_assignment(name, [("127.0.0.1".to_string(), port, HealthStatus::Healthy)])
+    load_assignment(
+        name,
+        [("127.0.0.1".to_string(), port, HealthStatus::Healthy)],
+    )
 }
 
 fn full(names: &[&str]) -> SnapshotBuilder {
     let mut b = Snapshot::builder()
         .listener(http_listener("ingress", "127.0.0.1", 10000, "routes"))
-        .route(route_configuration("routes", [(vec!["*".into()], names[0])]));
+        .route(route_configuration(
+            "routes",
+            [(vec!["*".into()], names[0])],
+        ));
     for name in names {
-        b = b.cluster(eds_cluster(name, Duration::from_secs(1))).endpoints(cla(name, 8080));
+        b = b
+            .cluster(eds_cluster(name, Duration::from_secs(1)))
+            .endpoints(cla(name, 8080));
     }
     b
 }
@@ -44,8 +52,15 @@ fn same_content_gives_same_versions_whatever_the_insertion_order() {
 fn a_changed_endpoint_changes_only_the_endpoint_version() {
     let a = full(&["a", "b"]).build();
     let b = full(&["a", "b"]).endpoints(cla("b", 9090)).build();
-    assert_ne!(a.version(ResourceType::Endpoint), b.version(ResourceType::Endpoint));
-    for ty in [ResourceType::Cluster, ResourceType::Listener, ResourceType::Route] {
+    assert_ne!(
+        a.version(ResourceType::Endpoint),
+        b.version(ResourceType::Endpoint)
+    );
+    for ty in [
+        ResourceType::Cluster,
+        ResourceType::Listener,
+        ResourceType::Route,
+    ] {
         assert_eq!(a.version(ty), b.version(ty), "{ty}");
     }
     let (ra, rb) = (a.of(ResourceType::Endpoint), b.of(ResourceType::Endpoint));
@@ -58,10 +73,19 @@ fn versions_are_fixed_values_across_processes() {
     // Pinned: a change here means every deployed Envoy would be re-pushed after an upgrade.
     let snapshot = full(&["a"]).build();
     let again = full(&["a"]).build();
-    assert_eq!(snapshot.version(ResourceType::Cluster), again.version(ResourceType::Cluster));
-    assert_eq!(&**snapshot.version(ResourceType::Cluster), "be3be0f88b5863b8");
+    assert_eq!(
+        snapshot.version(ResourceType::Cluster),
+        again.version(ResourceType::Cluster)
+    );
+    assert_eq!(
+        &**snapshot.version(ResourceType::Cluster),
+        "be3be0f88b5863b8"
+    );
     let empty = Snapshot::builder().build();
-    assert_eq!(&**empty.version(ResourceType::Secret), hash::type_version(std::iter::empty()));
+    assert_eq!(
+        &**empty.version(ResourceType::Secret),
+        hash::type_version(std::iter::empty())
+    );
 }
 
 #[test]
@@ -71,7 +95,9 @@ fn a_consistent_snapshot_passes() {
 
 #[test]
 fn an_eds_cluster_without_endpoints_is_refused_by_name() {
-    let s = full(&["a"]).cluster(eds_cluster("lonely", Duration::from_secs(1))).build();
+    let s = full(&["a"])
+        .cluster(eds_cluster("lonely", Duration::from_secs(1)))
+        .build();
     assert_eq!(
         s.check_consistency(),
         Err(InconsistentSnapshot::MissingEndpoints {
@@ -92,7 +118,9 @@ fn endpoints_without_an_eds_cluster_are_refused_by_name() {
 
 #[test]
 fn a_listener_using_a_missing_route_is_refused_by_name() {
-    let s = full(&["a"]).listener(http_listener("egress", "127.0.0.1", 1, "nowhere")).build();
+    let s = full(&["a"])
+        .listener(http_listener("egress", "127.0.0.1", 1, "nowhere"))
+        .build();
     assert_eq!(
         s.check_consistency(),
         Err(InconsistentSnapshot::MissingRoute {
@@ -118,5 +146,8 @@ fn resources_are_encoded_once_and_shared() {
     let decoded: Cluster = r.decode().unwrap();
     assert_eq!(decoded.name, "a");
     // The delta form is built once and then reused (same allocation).
-    assert_eq!(r.delta_resource_bytes().as_ptr(), r.delta_resource_bytes().as_ptr());
+    assert_eq!(
+        r.delta_resource_bytes().as_ptr(),
+        r.delta_resource_bytes().as_ptr()
+    );
 }
