@@ -1,1 +1,243 @@
-fn main() {}
+//! xds-load: opens N ADS streams subscribed like Envoy sidecars, publishes one endpoint change,
+//! and measures how long until every stream has it, plus the server's memory.
+//!
+//! ```text
+//! cargo run --release --example xds-load -- --streams 10000 --mode sotw
+//! cargo run --release --example xds-load -- --streams 1000 --mode delta --server 127.0.0.1:18000 --server-pid 1234
+//! ```
+//!
+//! Without `--server`, the tool starts the server as a child process of itself (`--serve`),
+//! so the server's RSS is measured alone, and drives the endpoint change through its stdin.
+//! It then measures the floor for the same push: the update encoded once and written to N
+//! loopback sockets read by another process (`--sink`). The last line printed is the result:
+//! `xds-load mode=sotw streams=N push_all_ms=... p50_ms=... p99_ms=... rss_mb=... rss_per_stream_kb=...`
+
+#[path = "xds-load/client.rs"]
+mod client;
+#[path = "xds-load/floor.rs"]
+mod floor;
+#[path = "xds-load/server.rs"]
+mod server;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{ChildStdin, ChildStdout, Command};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    Sotw,
+    Delta,
+}
+
+#[derive(Debug, Parser)]
+#[command(about = "Load-test an ecs-xds xDS server with N Envoy-like ADS streams")]
+pub struct Args {
+    /// Number of ADS streams (each its own HTTP/2 connection, like N Envoys).
+    #[arg(long, default_value_t = 1000)]
+    streams: usize,
+    #[arg(long, value_enum, default_value_t = Mode::Sotw)]
+    mode: Mode,
+    /// Clusters each stream subscribes to over EDS.
+    #[arg(long, default_value_t = 100)]
+    clusters: usize,
+    /// Endpoints per cluster.
+    #[arg(long, default_value_t = 3)]
+    endpoints: usize,
+    /// Use a running server instead of starting one (no push is measured then).
+    #[arg(long)]
+    server: Option<SocketAddr>,
+    /// The running server's pid, to read its RSS.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Node id prefix: streams are `<prefix>-<i>`, so the node type is the prefix.
+    #[arg(long, default_value = "sidecar")]
+    node_type: String,
+    /// Streams opened at once while connecting.
+    #[arg(long, default_value_t = 256)]
+    connect_concurrency: usize,
+    /// Internal: run as the server child.
+    #[arg(long, hide = true)]
+    serve: bool,
+    /// Internal: run as the floor-measurement sink child.
+    #[arg(long, hide = true)]
+    sink: bool,
+}
+
+fn main() {
+    let args = Args::parse();
+    raise_fd_limit();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    if args.serve {
+        runtime.block_on(server::serve(args.clusters, args.endpoints, &args.node_type));
+    } else if args.sink {
+        runtime.block_on(floor::sink(args.streams));
+    } else {
+        runtime.block_on(run(args));
+    }
+}
+
+/// 10,000 streams need more descriptors than the usual soft limit of 1,024.
+fn raise_fd_limit() {
+    let (_, hard) = rlimit::Resource::NOFILE.get().expect("read RLIMIT_NOFILE");
+    rlimit::Resource::NOFILE
+        .set(hard, hard)
+        .expect("raise RLIMIT_NOFILE");
+}
+
+/// A child process of this tool, talked to line by line.
+pub struct Child {
+    process: tokio::process::Child,
+    stdin: ChildStdin,
+    stdout: tokio::io::Lines<BufReader<ChildStdout>>,
+}
+
+impl Child {
+    async fn spawn(role: &str, args: &Args) -> Child {
+        let mut process = Command::new(std::env::current_exe().unwrap())
+            .arg(role)
+            .args(["--streams", &args.streams.to_string()])
+            .args(["--clusters", &args.clusters.to_string()])
+            .args(["--endpoints", &args.endpoints.to_string()])
+            .args(["--node-type", &args.node_type])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn child");
+        let stdin = process.stdin.take().unwrap();
+        let stdout = BufReader::new(process.stdout.take().unwrap()).lines();
+        Child {
+            process,
+            stdin,
+            stdout,
+        }
+    }
+
+    async fn line(&mut self) -> String {
+        self.stdout
+            .next_line()
+            .await
+            .unwrap()
+            .expect("child exited early")
+    }
+
+    async fn say(&mut self, line: &str) {
+        self.stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
+        self.stdin.flush().await.unwrap();
+    }
+
+    fn pid(&self) -> u32 {
+        self.process.id().unwrap()
+    }
+}
+
+async fn run(args: Args) {
+    let mut child = match args.server {
+        Some(_) => None,
+        None => Some(Child::spawn("--serve", &args).await),
+    };
+    let (addr, pid) = match (&mut child, args.server) {
+        (Some(child), _) => {
+            let addr = child.line().await.parse().expect("server address");
+            (addr, Some(child.pid()))
+        }
+        (None, Some(addr)) => (addr, args.server_pid),
+        (None, None) => unreachable!(),
+    };
+    let rss_before = pid.map(rss_kb).unwrap_or(0);
+
+    let started = Instant::now();
+    let fleet = client::Fleet::connect(&args, addr).await;
+    eprintln!(
+        "xds-load: {} streams connected and subscribed in {} ms",
+        args.streams,
+        started.elapsed().as_millis()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_idle = pid.map(rss_kb).unwrap_or(0);
+
+    let latencies = match &mut child {
+        Some(child) => {
+            fleet.arm(Instant::now());
+            child.say("publish").await;
+            let version = child.line().await;
+            eprintln!("xds-load: published EDS version {version}");
+            Some(fleet.wait_all(Duration::from_secs(60)).await)
+        }
+        None => None,
+    };
+    let rss_after = pid.map(rss_kb).unwrap_or(0);
+    let update_len = fleet.last_eds_len();
+    drop(fleet);
+    drop(child);
+
+    let (push_all, p50, p99) = match &latencies {
+        Some(l) => (
+            fmt_ms(*l.last().unwrap()),
+            fmt_ms(percentile(l, 50)),
+            fmt_ms(percentile(l, 99)),
+        ),
+        None => ("na".into(), "na".into(), "na".into()),
+    };
+    if args.server.is_none() {
+        let floor = floor::measure(&args).await;
+        println!(
+            "xds-load floor streams={} update_bytes={update_len} floor_update_bytes={} encode_us={} push_floor_ms={}",
+            args.streams,
+            floor.bytes,
+            floor.encode.as_micros(),
+            fmt_ms(floor.total)
+        );
+    }
+    let per_stream = rss_idle.saturating_sub(rss_before) as f64 / args.streams as f64;
+    println!(
+        "xds-load mode={} streams={} push_all_ms={push_all} p50_ms={p50} p99_ms={p99} rss_mb={:.1} rss_per_stream_kb={per_stream:.1} rss_after_push_mb={:.1}",
+        match args.mode {
+            Mode::Sotw => "sotw",
+            Mode::Delta => "delta",
+        },
+        args.streams,
+        rss_idle as f64 / 1024.0,
+        rss_after as f64 / 1024.0,
+    );
+}
+
+fn percentile(sorted: &[Duration], p: usize) -> Duration {
+    let i = (sorted.len() * p).div_ceil(100).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+fn fmt_ms(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1000.0)
+}
+
+/// Resident set size of a process, in KiB.
+fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Shared between the fleet's stream tasks.
+pub struct Shared {
+    pub armed_at: std::sync::OnceLock<Instant>,
+    pub latencies: std::sync::Mutex<Vec<Duration>>,
+    pub ready: tokio::sync::Semaphore,
+    pub done: tokio::sync::Notify,
+    pub last_eds_len: std::sync::atomic::AtomicUsize,
+}
+
+pub type SharedRef = Arc<Shared>;

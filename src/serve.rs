@@ -5,6 +5,7 @@
 //! stream runner ([`stream`]) and differ only in the protocol state ([`sotw`], [`delta`]).
 //! Responses are written from bytes the snapshot encoded once ([`wire`]).
 
+mod codec;
 mod delta;
 mod fetch;
 mod sotw;
@@ -25,10 +26,10 @@ use tokio_util::sync::CancellationToken;
 use tonic::server::{Grpc, StreamingService, UnaryService};
 use tonic::service::Routes;
 use tonic::{Request, Response, Status, Streaming};
-use tonic_prost::ProstCodec;
 
 use crate::cache::Cache;
 use crate::snapshot::ResourceType;
+use codec::XdsCodec;
 use delta::DeltaState;
 use sotw::SotwState;
 pub(crate) use stream::StreamContext;
@@ -172,14 +173,14 @@ impl tower_service::Service<http::Request<axum::body::Body>> for XdsMethod {
             Ok(match method.variant {
                 Variant::Sotw(_) | Variant::Fetch(_) => {
                     let mut grpc =
-                        Grpc::new(ProstCodec::<SotwResponse, DiscoveryRequest>::default());
+                        Grpc::new(XdsCodec::<SotwResponse, DiscoveryRequest>::default());
                     match method.variant {
                         Variant::Fetch(_) => grpc.unary(method, req).await,
                         _ => grpc.streaming(method, req).await,
                     }
                 }
                 Variant::Delta(_) => {
-                    let codec = ProstCodec::<DeltaResponse, DeltaDiscoveryRequest>::default();
+                    let codec = XdsCodec::<DeltaResponse, DeltaDiscoveryRequest>::default();
                     Grpc::new(codec).streaming(method, req).await
                 }
             })
