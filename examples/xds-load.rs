@@ -75,7 +75,11 @@ fn main() {
         .build()
         .expect("tokio runtime");
     if args.serve {
-        runtime.block_on(server::serve(args.clusters, args.endpoints, &args.node_type));
+        runtime.block_on(server::serve(
+            args.clusters,
+            args.endpoints,
+            &args.node_type,
+        ));
     } else if args.sink {
         runtime.block_on(floor::sink(args.streams));
     } else {

@@ -5,6 +5,7 @@
 //! stream runner ([`stream`]) and differ only in the protocol state ([`sotw`], [`delta`]).
 //! Responses are written from bytes the snapshot encoded once ([`wire`]).
 
+mod body;
 mod codec;
 mod delta;
 mod fetch;
@@ -21,19 +22,19 @@ use std::time::Duration;
 
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::server::{Grpc, StreamingService, UnaryService};
+use tonic::server::{Grpc, UnaryService};
 use tonic::service::Routes;
 use tonic::{Request, Response, Status, Streaming};
+use tonic_prost::ProstCodec;
 
 use crate::cache::Cache;
 use crate::snapshot::ResourceType;
-use codec::XdsCodec;
 use delta::DeltaState;
 use sotw::SotwState;
 pub(crate) use stream::StreamContext;
-use wire::{DeltaResponse, SotwResponse};
+use wire::SotwResponse;
 
 /// A failure of the gRPC server itself (not of one stream).
 #[derive(Debug, thiserror::Error)]
@@ -169,62 +170,48 @@ impl tower_service::Service<http::Request<axum::body::Body>> for XdsMethod {
 
     fn call(&mut self, req: http::Request<axum::body::Body>) -> Self::Future {
         let method = self.clone();
+        let (cache, shutdown) = (self.server.cache.clone(), self.server.shutdown.clone());
         Box::pin(async move {
             Ok(match method.variant {
-                Variant::Sotw(_) | Variant::Fetch(_) => {
-                    let mut grpc =
-                        Grpc::new(XdsCodec::<SotwResponse, DiscoveryRequest>::default());
-                    match method.variant {
-                        Variant::Fetch(_) => grpc.unary(method, req).await,
-                        _ => grpc.streaming(method, req).await,
-                    }
+                Variant::Fetch(_) => {
+                    let codec = ProstCodec::<SotwResponse, DiscoveryRequest>::default();
+                    Grpc::new(codec).unary(method, req).await
                 }
-                Variant::Delta(_) => {
-                    let codec = XdsCodec::<DeltaResponse, DeltaDiscoveryRequest>::default();
-                    Grpc::new(codec).streaming(method, req).await
+                // Streams: requests decoded by tonic, responses framed by `body`.
+                Variant::Sotw(only) => {
+                    let requests: Streaming<DiscoveryRequest> = Streaming::new_request(
+                        codec::request_decoder(),
+                        req.into_body(),
+                        None,
+                        None,
+                    );
+                    let state = SotwState::new(only);
+                    body::response(stream::spawn(
+                        cache,
+                        shutdown,
+                        service_name(only),
+                        state,
+                        requests,
+                    ))
+                }
+                Variant::Delta(only) => {
+                    let requests: Streaming<DeltaDiscoveryRequest> = Streaming::new_request(
+                        codec::request_decoder(),
+                        req.into_body(),
+                        None,
+                        None,
+                    );
+                    let state = DeltaState::new(only);
+                    body::response(stream::spawn(
+                        cache,
+                        shutdown,
+                        service_name(only),
+                        state,
+                        requests,
+                    ))
                 }
             })
         })
-    }
-}
-
-impl StreamingService<DiscoveryRequest> for XdsMethod {
-    type Response = SotwResponse;
-    type ResponseStream = ReceiverStream<Result<SotwResponse, Status>>;
-    type Future = std::future::Ready<Result<Response<Self::ResponseStream>, Status>>;
-
-    fn call(&mut self, request: Request<Streaming<DiscoveryRequest>>) -> Self::Future {
-        let Variant::Sotw(only) = self.variant else {
-            unreachable!("routed by variant")
-        };
-        let stream = stream::spawn(
-            self.server.cache.clone(),
-            self.server.shutdown.clone(),
-            service_name(only),
-            SotwState::new(only),
-            request.into_inner(),
-        );
-        std::future::ready(Ok(Response::new(stream)))
-    }
-}
-
-impl StreamingService<DeltaDiscoveryRequest> for XdsMethod {
-    type Response = DeltaResponse;
-    type ResponseStream = ReceiverStream<Result<DeltaResponse, Status>>;
-    type Future = std::future::Ready<Result<Response<Self::ResponseStream>, Status>>;
-
-    fn call(&mut self, request: Request<Streaming<DeltaDiscoveryRequest>>) -> Self::Future {
-        let Variant::Delta(only) = self.variant else {
-            unreachable!("routed by variant")
-        };
-        let stream = stream::spawn(
-            self.server.cache.clone(),
-            self.server.shutdown.clone(),
-            service_name(only),
-            DeltaState::new(only),
-            request.into_inner(),
-        );
-        std::future::ready(Ok(Response::new(stream)))
     }
 }
 

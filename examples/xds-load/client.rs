@@ -83,9 +83,15 @@ impl Fleet {
             if self.shared.latencies.lock().unwrap().len() >= self.streams {
                 break;
             }
-            if tokio::time::timeout_at(deadline.into(), notified).await.is_err() {
+            if tokio::time::timeout_at(deadline.into(), notified)
+                .await
+                .is_err()
+            {
                 let got = self.shared.latencies.lock().unwrap().len();
-                panic!("only {got} of {} streams got the update within {limit:?}", self.streams);
+                panic!(
+                    "only {got} of {} streams got the update within {limit:?}",
+                    self.streams
+                );
             }
         }
         let mut l = self.shared.latencies.lock().unwrap().clone();

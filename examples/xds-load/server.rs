@@ -62,7 +62,9 @@ pub async fn serve(clusters: usize, endpoints: usize, node_type: &str) {
             generation += 1;
             let snapshot = load_snapshot(clusters, endpoints, generation);
             let version = snapshot.version(ResourceType::Endpoint).to_string();
-            cache.publish(node_type, snapshot).expect("consistent snapshot");
+            cache
+                .publish(node_type, snapshot)
+                .expect("consistent snapshot");
             println!("{version}");
         }
     }

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 
+use super::body::{self, Outgoing};
 use super::delta::DeltaState;
 use super::sotw::SotwState;
 use super::wire::{DeltaResponse, SotwResponse};
@@ -34,7 +34,7 @@ pub(crate) struct StreamContext {
 /// A protocol variant's per-stream state.
 pub(super) trait Protocol: Send + 'static {
     type Request: Send + 'static;
-    type Response: Send + 'static;
+    type Response: prost::Message + Send + 'static;
     const MODE: &'static str;
 
     fn node(req: &Self::Request) -> Option<&Node>;
@@ -93,7 +93,7 @@ pub(super) fn spawn<P: Protocol>(
     service: &'static str,
     state: P,
     requests: Streaming<P::Request>,
-) -> ReceiverStream<Result<P::Response, Status>>
+) -> mpsc::Receiver<Outgoing>
 where
     Streaming<P::Request>: Send,
 {
@@ -102,10 +102,10 @@ where
         let outcome = run(&cache, &shutdown, service, state, requests, &tx).await;
         if let Err(status) = outcome {
             tracing::info!(code = ?status.code(), message = status.message(), "xDS stream refused");
-            let _ = tx.send(Err(status)).await;
+            let _ = tx.send(Err(Box::new(status))).await;
         }
     });
-    ReceiverStream::new(rx)
+    rx
 }
 
 /// Unregisters a stream from the status registry however its task ends.
@@ -123,7 +123,7 @@ async fn run<P: Protocol>(
     service: &'static str,
     mut state: P,
     mut requests: Streaming<P::Request>,
-    tx: &mpsc::Sender<Result<P::Response, Status>>,
+    tx: &mpsc::Sender<Outgoing>,
 ) -> Result<(), Status> {
     let first = tokio::select! {
         first = requests.message() => first?,
@@ -157,7 +157,7 @@ async fn run<P: Protocol>(
     let mut outbox = state.on_request(&ctx, first)?;
     loop {
         for response in outbox.drain(..) {
-            if tx.send(Ok(response)).await.is_err() {
+            if tx.send(Ok(body::frame(&response))).await.is_err() {
                 return Ok(());
             }
         }
