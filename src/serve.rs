@@ -9,6 +9,7 @@ mod body;
 mod codec;
 mod delta;
 mod fetch;
+mod names;
 mod sotw;
 mod stream;
 mod wire;

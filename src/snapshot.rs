@@ -117,6 +117,15 @@ impl TypeResources {
     pub fn get(&self, name: &str) -> Option<&Arc<EncodedResource>> {
         self.resources.get(name)
     }
+
+    /// `name` as a shared string: the snapshot's own when it has that resource, so thousands of
+    /// streams subscribed to the same names store one copy of each.
+    pub fn intern(&self, name: &str) -> Arc<str> {
+        match self.resources.get_key_value(name) {
+            Some((key, _)) => key.clone(),
+            None => name.into(),
+        }
+    }
 }
 
 /// Everything one node type is served: resources of each type, with a version per type.

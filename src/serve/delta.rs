@@ -11,16 +11,21 @@
 //! - A name subscribed again while already subscribed (Envoy re-warming a cluster) is answered
 //!   even if unchanged.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use tonic::Status;
 
+use super::names::{NameMap, NameSet};
 use super::wire::{DeltaResponse, Encoded};
 use super::StreamContext;
 use crate::cache::Nack;
 use crate::snapshot::{hash, ResourceType, Snapshot};
+
+/// The client's version of a resource when it reported one we did not produce. A content hash
+/// equal to it (a 1 in 2^64 chance) would mean one resource is not resent.
+const FOREIGN: u64 = 0;
 
 /// A response not yet ACKed: what to restore if it is NACKed.
 #[derive(Debug)]
@@ -28,18 +33,18 @@ struct InFlight {
     nonce: String,
     version: Arc<str>,
     /// The client's previous version of each resource the response changed.
-    undo: Vec<(String, Option<u64>)>,
+    undo: Vec<(Arc<str>, Option<u64>)>,
 }
 
 #[derive(Debug, Default)]
 struct TypeState {
     wildcard: bool,
-    names: BTreeSet<String>,
+    names: NameSet,
     /// Resource name → content hash the client holds (or will, once in-flight responses are
-    /// ACKed). `None` for a version string we did not produce: always resent.
-    client: BTreeMap<String, Option<u64>>,
+    /// ACKed). [`FOREIGN`] for a version string we did not produce: always resent.
+    client: NameMap<u64>,
     /// Subscribed names to send even if unchanged.
-    forced: BTreeSet<String>,
+    forced: NameSet,
     in_flight: VecDeque<InFlight>,
     /// Snapshot version of the last computed push: a publish with the same version has nothing.
     synced: Option<Arc<str>>,
@@ -83,13 +88,19 @@ impl DeltaState {
             return Ok(Vec::new());
         };
         let first = self.types[ty.index()].is_none();
+        let known = self.snapshot.clone();
+        let intern = |name: &str| match &known {
+            Some(snapshot) => snapshot.of(ty).intern(name),
+            None => Arc::from(name),
+        };
         let state = self.types[ty.index()].get_or_insert_with(TypeState::default);
         if first {
             state.wildcard = ty.is_wildcard_by_default() && req.resource_names_subscribe.is_empty();
             for (name, version) in &req.initial_resource_versions {
-                state
-                    .client
-                    .insert(name.clone(), hash::parse_version(version));
+                state.client.insert(
+                    intern(name),
+                    hash::parse_version(version).unwrap_or(FOREIGN),
+                );
             }
         } else if !req.response_nonce.is_empty() {
             Self::answer(ctx, ty, state, &req);
@@ -97,8 +108,8 @@ impl DeltaState {
         for name in &req.resource_names_subscribe {
             if name == "*" {
                 state.wildcard = true;
-            } else if !state.names.insert(name.clone()) {
-                state.forced.insert(name.clone());
+            } else if state.names.insert(intern(name), ()).is_some() {
+                state.forced.insert(intern(name), ());
             }
         }
         for name in &req.resource_names_unsubscribe {
@@ -156,7 +167,7 @@ impl DeltaState {
             Some(error) => {
                 for (name, previous) in answered.undo {
                     match previous {
-                        Some(previous) => state.client.insert(name, Some(previous)),
+                        Some(previous) => state.client.insert(name, previous),
                         None => state.client.remove(&name),
                     };
                 }
@@ -203,14 +214,13 @@ impl DeltaState {
             .values()
             .filter(|r| wanted(r.name()))
             .filter(|r| {
-                state.forced.contains(&**r.name())
-                    || state.client.get(&**r.name()).copied().flatten() != Some(r.hash())
+                state.forced.contains(&**r.name()) || state.client.get(r.name()) != Some(r.hash())
             })
             .cloned()
             .collect();
-        let removed: Vec<String> = state
+        let removed: Vec<Arc<str>> = state
             .client
-            .keys()
+            .names()
             .filter(|name| wanted(name) && current.get(name).is_none())
             .cloned()
             .collect();
@@ -222,12 +232,12 @@ impl DeltaState {
         state.forced.clear();
         let mut undo = Vec::with_capacity(changed.len() + removed.len());
         for r in &changed {
-            let previous = state.client.insert(r.name().to_string(), Some(r.hash()));
-            undo.push((r.name().to_string(), previous.flatten()));
+            let previous = state.client.insert(r.name().clone(), r.hash());
+            undo.push((r.name().clone(), previous));
         }
         for name in &removed {
             let previous = state.client.remove(name);
-            undo.push((name.clone(), previous.flatten()));
+            undo.push((name.clone(), previous));
         }
         let nonce = self.next_nonce.to_string();
         self.next_nonce += 1;
@@ -245,7 +255,7 @@ impl DeltaState {
                 .collect(),
             type_url: ty.type_url().to_owned(),
             nonce,
-            removed_resources: removed,
+            removed_resources: removed.iter().map(|n| n.to_string()).collect(),
         })
     }
 }

@@ -25,9 +25,9 @@ pub(super) fn fetch(
         ))
     })?;
     let current = snapshot.of(ty);
-    let resources = match Subscription::from_names(ty, &req.resource_names) {
+    let resources = match Subscription::from_names(ty, &req.resource_names, None) {
         Subscription::Wildcard => current.resources().values().collect::<Vec<_>>(),
-        Subscription::Names(names) => names.iter().filter_map(|n| current.get(n)).collect(),
+        Subscription::Names(names) => names.names().filter_map(|n| current.get(n)).collect(),
     };
     Ok(SotwResponse {
         version_info: current.version().to_string(),

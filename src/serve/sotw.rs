@@ -22,26 +22,32 @@ use std::sync::Arc;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use tonic::Status;
 
+use super::names::NameSet;
 use super::wire::{Encoded, SotwResponse};
 use super::StreamContext;
 use crate::cache::Nack;
-use crate::snapshot::{ResourceType, Snapshot};
+use crate::snapshot::{ResourceType, Snapshot, TypeResources};
 
 /// What a client subscribed to for one type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Subscription {
     Wildcard,
-    Names(BTreeSet<String>),
+    Names(NameSet),
 }
 
 impl Subscription {
     /// The subscription a request's `resource_names` express for `ty`: `*` is a wildcard, and so
-    /// is an empty list for the wildcard types CDS and LDS.
-    pub(super) fn from_names(ty: ResourceType, names: &[String]) -> Self {
+    /// is an empty list for the wildcard types CDS and LDS. Names are interned against `known`.
+    pub(super) fn from_names(
+        ty: ResourceType,
+        names: &[String],
+        known: Option<&TypeResources>,
+    ) -> Self {
         if names.iter().any(|n| n == "*") || (names.is_empty() && ty.is_wildcard_by_default()) {
             Subscription::Wildcard
         } else {
-            Subscription::Names(names.iter().cloned().collect())
+            let intern = |n: &String| known.map_or_else(|| Arc::from(n.as_str()), |k| k.intern(n));
+            Subscription::Names(names.iter().map(intern).collect())
         }
     }
 }
@@ -96,7 +102,8 @@ impl SotwState {
         let Some(ty) = self.request_type(ctx, &req.type_url)? else {
             return Ok(Vec::new());
         };
-        let subscription = Subscription::from_names(ty, &req.resource_names);
+        let known = self.snapshot.as_ref().map(|s| s.of(ty));
+        let subscription = Subscription::from_names(ty, &req.resource_names, known);
         let Some(state) = self.types[ty.index()].as_mut() else {
             self.types[ty.index()] = Some(TypeState {
                 subscription,
@@ -233,7 +240,7 @@ impl SotwState {
                     .filter(|_| !whole)
                     .map(|s| s.snapshot.of(ty));
                 names
-                    .iter()
+                    .names()
                     .filter_map(|name| current.get(name))
                     .filter(|r| {
                         base.and_then(|b| b.get(r.name()))
