@@ -214,7 +214,7 @@ impl DeltaState {
             .values()
             .filter(|r| wanted(r.name()))
             .filter(|r| {
-                state.forced.contains(&**r.name()) || state.client.get(r.name()) != Some(r.hash())
+                state.forced.contains(r.name()) || state.client.get(r.name()) != Some(r.hash())
             })
             .cloned()
             .collect();
