@@ -8,6 +8,7 @@
 //! process, whatever order they were added in, so a restarted controller or a second replica
 //! re-serves exactly what Envoy already holds and nothing is re-pushed.
 
+mod canonical;
 mod consistency;
 pub mod hash;
 mod resource_type;

@@ -5,12 +5,13 @@
 
 use sha2::{Digest, Sha256};
 
-/// Hash of one encoded resource of the given type.
+/// Hash of one encoded resource of the given type, over its canonical form (map entries
+/// sorted), so equal content hashes equally however prost ordered its maps.
 pub fn resource_hash(type_url: &str, encoded: &[u8]) -> u64 {
     let mut hasher = Sha256::new();
     hasher.update(type_url.as_bytes());
     hasher.update([0]);
-    hasher.update(encoded);
+    hasher.update(super::canonical::canonical(type_url, encoded));
     first_u64(&hasher.finalize())
 }
 
