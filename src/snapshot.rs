@@ -14,7 +14,8 @@ pub mod hash;
 mod resource_type;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
@@ -135,7 +136,18 @@ impl TypeResources {
 #[derive(Debug)]
 pub struct Snapshot {
     types: [TypeResources; ResourceType::COUNT],
+    /// Unique per built snapshot (unlike its address, never reused), keying `changes`.
+    id: u64,
+    /// Recent answers of [`Snapshot::changed_since`]: every stream that last got the same
+    /// snapshot asks the same question, so it is answered once.
+    changes: Mutex<Vec<(u64, ResourceType, ChangedNames)>>,
 }
+
+/// Names of resources that are new or changed between two snapshots.
+pub type ChangedNames = Arc<[Arc<str>]>;
+
+/// How many `changed_since` answers a snapshot keeps.
+const CHANGES_KEPT: usize = 8;
 
 impl Snapshot {
     /// Starts an empty snapshot.
@@ -158,6 +170,28 @@ impl Snapshot {
         ResourceType::ALL
             .iter()
             .all(|&ty| self.version(ty) == other.version(ty))
+    }
+
+    /// Names of `ty` resources that are new or changed in `self` compared with `base`, computed
+    /// once per (base, type) and shared by every stream asking.
+    pub fn changed_since(&self, base: &Snapshot, ty: ResourceType) -> ChangedNames {
+        let mut changes = self.changes.lock().unwrap();
+        if let Some((_, _, names)) = changes.iter().find(|(id, t, _)| *id == base.id && *t == ty) {
+            return names.clone();
+        }
+        let before = base.of(ty);
+        let names: ChangedNames = self
+            .of(ty)
+            .resources()
+            .values()
+            .filter(|r| before.get(r.name()).is_none_or(|b| b.hash() != r.hash()))
+            .map(|r| r.name().clone())
+            .collect();
+        if changes.len() == CHANGES_KEPT {
+            changes.remove(0);
+        }
+        changes.push((base.id, ty, names.clone()));
+        names
     }
 
     /// Checks that references between types resolve (see [`InconsistentSnapshot`]).
@@ -223,7 +257,12 @@ impl SnapshotBuilder {
             version: hash::type_version(resources.values().map(|r| (&*r.name, r.hash))).into(),
             resources,
         });
-        Snapshot { types }
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+        Snapshot {
+            types,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            changes: Mutex::default(),
+        }
     }
 }
 

@@ -429,3 +429,22 @@ async fn a_stalled_stream_blocks_neither_the_publisher_nor_other_streams_and_ver
     healthy.expect_silence().await;
     drop(stalled);
 }
+
+#[tokio::test]
+async fn acks_repeating_a_name_do_not_cause_a_response_loop() {
+    let server = start_server(NodeTypeResolver::default()).await;
+    server
+        .cache
+        .publish("sidecar", sample(&["a", "b"], 1, 10000))
+        .unwrap();
+    let mut s = ads(server.addr).await;
+    s.send(with_node(
+        request(Endpoint, &["a", "b", "a"], "", ""),
+        "sidecar-1",
+    ))
+    .await;
+    let r = s.recv().await;
+    assert_eq!(names(&r), ["a", "b"]);
+    s.send(ack(&r, &["a", "b", "a"])).await;
+    s.expect_silence().await;
+}

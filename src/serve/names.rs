@@ -56,6 +56,10 @@ impl<V: Copy> NameMap<V> {
         self.entries.iter().map(|(n, _)| n)
     }
 
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

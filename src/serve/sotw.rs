@@ -36,6 +36,18 @@ pub(super) enum Subscription {
 }
 
 impl Subscription {
+    /// Whether `names` express exactly this subscription (any order, no duplicates).
+    fn is_expressed_by(&self, ty: ResourceType, names: &[String]) -> bool {
+        match self {
+            Subscription::Wildcard => {
+                names.iter().any(|n| n == "*") || (names.is_empty() && ty.is_wildcard_by_default())
+            }
+            Subscription::Names(set) => {
+                set.len() == names.len() && names.iter().all(|n| n != "*" && set.contains(n))
+            }
+        }
+    }
+
     /// The subscription a request's `resource_names` express for `ty`: `*` is a wildcard, and so
     /// is an empty list for the wildcard types CDS and LDS. Names are interned against `known`.
     pub(super) fn from_names(
@@ -103,10 +115,16 @@ impl SotwState {
             return Ok(Vec::new());
         };
         let known = self.snapshot.as_ref().map(|s| s.of(ty));
-        let subscription = Subscription::from_names(ty, &req.resource_names, known);
+        let current = self.types[ty.index()].as_ref().map(|s| &s.subscription);
+        // An ACK repeats the subscription; recognise it without building a new one. `None`:
+        // the subscription is unchanged.
+        let subscription = match current {
+            Some(current) if current.is_expressed_by(ty, &req.resource_names) => None,
+            _ => Some(Subscription::from_names(ty, &req.resource_names, known)),
+        };
         let Some(state) = self.types[ty.index()].as_mut() else {
             self.types[ty.index()] = Some(TypeState {
-                subscription,
+                subscription: subscription.expect("no previous subscription"),
                 initial_version: Some(req.version_info),
                 sent: None,
                 awaiting_ack: false,
@@ -139,12 +157,20 @@ impl SotwState {
             );
             state.awaiting_ack = false;
             state.whole_next = true;
-            state.subscription = subscription;
+            if let Some(subscription) = subscription {
+                state.subscription = subscription;
+            }
             // Nothing is sent until the content differs from the rejected version.
             return Ok(self.pending(ctx, ty).into_iter().collect());
         }
-        let resubscribed = state.subscription != subscription;
-        state.subscription = subscription;
+        // Compared, not assumed: a client repeating a name in every ACK must not get a
+        // response to each (that would loop).
+        let resubscribed = subscription
+            .as_ref()
+            .is_some_and(|s| *s != state.subscription);
+        if let Some(subscription) = subscription {
+            state.subscription = subscription;
+        }
         if answers_last {
             state.awaiting_ack = false;
             let sent = state.sent.as_ref().expect("a nonce matched");
@@ -233,22 +259,20 @@ impl SotwState {
                 .values()
                 .map(|r| Encoded(r.any_bytes().clone()))
                 .collect(),
-            Subscription::Names(names) => {
-                let base = state
-                    .sent
-                    .as_ref()
-                    .filter(|_| !whole)
-                    .map(|s| s.snapshot.of(ty));
-                names
+            Subscription::Names(names) => match state.sent.as_ref().filter(|_| !whole) {
+                Some(sent) => snapshot
+                    .changed_since(&sent.snapshot, ty)
+                    .iter()
+                    .filter(|name| names.contains(name))
+                    .filter_map(|name| current.get(name))
+                    .map(|r| Encoded(r.any_bytes().clone()))
+                    .collect(),
+                None => names
                     .names()
                     .filter_map(|name| current.get(name))
-                    .filter(|r| {
-                        base.and_then(|b| b.get(r.name()))
-                            .is_none_or(|b| b.hash() != r.hash())
-                    })
                     .map(|r| Encoded(r.any_bytes().clone()))
-                    .collect()
-            }
+                    .collect(),
+            },
         };
         if resources.is_empty() && !whole && matches!(state.subscription, Subscription::Names(_)) {
             // Nothing this stream subscribed to changed; move the base forward silently.

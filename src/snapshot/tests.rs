@@ -151,3 +151,14 @@ fn resources_are_encoded_once_and_shared() {
         r.delta_resource_bytes().as_ptr()
     );
 }
+
+#[test]
+fn changed_since_names_new_and_changed_resources_and_is_answered_once() {
+    let base = full(&["a", "b"]).build();
+    let next = full(&["a", "b", "c"]).endpoints(cla("b", 9)).build();
+    let changed = next.changed_since(&base, ResourceType::Endpoint);
+    assert_eq!(changed.iter().map(|n| &**n).collect::<Vec<_>>(), ["b", "c"]);
+    let again = next.changed_since(&base, ResourceType::Endpoint);
+    assert!(Arc::ptr_eq(&changed, &again), "cached, not recomputed");
+    assert!(next.changed_since(&base, ResourceType::Listener).is_empty());
+}
