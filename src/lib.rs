@@ -8,3 +8,5 @@
 //! - [`cache`]: latest snapshot per node type; publishing is the only push trigger.
 //! - [`serve`]: tonic xDS services (ADS + per-type, SotW + delta). Only module touching gRPC.
 //! - [`settings`]: the daemon's TOML settings.
+
+pub mod discover;
