@@ -1,0 +1,2 @@
+//! Measures discovery call efficiency on recorded responses (filled in below).
+fn main() {}
