@@ -1,1 +1,2 @@
+pub mod fake_aws;
 pub mod moto;
