@@ -118,14 +118,11 @@ impl Fake {
                         )),
                     );
                 }
+                let wanted: std::collections::HashSet<&str> =
+                    input.tasks().iter().map(String::as_str).collect();
                 let tasks = world.tasks.get(cluster).into_iter().flatten();
                 let found = tasks
-                    .filter(|t| {
-                        input
-                            .tasks()
-                            .iter()
-                            .any(|a| Some(a.as_str()) == t.task_arn())
-                    })
+                    .filter(|t| t.task_arn().is_some_and(|a| wanted.contains(a)))
                     .cloned();
                 MockResponse::Output(
                     aws_sdk_ecs::operation::describe_tasks::DescribeTasksOutput::builder()
