@@ -19,7 +19,6 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use super::calls::{CallCounter, Outcome};
@@ -188,7 +187,7 @@ impl Aws {
             };
             let (outcome, retryable) = classify(&err);
             self.calls.record(operation, outcome);
-            let message = DisplayErrorContext(&err).to_string();
+            let message = error_chain(&err);
             if !retryable || attempt >= self.retry.max_attempts {
                 let code = err.code().map(str::to_owned);
                 return Err(DiscoverError::Aws {
@@ -234,6 +233,21 @@ const TRANSIENT_CODES: &[&str] = &[
     "ServiceUnavailable",
     "RequestTimeout",
 ];
+
+/// "a: b: c" from an error and its sources: readable, unlike the SDK's Debug-laden context.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !message.ends_with(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = e.source();
+    }
+    message
+}
 
 /// (outcome, retryable) of a failed request.
 fn classify<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> (Outcome, bool) {
