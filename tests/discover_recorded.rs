@@ -414,3 +414,43 @@ async fn service_tags_override_and_auto_discovery_finds_every_cluster() {
     );
     assert!(inv.warnings.is_empty());
 }
+
+#[tokio::test]
+async fn run_publishes_each_change_once_and_stops_at_shutdown() {
+    let fake = Fake::default();
+    web(&mut fake.world(), "demo");
+    let mut s = settings(&["demo"]);
+    s.ecs.poll_interval = std::time::Duration::from_secs(1);
+    let aws = fake.aws();
+    let calls = aws.calls().clone();
+    let poller = Poller::new(s, aws).unwrap();
+    let (tx, mut rx) = channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(poller.run(tx, async {
+        let _ = stopped.await;
+    }));
+
+    rx.changed().await.unwrap();
+    assert_eq!(rx.borrow_and_update().endpoint_count(), 3);
+    // More poll intervals with no change: polled, but nothing is published.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert!(!rx.has_changed().unwrap());
+    assert!(
+        calls.operation_total("ListTasks") >= 3,
+        "{:?}",
+        calls.snapshot()
+    );
+
+    fake.world().tasks.get_mut("demo").unwrap().pop();
+    tokio::time::timeout(std::time::Duration::from_secs(5), rx.changed())
+        .await
+        .expect("published")
+        .unwrap();
+    assert_eq!(rx.borrow_and_update().endpoint_count(), 2);
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(1), run)
+        .await
+        .expect("run stops at shutdown")
+        .unwrap();
+}
