@@ -11,6 +11,20 @@
 //! - [`poller`]: polls every source each interval, keeps the last good part of a failed source,
 //!   and publishes only complete inventories that changed.
 //!
+//! # Using it
+//! ```no_run
+//! # async fn demo(settings: ecs_xds::discover::DiscoverSettings) -> Result<(), ecs_xds::discover::DiscoverError> {
+//! use std::sync::Arc;
+//! use ecs_xds::discover::{Aws, Inventory, Poller};
+//! let aws = Aws::connect(&settings.aws).await?; // standard credential chain
+//! let calls = aws.calls().clone(); // for the metrics layer
+//! let (tx, mut rx) = tokio::sync::watch::channel(Arc::new(Inventory::default()));
+//! tokio::spawn(Poller::new(settings, aws)?.run(tx, std::future::pending()));
+//! rx.changed().await.ok(); // the first complete inventory
+//! # Ok(()) }
+//! ```
+//! `ecs-xds discover` calls [`discover_once`] and prints [`Inventory::to_table`] or the JSON.
+//!
 //! # Naming rules
 //! - An ECS service exposed on one unnamed port is the cluster `{service}`; each named port
 //!   mapping of a service is the cluster `{service}.{port_name}` (both templates configurable,
@@ -42,7 +56,7 @@ mod table;
 
 pub use aws::{Aws, RetryPolicy};
 pub use calls::{CallCounter, Outcome};
-pub use poller::{discover_once, discover_once_with, Poller};
+pub use poller::{discover_once, discover_once_with, PollReport, Poller};
 pub use settings::{AwsSettings, CloudMapSettings, DiscoverSettings, EcsSettings, SettingsErrors};
 
 /// Why discovery (or one source of it) failed. Each variant says which step, so the user can act.
