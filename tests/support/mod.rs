@@ -1,7 +1,10 @@
 //! Shared helpers for the integration tests: an in-process xDS server on 127.0.0.1:0, sample
-//! snapshots, thin xDS clients over real gRPC, a real Envoy, and HTTP backends.
+//! snapshots, thin xDS clients over real gRPC, a real Envoy, HTTP backends, moto server, and a
+//! fake AWS of recorded responses.
 #![allow(dead_code)]
 
 pub mod backend;
 pub mod envoy;
+pub mod fake_aws;
+pub mod moto;
 pub mod xds;

@@ -1,0 +1,209 @@
+//! Parts → one [`Inventory`]: grouping endpoints into clusters, and the collision rule (see
+//! the crate-level "Naming rules" in [`crate::discover`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::mapping::Mapped;
+use super::{Cluster, Inventory, Source};
+
+/// What one source (an ECS cluster or a Cloud Map namespace) contributes to the inventory. The
+/// poller keeps the last good one per source.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Part {
+    pub clusters: BTreeMap<String, Cluster>,
+    pub warnings: BTreeSet<String>,
+}
+
+impl Part {
+    /// Groups the endpoints of one ECS cluster's tasks into clusters. When two services claim
+    /// one name (through a `cluster-name` tag), the first by service name keeps it.
+    pub(crate) fn from_ecs(
+        ecs_cluster: &str,
+        mut mapped: Vec<Mapped>,
+        mut warnings: BTreeSet<String>,
+    ) -> Part {
+        // Newest revision first, so the cluster takes the overrides of the newest task definition
+        // while a deployment rolls.
+        mapped.sort_by(|a, b| {
+            (&a.cluster_name, &a.service, b.revision).cmp(&(
+                &b.cluster_name,
+                &b.service,
+                a.revision,
+            ))
+        });
+        let mut clusters: BTreeMap<String, Cluster> = BTreeMap::new();
+        for m in mapped {
+            let source = Source::Ecs {
+                ecs_cluster: ecs_cluster.to_owned(),
+                service: m.service.clone(),
+            };
+            let cluster = clusters
+                .entry(m.cluster_name.clone())
+                .or_insert_with(|| Cluster {
+                    name: m.cluster_name.clone(),
+                    source: source.clone(),
+                    port_name: m.port_name.clone(),
+                    overrides: m.overrides.clone(),
+                    endpoints: Vec::new(),
+                });
+            if cluster.source == source {
+                cluster.endpoints.push(m.endpoint);
+            } else {
+                warnings.insert(collision(&m.cluster_name, &cluster.source, &source));
+            }
+        }
+        for cluster in clusters.values_mut() {
+            sort_endpoints(cluster);
+        }
+        Part { clusters, warnings }
+    }
+}
+
+pub(crate) fn sort_endpoints(cluster: &mut Cluster) {
+    cluster
+        .endpoints
+        .sort_by(|a, b| (&a.address, a.port, &a.id).cmp(&(&b.address, b.port, &b.id)));
+    cluster.endpoints.dedup();
+}
+
+/// Merges parts given in priority order: the first part to claim a name keeps it.
+pub(crate) fn assemble<'a>(parts: impl IntoIterator<Item = &'a Part>) -> Inventory {
+    let mut clusters: BTreeMap<String, Cluster> = BTreeMap::new();
+    let mut warnings = BTreeSet::new();
+    for part in parts {
+        warnings.extend(part.warnings.iter().cloned());
+        for (name, cluster) in &part.clusters {
+            match clusters.get(name) {
+                Some(kept) => {
+                    warnings.insert(collision(name, &kept.source, &cluster.source));
+                }
+                None => {
+                    clusters.insert(name.clone(), cluster.clone());
+                }
+            }
+        }
+    }
+    for w in &warnings {
+        tracing::debug!(warning = %w, "inventory warning");
+    }
+    Inventory {
+        clusters,
+        warnings: warnings.into_iter().collect(),
+    }
+}
+
+fn collision(name: &str, kept: &Source, dropped: &Source) -> String {
+    format!(
+        "cluster name `{name}` is claimed by {kept} and {dropped}; keeping {kept} (listed first), leaving out {dropped}. \
+         Use {{ecs_cluster}} in the name template or a cluster-name tag to tell them apart"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discover::{ClusterOverrides, Endpoint, Health, Locality};
+
+    fn mapped(cluster: &str, service: &str, ip: &str, revision: i32) -> Mapped {
+        Mapped {
+            cluster_name: cluster.into(),
+            service: service.into(),
+            port_name: None,
+            overrides: ClusterOverrides {
+                http2: Some(revision > 1),
+                ..ClusterOverrides::default()
+            },
+            endpoint: Endpoint {
+                address: ip.into(),
+                port: 80,
+                health: Health::Healthy,
+                locality: Locality::default(),
+                weight: 1,
+                id: ip.into(),
+            },
+            revision,
+        }
+    }
+
+    #[test]
+    fn endpoints_are_grouped_sorted_and_take_the_newest_revisions_overrides() {
+        let part = Part::from_ecs(
+            "a",
+            vec![
+                mapped("web", "web", "10.0.0.9", 1),
+                mapped("web", "web", "10.0.0.1", 2),
+                mapped("api", "api", "10.0.0.5", 1),
+            ],
+            BTreeSet::new(),
+        );
+        assert_eq!(part.clusters.keys().collect::<Vec<_>>(), ["api", "web"]);
+        let web = &part.clusters["web"];
+        assert_eq!(
+            web.endpoints
+                .iter()
+                .map(|e| e.address.as_str())
+                .collect::<Vec<_>>(),
+            ["10.0.0.1", "10.0.0.9"]
+        );
+        assert_eq!(web.overrides.http2, Some(true));
+    }
+
+    #[test]
+    fn same_service_name_in_two_ecs_clusters_keeps_the_first_and_warns() {
+        let a = Part::from_ecs(
+            "a",
+            vec![mapped("web", "web", "10.0.0.1", 1)],
+            BTreeSet::new(),
+        );
+        let b = Part::from_ecs(
+            "b",
+            vec![
+                mapped("web", "web", "10.0.0.2", 1),
+                mapped("api", "api", "10.0.0.3", 1),
+            ],
+            BTreeSet::new(),
+        );
+        let inv = assemble([&a, &b]);
+        assert_eq!(inv.clusters["web"].endpoints.len(), 1, "never merged");
+        assert_eq!(
+            inv.clusters["web"].source,
+            Source::Ecs {
+                ecs_cluster: "a".into(),
+                service: "web".into()
+            }
+        );
+        assert!(inv.clusters.contains_key("api"));
+        assert_eq!(inv.warnings.len(), 1);
+        assert!(
+            inv.warnings[0].contains("ecs:a/web and ecs:b/web; keeping ecs:a/web"),
+            "{}",
+            inv.warnings[0]
+        );
+        // The order of the settings decides, not the names.
+        assert_eq!(
+            assemble([&b, &a]).clusters["web"].endpoints[0].address,
+            "10.0.0.2"
+        );
+    }
+
+    #[test]
+    fn two_services_renamed_to_one_cluster_name_are_not_merged() {
+        let part = Part::from_ecs(
+            "a",
+            vec![
+                mapped("shared", "web", "10.0.0.1", 1),
+                mapped("shared", "api", "10.0.0.2", 1),
+            ],
+            BTreeSet::new(),
+        );
+        assert_eq!(part.clusters["shared"].endpoints.len(), 1);
+        assert_eq!(
+            part.clusters["shared"].source,
+            Source::Ecs {
+                ecs_cluster: "a".into(),
+                service: "api".into()
+            }
+        );
+        assert_eq!(part.warnings.len(), 1);
+    }
+}

@@ -1,0 +1,250 @@
+//! The poller: every `ecs.poll_interval`, polls each source (each ECS cluster, each Cloud Map
+//! namespace) and publishes the whole [`Inventory`] when it changed.
+//!
+//! Fail static: a source whose poll fails keeps its last good part, and the failure is logged
+//! with the AWS operation and error. Nothing is published until every source has succeeded once,
+//! so a failure is never mistaken for "zero tasks"; a successful poll that finds zero tasks is
+//! real and is published.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use super::assemble::{assemble, Part};
+use super::aws::Aws;
+use super::ecs::{poll_cluster, EcsState};
+use super::settings::{DiscoverSettings, ServiceFilter};
+use super::{cloud_map, DiscoverError, Inventory};
+
+/// One source of the inventory. Its `Ord` is irrelevant: priority is the settings' order.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum SourceId {
+    Ecs(String),
+    CloudMap(String),
+}
+
+impl std::fmt::Display for SourceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SourceId::Ecs(c) => write!(f, "ECS cluster {c}"),
+            SourceId::CloudMap(n) => write!(f, "Cloud Map namespace {n}"),
+        }
+    }
+}
+
+/// The outcome of one [`Poller::poll`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PollReport {
+    /// Fresh parts where this poll succeeded and the last good parts where it failed. `None`
+    /// while some source has never succeeded.
+    pub inventory: Option<Inventory>,
+    /// One error per source that failed in this poll.
+    pub errors: Vec<DiscoverError>,
+}
+
+/// Polls AWS and remembers what fail-static and call efficiency need between polls.
+pub struct Poller {
+    settings: DiscoverSettings,
+    filter: ServiceFilter,
+    aws: Aws,
+    ecs: EcsState,
+    /// ECS clusters in priority order: the settings' list, or the last ListClusters answer.
+    ecs_clusters: Vec<String>,
+    /// False until ListClusters first succeeds (auto-discovery only).
+    ecs_clusters_known: bool,
+    /// The last good part of each source.
+    parts: BTreeMap<SourceId, Part>,
+    published: Option<Arc<Inventory>>,
+}
+
+impl Poller {
+    /// Validates the settings; no AWS call is made yet.
+    pub fn new(settings: DiscoverSettings, aws: Aws) -> Result<Self, DiscoverError> {
+        settings.validate()?;
+        let auto = settings.ecs.auto_discover_clusters;
+        Ok(Self {
+            filter: settings.ecs.service_filter(),
+            ecs_clusters: if auto {
+                Vec::new()
+            } else {
+                settings.ecs.clusters.clone()
+            },
+            ecs_clusters_known: !auto,
+            settings,
+            aws,
+            ecs: EcsState::default(),
+            parts: BTreeMap::new(),
+            published: None,
+        })
+    }
+
+    pub fn aws(&self) -> &Aws {
+        &self.aws
+    }
+
+    /// Polls every source once.
+    pub async fn poll(&mut self) -> PollReport {
+        let mut errors = Vec::new();
+        if self.settings.ecs.auto_discover_clusters {
+            match self.aws.list_clusters().await {
+                Ok(clusters) => {
+                    self.parts
+                        .retain(|id, _| !matches!(id, SourceId::Ecs(c) if !clusters.contains(c)));
+                    self.ecs.retain_clusters(&clusters);
+                    self.ecs_clusters = clusters;
+                    self.ecs_clusters_known = true;
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        for cluster in self.ecs_clusters.clone() {
+            let result = poll_cluster(
+                &self.aws,
+                &self.settings.ecs,
+                &self.filter,
+                &cluster,
+                &mut self.ecs,
+            )
+            .await;
+            self.record(SourceId::Ecs(cluster), result, &mut errors);
+        }
+        let namespaces = self.settings.cloud_map.namespaces.clone();
+        if !namespaces.is_empty() {
+            match cloud_map::namespace_ids(&self.aws).await {
+                Ok(ids) => {
+                    for ns in namespaces {
+                        let result = match ids.get(&ns) {
+                            Some(id) => {
+                                cloud_map::poll_namespace(
+                                    &self.aws,
+                                    &self.settings.cloud_map,
+                                    &ns,
+                                    id,
+                                )
+                                .await
+                            }
+                            None => Err(DiscoverError::NotFound {
+                                target: format!("Cloud Map namespace {ns}"),
+                                message: "ListNamespaces does not list it".into(),
+                            }),
+                        };
+                        self.record(SourceId::CloudMap(ns), result, &mut errors);
+                    }
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        for e in &errors {
+            tracing::error!(error = %e, "discovery failed; the failed sources keep their last good part");
+        }
+        PollReport {
+            inventory: self.complete_inventory(),
+            errors,
+        }
+    }
+
+    fn record(
+        &mut self,
+        source: SourceId,
+        result: Result<Part, DiscoverError>,
+        errors: &mut Vec<DiscoverError>,
+    ) {
+        match result {
+            Ok(part) => {
+                self.parts.insert(source, part);
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+
+    /// Every source's part in priority order, or `None` if some source has none yet.
+    fn complete_inventory(&self) -> Option<Inventory> {
+        if !self.ecs_clusters_known {
+            return None;
+        }
+        let order = self
+            .ecs_clusters
+            .iter()
+            .map(|c| SourceId::Ecs(c.clone()))
+            .chain(
+                self.settings
+                    .cloud_map
+                    .namespaces
+                    .iter()
+                    .map(|n| SourceId::CloudMap(n.clone())),
+            );
+        let parts: Option<Vec<&Part>> = order.map(|id| self.parts.get(&id)).collect();
+        parts.map(assemble)
+    }
+
+    /// Polls once and publishes the inventory if it is complete and differs from the last one
+    /// published (the first complete one is always published). Returns whether it published.
+    pub async fn poll_and_publish(&mut self, tx: &watch::Sender<Arc<Inventory>>) -> bool {
+        let report = self.poll().await;
+        let Some(inventory) = report.inventory else {
+            tracing::warn!("not publishing: some source has never been discovered successfully");
+            return false;
+        };
+        if self.published.as_deref() == Some(&inventory) {
+            return false;
+        }
+        let inventory = Arc::new(inventory);
+        tracing::info!(
+            clusters = inventory.clusters.len(),
+            endpoints = inventory.endpoint_count(),
+            warnings = inventory.warnings.len(),
+            "publishing a changed inventory"
+        );
+        self.published = Some(inventory.clone());
+        // send_replace: publishing must not depend on a receiver being alive.
+        tx.send_replace(inventory);
+        true
+    }
+
+    /// Polls every `ecs.poll_interval` until `shutdown` completes, publishing to `tx`.
+    ///
+    /// The channel's initial value is the caller's placeholder: receivers should wait for
+    /// `changed()` before trusting it. A poll in progress is abandoned at shutdown.
+    pub async fn run(
+        mut self,
+        tx: watch::Sender<Arc<Inventory>>,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        let mut interval = tokio::time::interval(self.settings.ecs.poll_interval);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = interval.tick() => {}
+            }
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = self.poll_and_publish(&tx) => {}
+            }
+        }
+    }
+}
+
+/// One complete discovery for `ecs-xds discover`: loads AWS from the standard chain and polls
+/// every source once. Any failed source is an error (the first one; all are logged).
+pub async fn discover_once(settings: &DiscoverSettings) -> Result<Inventory, DiscoverError> {
+    settings.validate()?;
+    let aws = Aws::connect(&settings.aws).await?;
+    discover_once_with(settings, aws).await
+}
+
+/// [`discover_once`] with ready-made clients.
+pub async fn discover_once_with(
+    settings: &DiscoverSettings,
+    aws: Aws,
+) -> Result<Inventory, DiscoverError> {
+    let report = Poller::new(settings.clone(), aws)?.poll().await;
+    match (report.errors.into_iter().next(), report.inventory) {
+        (Some(e), _) => Err(e),
+        (None, Some(inventory)) => Ok(inventory),
+        (None, None) => unreachable!("a poll without errors covers every source"),
+    }
+}

@@ -1,0 +1,397 @@
+//! The `[aws]`, `[ecs]` and `[cloud_map]` sections of the daemon's TOML settings.
+//!
+//! Loading is two-phase, like the rest of the settings: serde rejects unknown keys and wrong
+//! types, then [`DiscoverSettings::validate`] checks the values and reports *every* problem at
+//! once, each with its key path (`ecs.include_services[2]: ...`).
+
+use std::time::Duration;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use serde::{Deserialize, Serialize};
+
+/// Everything the discover stage reads from the daemon settings.
+///
+/// The top-level settings embed it with `#[serde(flatten)]`, so the three sections sit at the
+/// top of the TOML file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoverSettings {
+    #[serde(default)]
+    pub aws: AwsSettings,
+    #[serde(default)]
+    pub ecs: EcsSettings,
+    #[serde(default)]
+    pub cloud_map: CloudMapSettings,
+}
+
+/// `[aws]`: where AWS is. Credentials always come from the standard chain (env, profile, ECS
+/// container credentials, web identity, instance metadata); they have no place in this file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsSettings {
+    /// AWS region; when absent, the standard chain decides (`AWS_REGION`, profile, metadata).
+    pub region: Option<String>,
+    /// A custom endpoint (an emulator such as moto). `AWS_ENDPOINT_URL` is honoured too; this
+    /// key wins over it.
+    pub endpoint_url: Option<String>,
+}
+
+/// `[ecs]`: which ECS services become Envoy clusters, and how often to look.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EcsSettings {
+    /// ECS cluster names or ARNs, in priority order: when two clusters hold a service of the same
+    /// name, the one listed first keeps the Envoy cluster name (see [`crate::discover`]).
+    pub clusters: Vec<String>,
+    /// Discover every ECS cluster of the account and region (ListClusters) on each poll, instead
+    /// of `clusters`. Their priority order is the order of their names.
+    pub auto_discover_clusters: bool,
+    /// How long to wait between polls.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Service-name globs; empty means every service.
+    pub include_services: Vec<String>,
+    /// Service-name globs removed after `include_services`.
+    pub exclude_services: Vec<String>,
+    /// Whether a service without an `<prefix>enable` label or tag is exposed.
+    pub exposed_by_default: bool,
+    /// Prefix of the docker labels and service tags read as overrides.
+    pub label_prefix: String,
+    /// Containers never turned into endpoints, whatever their labels (the Envoy sidecar).
+    pub ignore_container_names: Vec<String>,
+    /// Envoy cluster name of a service exposed on one unnamed port.
+    /// Variables: `{service}`, `{ecs_cluster}`.
+    pub cluster_name: String,
+    /// Envoy cluster name of each named port mapping of a service.
+    /// Variables: `{service}`, `{port_name}`, `{ecs_cluster}`.
+    pub port_cluster_name: String,
+}
+
+impl Default for EcsSettings {
+    fn default() -> Self {
+        Self {
+            clusters: Vec::new(),
+            auto_discover_clusters: false,
+            poll_interval: Duration::from_secs(5),
+            include_services: Vec::new(),
+            exclude_services: Vec::new(),
+            exposed_by_default: true,
+            label_prefix: "ecs-xds.".to_owned(),
+            ignore_container_names: vec!["envoy".to_owned()],
+            cluster_name: "{service}".to_owned(),
+            port_cluster_name: "{service}.{port_name}".to_owned(),
+        }
+    }
+}
+
+/// `[cloud_map]`: AWS Cloud Map namespaces whose services become Envoy clusters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CloudMapSettings {
+    /// Namespace names (e.g. `demo.local`), in priority order. Empty: Cloud Map is not used.
+    pub namespaces: Vec<String>,
+    /// Prefix of every Cloud Map cluster name, which is `{prefix}{service}.{namespace}`. ECS
+    /// service names cannot contain dots, so with a non-empty prefix the two never collide.
+    pub cluster_name_prefix: String,
+}
+
+impl Default for CloudMapSettings {
+    fn default() -> Self {
+        Self {
+            namespaces: Vec::new(),
+            cluster_name_prefix: "cloudmap.".to_owned(),
+        }
+    }
+}
+
+/// Every problem found in the discover settings, one per line, each with its key path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.join("\n"))]
+pub struct SettingsErrors(pub Vec<String>);
+
+impl DiscoverSettings {
+    /// Checks values serde cannot: globs, templates, the interval, the source list.
+    pub fn validate(&self) -> Result<(), SettingsErrors> {
+        let mut errors = Vec::new();
+        let ecs = &self.ecs;
+        if let Some(url) = &self.aws.endpoint_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                errors.push(format!("aws.endpoint_url: `{url}` is not an http(s) URL"));
+            }
+        }
+        if ecs.auto_discover_clusters && !ecs.clusters.is_empty() {
+            errors.push("ecs.clusters: give either a list of clusters or auto_discover_clusters = true, not both".to_owned());
+        }
+        for (i, name) in ecs.clusters.iter().enumerate() {
+            if name.trim().is_empty() {
+                errors.push(format!("ecs.clusters[{i}]: empty cluster name"));
+            } else if ecs.clusters[..i].contains(name) {
+                errors.push(format!("ecs.clusters[{i}]: `{name}` is listed twice"));
+            }
+        }
+        if ecs.poll_interval < Duration::from_secs(1) {
+            errors.push(format!(
+                "ecs.poll_interval: {} is below the 1s minimum",
+                humantime::format_duration(ecs.poll_interval)
+            ));
+        }
+        for (key, globs) in [
+            ("include_services", &ecs.include_services),
+            ("exclude_services", &ecs.exclude_services),
+        ] {
+            for (i, glob) in globs.iter().enumerate() {
+                if let Err(e) = Glob::new(glob) {
+                    errors.push(format!(
+                        "ecs.{key}[{i}]: invalid glob `{glob}`: {}",
+                        e.kind()
+                    ));
+                }
+            }
+        }
+        if ecs.label_prefix.is_empty() {
+            errors.push("ecs.label_prefix: must not be empty".to_owned());
+        }
+        check_template(
+            &mut errors,
+            "ecs.cluster_name",
+            &ecs.cluster_name,
+            &["service", "ecs_cluster"],
+            &["service"],
+        );
+        check_template(
+            &mut errors,
+            "ecs.port_cluster_name",
+            &ecs.port_cluster_name,
+            &["service", "port_name", "ecs_cluster"],
+            &["service", "port_name"],
+        );
+        for (i, ns) in self.cloud_map.namespaces.iter().enumerate() {
+            if ns.trim().is_empty() {
+                errors.push(format!("cloud_map.namespaces[{i}]: empty namespace name"));
+            } else if self.cloud_map.namespaces[..i].contains(ns) {
+                errors.push(format!("cloud_map.namespaces[{i}]: `{ns}` is listed twice"));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(SettingsErrors(errors))
+        }
+    }
+}
+
+impl EcsSettings {
+    /// The include/exclude filter; call only on validated settings (a bad glob matches nothing).
+    pub(crate) fn service_filter(&self) -> ServiceFilter {
+        ServiceFilter {
+            include: glob_set(&self.include_services),
+            exclude: glob_set(&self.exclude_services),
+        }
+    }
+}
+
+/// Compiled `include_services` / `exclude_services`.
+#[derive(Debug, Clone)]
+pub(crate) struct ServiceFilter {
+    /// `None` when no include globs were given: everything is included.
+    include: Option<GlobSet>,
+    exclude: Option<GlobSet>,
+}
+
+impl ServiceFilter {
+    pub(crate) fn allows(&self, service: &str) -> bool {
+        self.include
+            .as_ref()
+            .is_none_or(|set| set.is_match(service))
+            && !self
+                .exclude
+                .as_ref()
+                .is_some_and(|set| set.is_match(service))
+    }
+}
+
+fn glob_set(globs: &[String]) -> Option<GlobSet> {
+    if globs.is_empty() {
+        return None;
+    }
+    let mut builder = GlobSetBuilder::new();
+    for glob in globs.iter().filter_map(|g| Glob::new(g).ok()) {
+        builder.add(glob);
+    }
+    builder.build().ok()
+}
+
+/// Checks that `template` only uses `allowed` variables and uses every `required` one (a
+/// template without `{port_name}` would give every port of a service the same name).
+fn check_template(
+    errors: &mut Vec<String>,
+    key: &str,
+    template: &str,
+    allowed: &[&str],
+    required: &[&str],
+) {
+    match template_variables(template) {
+        Err(e) => errors.push(format!("{key}: {e} in `{template}`")),
+        Ok(vars) => {
+            for var in vars.iter().filter(|v| !allowed.contains(&v.as_str())) {
+                errors.push(format!(
+                    "{key}: unknown variable `{{{var}}}` in `{template}` (known: {})",
+                    allowed
+                        .iter()
+                        .map(|a| format!("{{{a}}}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            for var in required.iter().filter(|r| !vars.iter().any(|v| v == *r)) {
+                errors.push(format!("{key}: `{template}` must contain `{{{var}}}`"));
+            }
+        }
+    }
+}
+
+fn template_variables(template: &str) -> Result<Vec<String>, &'static str> {
+    let mut vars = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find(['{', '}']) {
+        if rest[open..].starts_with('}') {
+            return Err("unmatched `}`");
+        }
+        let after = &rest[open + 1..];
+        let close = after.find('}').ok_or("unclosed `{`")?;
+        vars.push(after[..close].to_owned());
+        rest = &after[close + 1..];
+    }
+    Ok(vars)
+}
+
+/// Fills `{name}` variables; templates are validated, so unknown ones cannot occur.
+pub(crate) fn render_template(template: &str, vars: &[(&str, &str)]) -> String {
+    vars.iter().fold(template.to_owned(), |acc, (name, value)| {
+        acc.replace(&format!("{{{name}}}"), value)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(toml_text: &str) -> Result<DiscoverSettings, toml::de::Error> {
+        toml::from_str(toml_text)
+    }
+
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        let s = parse("").unwrap();
+        assert_eq!(s.ecs.poll_interval, Duration::from_secs(5));
+        assert!(s.ecs.exposed_by_default);
+        assert_eq!(s.ecs.label_prefix, "ecs-xds.");
+        assert_eq!(s.ecs.ignore_container_names, ["envoy"]);
+        assert_eq!(s.ecs.cluster_name, "{service}");
+        assert_eq!(s.ecs.port_cluster_name, "{service}.{port_name}");
+        assert_eq!(s.cloud_map.cluster_name_prefix, "cloudmap.");
+        assert!(s.validate().is_ok());
+    }
+
+    #[test]
+    fn humantime_interval_and_lists_are_read() {
+        let s = parse(
+            r#"
+            [aws]
+            region = "eu-west-1"
+            endpoint_url = "http://127.0.0.1:5000"
+            [ecs]
+            clusters = ["a", "b"]
+            poll_interval = "1m 30s"
+            include_services = ["web-*"]
+            [cloud_map]
+            namespaces = ["demo.local"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(s.ecs.poll_interval, Duration::from_secs(90));
+        assert_eq!(s.ecs.clusters, ["a", "b"]);
+        assert_eq!(s.aws.region.as_deref(), Some("eu-west-1"));
+        assert!(s.validate().is_ok());
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let err = parse("[ecs]\npoll_intervall = \"5s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("poll_intervall"), "{err}");
+        let err = parse("[aws]\nregoin = \"x\"\n").unwrap_err().to_string();
+        assert!(err.contains("regoin"), "{err}");
+    }
+
+    #[test]
+    fn validation_reports_every_error_with_its_key_path() {
+        let s = parse(
+            r#"
+            [aws]
+            endpoint_url = "localhost:5000"
+            [ecs]
+            clusters = ["a", "", "a"]
+            auto_discover_clusters = true
+            poll_interval = "100ms"
+            include_services = ["ok-*", "fine", "bad[glob"]
+            exclude_services = ["{unclosed"]
+            label_prefix = ""
+            cluster_name = "{svc}"
+            port_cluster_name = "{service}"
+            [cloud_map]
+            namespaces = ["x", "x"]
+            "#,
+        )
+        .unwrap();
+        let errors = s.validate().unwrap_err().0;
+        let expected_prefixes = [
+            "aws.endpoint_url:",
+            "ecs.clusters: give either",
+            "ecs.clusters[1]: empty",
+            "ecs.clusters[2]: `a` is listed twice",
+            "ecs.poll_interval: 100ms",
+            "ecs.include_services[2]: invalid glob `bad[glob`",
+            "ecs.exclude_services[0]: invalid glob",
+            "ecs.label_prefix:",
+            "ecs.cluster_name: unknown variable `{svc}`",
+            "ecs.cluster_name: `{svc}` must contain `{service}`",
+            "ecs.port_cluster_name: `{service}` must contain `{port_name}`",
+            "cloud_map.namespaces[1]: `x` is listed twice",
+        ];
+        for prefix in expected_prefixes {
+            assert!(
+                errors.iter().any(|e| e.starts_with(prefix)),
+                "no error starting with {prefix:?} in {errors:#?}"
+            );
+        }
+        assert_eq!(errors.len(), expected_prefixes.len(), "{errors:#?}");
+    }
+
+    #[test]
+    fn service_filter_applies_include_then_exclude() {
+        let ecs = EcsSettings {
+            include_services: vec!["web-*".into(), "api".into()],
+            exclude_services: vec!["*-canary".into()],
+            ..EcsSettings::default()
+        };
+        let f = ecs.service_filter();
+        assert!(f.allows("web-front"));
+        assert!(f.allows("api"));
+        assert!(!f.allows("web-canary"));
+        assert!(!f.allows("worker"));
+        assert!(EcsSettings::default().service_filter().allows("anything"));
+    }
+
+    #[test]
+    fn templates_render_known_variables() {
+        assert_eq!(
+            render_template(
+                "{service}.{port_name}",
+                &[("service", "web"), ("port_name", "http")]
+            ),
+            "web.http"
+        );
+    }
+}

@@ -1,0 +1,139 @@
+//! The readable table `ecs-xds discover` prints.
+
+use std::fmt::Write;
+
+use super::{Health, Inventory};
+
+impl Inventory {
+    /// One row per endpoint (a cluster without endpoints gets one row of dashes), then the
+    /// warnings. Columns are padded to their widest cell.
+    pub fn to_table(&self) -> String {
+        let mut rows = vec![[
+            "CLUSTER", "SOURCE", "ENDPOINT", "HEALTH", "ZONE", "WEIGHT", "ID",
+        ]
+        .map(String::from)];
+        for cluster in self.clusters.values() {
+            let source = cluster.source.to_string();
+            if cluster.endpoints.is_empty() {
+                rows.push([
+                    cluster.name.clone(),
+                    source.clone(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                ]);
+            }
+            for e in &cluster.endpoints {
+                rows.push([
+                    cluster.name.clone(),
+                    source.clone(),
+                    format!("{}:{}", e.address, e.port),
+                    health_label(e.health).into(),
+                    e.locality.zone.clone().unwrap_or_else(|| "-".into()),
+                    e.weight.to_string(),
+                    e.id.clone(),
+                ]);
+            }
+        }
+        let widths: Vec<usize> = (0..7)
+            .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+            .collect();
+        let mut out = String::new();
+        for row in &rows {
+            let line: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect();
+            let _ = writeln!(out, "{}", line.join("  ").trim_end());
+        }
+        let _ = writeln!(
+            out,
+            "{} clusters, {} endpoints",
+            self.clusters.len(),
+            self.endpoint_count()
+        );
+        for w in &self.warnings {
+            let _ = writeln!(out, "warning: {w}");
+        }
+        out
+    }
+}
+
+fn health_label(h: Health) -> &'static str {
+    match h {
+        Health::Healthy => "healthy",
+        Health::Unhealthy => "unhealthy",
+        Health::Unknown => "unknown",
+        Health::Draining => "draining",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::discover::{
+        Cluster, ClusterOverrides, Endpoint, Health, Inventory, Locality, Source,
+    };
+
+    #[test]
+    fn table_lists_every_endpoint_aligned_and_the_warnings() {
+        let mut inv = Inventory::default();
+        inv.clusters.insert(
+            "web".into(),
+            Cluster {
+                name: "web".into(),
+                source: Source::Ecs {
+                    ecs_cluster: "demo".into(),
+                    service: "web".into(),
+                },
+                port_name: None,
+                overrides: ClusterOverrides::default(),
+                endpoints: vec![Endpoint {
+                    address: "10.0.0.1".into(),
+                    port: 8080,
+                    health: Health::Draining,
+                    locality: Locality {
+                        region: "us-east-1".into(),
+                        zone: Some("us-east-1a".into()),
+                    },
+                    weight: 1,
+                    id: "abc".into(),
+                }],
+            },
+        );
+        inv.clusters.insert(
+            "cloudmap.db.demo.local".into(),
+            Cluster {
+                name: "cloudmap.db.demo.local".into(),
+                source: Source::CloudMap {
+                    namespace: "demo.local".into(),
+                    service: "db".into(),
+                },
+                port_name: None,
+                overrides: ClusterOverrides::default(),
+                endpoints: vec![],
+            },
+        );
+        inv.warnings.push("something to fix".into());
+        let table = inv.to_table();
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(
+            lines[0].starts_with("CLUSTER                 SOURCE"),
+            "{table}"
+        );
+        assert!(
+            lines[1].starts_with("cloudmap.db.demo.local  cloudmap:demo.local/db  -"),
+            "{table}"
+        );
+        assert!(
+            lines[2].contains("ecs:demo/web")
+                && lines[2].contains("10.0.0.1:8080")
+                && lines[2].contains("draining"),
+            "{table}"
+        );
+        assert_eq!(lines[3], "2 clusters, 1 endpoints");
+        assert_eq!(lines[4], "warning: something to fix");
+    }
+}

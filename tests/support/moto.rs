@@ -1,0 +1,158 @@
+//! A moto server (the AWS API emulator) for one test: started on a free 127.0.0.1 port from the
+//! project venv, killed by pid when dropped, and bounded in time even if the test process dies
+//! (it runs under `timeout`). ECS tasks are kept RUNNING (moto advances them on every describe).
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_ecs::config::Credentials;
+
+/// Longest a moto server may live, whatever happens to the test.
+const LIFETIME_SECS: u64 = 600;
+pub const REGION: &str = "us-east-1";
+
+pub struct Moto {
+    child: Child,
+    pub port: u16,
+    pub endpoint: String,
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn venv_python() -> PathBuf {
+    repo_root().join(".venv/bin/python")
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        let bin = repo_root().join(".venv/bin/moto_server");
+        assert!(
+            bin.exists(),
+            "moto server not found at {}: run scripts/setup-test-env.sh first",
+            bin.display()
+        );
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("timeout")
+            .args(["--kill-after=5", &LIFETIME_SECS.to_string()])
+            .arg(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", REGION)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let moto = Moto {
+            child,
+            port,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while moto.request("GET", "/moto-api/data.json", "").is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "moto did not answer on port {port} within 30s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        moto.post(
+            "/moto-api/state-manager/set-transition",
+            r#"{"model_name":"ecs::task","transition":{"progression":"manual","times":1000000}}"#,
+        );
+        moto
+    }
+
+    /// POSTs to moto's own API, panicking on failure.
+    pub fn post(&self, path: &str, body: &str) {
+        let (status, text) = self.request("POST", path, body).expect("moto API request");
+        assert!(status < 300, "POST {path}: HTTP {status}: {text}");
+    }
+
+    /// A minimal HTTP/1.0 client, only ever for 127.0.0.1.
+    fn request(&self, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(
+            stream,
+            "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        let status = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        Ok((status, response))
+    }
+
+    /// SDK config pointing at this moto with dummy credentials: no env, profile or
+    /// instance-metadata lookups.
+    pub async fn sdk_config(&self) -> SdkConfig {
+        aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(REGION))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))
+            .load()
+            .await
+    }
+
+    /// Runs `localstack/seed.py` against this moto; returns its JSON summary.
+    pub fn seed(&self, args: &[&str]) -> serde_json::Value {
+        let out = Command::new(venv_python())
+            .arg(repo_root().join("localstack/seed.py"))
+            .args([
+                "--endpoint-url",
+                &self.endpoint,
+                "--region",
+                REGION,
+                "--moto",
+            ])
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", REGION)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .output()
+            .expect("run localstack/seed.py");
+        assert!(
+            out.status.success(),
+            "seed.py failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("seed.py prints JSON")
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        // SIGTERM to `timeout` is forwarded to moto; SIGKILL is the fallback.
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
