@@ -12,5 +12,6 @@
 pub mod cache;
 pub mod discover;
 pub mod serve;
+pub mod settings;
 pub mod snapshot;
 pub mod synthesize;

@@ -1,0 +1,200 @@
+//! The daemon's TOML settings file.
+//!
+//! Loaded in two phases: serde rejects unknown keys and wrong types (naming the file and line),
+//! then every value is checked and *all* problems are reported at once, each with its key path.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::cache::{NodeTypeResolver, NodeTypeSource};
+use crate::discover::{AwsSettings, CloudMapSettings, DiscoverSettings, EcsSettings};
+
+/// Everything in the settings file.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default)]
+    pub xds: XdsSettings,
+    #[serde(default)]
+    pub aws: AwsSettings,
+    #[serde(default)]
+    pub ecs: EcsSettings,
+    #[serde(default)]
+    pub cloud_map: CloudMapSettings,
+}
+
+/// `[xds]`: the gRPC server Envoys connect to, and how their node type is read.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct XdsSettings {
+    /// Address of the xDS gRPC server.
+    pub listen: SocketAddr,
+    /// Where a node's type comes from: `{ from = "id_prefix" }` (default: `sidecar-app1` →
+    /// `sidecar`), `{ from = "cluster" }`, or `{ from = "metadata", key = "..." }`.
+    pub node_type: NodeTypeSource,
+    /// Node type served to Envoys whose own node type has no templates.
+    pub fallback_node_type: Option<String>,
+}
+
+impl Default for XdsSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 18000)),
+            node_type: NodeTypeSource::IdPrefix,
+            fallback_node_type: None,
+        }
+    }
+}
+
+/// Why a settings file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("cannot read settings file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("settings file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("settings file {path} has {} problem(s):\n  {}", problems.len(), problems.join("\n  "))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
+}
+
+impl Settings {
+    /// Reads, parses and validates a settings file.
+    pub fn load(path: &Path) -> Result<Settings, SettingsError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Settings::parse(path, &text)
+    }
+
+    /// Parses and validates settings text; `path` is only used in messages.
+    pub fn parse(path: &Path, text: &str) -> Result<Settings, SettingsError> {
+        let settings: Settings = toml::from_str(text).map_err(|e| SettingsError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let mut problems = Vec::new();
+        if let Err(errors) = settings.discover().validate() {
+            problems.extend(errors.0);
+        }
+        if let NodeTypeSource::Metadata { key } = &settings.xds.node_type {
+            if key.is_empty() {
+                problems.push("xds.node_type.key: empty metadata key".to_owned());
+            }
+        }
+        if settings.xds.fallback_node_type.as_deref() == Some("") {
+            problems.push("xds.fallback_node_type: empty node type".to_owned());
+        }
+        if problems.is_empty() {
+            Ok(settings)
+        } else {
+            Err(SettingsError::Invalid {
+                path: path.to_owned(),
+                problems,
+            })
+        }
+    }
+
+    /// The sections the discover stage reads.
+    pub fn discover(&self) -> DiscoverSettings {
+        DiscoverSettings {
+            aws: self.aws.clone(),
+            ecs: self.ecs.clone(),
+            cloud_map: self.cloud_map.clone(),
+        }
+    }
+
+    /// The node-type resolver the cache uses.
+    pub fn node_type_resolver(&self) -> NodeTypeResolver {
+        NodeTypeResolver::new(
+            self.xds.node_type.clone(),
+            self.xds.fallback_node_type.clone(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Settings, SettingsError> {
+        Settings::parse(Path::new("ecs-xds.toml"), text)
+    }
+
+    #[test]
+    fn an_empty_file_gives_the_defaults() {
+        let s = parse("").unwrap();
+        assert_eq!(s.xds.listen, "0.0.0.0:18000".parse().unwrap());
+        assert_eq!(s.xds.node_type, NodeTypeSource::IdPrefix);
+        assert_eq!(s.ecs.poll_interval, std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn every_section_parses() {
+        let s = parse(
+            r#"
+            [xds]
+            listen = "127.0.0.1:18001"
+            node_type = { from = "metadata", key = "role" }
+            fallback_node_type = "sidecar"
+            [aws]
+            region = "eu-west-1"
+            [ecs]
+            clusters = ["prod"]
+            poll_interval = "10s"
+            [cloud_map]
+            namespaces = ["prod.local"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            s.xds.node_type,
+            NodeTypeSource::Metadata { key: "role".into() }
+        );
+        assert_eq!(s.discover().ecs.clusters, ["prod"]);
+    }
+
+    #[test]
+    fn an_unknown_key_is_an_error_naming_the_file_and_line() {
+        let err = parse("[xds]\nlisten = \"127.0.0.1:1\"\nlisen = 1\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("ecs-xds.toml"), "{text}");
+        assert!(text.contains("line 3"), "{text}");
+        assert!(text.contains("lisen"), "{text}");
+    }
+
+    #[test]
+    fn every_invalid_value_is_reported_at_once_with_its_key_path() {
+        let err = parse(
+            r#"
+            [xds]
+            fallback_node_type = ""
+            [ecs]
+            poll_interval = "10ms"
+            include_services = ["[unclosed"]
+            "#,
+        )
+        .unwrap_err();
+        let SettingsError::Invalid { problems, .. } = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        let all = problems.join("\n");
+        for path in [
+            "xds.fallback_node_type",
+            "ecs.poll_interval",
+            "ecs.include_services[0]",
+        ] {
+            assert!(all.contains(path), "{path} missing from {all}");
+        }
+    }
+}
