@@ -448,3 +448,45 @@ async fn acks_repeating_a_name_do_not_cause_a_response_loop() {
     s.send(ack(&r, &["a", "b", "a"])).await;
     s.expect_silence().await;
 }
+
+/// A message that is not a DiscoveryRequest: field 1 (`version_info`, a string) holds bytes
+/// that are not UTF-8.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Malformed {
+    #[prost(bytes = "vec", tag = "1")]
+    version_info: Vec<u8>,
+}
+
+#[tokio::test]
+async fn a_request_that_does_not_decode_gets_an_error_status_not_a_panic() {
+    let server = start_server(NodeTypeResolver::default()).await;
+    server
+        .cache
+        .publish("sidecar", sample(&["a"], 1, 10000))
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel(server.addr).await);
+    grpc.ready().await.unwrap();
+    let codec = tonic_prost::ProstCodec::<
+        Malformed,
+        envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse,
+    >::default();
+    let path = http::uri::PathAndQuery::from_static(
+        "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources",
+    );
+    let requests = tokio_stream::iter(vec![Malformed {
+        version_info: vec![0xff, 0xfe],
+    }]);
+    let response = grpc
+        .streaming(tonic::Request::new(requests), path, codec)
+        .await;
+    let status = match response {
+        Err(status) => status,
+        Ok(r) => r.into_inner().message().await.unwrap_err(),
+    };
+    assert_eq!(status.code(), tonic::Code::Internal, "{status}");
+    // The server is still serving.
+    let mut s = ads(server.addr).await;
+    s.send(with_node(request(Cluster, &[], "", ""), "sidecar-1"))
+        .await;
+    assert_eq!(names(&s.recv().await), ["a"]);
+}

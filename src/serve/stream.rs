@@ -101,7 +101,13 @@ where
     tokio::spawn(async move {
         let outcome = run(&cache, &shutdown, service, state, requests, &tx).await;
         if let Err(status) = outcome {
-            tracing::info!(code = ?status.code(), message = status.message(), "xDS stream refused");
+            // A client's protocol mistake is worth an operator's attention; a dropped
+            // connection is not.
+            if status.code() == tonic::Code::InvalidArgument {
+                tracing::info!(code = ?status.code(), message = status.message(), "xDS stream refused");
+            } else {
+                tracing::debug!(code = ?status.code(), message = status.message(), "xDS stream ended");
+            }
             let _ = tx.send(Err(Box::new(status))).await;
         }
     });
@@ -165,9 +171,11 @@ async fn run<P: Protocol>(
             request = requests.message() => match request {
                 Ok(Some(request)) => outbox = state.on_request(&ctx, request)?,
                 Ok(None) => break,
+                // A request that does not decode ends the stream with tonic's status (INTERNAL,
+                // naming the decode error); if the client is gone, nobody reads it.
                 Err(status) => {
-                    tracing::debug!(node_id = %ctx.node_id, %status, "xDS stream ended by the client");
-                    break;
+                    tracing::debug!(node_id = %ctx.node_id, %status, "xDS stream request failed");
+                    return Err(status);
                 }
             },
             changed = snapshots.changed() => {
