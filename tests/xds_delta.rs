@@ -249,3 +249,26 @@ async fn a_publish_coalesces_while_a_delta_response_is_unanswered() {
     s.send(ack(&newest)).await;
     s.expect_silence().await;
 }
+
+#[tokio::test]
+async fn per_type_delta_services_serve_their_own_type() {
+    use envoy_types::pb::envoy::service::cluster::v3::cluster_discovery_service_client::ClusterDiscoveryServiceClient;
+    let server = start_server(NodeTypeResolver::default()).await;
+    server
+        .cache
+        .publish("sidecar", sample(&["a", "b"], 1, 10000))
+        .unwrap();
+    let mut client = ClusterDiscoveryServiceClient::new(channel(server.addr).await);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut req = first(Cluster, &[], "sidecar-1");
+    req.type_url.clear(); // implied by the service
+    tx.send(req).await.unwrap();
+    let mut responses = client
+        .delta_clusters(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let r = responses.message().await.unwrap().unwrap();
+    assert_eq!(r.type_url, Cluster.type_url());
+    assert_eq!(names(&r), ["a", "b"]);
+}
