@@ -12,9 +12,13 @@ use crate::cache::{NodeTypeResolver, NodeTypeSource};
 use crate::discover::{AwsSettings, CloudMapSettings, DiscoverSettings, EcsSettings};
 
 /// Everything in the settings file.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
+    /// Directory of the per-node-type templates (`<node_type>.toml`), relative to the settings
+    /// file's own directory unless absolute.
+    #[serde(default = "default_templates_dir")]
+    pub templates_dir: PathBuf,
     #[serde(default)]
     pub xds: XdsSettings,
     #[serde(default)]
@@ -23,6 +27,10 @@ pub struct Settings {
     pub ecs: EcsSettings,
     #[serde(default)]
     pub cloud_map: CloudMapSettings,
+}
+
+fn default_templates_dir() -> PathBuf {
+    PathBuf::from("templates")
 }
 
 /// `[xds]`: the gRPC server Envoys connect to, and how their node type is read.
@@ -104,6 +112,14 @@ impl Settings {
         }
     }
 
+    /// The templates directory, resolved against the settings file `config`.
+    pub fn templates_path(&self, config: &Path) -> PathBuf {
+        match config.parent() {
+            Some(dir) if self.templates_dir.is_relative() => dir.join(&self.templates_dir),
+            _ => self.templates_dir.clone(),
+        }
+    }
+
     /// The sections the discover stage reads.
     pub fn discover(&self) -> DiscoverSettings {
         DiscoverSettings {
@@ -133,6 +149,10 @@ mod tests {
     #[test]
     fn an_empty_file_gives_the_defaults() {
         let s = parse("").unwrap();
+        assert_eq!(
+            s.templates_path(Path::new("config/ecs-xds.toml")),
+            Path::new("config/templates")
+        );
         assert_eq!(s.xds.listen, "0.0.0.0:18000".parse().unwrap());
         assert_eq!(s.xds.node_type, NodeTypeSource::IdPrefix);
         assert_eq!(s.ecs.poll_interval, std::time::Duration::from_secs(5));
