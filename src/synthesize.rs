@@ -6,6 +6,7 @@
 pub mod clusters;
 pub mod endpoints;
 pub mod listeners;
+pub mod templates;
 
 use envoy_types::pb::envoy::config::core::v3::{
     config_source::ConfigSourceSpecifier, AggregatedConfigSource, ApiVersion, ConfigSource,
