@@ -1,11 +1,36 @@
-//! Synthesis: pure functions from inventory and templates to Envoy resources. No I/O.
+//! Synthesis: (Inventory, Templates) → one snapshot per node type. Pure: no I/O (except
+//! [`Templates::load_dir`], which reads the files and hands them to the pure parser).
 //!
-//! Today this holds the resource builders every other stage shares (one place builds
-//! clusters, one place builds endpoints); the template merge lands on top of them.
+//! - [`templates`]: Envoy-native TOML per node type, validated against Envoy's descriptors.
+//! - [`Synthesizer`] (in `synthesizer.rs`): merges discovered clusters into each node type's
+//!   template and keeps encodings between runs, so a change to one service re-encodes only it.
+//! - [`clusters`], [`endpoints`], [`listeners`]: the one place each kind of resource is built.
+//!
+//! # Using it
+//! ```no_run
+//! # fn demo(inventory: &ecs_xds::discover::Inventory) -> Result<(), Box<dyn std::error::Error>> {
+//! use ecs_xds::synthesize::{Synthesizer, Templates};
+//! let templates = Templates::load_dir("config/templates".as_ref())?; // every error at once
+//! let mut synthesizer = Synthesizer::new(templates);
+//! let synthesis = synthesizer.synthesize(inventory)?; // again for each new inventory
+//! for finding in &synthesis.findings {
+//!     eprintln!("warning: {finding}");
+//! }
+//! for (node_type, snapshot) in synthesis.snapshots {
+//!     // cache.publish(&node_type, snapshot)
+//! #   let _ = (node_type, snapshot);
+//! }
+//! # Ok(()) }
+//! ```
 
 pub mod clusters;
 pub mod endpoints;
 pub mod listeners;
+mod synthesizer;
+pub mod templates;
+
+pub use synthesizer::{synthesize, Finding, Synthesis, SynthesisError, Synthesizer};
+pub use templates::{NodeTemplate, TemplateError, TemplateErrors, Templates};
 
 use envoy_types::pb::envoy::config::core::v3::{
     config_source::ConfigSourceSpecifier, AggregatedConfigSource, ApiVersion, ConfigSource,

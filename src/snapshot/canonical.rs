@@ -6,7 +6,7 @@
 //! would give the same content different versions on two replicas and re-push it to every
 //! Envoy after a restart. Here the encoding is rewritten with map entries sorted, recursing
 //! into nested messages and into `Any` payloads (by their type URL), guided by Envoy's own
-//! descriptors (`proto/envoy.descriptor.bin`, the descriptor set envoy-types is built from).
+//! descriptors ([`crate::descriptors`], the descriptor set envoy-types is built from).
 //! Messages that cannot contain a map anywhere below them are copied as they are.
 
 use std::borrow::Cow;
@@ -17,11 +17,10 @@ use bytes::Buf;
 use prost::encoding::{decode_varint, encode_varint};
 use prost_reflect::{DescriptorPool, Kind, MessageDescriptor};
 
-static DESCRIPTORS: &[u8] = include_bytes!("../../proto/envoy.descriptor.bin");
 const ANY: &str = "google.protobuf.Any";
 
 struct Canon {
-    pool: DescriptorPool,
+    pool: &'static DescriptorPool,
     /// Messages that contain, at some depth, a map field or an `Any`.
     unordered: HashSet<String>,
 }
@@ -29,8 +28,8 @@ struct Canon {
 fn canon() -> &'static Canon {
     static CANON: OnceLock<Canon> = OnceLock::new();
     CANON.get_or_init(|| {
-        let pool = DescriptorPool::decode(DESCRIPTORS).expect("the bundled descriptor set decodes");
-        let unordered = unordered_messages(&pool);
+        let pool = crate::descriptors::pool();
+        let unordered = unordered_messages(pool);
         Canon { pool, unordered }
     })
 }

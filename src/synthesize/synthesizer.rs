@@ -1,0 +1,348 @@
+//! (Inventory, Templates) → one snapshot per node type, re-encoding only what changed.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::hash::Hash;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+
+use super::clusters::discovered_cluster;
+use super::endpoints::discovered_load_assignment;
+use super::listeners::generated_routes;
+use super::templates::{NodeTemplate, Templates};
+use crate::discover::{self, ClusterOverrides, Inventory};
+use crate::snapshot::{EncodedResource, InconsistentSnapshot, ResourceType, Snapshot};
+
+/// What one synthesis produced.
+#[derive(Debug, Default)]
+pub struct Synthesis {
+    /// One snapshot per node type, each consistent.
+    pub snapshots: BTreeMap<String, Snapshot>,
+    /// Warnings a human should look at (routes to clusters that are not discovered, ...),
+    /// in node type order.
+    pub findings: Vec<Finding>,
+    /// Resources encoded by this synthesis.
+    pub encoded: usize,
+    /// Resources reused, unchanged, from an earlier synthesis or another node type.
+    pub reused: usize,
+}
+
+/// A warning about one node type's template against the current inventory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub node_type: String,
+    /// The template file.
+    pub file: PathBuf,
+    pub message: String,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.file.display(), self.message)
+    }
+}
+
+/// A node type's snapshot failed its consistency check.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{} (node type {node_type}): {source}", file.display())]
+pub struct SynthesisError {
+    pub node_type: String,
+    pub file: PathBuf,
+    #[source]
+    pub source: InconsistentSnapshot,
+}
+
+/// Synthesizes snapshots from inventories, keeping each encoded resource with the inputs it was
+/// made from, so the next inventory re-encodes only the clusters whose inputs changed.
+///
+/// Pure: no I/O; the only state is the cache of encodings.
+pub struct Synthesizer {
+    templates: Templates,
+    encodings: Encodings,
+}
+
+/// Everything a [`Synthesizer`] keeps besides its templates.
+#[derive(Default)]
+struct Encodings {
+    /// The distinct `cluster_defaults`: node types with equal defaults share cluster encodings.
+    defaults: Vec<Cluster>,
+    defaults_of: BTreeMap<String, usize>,
+    /// Each template's own listeners, routes and clusters, encoded once.
+    statics: BTreeMap<String, Vec<(ResourceType, Arc<EncodedResource>)>>,
+    /// By (defaults, cluster name), from the cluster's overrides.
+    clusters: Memo<(usize, String), ClusterOverrides>,
+    /// By cluster name, from its endpoints (the same for every node type).
+    endpoints: Memo<String, Vec<discover::Endpoint>>,
+    /// By node type, from the names of its clusters in scope.
+    generated: Memo<String, Vec<String>>,
+}
+
+/// One synthesis, without keeping anything: `Synthesizer::new(templates).synthesize(inventory)`.
+pub fn synthesize(
+    inventory: &Inventory,
+    templates: &Templates,
+) -> Result<Synthesis, SynthesisError> {
+    Synthesizer::new(templates.clone()).synthesize(inventory)
+}
+
+impl Synthesizer {
+    pub fn new(templates: Templates) -> Self {
+        let mut synthesizer = Synthesizer {
+            templates: Templates::default(),
+            encodings: Encodings::default(),
+        };
+        synthesizer.set_templates(templates);
+        synthesizer
+    }
+
+    /// The templates in use.
+    pub fn templates(&self) -> &Templates {
+        &self.templates
+    }
+
+    /// Replaces the templates (a reload). Endpoint encodings are kept: they do not depend on
+    /// templates.
+    pub fn set_templates(&mut self, templates: Templates) {
+        let endpoints = std::mem::take(&mut self.encodings.endpoints);
+        let mut encodings = Encodings {
+            endpoints,
+            ..Default::default()
+        };
+        for (node_type, template) in templates.iter() {
+            let defaults = &mut encodings.defaults;
+            let class = match defaults
+                .iter()
+                .position(|d| *d == template.cluster_defaults)
+            {
+                Some(i) => i,
+                None => {
+                    defaults.push(template.cluster_defaults.clone());
+                    defaults.len() - 1
+                }
+            };
+            encodings.defaults_of.insert(node_type.to_owned(), class);
+            let statics = encode_statics(template);
+            encodings.statics.insert(node_type.to_owned(), statics);
+        }
+        self.templates = templates;
+        self.encodings = encodings;
+    }
+
+    /// One snapshot per node type for `inventory`.
+    pub fn synthesize(&mut self, inventory: &Inventory) -> Result<Synthesis, SynthesisError> {
+        let mut out = Synthesis::default();
+        for (node_type, template) in self.templates.iter() {
+            let snapshot = self
+                .encodings
+                .node_snapshot(node_type, template, inventory, &mut out);
+            snapshot
+                .check_consistency()
+                .map_err(|source| SynthesisError {
+                    node_type: node_type.to_owned(),
+                    file: template.file.clone(),
+                    source,
+                })?;
+            out.snapshots.insert(node_type.to_owned(), snapshot);
+        }
+        self.encodings.clusters.end_round();
+        self.encodings.endpoints.end_round();
+        self.encodings.generated.end_round();
+        Ok(out)
+    }
+}
+
+impl Encodings {
+    fn node_snapshot(
+        &mut self,
+        node_type: &str,
+        template: &NodeTemplate,
+        inventory: &Inventory,
+        out: &mut Synthesis,
+    ) -> Snapshot {
+        let class = self.defaults_of[node_type];
+        let statics: HashSet<&str> = template.clusters.iter().map(|c| c.name.as_str()).collect();
+        let mut builder = Snapshot::builder();
+        // Resources encoded by this builder, to keep once it is built.
+        let mut fresh_clusters = Vec::new();
+        let mut fresh_endpoints = Vec::new();
+        let mut in_scope = Vec::new();
+        for (name, cluster) in &inventory.clusters {
+            if !template.scope.contains(name) {
+                continue;
+            }
+            if statics.contains(name.as_str()) {
+                out.findings.push(finding(node_type, template, format!(
+                    "template cluster {name:?} has the name of a discovered cluster; the template's is served"
+                )));
+                continue;
+            }
+            in_scope.push(name.as_str());
+            let key = (class, name.clone());
+            builder = match self.clusters.get(&key, |o| *o == cluster.overrides) {
+                Some(shared) => builder.shared(ResourceType::Cluster, shared),
+                None => {
+                    let defaults = &self.defaults[class];
+                    fresh_clusters.push((key, cluster.overrides.clone()));
+                    builder.cluster(discovered_cluster(name, defaults, &cluster.overrides))
+                }
+            };
+            builder = match self.endpoints.get(name, |e| *e == cluster.endpoints) {
+                Some(shared) => builder.shared(ResourceType::Endpoint, shared),
+                None => {
+                    fresh_endpoints.push((name.clone(), cluster.endpoints.clone()));
+                    builder.endpoints(discovered_load_assignment(cluster))
+                }
+            };
+        }
+        let mut fresh_generated = None;
+        if let Some(spec) = &template.generated_routes {
+            let key = node_type.to_owned();
+            builder = match self.generated.get(&key, |names| names.iter().eq(&in_scope)) {
+                Some(shared) => builder.shared(ResourceType::Route, shared),
+                None => {
+                    let names = in_scope.iter().map(|n| n.to_string()).collect();
+                    fresh_generated = Some((key, spec.name.clone(), names));
+                    builder.route(generated_routes(spec, in_scope.iter().copied()))
+                }
+            };
+        }
+        for (ty, resource) in &self.statics[node_type] {
+            builder = builder.shared(*ty, resource.clone());
+        }
+        let snapshot = builder.build();
+
+        let encoded = |ty: ResourceType, name: &str| {
+            let resource = snapshot.of(ty).get(name);
+            resource
+                .expect("the builder holds what it was given")
+                .clone()
+        };
+        let fresh = fresh_clusters.len() + fresh_endpoints.len() + fresh_generated.iter().len();
+        out.encoded += fresh;
+        out.reused += ResourceType::ALL
+            .iter()
+            .map(|&ty| snapshot.of(ty).resources().len())
+            .sum::<usize>()
+            - fresh;
+        for (key, overrides) in fresh_clusters {
+            let resource = encoded(ResourceType::Cluster, &key.1);
+            self.clusters.insert(key, overrides, resource);
+        }
+        for (name, endpoints) in fresh_endpoints {
+            let resource = encoded(ResourceType::Endpoint, &name);
+            self.endpoints.insert(name, endpoints, resource);
+        }
+        if let Some((key, route_name, names)) = fresh_generated {
+            let resource = encoded(ResourceType::Route, &route_name);
+            self.generated.insert(key, names, resource);
+        }
+        route_findings(node_type, template, inventory, &statics, out);
+        snapshot
+    }
+}
+
+/// A template route to a cluster the node type does not have is a warning, not an error: Envoy
+/// answers 503 for it until the service is discovered.
+fn route_findings(
+    node_type: &str,
+    template: &NodeTemplate,
+    inventory: &Inventory,
+    statics: &HashSet<&str>,
+    out: &mut Synthesis,
+) {
+    for (cluster, route) in &template.route_clusters {
+        if statics.contains(cluster.as_str()) {
+            continue;
+        }
+        let why = match inventory.clusters.contains_key(cluster) {
+            false => "which is not discovered",
+            true if !template.scope.contains(cluster) => {
+                "which this node type's [scope] leaves out"
+            }
+            true => continue,
+        };
+        out.findings.push(finding(
+            node_type,
+            template,
+            format!("route configuration {route:?} sends to cluster {cluster:?}, {why}"),
+        ));
+    }
+}
+
+fn finding(node_type: &str, template: &NodeTemplate, message: String) -> Finding {
+    Finding {
+        node_type: node_type.to_owned(),
+        file: template.file.clone(),
+        message,
+    }
+}
+
+/// A template's own resources, encoded (they change only with the templates).
+fn encode_statics(template: &NodeTemplate) -> Vec<(ResourceType, Arc<EncodedResource>)> {
+    let mut builder = Snapshot::builder();
+    for l in &template.listeners {
+        builder = builder.listener(l.clone());
+    }
+    for r in &template.routes {
+        builder = builder.route(r.clone());
+    }
+    for c in &template.clusters {
+        builder = builder.cluster(c.clone());
+    }
+    let snapshot = builder.build();
+    [
+        ResourceType::Listener,
+        ResourceType::Route,
+        ResourceType::Cluster,
+    ]
+    .into_iter()
+    .flat_map(|ty| {
+        let resources = snapshot.of(ty).resources().values();
+        resources.map(move |r| (ty, r.clone()))
+    })
+    .collect()
+}
+
+/// Encodings kept with the inputs they were made from, for one synthesis and the next. What
+/// a synthesis does not use is dropped at its end, so removed services do not linger.
+struct Memo<K, I> {
+    previous: HashMap<K, (I, Arc<EncodedResource>)>,
+    current: HashMap<K, (I, Arc<EncodedResource>)>,
+}
+
+impl<K, I> Default for Memo<K, I> {
+    fn default() -> Self {
+        Memo {
+            previous: HashMap::new(),
+            current: HashMap::new(),
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone, I> Memo<K, I> {
+    /// The encoding kept for `key`, if its inputs pass `same`.
+    fn get(&mut self, key: &K, same: impl Fn(&I) -> bool) -> Option<Arc<EncodedResource>> {
+        if let Some((inputs, resource)) = self.current.get(key) {
+            return same(inputs).then(|| resource.clone());
+        }
+        let (inputs, resource) = self.previous.remove(key)?;
+        if !same(&inputs) {
+            return None;
+        }
+        self.current.insert(key.clone(), (inputs, resource.clone()));
+        Some(resource)
+    }
+
+    fn insert(&mut self, key: K, inputs: I, resource: Arc<EncodedResource>) {
+        self.current.insert(key, (inputs, resource));
+    }
+
+    fn end_round(&mut self) {
+        self.previous = std::mem::take(&mut self.current);
+    }
+}
+
+#[cfg(test)]
+mod tests;

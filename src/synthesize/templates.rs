@@ -1,0 +1,557 @@
+//! Templates: what each node type is served besides discovered clusters.
+//!
+//! One TOML file per node type (`config/templates/sidecar.toml` is node type `sidecar`), holding
+//! Envoy v3 resources in Envoy's proto3 JSON mapping, so any option from Envoy's docs works as
+//! written there (`"@type"` included):
+//!
+//! ```toml
+//! [scope]                       # which discovered clusters this node type gets (globs)
+//! include = ["*"]
+//! exclude = ["internal-*"]
+//!
+//! [cluster_defaults]            # an Envoy Cluster fragment applied to every discovered cluster
+//! connect_timeout = "0.5s"
+//! lb_policy = "LEAST_REQUEST"
+//!
+//! [generated_routes]            # one virtual host per discovered cluster, domains name[:port]
+//! name = "egress"
+//! ports = [80]
+//!
+//! [[listeners]]                 # Envoy Listener resources; routes by RDS name
+//! name = "egress"
+//! # ...
+//! [[routes]]                    # Envoy RouteConfiguration resources
+//! [[clusters]]                  # static extra clusters (endpoints written inline)
+//! ```
+//!
+//! Loading checks everything against Envoy's descriptors and reports every problem at once, each
+//! with its file, line and field path. Synthesis owns each discovered cluster's name, type and
+//! endpoints, so `cluster_defaults` may not set them.
+
+mod proto;
+mod toml_json;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::{
+    route::Action, route_action::ClusterSpecifier, RouteConfiguration,
+};
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::snapshot::{InconsistentSnapshot, Snapshot};
+use proto::FieldError;
+use toml_json::{FieldPath, Located};
+
+/// The templates of every node type, by node type.
+#[derive(Debug, Clone, Default)]
+pub struct Templates {
+    node_types: BTreeMap<String, NodeTemplate>,
+}
+
+/// What one node type is served, besides its discovered clusters.
+#[derive(Debug, Clone)]
+pub struct NodeTemplate {
+    /// The file it was read from (for errors and findings).
+    pub file: PathBuf,
+    pub listeners: Vec<Listener>,
+    pub routes: Vec<RouteConfiguration>,
+    /// Static extra clusters, served as written.
+    pub clusters: Vec<Cluster>,
+    /// Applied to every discovered cluster before its own overrides.
+    pub cluster_defaults: Cluster,
+    pub scope: Scope,
+    pub generated_routes: Option<GeneratedRoutes>,
+    /// Clusters the template's routes send to: (cluster, route configuration).
+    pub route_clusters: Vec<(String, String)>,
+}
+
+/// Which discovered clusters a node type receives: matching an `include` glob and no `exclude`
+/// glob. By default, all of them.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    include: GlobSet,
+    exclude: GlobSet,
+}
+
+impl Default for Scope {
+    fn default() -> Self {
+        Scope::new(&["*".to_owned()], &[]).expect("`*` is a valid glob")
+    }
+}
+
+impl Scope {
+    /// A scope from glob patterns (`*`, `?`, `[a-z]`, `{a,b}`).
+    pub fn new(include: &[String], exclude: &[String]) -> Result<Scope, globset::Error> {
+        Ok(Scope {
+            include: glob_set(include)?,
+            exclude: glob_set(exclude)?,
+        })
+    }
+
+    /// True when the node type receives the discovered cluster `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        self.include.is_match(name) && !self.exclude.is_match(name)
+    }
+}
+
+fn glob_set(patterns: &[String]) -> Result<GlobSet, globset::Error> {
+    let mut set = GlobSetBuilder::new();
+    for p in patterns {
+        set.add(Glob::new(p)?);
+    }
+    set.build()
+}
+
+/// A route configuration with one virtual host per discovered cluster in scope, so an app calls
+/// `http://orders/` through its egress listener with no route written by hand.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeneratedRoutes {
+    /// The route configuration's name, which a template listener asks RDS for.
+    pub name: String,
+    /// Each virtual host's domains are the cluster name and `name:port` for each of these.
+    #[serde(default)]
+    pub ports: Vec<u16>,
+}
+
+/// One problem in a template file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.render())]
+pub struct TemplateError {
+    pub file: PathBuf,
+    /// 1-based, where known.
+    pub line: Option<usize>,
+    /// Field path, e.g. `listeners[0].filter_chains[0].filters[0].typed_config`; empty for the
+    /// whole file.
+    pub path: String,
+    pub message: String,
+}
+
+impl TemplateError {
+    fn render(&self) -> String {
+        let mut out = self.file.display().to_string();
+        if let Some(line) = self.line {
+            out += &format!(":{line}");
+        }
+        if !self.path.is_empty() {
+            out += &format!(": {}", self.path);
+        }
+        out + ": " + &self.message
+    }
+}
+
+/// Every problem found in a set of template files.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct TemplateErrors(pub Vec<TemplateError>);
+
+impl fmt::Display for TemplateErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Templates {
+    /// Loads every `*.toml` file of `dir`; the file stem is the node type.
+    pub fn load_dir(dir: &Path) -> Result<Templates, TemplateErrors> {
+        let io_error = |file: &Path, e: std::io::Error| {
+            TemplateErrors(vec![TemplateError {
+                file: file.to_owned(),
+                line: None,
+                path: String::new(),
+                message: e.to_string(),
+            }])
+        };
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| io_error(dir, e))? {
+            let path = entry.map_err(|e| io_error(dir, e))?.path();
+            if path.extension().is_some_and(|e| e == "toml") && path.is_file() {
+                files.push(path);
+            }
+        }
+        files.sort();
+        if files.is_empty() {
+            return Err(io_error(
+                dir,
+                std::io::Error::other("no templates (*.toml files) here"),
+            ));
+        }
+        let mut texts = Vec::new();
+        let mut errors = Vec::new();
+        for file in files {
+            match std::fs::read_to_string(&file) {
+                Ok(text) => texts.push((file, text)),
+                Err(e) => errors.extend(io_error(&file, e).0),
+            }
+        }
+        let parsed = Templates::parse(texts.iter().map(|(f, t)| (f.as_path(), t.as_str())));
+        match parsed {
+            Ok(templates) if errors.is_empty() => Ok(templates),
+            Ok(_) => Err(TemplateErrors(errors)),
+            Err(more) => {
+                errors.extend(more.0);
+                Err(TemplateErrors(errors))
+            }
+        }
+    }
+
+    /// Parses template files given as (path, text); the file stem is the node type.
+    pub fn parse<'a>(
+        files: impl IntoIterator<Item = (&'a Path, &'a str)>,
+    ) -> Result<Templates, TemplateErrors> {
+        let mut node_types = BTreeMap::new();
+        let mut errors = Vec::new();
+        for (file, text) in files {
+            let node_type = file
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            match NodeTemplate::parse(file, text) {
+                Ok(template) => {
+                    if let Some(earlier) = node_types.insert(node_type.clone(), template) {
+                        errors.push(TemplateError {
+                            file: file.to_owned(),
+                            line: None,
+                            path: String::new(),
+                            message: format!(
+                                "node type {node_type:?} is also defined by {}",
+                                earlier.file.display()
+                            ),
+                        });
+                    }
+                }
+                Err(e) => errors.extend(e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(Templates { node_types })
+        } else {
+            Err(TemplateErrors(errors))
+        }
+    }
+
+    /// The node types, in name order.
+    pub fn node_types(&self) -> impl Iterator<Item = &str> {
+        self.node_types.keys().map(String::as_str)
+    }
+
+    /// One node type's template.
+    pub fn get(&self, node_type: &str) -> Option<&NodeTemplate> {
+        self.node_types.get(node_type)
+    }
+
+    /// Every (node type, template), in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &NodeTemplate)> {
+        self.node_types.iter().map(|(k, v)| (k.as_str(), v))
+    }
+}
+
+const SECTIONS: &[&str] = &[
+    "listeners",
+    "routes",
+    "clusters",
+    "cluster_defaults",
+    "scope",
+    "generated_routes",
+];
+
+/// Cluster fields synthesis sets on every discovered cluster (proto and JSON names).
+const OWNED_CLUSTER_FIELDS: &[&str] = &[
+    "name",
+    "type",
+    "cluster_type",
+    "clusterType",
+    "eds_cluster_config",
+    "edsClusterConfig",
+    "load_assignment",
+    "loadAssignment",
+];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScopeSpec {
+    #[serde(default = "everything")]
+    include: Vec<String>,
+    #[serde(default)]
+    exclude: Vec<String>,
+}
+
+fn everything() -> Vec<String> {
+    vec!["*".to_owned()]
+}
+
+impl NodeTemplate {
+    /// Parses one template file. Every problem is reported, each with its line and field path.
+    pub fn parse(file: &Path, text: &str) -> Result<NodeTemplate, Vec<TemplateError>> {
+        let located = Located::parse(text).map_err(|e| {
+            vec![TemplateError {
+                file: file.to_owned(),
+                line: e.line,
+                path: String::new(),
+                message: format!("invalid TOML: {}", e.message),
+            }]
+        })?;
+        let to_template_error = |e: FieldError| TemplateError {
+            file: file.to_owned(),
+            line: located.line(&e.path),
+            path: e.path.to_string(),
+            message: e.message,
+        };
+        let root = located.json.as_object().cloned().unwrap_or_default();
+        let mut errors = Vec::new();
+        for key in root.keys().filter(|k| !SECTIONS.contains(&k.as_str())) {
+            errors.push(FieldError::new(
+                FieldPath::default().key(key),
+                format!(
+                    "unknown section {key:?} (expected one of {})",
+                    SECTIONS.join(", ")
+                ),
+            ));
+        }
+        let listeners = resources::<Listener>(&root, "listeners", &mut errors);
+        let routes = resources::<RouteConfiguration>(&root, "routes", &mut errors);
+        let clusters = resources::<Cluster>(&root, "clusters", &mut errors);
+        let cluster_defaults = cluster_defaults(root.get("cluster_defaults"), &mut errors);
+        let scope = scope(root.get("scope"), &mut errors);
+        let generated_routes = section::<GeneratedRoutes>(&root, "generated_routes", &mut errors);
+        let mut template = NodeTemplate {
+            file: file.to_owned(),
+            route_clusters: route_clusters(&routes),
+            listeners,
+            routes,
+            clusters,
+            cluster_defaults,
+            scope,
+            generated_routes,
+        };
+        // References are checked only between resources that all decoded, so a typo in one
+        // does not also show up as a dangling reference.
+        if errors.is_empty() {
+            errors.extend(template.check_references());
+        }
+        if errors.is_empty() {
+            template.route_clusters.sort();
+            template.route_clusters.dedup();
+            Ok(template)
+        } else {
+            let mut errors: Vec<_> = errors.into_iter().map(to_template_error).collect();
+            errors.sort_by_key(|e| e.line);
+            Err(errors)
+        }
+    }
+
+    /// Names are present and unique, and the resources form a consistent snapshot on their own
+    /// (every RDS name a listener asks for exists, every route configuration is used).
+    fn check_references(&self) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        let root = FieldPath::default();
+        let names = [
+            (
+                "listeners",
+                self.listeners.iter().map(|l| &l.name).collect::<Vec<_>>(),
+            ),
+            ("routes", self.routes.iter().map(|r| &r.name).collect()),
+            ("clusters", self.clusters.iter().map(|c| &c.name).collect()),
+        ];
+        for (section, names) in &names {
+            for (i, name) in names.iter().enumerate() {
+                let at = root.key(section).index(i);
+                if name.is_empty() {
+                    errors.push(FieldError::new(at, "needs a name"));
+                } else if let Some(first) = names[..i].iter().position(|n| n == name) {
+                    let message = format!("duplicate name {name:?} (also {section}[{first}])");
+                    errors.push(FieldError::new(at.key("name"), message));
+                }
+            }
+        }
+        if let Some(generated) = &self.generated_routes {
+            if let Some(i) = self.routes.iter().position(|r| r.name == generated.name) {
+                errors.push(FieldError::new(
+                    root.key("routes").index(i).key("name"),
+                    format!("{:?} is also the generated_routes name", generated.name),
+                ));
+            }
+        }
+        if !errors.is_empty() {
+            return errors;
+        }
+        let generated = self.generated_routes.iter().map(|g| RouteConfiguration {
+            name: g.name.clone(),
+            ..Default::default()
+        });
+        let mut snapshot = Snapshot::builder();
+        for l in &self.listeners {
+            snapshot = snapshot.listener(l.clone());
+        }
+        for r in self.routes.iter().cloned().chain(generated) {
+            snapshot = snapshot.route(r);
+        }
+        for c in &self.clusters {
+            snapshot = snapshot.cluster(c.clone());
+        }
+        let Err(e) = snapshot.build().check_consistency() else {
+            return errors;
+        };
+        let position = |section: &str, name: &str| -> FieldPath {
+            let index = match section {
+                "listeners" => self.listeners.iter().position(|l| l.name == name),
+                "routes" => self.routes.iter().position(|r| r.name == name),
+                _ => self.clusters.iter().position(|c| c.name == name),
+            };
+            match index {
+                Some(i) => root.key(section).index(i),
+                None => root.key("generated_routes"),
+            }
+        };
+        let (at, message) = match &e {
+            InconsistentSnapshot::MissingRoute { listener, route } => (
+                position("listeners", listener),
+                format!("asks RDS for route configuration {route:?}, which no [[routes]] or [generated_routes] defines"),
+            ),
+            InconsistentSnapshot::OrphanRoute(route) => (
+                position("routes", route),
+                format!("route configuration {route:?} is used by no listener (Envoy would never ask for it)"),
+            ),
+            InconsistentSnapshot::MissingEndpoints { cluster, .. } => (
+                position("clusters", cluster),
+                "EDS clusters come from discovery; a template cluster carries its endpoints in load_assignment (type STATIC, STRICT_DNS or LOGICAL_DNS)".to_owned(),
+            ),
+            other => (root.clone(), other.to_string()),
+        };
+        errors.push(FieldError::new(at, message));
+        errors
+    }
+}
+
+/// `[[section]]`: a list of Envoy resources of type `M`.
+fn resources<M: prost::Message + prost::Name + Default>(
+    root: &serde_json::Map<String, Value>,
+    section: &str,
+    errors: &mut Vec<FieldError>,
+) -> Vec<M> {
+    let at = FieldPath::default().key(section);
+    match root.get(section) {
+        None => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| match proto::decode::<M>(item, &at.index(i)) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    errors.extend(e);
+                    None
+                }
+            })
+            .collect(),
+        Some(_) => {
+            let message = format!("expected a list of {} ([[{section}]] tables)", M::NAME);
+            errors.push(FieldError::new(at, message));
+            Vec::new()
+        }
+    }
+}
+
+fn cluster_defaults(json: Option<&Value>, errors: &mut Vec<FieldError>) -> Cluster {
+    let at = FieldPath::default().key("cluster_defaults");
+    let Some(json) = json else {
+        return Cluster::default();
+    };
+    let Value::Object(fields) = json else {
+        errors.push(FieldError::new(at, "expected a table ([cluster_defaults])"));
+        return Cluster::default();
+    };
+    let mut rest = fields.clone();
+    for owned in OWNED_CLUSTER_FIELDS {
+        if rest.remove(*owned).is_some() {
+            errors.push(FieldError::new(
+                at.key(owned),
+                "set by synthesis on every discovered cluster (its name, EDS type and endpoints); remove it",
+            ));
+        }
+    }
+    proto::decode(&Value::Object(rest), &at).unwrap_or_else(|e| {
+        errors.extend(e);
+        Cluster::default()
+    })
+}
+
+fn scope(json: Option<&Value>, errors: &mut Vec<FieldError>) -> Scope {
+    let at = FieldPath::default().key("scope");
+    let Some(spec) = json.and_then(|j| typed::<ScopeSpec>(j, &at, errors)) else {
+        return Scope::default();
+    };
+    let mut compile = |key: &str, patterns: &[String]| {
+        let mut set = GlobSetBuilder::new();
+        for (i, p) in patterns.iter().enumerate() {
+            match Glob::new(p) {
+                Ok(glob) => drop(set.add(glob)),
+                Err(e) => errors.push(FieldError::new(at.key(key).index(i), e.to_string())),
+            }
+        }
+        set.build().unwrap_or_default()
+    };
+    Scope {
+        include: compile("include", &spec.include),
+        exclude: compile("exclude", &spec.exclude),
+    }
+}
+
+/// A plain (non-Envoy) section, read with serde.
+fn section<T: for<'de> Deserialize<'de>>(
+    root: &serde_json::Map<String, Value>,
+    key: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<T> {
+    typed(root.get(key)?, &FieldPath::default().key(key), errors)
+}
+
+fn typed<T: for<'de> Deserialize<'de>>(
+    json: &Value,
+    at: &FieldPath,
+    errors: &mut Vec<FieldError>,
+) -> Option<T> {
+    serde_path_to_error::deserialize(json)
+        .map_err(|e| {
+            let path = at.join(&e.path().to_string());
+            errors.push(FieldError::new(path, e.into_inner().to_string()));
+        })
+        .ok()
+}
+
+/// Every (cluster, route configuration) a route sends traffic to.
+fn route_clusters(routes: &[RouteConfiguration]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for config in routes {
+        for route in config.virtual_hosts.iter().flat_map(|vh| &vh.routes) {
+            let Some(Action::Route(action)) = &route.action else {
+                continue;
+            };
+            let mut add = |cluster: &str| out.push((cluster.to_owned(), config.name.clone()));
+            match &action.cluster_specifier {
+                Some(ClusterSpecifier::Cluster(c)) => add(c),
+                Some(ClusterSpecifier::WeightedClusters(w)) => {
+                    w.clusters.iter().for_each(|c| add(&c.name))
+                }
+                _ => {}
+            }
+            for mirror in &action.request_mirror_policies {
+                add(&mirror.cluster);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
