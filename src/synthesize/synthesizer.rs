@@ -75,6 +75,7 @@ pub fn synthesize(inventory: &Inventory, templates: &Templates) -> Synthesis {
 }
 
 impl Synthesizer {
+    /// A synthesizer for `templates`, with their own resources encoded and nothing else yet.
     pub fn new(templates: Templates) -> Self {
         let mut synthesizer = Synthesizer {
             templates: Templates::default(),

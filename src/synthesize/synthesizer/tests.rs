@@ -563,7 +563,7 @@ name = "unused"
     );
     // A route configuration no listener asks for is refused at load...
     assert!(Templates::parse([(Path::new("t/x.toml"), text.as_str())]).is_err());
-    // ...so send the generated listener's neighbour through RDS instead.
+    // ...so the second listener asks RDS for it, and it routes to the excluded cluster.
     let text = text
         .replace("route_config = { name = \"inline\", virtual_hosts = [] }", "rds = { route_config_name = \"unused\", config_source = { ads = {} } }")
         + "[[routes.virtual_hosts]]\nname = \"all\"\ndomains = [\"*\"]\nroutes = [{ match = { prefix = \"/\" }, route = { cluster = \"web\" } }]\n";
