@@ -12,7 +12,7 @@
 //! use ecs_xds::synthesize::{Synthesizer, Templates};
 //! let templates = Templates::load_dir("config/templates".as_ref())?; // every error at once
 //! let mut synthesizer = Synthesizer::new(templates);
-//! let synthesis = synthesizer.synthesize(inventory)?; // again for each new inventory
+//! let synthesis = synthesizer.synthesize(inventory); // again for each new inventory
 //! for finding in &synthesis.findings {
 //!     eprintln!("warning: {finding}");
 //! }
@@ -29,7 +29,7 @@ pub mod listeners;
 mod synthesizer;
 pub mod templates;
 
-pub use synthesizer::{synthesize, Finding, Synthesis, SynthesisError, Synthesizer};
+pub use synthesizer::{synthesize, Finding, Synthesis, Synthesizer};
 pub use templates::{NodeTemplate, TemplateError, TemplateErrors, Templates};
 
 use envoy_types::pb::envoy::config::core::v3::{
