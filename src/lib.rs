@@ -10,6 +10,7 @@
 //! - [`settings`]: the daemon's TOML settings.
 
 pub mod cache;
+pub mod daemon;
 pub mod descriptors;
 pub mod discover;
 pub mod serve;

@@ -25,6 +25,13 @@ enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the control plane: discovery, synthesis and the xDS server, until SIGTERM or SIGINT.
+    /// SIGHUP reloads the templates.
+    Run {
+        /// The settings file.
+        #[arg(long, default_value = "config/ecs-xds.toml")]
+        config: PathBuf,
+    },
     /// Poll AWS once and print the inventory: every cluster with its endpoints and health.
     Discover {
         /// The settings file.
@@ -39,6 +46,7 @@ enum Command {
 /// Exit codes, one per kind of failure.
 const EXIT_AWS: u8 = 1;
 const EXIT_SETTINGS: u8 = 2;
+const EXIT_SERVE: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -48,6 +56,7 @@ fn main() -> ExitCode {
         .build()
         .expect("tokio runtime");
     match cli.command {
+        Command::Run { config } => runtime.block_on(run(config)),
         Command::Discover { config, json } => runtime.block_on(discover(&config, json)),
     }
 }
@@ -85,6 +94,38 @@ async fn discover(config: &std::path::Path, json: bool) -> ExitCode {
         Err(e) => {
             eprintln!("ecs-xds: discovery failed: {e}");
             ExitCode::from(EXIT_AWS)
+        }
+    }
+}
+
+async fn run(config: PathBuf) -> ExitCode {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+    let mut hangups = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading templates");
+            let _ = reload_tx.try_send(());
+        }
+    });
+    let shutdown = async {
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        }
+    };
+    let stats = Default::default();
+    match ecs_xds::daemon::run(config, reload_rx, shutdown, stats).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ecs-xds: {e}");
+            ExitCode::from(match e {
+                ecs_xds::daemon::DaemonError::Settings(_)
+                | ecs_xds::daemon::DaemonError::Templates { .. } => EXIT_SETTINGS,
+                ecs_xds::daemon::DaemonError::Discover(_) => EXIT_AWS,
+                _ => EXIT_SERVE,
+            })
         }
     }
 }

@@ -1,0 +1,178 @@
+//! `ecs-xds run`: discovery, synthesis and the xDS server in one process.
+//!
+//! The stages meet through two channels: the poller publishes complete inventories on a
+//! `watch`, synthesis turns each into one snapshot per node type, and the cache publishes those
+//! (a push happens only where content changed). A reload (template or settings file changed,
+//! or SIGHUP) re-reads the templates and resynthesizes the last inventory; an invalid reload
+//! keeps the running templates and says why.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::cache::Cache;
+use crate::discover::{Aws, DiscoverError, Inventory, Poller};
+use crate::serve::{ServeError, XdsServer};
+use crate::settings::{Settings, SettingsError};
+use crate::synthesize::templates::{TemplateErrors, Templates};
+use crate::synthesize::Synthesizer;
+
+/// Why the daemon could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error("templates in {dir}:\n{source}")]
+    Templates {
+        dir: PathBuf,
+        #[source]
+        source: TemplateErrors,
+    },
+    #[error("cannot listen for xDS on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Discover(#[from] DiscoverError),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
+/// Counters of the daemon's own events (read by tests and, later, metrics).
+#[derive(Debug, Default)]
+pub struct DaemonStats {
+    pub reloads_ok: AtomicU64,
+    pub reloads_failed: AtomicU64,
+    pub syntheses: AtomicU64,
+}
+
+/// Loads the settings and templates a run needs, so both `run` and `validate` share it.
+pub fn load(config: &Path) -> Result<(Settings, Templates, PathBuf), DaemonError> {
+    let settings = Settings::load(config)?;
+    let dir = settings.templates_path(config);
+    let templates = Templates::load_dir(&dir).map_err(|source| DaemonError::Templates {
+        dir: dir.clone(),
+        source,
+    })?;
+    Ok((settings, templates, dir))
+}
+
+/// Runs until `shutdown` completes; `reload` asks for templates to be re-read.
+pub async fn run(
+    config: PathBuf,
+    mut reload: mpsc::Receiver<()>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    stats: Arc<DaemonStats>,
+) -> Result<(), DaemonError> {
+    let (settings, templates, templates_dir) = load(&config)?;
+    let cache = Cache::new(settings.node_type_resolver());
+    let addr = settings.xds.listen;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| DaemonError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| DaemonError::Bind { addr, source })?;
+    let aws = Aws::connect(&settings.aws).await?;
+    let poller = Poller::new(settings.discover(), aws)?;
+
+    let stop = CancellationToken::new();
+    let (inventory_tx, mut inventories) = watch::channel(Arc::new(Inventory::default()));
+    let poll_stop = stop.clone();
+    let poller_task =
+        tokio::spawn(poller.run(inventory_tx, async move { poll_stop.cancelled().await }));
+
+    let node_types: Vec<String> = templates.node_types().map(str::to_owned).collect();
+    let mut synthesizer = Synthesizer::new(templates);
+    let synth_cache = cache.clone();
+    let synth_stop = stop.clone();
+    let sources = match settings.ecs.auto_discover_clusters {
+        true => "all ECS clusters".to_owned(),
+        false => format!("ECS clusters {:?}", settings.ecs.clusters),
+    };
+    let synthesis = tokio::spawn(async move {
+        let mut first = true;
+        let mut last: Option<Arc<Inventory>> = None;
+        loop {
+            tokio::select! {
+                changed = inventories.changed() => {
+                    if changed.is_err() { break; }
+                    let inventory = inventories.borrow_and_update().clone();
+                    if first {
+                        first = false;
+                        tracing::info!(
+                            xds = %local,
+                            sources = %sources,
+                            node_types = ?node_types,
+                            clusters = inventory.clusters.len(),
+                            endpoints = inventory.endpoint_count(),
+                            "ecs-xds running: first complete inventory"
+                        );
+                    }
+                    publish(&mut synthesizer, &inventory, &synth_cache, &stats);
+                    last = Some(inventory);
+                }
+                Some(()) = reload.recv() => {
+                    match Templates::load_dir(&templates_dir) {
+                        Ok(templates) => {
+                            stats.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                            tracing::info!(dir = %templates_dir.display(), "templates reloaded");
+                            synthesizer.set_templates(templates);
+                            if let Some(inventory) = &last {
+                                publish(&mut synthesizer, inventory, &synth_cache, &stats);
+                            }
+                        }
+                        Err(errors) => {
+                            stats.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                            tracing::error!(
+                                dir = %templates_dir.display(),
+                                "template reload failed; keeping the running templates:\n{errors}"
+                            );
+                        }
+                    }
+                }
+                _ = synth_stop.cancelled() => break,
+            }
+        }
+    });
+
+    let serve_stop = stop.clone();
+    let served = XdsServer::new(cache)
+        .serve(listener, async move {
+            shutdown.await;
+            serve_stop.cancel();
+        })
+        .await;
+    stop.cancel();
+    let _ = poller_task.await;
+    let _ = synthesis.await;
+    served?;
+    Ok(())
+}
+
+/// Synthesizes `inventory` and publishes every node type's snapshot. A snapshot the cache
+/// refuses keeps what is being served and is logged.
+fn publish(
+    synthesizer: &mut Synthesizer,
+    inventory: &Inventory,
+    cache: &Cache,
+    stats: &DaemonStats,
+) {
+    stats.syntheses.fetch_add(1, Ordering::Relaxed);
+    let synthesis = synthesizer.synthesize(inventory);
+    for finding in &synthesis.findings {
+        tracing::warn!(node_type = %finding.node_type, "{finding}");
+    }
+    for (node_type, snapshot) in synthesis.snapshots {
+        if let Err(e) = cache.publish(&node_type, snapshot) {
+            tracing::error!(%node_type, error = %e, "snapshot refused; still serving the previous one");
+        }
+    }
+}

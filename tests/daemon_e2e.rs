@@ -1,0 +1,247 @@
+//! The headline test: moto server, the real `ecs-xds run` binary, and a real Envoy 1.40 with
+//! node id `sidecar-app1`, bootstrapped for ADS to ecs-xds.
+//!
+//! Safety: the endpoints are the 10.x addresses moto invents. They are only read from Envoy's
+//! admin API; no request is routed to them and the clusters have no health checks.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use aws_sdk_ecs::types::{AwsVpcConfiguration, LaunchType, NetworkConfiguration};
+use serde_json::Value;
+use support::envoy::{free_port, AdsMode, Envoy};
+use support::moto::{Moto, REGION};
+use tokio::process::{Child, Command};
+
+const INTERVAL: Duration = Duration::from_secs(1);
+
+fn write_config(dir: &Path, moto: &Moto, xds: SocketAddr, egress_port: u16) -> std::path::PathBuf {
+    let config = dir.join("ecs-xds.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[xds]\nlisten = \"{xds}\"\n[aws]\nendpoint_url = \"{}\"\n[ecs]\nclusters = [\"demo\"]\npoll_interval = \"1s\"\n",
+            moto.endpoint
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("templates")).unwrap();
+    std::fs::write(
+        dir.join("templates/sidecar.toml"),
+        format!(
+            r#"
+[cluster_defaults]
+connect_timeout = "1s"
+
+[generated_routes]
+name = "egress"
+
+[[listeners]]
+name = "egress"
+address = {{ socket_address = {{ address = "127.0.0.1", port_value = {egress_port} }} }}
+[[listeners.filter_chains]]
+[[listeners.filter_chains.filters]]
+name = "envoy.filters.network.http_connection_manager"
+[listeners.filter_chains.filters.typed_config]
+"@type" = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+stat_prefix = "egress"
+rds = {{ route_config_name = "egress", config_source = {{ ads = {{}}, resource_api_version = "V3" }} }}
+http_filters = [
+  {{ name = "envoy.filters.http.router", typed_config = {{ "@type" = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }} }},
+]
+"#
+        ),
+    )
+    .unwrap();
+    config
+}
+
+fn start_ecs_xds(config: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_ecs-xds"))
+        .args(["run", "--config"])
+        .arg(config)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", REGION)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_ENDPOINT_URL")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start ecs-xds run")
+}
+
+/// The ENI address of each running task of `service`, from ECS itself.
+async fn task_ips(ecs: &aws_sdk_ecs::Client, service: &str) -> BTreeSet<String> {
+    let arns = ecs
+        .list_tasks()
+        .cluster("demo")
+        .send()
+        .await
+        .unwrap()
+        .task_arns()
+        .to_vec();
+    if arns.is_empty() {
+        return BTreeSet::new();
+    }
+    let tasks = ecs
+        .describe_tasks()
+        .cluster("demo")
+        .set_tasks(Some(arns))
+        .send()
+        .await
+        .unwrap();
+    tasks
+        .tasks()
+        .iter()
+        .filter(|t| t.group() == Some(&format!("service:{service}")))
+        .filter(|t| t.last_status() == Some("RUNNING"))
+        .flat_map(|t| t.attachments())
+        .flat_map(|a| a.details())
+        .filter(|d| d.name() == Some("privateIPv4Address"))
+        .filter_map(|d| d.value().map(str::to_owned))
+        .collect()
+}
+
+/// The endpoint addresses Envoy holds for `cluster` (read from its admin API only).
+async fn envoy_ips(envoy: &Envoy, cluster: &str) -> BTreeSet<String> {
+    let v = envoy.versions().await;
+    v.endpoints
+        .iter()
+        .find(|(name, _)| name == cluster)
+        .map(|(_, addrs)| {
+            addrs
+                .iter()
+                .map(|a| a.rsplit_once(':').unwrap().0.to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn wait_for_ips(
+    envoy: &Envoy,
+    cluster: &str,
+    want: &BTreeSet<String>,
+    limit: Duration,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        let have = envoy_ips(envoy, cluster).await;
+        if have == *want {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "Envoy's {cluster} endpoints {have:?}, expected {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn network(seed: &Value) -> NetworkConfiguration {
+    NetworkConfiguration::builder()
+        .awsvpc_configuration(
+            AwsVpcConfiguration::builder()
+                .subnets(seed["ecs"]["subnet"].as_str().unwrap())
+                .security_groups(seed["ecs"]["security_group"].as_str().unwrap())
+                .build()
+                .unwrap(),
+        )
+        .build()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_follows_ecs_through_ecs_xds_run_and_a_restart_repushes_nothing() {
+    let moto = Moto::start();
+    let seed = moto.seed(&["--tasks-per-service", "2"]);
+    let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config().await);
+    let dir = tempfile::tempdir().unwrap();
+    let xds: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let config = write_config(dir.path(), &moto, xds, free_port());
+    let mut daemon = start_ecs_xds(&config);
+    let envoy = Envoy::start("sidecar-app1", xds, AdsMode::Sotw).await;
+
+    // One cluster per service port, the template listener and the generated route.
+    envoy
+        .wait_for(
+            "the discovered clusters",
+            Duration::from_secs(20),
+            || async {
+                envoy.versions().await.clusters == ["api.grpc", "api.http", "orders", "web"]
+            },
+        )
+        .await;
+    let held = envoy.versions().await;
+    assert!(!held.lds.is_empty());
+    assert_eq!(
+        held.rds.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+        ["egress"]
+    );
+    for service in ["orders", "web"] {
+        let want = task_ips(&ecs, service).await;
+        assert_eq!(want.len(), 2);
+        wait_for_ips(&envoy, service, &want, Duration::from_secs(10)).await;
+    }
+
+    // Scale web up: Envoy has the new task within one poll interval plus 1 s.
+    ecs.run_task()
+        .cluster("demo")
+        .task_definition(
+            seed["ecs"]["services"]["web"]["task_definition"]
+                .as_str()
+                .unwrap(),
+        )
+        .launch_type(LaunchType::Fargate)
+        .group("service:web")
+        .network_configuration(network(&seed))
+        .send()
+        .await
+        .unwrap();
+    let want = task_ips(&ecs, "web").await;
+    assert_eq!(want.len(), 3);
+    let took = wait_for_ips(&envoy, "web", &want, INTERVAL + Duration::from_secs(1)).await;
+    eprintln!("scale up reached Envoy in {took:?}");
+
+    // Scale web down by one.
+    let first = seed["ecs"]["services"]["web"]["tasks"][0].as_str().unwrap();
+    ecs.stop_task()
+        .cluster("demo")
+        .task(first)
+        .send()
+        .await
+        .unwrap();
+    let want = task_ips(&ecs, "web").await;
+    assert_eq!(want.len(), 2);
+    let took = wait_for_ips(&envoy, "web", &want, INTERVAL + Duration::from_secs(1)).await;
+    eprintln!("scale down reached Envoy in {took:?}");
+
+    // Restart ecs-xds: same inventory, same versions, so Envoy accepts no update at all.
+    let cds = envoy.stat("cluster_manager.cds.update_success").await;
+    let lds = envoy.stat("listener_manager.lds.update_success").await;
+    let eds = envoy.stat("cluster.web.update_success").await;
+    let versions = envoy.versions().await;
+    daemon.kill().await.unwrap();
+    envoy
+        .wait_for(
+            "Envoy noticing the restart",
+            Duration::from_secs(10),
+            || async { envoy.stat("control_plane.connected_state").await == 0 },
+        )
+        .await;
+    let _daemon = start_ecs_xds(&config);
+    envoy
+        .wait_for("Envoy reconnecting", Duration::from_secs(20), || async {
+            envoy.stat("control_plane.connected_state").await == 1
+        })
+        .await;
+    tokio::time::sleep(INTERVAL * 3).await;
+    assert_eq!(envoy.stat("cluster_manager.cds.update_success").await, cds);
+    assert_eq!(envoy.stat("listener_manager.lds.update_success").await, lds);
+    assert_eq!(envoy.stat("cluster.web.update_success").await, eds);
+    assert_eq!(envoy.versions().await, versions);
+    envoy.stop().await;
+}
