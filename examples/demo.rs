@@ -1,10 +1,17 @@
-//! The demo behind the README's first command: ecs-xds serving a sample sidecar snapshot to a
-//! real Envoy, and what Envoy then knows.
+//! The demo behind the README's first command: ECS (emulated by moto) → ecs-xds → a real
+//! Envoy, and what Envoy then knows.
 //!
-//! Everything runs on 127.0.0.1 and stops when the demo ends: the xDS server, two HTTP
-//! backends standing in for tasks, and Envoy (from the project venv; see
-//! `scripts/setup-test-env.sh`). It publishes a snapshot, shows what Envoy holds, sends a
-//! request through Envoy, then moves the endpoint and shows Envoy following.
+//! 1. starts moto server on 127.0.0.1 and seeds an ECS cluster `demo` (services `web`, `api`,
+//!    `orders`, two Fargate tasks each) and a Cloud Map namespace whose `backend` service has
+//!    two instances: HTTP servers this demo runs on 127.0.0.1, one healthy, one unhealthy;
+//! 2. runs the ecs-xds daemon (discovery every second, the `sidecar` template, the xDS server)
+//!    and a real Envoy with node id `sidecar-demo`;
+//! 3. prints the clusters and endpoints (with health) Envoy reports, and sends a request
+//!    through Envoy's egress listener to the Cloud Map backend;
+//! 4. stops everything it started.
+//!
+//! The ECS task addresses are the 10.x addresses moto invents: they are only displayed; no
+//! request goes to them.
 
 #[allow(dead_code)]
 #[path = "../tests/support/backend.rs"]
@@ -12,135 +19,148 @@ mod backend;
 #[allow(dead_code)]
 #[path = "../tests/support/envoy.rs"]
 mod envoy;
+#[allow(dead_code)]
+#[path = "../tests/support/moto.rs"]
+mod moto;
 
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
-use ecs_xds::cache::{Cache, NodeTypeResolver};
-use ecs_xds::serve::XdsServer;
-use ecs_xds::snapshot::{ResourceType, Snapshot};
-use ecs_xds::synthesize::clusters::eds_cluster;
-use ecs_xds::synthesize::endpoints::load_assignment;
-use ecs_xds::synthesize::listeners::{http_listener, route_configuration};
-use envoy_types::pb::envoy::config::core::v3::HealthStatus;
-
-fn sidecar_snapshot(backend_port: u16, listener_port: u16) -> Snapshot {
-    Snapshot::builder()
-        .listener(http_listener(
-            "egress",
-            "127.0.0.1",
-            listener_port,
-            "routes",
-        ))
-        .route(route_configuration(
-            "routes",
-            [(vec!["*".to_string()], "orders")],
-        ))
-        .cluster(eds_cluster("orders", Duration::from_secs(1)))
-        .endpoints(load_assignment(
-            "orders",
-            [("127.0.0.1".to_string(), backend_port, HealthStatus::Healthy)],
-        ))
-        .build()
-}
+const BACKEND: &str = "cloudmap.backend.demo.local";
 
 #[tokio::main]
 async fn main() {
-    let cache = Cache::new(NodeTypeResolver::default());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let xds = listener.local_addr().unwrap();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    println!("demo: starting moto server (the AWS API emulator) and seeding ECS and Cloud Map");
+    let emulator = moto::Moto::start();
+    let healthy = backend::Backend::start("hello from the backend on 127.0.0.1").await;
+    let unhealthy = backend::Backend::start("this instance is unhealthy").await;
+    emulator.seed(&[
+        "--tasks-per-service",
+        "2",
+        "--cloudmap-instance",
+        &healthy.addr.to_string(),
+        "--cloudmap-unhealthy-instance",
+        &unhealthy.addr.to_string(),
+    ]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let xds: SocketAddr = format!("127.0.0.1:{}", envoy::free_port()).parse().unwrap();
+    let egress = envoy::free_port();
+    let config = write_config(dir.path(), &emulator.endpoint, xds, egress);
+    println!("demo: starting ecs-xds (xDS on {xds}, polling every 1s)");
+    let (_reload, reload_rx) = tokio::sync::mpsc::channel(1);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(XdsServer::new(cache.clone()).serve(listener, async {
-        let _ = stopped.await;
-    }));
-    let (a, b) = (
-        backend::Backend::start("hello from orders task A").await,
-        backend::Backend::start("hello from orders task B").await,
-    );
-    let listener_port = envoy::free_port();
-    let first = sidecar_snapshot(a.addr.port(), listener_port);
-    println!("ecs-xds: xDS server on {xds}; publishing node type 'sidecar':");
-    for ty in [
-        ResourceType::Cluster,
-        ResourceType::Endpoint,
-        ResourceType::Listener,
-        ResourceType::Route,
-    ] {
-        let names: Vec<_> = first
-            .of(ty)
-            .resources()
-            .keys()
-            .map(|k| k.to_string())
-            .collect();
-        println!("  {ty} version {} {:?}", first.version(ty), names);
-    }
-    cache
-        .publish("sidecar", first)
-        .expect("consistent snapshot");
+    let daemon = tokio::spawn(ecs_xds::daemon::run(
+        config,
+        reload_rx,
+        async {
+            let _ = stopped.await;
+        },
+        Arc::default(),
+    ));
 
     let envoy = envoy::Envoy::start("sidecar-demo", xds, envoy::AdsMode::Sotw).await;
     println!(
-        "envoy: started (pid {}, admin {}), node id sidecar-demo",
-        envoy.pid().unwrap_or_default(),
+        "demo: started Envoy 1.40 (node id sidecar-demo, admin {})",
         envoy.admin
     );
-    wait_for_body(&envoy, listener_port, "hello from orders task A").await;
-    show(&envoy, listener_port).await;
-
-    println!("\necs-xds: the orders task moved; publishing its new endpoint");
-    cache
-        .publish("sidecar", sidecar_snapshot(b.addr.port(), listener_port))
-        .expect("consistent snapshot");
-    wait_for_body(&envoy, listener_port, "hello from orders task B").await;
-    show(&envoy, listener_port).await;
+    envoy
+        .wait_for(
+            "every discovered cluster",
+            Duration::from_secs(30),
+            || async {
+                let clusters = envoy.versions().await.clusters;
+                ["web", "orders", BACKEND]
+                    .iter()
+                    .all(|c| clusters.iter().any(|have| have == c))
+            },
+        )
+        .await;
+    let body = request_backend(egress).await;
+    show(&envoy).await;
+    println!("\nGET http://{BACKEND}/ through Envoy's egress listener 127.0.0.1:{egress}:");
+    println!(
+        "  -> {body:?} (requests served by the healthy instance: {}, by the unhealthy one: {})",
+        healthy.hits(),
+        unhealthy.hits()
+    );
 
     envoy.stop().await;
     let _ = stop.send(());
-    let _ = server.await;
-    println!("\ndemo: stopped Envoy, the backends and the xDS server");
+    let _ = daemon.await;
+    drop(emulator);
+    println!("\ndemo: stopped Envoy, ecs-xds, the backends and moto");
 }
 
-async fn get(listener_port: u16) -> Option<String> {
+fn write_config(dir: &Path, endpoint: &str, xds: SocketAddr, egress: u16) -> std::path::PathBuf {
+    let config = dir.join("ecs-xds.toml");
+    let settings = format!(
+        "[xds]\nlisten = \"{xds}\"\n[aws]\nendpoint_url = \"{endpoint}\"\n\
+         [ecs]\nclusters = [\"demo\"]\npoll_interval = \"1s\"\n\
+         [cloud_map]\nnamespaces = [\"demo.local\"]\n"
+    );
+    std::fs::write(&config, settings).unwrap();
+    // The project's sidecar template, with the egress listener moved to a free port.
+    let sidecar = std::fs::read_to_string(moto::repo_root().join("config/templates/sidecar.toml"))
+        .unwrap()
+        .replace("port_value = 15001", &format!("port_value = {egress}"))
+        .replace("ports = [80, 15001]", &format!("ports = [80, {egress}]"))
+        .replace(
+            "port_value = 15000",
+            &format!("port_value = {}", envoy::free_port()),
+        )
+        .replace("\"0.0.0.0\"", "\"127.0.0.1\"");
+    std::fs::create_dir_all(dir.join("templates")).unwrap();
+    std::fs::write(dir.join("templates/sidecar.toml"), sidecar).unwrap();
+    config
+}
+
+async fn request_backend(egress: u16) -> String {
     let client = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(2))
         .build()
-        .ok()?;
-    let url = format!("http://127.0.0.1:{listener_port}/");
-    client.get(url).send().await.ok()?.text().await.ok()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{egress}/");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let response = client.get(&url).header("host", BACKEND).send().await;
+        if let Ok(r) = response {
+            if r.status().is_success() {
+                return r.text().await.unwrap_or_default();
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no answer through Envoy from {BACKEND}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
-async fn wait_for_body(envoy: &envoy::Envoy, listener_port: u16, body: &str) {
-    envoy
-        .wait_for(body, Duration::from_secs(20), || async {
-            get(listener_port).await.as_deref() == Some(body)
-        })
-        .await;
-}
-
-/// What Envoy holds, from its admin API.
-async fn show(envoy: &envoy::Envoy, listener_port: u16) {
+/// What Envoy holds, from its admin API: each cluster's endpoints and their health.
+async fn show(envoy: &envoy::Envoy) {
     let v = envoy.versions().await;
-    println!("envoy now knows (from its admin API):");
-    println!("  cds version {}  clusters {:?}", v.cds, v.clusters);
-    for (cluster, version) in &v.eds {
-        println!("  eds {cluster} version {version}");
-    }
-    println!("  lds version {}", v.lds);
-    for (route, version) in &v.rds {
-        println!("  rds {route} version {version}");
-    }
+    println!("\nEnvoy now knows (from its admin API /clusters and /config_dump):");
+    println!("  cds version {}  lds version {}", v.cds, v.lds);
     let clusters = envoy.admin_get("/clusters").await;
-    for line in clusters.lines().filter(|l| {
-        l.starts_with("orders::") && (l.contains("::health_flags::") || l.contains("::cx_active::"))
-    }) {
-        println!("  {line}");
+    for name in &v.clusters {
+        println!("  cluster {name}");
+        for line in clusters.lines() {
+            let Some(rest) = line.strip_prefix(&format!("{name}::")) else {
+                continue;
+            };
+            if let Some((addr, flags)) = rest.split_once("::health_flags::") {
+                println!("    {addr:<22} {flags}");
+            }
+        }
     }
-    println!(
-        "  control_plane.connected_state {}  cds.update_success {}  cds.update_rejected {}",
-        envoy.stat("control_plane.connected_state").await,
-        envoy.stat("cluster_manager.cds.update_success").await,
-        envoy.stat("cluster_manager.cds.update_rejected").await,
-    );
-    let body = get(listener_port).await.unwrap_or_default();
-    println!("  GET http://127.0.0.1:{listener_port}/ through Envoy -> {body:?}");
 }

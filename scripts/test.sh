@@ -10,6 +10,8 @@ mkdir -p .tmp
 log=.tmp/test-output.log
 status=0
 cargo test --all-targets "$@" 2>&1 | tee "$log" || status=$?
+# --all-targets leaves out the documentation examples; run them too.
+cargo test --doc "$@" 2>&1 | tee -a "$log" || status=$?
 # Each test binary prints its own "test result:" line; add them up into one closing line.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
      END { printf "total: %d passed, %d failed\n", p, f }' "$log"
