@@ -3,11 +3,12 @@
 //! # Layout
 //! Modules follow the data flow:
 //! - [`discover`]: AWS (ECS, Cloud Map) in, one complete `Inventory` out. Only module touching AWS.
-//! - `synthesize`: pure (Inventory, Templates) → Snapshot per node type. (issue 4)
+//! - [`synthesize`]: pure (Inventory, Templates) → Snapshot per node type; the templates.
 //! - [`snapshot`]: the Snapshot value, [`snapshot::ResourceType`], consistency check, content hashes.
 //! - [`cache`]: latest snapshot per node type; publishing is the only push trigger.
 //! - [`serve`]: tonic xDS services (ADS + per-type, SotW + delta). Only module touching gRPC.
-//! - [`settings`]: the daemon's TOML settings.
+//! - [`settings`]: the daemon's TOML settings; [`daemon`]: `ecs-xds run`, the stages wired together.
+//! - [`descriptors`]: Envoy's protobuf descriptors, for templates and canonical hashing.
 
 pub mod cache;
 pub mod daemon;
