@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use std::time::Duration;
+
+use notify::Watcher;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -89,6 +92,16 @@ pub async fn run(
     let poller_task =
         tokio::spawn(poller.run(inventory_tx, async move { poll_stop.cancelled().await }));
 
+    // Reloads come from the caller (SIGHUP) and from the files themselves.
+    let (reload_tx, mut reloads) = mpsc::channel(1);
+    let forward = reload_tx.clone();
+    tokio::spawn(async move {
+        while reload.recv().await.is_some() {
+            let _ = forward.try_send(());
+        }
+    });
+    let _watcher = watch_files(&[config.clone(), templates_dir.clone()], reload_tx);
+
     let node_types: Vec<String> = templates.node_types().map(str::to_owned).collect();
     let mut synthesizer = Synthesizer::new(templates);
     let synth_cache = cache.clone();
@@ -119,7 +132,12 @@ pub async fn run(
                     publish(&mut synthesizer, &inventory, &synth_cache, &stats);
                     last = Some(inventory);
                 }
-                Some(()) = reload.recv() => {
+                Some(()) = reloads.recv() => {
+                    if let Err(e) = Settings::load(&config) {
+                        stats.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!("settings reload failed; keeping the running settings: {e}");
+                        continue;
+                    }
                     match Templates::load_dir(&templates_dir) {
                         Ok(templates) => {
                             stats.reloads_ok.fetch_add(1, Ordering::Relaxed);
@@ -175,4 +193,46 @@ fn publish(
             tracing::error!(%node_type, error = %e, "snapshot refused; still serving the previous one");
         }
     }
+}
+
+/// How long the watched files must stay quiet before a reload: editors and `cp` write a file
+/// in several steps.
+const DEBOUNCE: Duration = Duration::from_millis(300);
+
+/// Watches the settings file and the templates directory; each burst of changes asks for one
+/// reload. Without a working watcher (logged), SIGHUP still reloads.
+fn watch_files(paths: &[PathBuf], reload: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
+    let (changed, mut changes) = mpsc::unbounded_channel();
+    let handler = move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event {
+            if !event.kind.is_access() {
+                let _ = changed.send(());
+            }
+        }
+    };
+    let mut watcher = match notify::recommended_watcher(handler) {
+        Ok(watcher) => watcher,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch files; reload with SIGHUP");
+            return None;
+        }
+    };
+    for path in paths {
+        if let Err(e) = watcher.watch(path, notify::RecursiveMode::NonRecursive) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot watch; reload with SIGHUP");
+        }
+    }
+    tokio::spawn(async move {
+        while changes.recv().await.is_some() {
+            loop {
+                match tokio::time::timeout(DEBOUNCE, changes.recv()).await {
+                    Ok(Some(())) => continue,
+                    Ok(None) => return,
+                    Err(_quiet) => break,
+                }
+            }
+            let _ = reload.try_send(());
+        }
+    });
+    Some(watcher)
 }

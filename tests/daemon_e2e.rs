@@ -13,27 +13,18 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_ecs::types::{AwsVpcConfiguration, LaunchType, NetworkConfiguration};
 use serde_json::Value;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use support::envoy::{free_port, AdsMode, Envoy};
 use support::moto::{Moto, REGION};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 const INTERVAL: Duration = Duration::from_secs(1);
 
-fn write_config(dir: &Path, moto: &Moto, xds: SocketAddr, egress_port: u16) -> std::path::PathBuf {
-    let config = dir.join("ecs-xds.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[xds]\nlisten = \"{xds}\"\n[aws]\nendpoint_url = \"{}\"\n[ecs]\nclusters = [\"demo\"]\npoll_interval = \"1s\"\n",
-            moto.endpoint
-        ),
-    )
-    .unwrap();
-    std::fs::create_dir_all(dir.join("templates")).unwrap();
-    std::fs::write(
-        dir.join("templates/sidecar.toml"),
-        format!(
-            r#"
+fn sidecar_template(egress_port: u16, stat_prefix: &str) -> String {
+    format!(
+        r#"
 [cluster_defaults]
 connect_timeout = "1s"
 
@@ -48,20 +39,61 @@ address = {{ socket_address = {{ address = "127.0.0.1", port_value = {egress_por
 name = "envoy.filters.network.http_connection_manager"
 [listeners.filter_chains.filters.typed_config]
 "@type" = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
-stat_prefix = "egress"
+stat_prefix = "{stat_prefix}"
 rds = {{ route_config_name = "egress", config_source = {{ ads = {{}}, resource_api_version = "V3" }} }}
 http_filters = [
   {{ name = "envoy.filters.http.router", typed_config = {{ "@type" = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }} }},
 ]
 "#
+    )
+}
+
+fn write_config(dir: &Path, moto: &Moto, xds: SocketAddr, egress_port: u16) -> std::path::PathBuf {
+    let config = dir.join("ecs-xds.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[xds]\nlisten = \"{xds}\"\n[aws]\nendpoint_url = \"{}\"\n[ecs]\nclusters = [\"demo\"]\npoll_interval = \"1s\"\n",
+            moto.endpoint
         ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("templates")).unwrap();
+    std::fs::write(
+        dir.join("templates/sidecar.toml"),
+        sidecar_template(egress_port, "egress"),
     )
     .unwrap();
     config
 }
 
 fn start_ecs_xds(config: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_ecs-xds"))
+    ecs_xds_command(config).spawn().expect("start ecs-xds run")
+}
+
+/// Starts `ecs-xds run` with its log collected.
+fn start_ecs_xds_logged(config: &Path) -> (Child, Arc<Mutex<String>>) {
+    let mut child = ecs_xds_command(config)
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ecs-xds run");
+    let log = Arc::new(Mutex::new(String::new()));
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let sink = log.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let mut log = sink.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    (child, log)
+}
+
+fn ecs_xds_command(config: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ecs-xds"));
+    command
         .args(["run", "--config"])
         .arg(config)
         .env("AWS_ACCESS_KEY_ID", "testing")
@@ -70,9 +102,8 @@ fn start_ecs_xds(config: &Path) -> Child {
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env_remove("AWS_PROFILE")
         .env_remove("AWS_ENDPOINT_URL")
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start ecs-xds run")
+        .kill_on_drop(true);
+    command
 }
 
 /// The ENI address of each running task of `service`, from ECS itself.
@@ -243,5 +274,59 @@ async fn envoy_follows_ecs_through_ecs_xds_run_and_a_restart_repushes_nothing() 
     assert_eq!(envoy.stat("listener_manager.lds.update_success").await, lds);
     assert_eq!(envoy.stat("cluster.web.update_success").await, eds);
     assert_eq!(envoy.versions().await, versions);
+    envoy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_template_keeps_the_running_config_and_fixing_it_applies_it() {
+    let moto = Moto::start();
+    moto.seed(&["--tasks-per-service", "1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let xds: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let egress = free_port();
+    let config = write_config(dir.path(), &moto, xds, egress);
+    let (_daemon, log) = start_ecs_xds_logged(&config);
+    let envoy = Envoy::start("sidecar-app1", xds, AdsMode::Sotw).await;
+    envoy
+        .wait_for(
+            "the discovered clusters",
+            Duration::from_secs(20),
+            || async { envoy.versions().await.clusters.len() == 4 },
+        )
+        .await;
+    let before = envoy.versions().await;
+    let template = dir.path().join("templates/sidecar.toml");
+
+    // A typo: the daemon refuses the file, and Envoy keeps what it has.
+    std::fs::write(
+        &template,
+        sidecar_template(egress, "egress").replace("stat_prefix", "stat_prefixx"),
+    )
+    .unwrap();
+    let started = Instant::now();
+    while !log.lock().unwrap().contains("template reload failed") {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no reload error logged:\n{}",
+            log.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        log.lock().unwrap().contains("stat_prefixx"),
+        "the error names the field"
+    );
+    tokio::time::sleep(INTERVAL * 2).await;
+    assert_eq!(envoy.versions().await, before);
+    assert_eq!(envoy.stat("listener_manager.lds.update_rejected").await, 0);
+
+    // Fixed, with a change: applied without a restart.
+    std::fs::write(&template, sidecar_template(egress, "egress_fixed")).unwrap();
+    envoy
+        .wait_for("the fixed listener", Duration::from_secs(10), || async {
+            envoy.versions().await.lds != before.lds
+        })
+        .await;
+    assert_eq!(envoy.versions().await.clusters, before.clusters);
     envoy.stop().await;
 }
