@@ -330,3 +330,46 @@ async fn an_invalid_template_keeps_the_running_config_and_fixing_it_applies_it()
     assert_eq!(envoy.versions().await.clusters, before.clusters);
     envoy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_emulator_stopped_envoy_keeps_every_endpoint_and_ecs_xds_recovers_after() {
+    let moto = Moto::start();
+    let port = moto.port;
+    moto.seed(&["--tasks-per-service", "1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let xds: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let config = write_config(dir.path(), &moto, xds, free_port());
+    let (_daemon, log) = start_ecs_xds_logged(&config);
+    let envoy = Envoy::start("sidecar-app1", xds, AdsMode::Sotw).await;
+    envoy
+        .wait_for(
+            "the discovered clusters",
+            Duration::from_secs(20),
+            || async { envoy.versions().await.clusters.len() == 4 },
+        )
+        .await;
+    let before = envoy.versions().await;
+
+    // AWS unreachable: the failure is logged with the call, and nothing is withdrawn.
+    drop(moto);
+    let started = Instant::now();
+    while !log.lock().unwrap().contains("ListTasks") {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no AWS failure logged:\n{}",
+            log.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(INTERVAL * 3).await;
+    assert_eq!(envoy.versions().await, before, "Envoy keeps every endpoint");
+
+    // The emulator is back (empty, then seeded again): ecs-xds follows it.
+    let moto = Moto::start_on(port);
+    moto.seed(&["--tasks-per-service", "2"]);
+    let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config().await);
+    let want = task_ips(&ecs, "web").await;
+    assert_eq!(want.len(), 2);
+    wait_for_ips(&envoy, "web", &want, Duration::from_secs(20)).await;
+    envoy.stop().await;
+}

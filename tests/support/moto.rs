@@ -33,17 +33,22 @@ pub fn venv_python() -> PathBuf {
 
 impl Moto {
     pub fn start() -> Moto {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Moto::start_on(port)
+    }
+
+    /// Starts moto on a given port (to bring an emulator back where a stopped one was).
+    pub fn start_on(port: u16) -> Moto {
         let bin = repo_root().join(".venv/bin/moto_server");
         assert!(
             bin.exists(),
             "moto server not found at {}: run scripts/setup-test-env.sh first",
             bin.display()
         );
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let child = Command::new("timeout")
             .args(["--kill-after=5", &LIFETIME_SECS.to_string()])
             .arg(&bin)
