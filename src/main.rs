@@ -32,6 +32,18 @@ enum Command {
         #[arg(long, default_value = "config/ecs-xds.toml")]
         config: PathBuf,
     },
+    /// Print exactly what a node type would be served, as Envoy JSON.
+    Render {
+        /// The settings file.
+        #[arg(long, default_value = "config/ecs-xds.toml")]
+        config: PathBuf,
+        /// The node type (a template file name without `.toml`).
+        #[arg(long)]
+        node_type: String,
+        /// A saved inventory (`ecs-xds discover --json`) instead of live discovery.
+        #[arg(long)]
+        inventory: Option<PathBuf>,
+    },
     /// Poll AWS once and print the inventory: every cluster with its endpoints and health.
     Discover {
         /// The settings file.
@@ -58,6 +70,11 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { config } => runtime.block_on(run(config)),
         Command::Discover { config, json } => runtime.block_on(discover(&config, json)),
+        Command::Render {
+            config,
+            node_type,
+            inventory,
+        } => runtime.block_on(render(&config, &node_type, inventory.as_deref())),
     }
 }
 
@@ -128,4 +145,51 @@ async fn run(config: PathBuf) -> ExitCode {
             })
         }
     }
+}
+
+async fn render(
+    config: &std::path::Path,
+    node_type: &str,
+    saved: Option<&std::path::Path>,
+) -> ExitCode {
+    let (settings, templates, _) = match ecs_xds::daemon::load(config) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("ecs-xds: {e}");
+            return ExitCode::from(EXIT_SETTINGS);
+        }
+    };
+    let inventory = match saved {
+        Some(path) => {
+            let parsed = std::fs::read_to_string(path)
+                .map_err(|e| e.to_string())
+                .and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string()));
+            match parsed {
+                Ok(inventory) => inventory,
+                Err(e) => {
+                    eprintln!("ecs-xds: inventory file {}: {e}", path.display());
+                    return ExitCode::from(EXIT_SETTINGS);
+                }
+            }
+        }
+        None => match ecs_xds::discover::discover_once(&settings.discover()).await {
+            Ok(inventory) => inventory,
+            Err(e) => {
+                eprintln!("ecs-xds: discovery failed: {e}");
+                return ExitCode::from(EXIT_AWS);
+            }
+        },
+    };
+    let synthesis = ecs_xds::synthesize::synthesize(&inventory, &templates);
+    for finding in &synthesis.findings {
+        eprintln!("warning: {finding}");
+    }
+    let Some(snapshot) = synthesis.snapshots.get(node_type) else {
+        let known: Vec<&str> = templates.node_types().collect();
+        eprintln!("ecs-xds: no templates for node type {node_type:?}; node types: {known:?}");
+        return ExitCode::from(EXIT_SETTINGS);
+    };
+    let text = serde_json::to_string_pretty(&snapshot.to_envoy_json()).expect("JSON values print");
+    println!("{text}");
+    ExitCode::SUCCESS
 }

@@ -11,6 +11,7 @@
 mod canonical;
 mod consistency;
 pub mod hash;
+mod render;
 mod resource_type;
 
 use std::collections::BTreeMap;

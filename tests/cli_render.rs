@@ -1,0 +1,94 @@
+//! `ecs-xds render`, the real binary, on a saved inventory and the project's example templates.
+
+use std::process::Command;
+
+use ecs_xds::discover::{Cluster, Endpoint, Health, Inventory, Locality, Source};
+
+fn inventory() -> Inventory {
+    let mut inventory = Inventory::default();
+    let endpoint = |address: &str| Endpoint {
+        address: address.into(),
+        port: 8080,
+        health: Health::Healthy,
+        locality: Locality {
+            region: "us-east-1".into(),
+            zone: Some("us-east-1a".into()),
+        },
+        weight: 1,
+        id: address.into(),
+    };
+    inventory.clusters.insert(
+        "orders".into(),
+        Cluster {
+            name: "orders".into(),
+            source: Source::Ecs {
+                ecs_cluster: "prod".into(),
+                service: "orders".into(),
+            },
+            port_name: None,
+            overrides: Default::default(),
+            endpoints: vec![endpoint("10.0.0.1"), endpoint("10.0.0.2")],
+        },
+    );
+    inventory
+}
+
+fn render(dir: &std::path::Path, node_type: &str) -> std::process::Output {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let config = dir.join("ecs-xds.toml");
+    let templates = root.join("config/templates");
+    std::fs::write(
+        &config,
+        format!("templates_dir = {:?}\n", templates.display().to_string()),
+    )
+    .unwrap();
+    let saved = dir.join("inventory.json");
+    std::fs::write(&saved, serde_json::to_string(&inventory()).unwrap()).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_ecs-xds"))
+        .args(["render", "--node-type", node_type, "--config"])
+        .arg(&config)
+        .arg("--inventory")
+        .arg(&saved)
+        .output()
+        .expect("run ecs-xds render")
+}
+
+#[test]
+fn render_prints_what_a_node_type_is_served_as_envoy_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = render(dir.path(), "sidecar");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names = |section: &str, key: &str| -> Vec<String> {
+        json[section]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r[key].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(names("clusters", "name"), ["local_app", "orders"]);
+    assert_eq!(names("endpoints", "clusterName"), ["orders"]);
+    assert_eq!(names("listeners", "name"), ["egress", "ingress"]);
+    assert!(names("routes", "name").contains(&"egress".to_owned()));
+    let endpoints = &json["endpoints"][0]["endpoints"][0];
+    assert_eq!(endpoints["locality"]["zone"], "us-east-1a");
+    assert_eq!(endpoints["lbEndpoints"].as_array().unwrap().len(), 2);
+    assert_eq!(json["versions"]["cds"].as_str().unwrap().len(), 16);
+}
+
+#[test]
+fn render_names_the_known_node_types_when_asked_for_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = render(dir.path(), "gateway");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("\"gateway\"") && stderr.contains("sidecar") && stderr.contains("ingress"),
+        "{stderr}"
+    );
+}
