@@ -43,11 +43,13 @@ fn resource_json(ty: ResourceType, any: &[u8]) -> Value {
     let any_desc = pool
         .get_message_by_name("google.protobuf.Any")
         .expect("the descriptor set has google.protobuf.Any");
-    let rendered = DynamicMessage::decode(any_desc, any).and_then(|msg| {
-        let options = SerializeOptions::new().skip_default_fields(true);
-        msg.serialize_with_options(serde_json::value::Serializer, &options)
-            .map_err(|e| prost::DecodeError::new(e.to_string()))
-    });
+    let rendered = DynamicMessage::decode(any_desc, any)
+        .map_err(|e| e.to_string())
+        .and_then(|msg| {
+            let options = SerializeOptions::new().skip_default_fields(true);
+            msg.serialize_with_options(serde_json::value::Serializer, &options)
+                .map_err(|e| e.to_string())
+        });
     rendered.unwrap_or_else(|e| json!({ "error": format!("cannot render {ty} resource: {e}") }))
 }
 
