@@ -373,3 +373,97 @@ async fn with_the_emulator_stopped_envoy_keeps_every_endpoint_and_ecs_xds_recove
     wait_for_ips(&envoy, "web", &want, Duration::from_secs(20)).await;
     envoy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_through_envoy_reach_cloud_map_backends_and_a_deregistered_one_is_removed() {
+    use support::backend::Backend;
+    const BACKEND: &str = "cloudmap.backend.demo.local";
+    let (a, b) = (
+        Backend::start("backend-a").await,
+        Backend::start("backend-b").await,
+    );
+    let moto = Moto::start();
+    let seed = moto.seed(&[
+        "--no-ecs",
+        "--cloudmap-instance",
+        &a.addr.to_string(),
+        "--cloudmap-instance",
+        &b.addr.to_string(),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let xds: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let egress = free_port();
+    let config = write_config(dir.path(), &moto, xds, egress);
+    // Cloud Map only: these backends run on 127.0.0.1, so real traffic is safe.
+    std::fs::write(
+        &config,
+        format!(
+            "[xds]\nlisten = \"{xds}\"\n[aws]\nendpoint_url = \"{}\"\n[ecs]\npoll_interval = \"1s\"\n[cloud_map]\nnamespaces = [\"demo.local\"]\n",
+            moto.endpoint
+        ),
+    )
+    .unwrap();
+    let _daemon = start_ecs_xds(&config);
+    let envoy = Envoy::start("sidecar-app1", xds, AdsMode::Sotw).await;
+    let both: BTreeSet<String> = [a.addr, b.addr].iter().map(|s| s.to_string()).collect();
+    envoy
+        .wait_for(
+            "both Cloud Map instances",
+            Duration::from_secs(20),
+            || async { envoy_addrs(&envoy, BACKEND).await == both },
+        )
+        .await;
+
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let url = format!("http://127.0.0.1:{egress}/");
+    let get = || async {
+        let r = client
+            .get(&url)
+            .header("host", BACKEND)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+        r.text().await.unwrap()
+    };
+    for _ in 0..20 {
+        get().await;
+    }
+    assert!(
+        a.hits() > 0 && b.hits() > 0,
+        "a {} b {}",
+        a.hits(),
+        b.hits()
+    );
+
+    // Deregister b: Envoy drops it, and traffic goes to a only.
+    let sd = aws_sdk_servicediscovery::Client::new(&moto.sdk_config().await);
+    sd.deregister_instance()
+        .service_id(seed["cloud_map"]["service_id"].as_str().unwrap())
+        .instance_id(seed["cloud_map"]["instances"][1].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let only_a: BTreeSet<String> = [a.addr.to_string()].into();
+    envoy
+        .wait_for("b removed", INTERVAL + Duration::from_secs(2), || async {
+            envoy_addrs(&envoy, BACKEND).await == only_a
+        })
+        .await;
+    let b_before = b.hits();
+    for _ in 0..10 {
+        assert_eq!(get().await, "backend-a");
+    }
+    assert_eq!(b.hits(), b_before);
+    envoy.stop().await;
+}
+
+/// The `ip:port` endpoints Envoy holds for `cluster`.
+async fn envoy_addrs(envoy: &Envoy, cluster: &str) -> BTreeSet<String> {
+    let v = envoy.versions().await;
+    v.endpoints
+        .iter()
+        .find(|(name, _)| name == cluster)
+        .map(|(_, addrs)| addrs.iter().cloned().collect())
+        .unwrap_or_default()
+}
