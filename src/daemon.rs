@@ -23,7 +23,7 @@ use crate::discover::{Aws, DiscoverError, Inventory, Poller};
 use crate::serve::{ServeError, XdsServer};
 use crate::settings::{Settings, SettingsError};
 use crate::synthesize::templates::{TemplateErrors, Templates};
-use crate::synthesize::Synthesizer;
+use crate::synthesize::{Finding, Synthesizer};
 
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +113,7 @@ pub async fn run(
     let synthesis = tokio::spawn(async move {
         let mut first = true;
         let mut last: Option<Arc<Inventory>> = None;
+        let mut findings = Vec::new();
         loop {
             tokio::select! {
                 changed = inventories.changed() => {
@@ -129,7 +130,7 @@ pub async fn run(
                             "ecs-xds running: first complete inventory"
                         );
                     }
-                    publish(&mut synthesizer, &inventory, &synth_cache, &stats);
+                    publish(&mut synthesizer, &inventory, &synth_cache, &stats, &mut findings);
                     last = Some(inventory);
                 }
                 Some(()) = reloads.recv() => {
@@ -144,7 +145,7 @@ pub async fn run(
                             tracing::info!(dir = %templates_dir.display(), "templates reloaded");
                             synthesizer.set_templates(templates);
                             if let Some(inventory) = &last {
-                                publish(&mut synthesizer, inventory, &synth_cache, &stats);
+                                publish(&mut synthesizer, inventory, &synth_cache, &stats, &mut findings);
                             }
                         }
                         Err(errors) => {
@@ -177,17 +178,24 @@ pub async fn run(
 
 /// Synthesizes `inventory` and publishes every node type's snapshot. A snapshot the cache
 /// refuses keeps what is being served and is logged.
+///
+/// Findings (a route to a cluster that is not discovered, ...) are logged when they appear,
+/// e.g. when a service disappears, not again on every synthesis while they last.
 fn publish(
     synthesizer: &mut Synthesizer,
     inventory: &Inventory,
     cache: &Cache,
     stats: &DaemonStats,
+    known_findings: &mut Vec<Finding>,
 ) {
     stats.syntheses.fetch_add(1, Ordering::Relaxed);
     let synthesis = synthesizer.synthesize(inventory);
     for finding in &synthesis.findings {
-        tracing::warn!(node_type = %finding.node_type, "{finding}");
+        if !known_findings.contains(finding) {
+            tracing::warn!(node_type = %finding.node_type, "{finding}");
+        }
     }
+    *known_findings = synthesis.findings;
     for (node_type, snapshot) in synthesis.snapshots {
         if let Err(e) = cache.publish(&node_type, snapshot) {
             tracing::error!(%node_type, error = %e, "snapshot refused; still serving the previous one");

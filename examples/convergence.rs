@@ -1,0 +1,214 @@
+//! convergence: how long from a change in ECS to Envoy holding it, through ecs-xds.
+//!
+//! ```text
+//! cargo run --release --example convergence -- --changes 20 --interval 1s
+//! ```
+//!
+//! Starts moto server (seeded with the demo ECS cluster), the ecs-xds daemon polling every
+//! `--interval`, and a real Envoy (node `sidecar-bench`). Then, `--changes` times, it starts or
+//! stops a `web` task in the emulator and measures the time until Envoy's admin API shows
+//! exactly the new set of `web` endpoints (Envoy applies an EDS update when it accepts it, so
+//! this is the ACK time within the 5 ms polling step). Prints one final line:
+//! `convergence changes=20 interval_ms=1000 p50_ms=... p99_ms=...`.
+//!
+//! The endpoints are the 10.x addresses moto invents; they are only read, never contacted.
+
+#[allow(dead_code)]
+#[path = "../tests/support/envoy.rs"]
+mod envoy;
+#[path = "../tests/support/moto.rs"]
+mod moto;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_ecs::types::{AwsVpcConfiguration, LaunchType, NetworkConfiguration};
+use clap::Parser;
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// How many changes to measure.
+    #[arg(long, default_value_t = 20)]
+    changes: usize,
+    /// ecs-xds's poll interval.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    interval: Duration,
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let emulator = moto::Moto::start();
+    let seed = emulator.seed(&["--tasks-per-service", "1"]);
+    let ecs = aws_sdk_ecs::Client::new(&emulator.sdk_config().await);
+    let dir = tempfile::tempdir().unwrap();
+    let xds: SocketAddr = format!("127.0.0.1:{}", envoy::free_port()).parse().unwrap();
+    let config = write_config(dir.path(), &emulator.endpoint, xds, args.interval);
+    let (_reload, reload_rx) = tokio::sync::mpsc::channel(1);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let daemon = tokio::spawn(ecs_xds::daemon::run(
+        config,
+        reload_rx,
+        async {
+            let _ = stopped.await;
+        },
+        Arc::default(),
+    ));
+    let envoy = envoy::Envoy::start("sidecar-bench", xds, envoy::AdsMode::Sotw).await;
+    wait_for(&envoy, &task_ips(&ecs).await, Duration::from_secs(30)).await;
+
+    let mut started: Vec<String> = Vec::new();
+    let mut latencies = Vec::with_capacity(args.changes);
+    for i in 0..args.changes {
+        // Alternate: one task up, one task down, so the service stays small.
+        if i % 2 == 0 {
+            started.push(run_web_task(&ecs, &seed).await);
+        } else {
+            let arn = started.pop().unwrap();
+            ecs.stop_task()
+                .cluster("demo")
+                .task(arn)
+                .send()
+                .await
+                .unwrap();
+        }
+        let changed_at = Instant::now();
+        let want = task_ips(&ecs).await;
+        wait_for(&envoy, &want, args.interval * 5).await;
+        let took = changed_at.elapsed();
+        latencies.push(took);
+        eprintln!(
+            "convergence: change {:>2} reached Envoy in {} ms",
+            i + 1,
+            took.as_millis()
+        );
+    }
+    envoy.stop().await;
+    let _ = stop.send(());
+    let _ = daemon.await;
+
+    latencies.sort();
+    let pct = |p: usize| {
+        latencies[(latencies.len() * p)
+            .div_ceil(100)
+            .clamp(1, latencies.len())
+            - 1]
+    };
+    println!(
+        "convergence changes={} interval_ms={} p50_ms={} p99_ms={}",
+        args.changes,
+        args.interval.as_millis(),
+        pct(50).as_millis(),
+        pct(99).as_millis()
+    );
+}
+
+fn write_config(
+    dir: &Path,
+    endpoint: &str,
+    xds: SocketAddr,
+    interval: Duration,
+) -> std::path::PathBuf {
+    let config = dir.join("ecs-xds.toml");
+    let settings = format!(
+        "[xds]\nlisten = \"{xds}\"\n[aws]\nendpoint_url = \"{endpoint}\"\n\
+         [ecs]\nclusters = [\"demo\"]\npoll_interval = \"{}\"\n",
+        humantime::format_duration(interval)
+    );
+    std::fs::write(&config, settings).unwrap();
+    // The project's sidecar template, with its listeners moved to free loopback ports.
+    let sidecar = std::fs::read_to_string(moto::repo_root().join("config/templates/sidecar.toml"))
+        .unwrap()
+        .replace(
+            "port_value = 15001",
+            &format!("port_value = {}", envoy::free_port()),
+        )
+        .replace(
+            "port_value = 15000",
+            &format!("port_value = {}", envoy::free_port()),
+        )
+        .replace("\"0.0.0.0\"", "\"127.0.0.1\"");
+    std::fs::create_dir_all(dir.join("templates")).unwrap();
+    std::fs::write(dir.join("templates/sidecar.toml"), sidecar).unwrap();
+    config
+}
+
+async fn run_web_task(ecs: &aws_sdk_ecs::Client, seed: &serde_json::Value) -> String {
+    let network = NetworkConfiguration::builder()
+        .awsvpc_configuration(
+            AwsVpcConfiguration::builder()
+                .subnets(seed["ecs"]["subnet"].as_str().unwrap())
+                .security_groups(seed["ecs"]["security_group"].as_str().unwrap())
+                .build()
+                .unwrap(),
+        )
+        .build();
+    let out = ecs
+        .run_task()
+        .cluster("demo")
+        .task_definition(
+            seed["ecs"]["services"]["web"]["task_definition"]
+                .as_str()
+                .unwrap(),
+        )
+        .launch_type(LaunchType::Fargate)
+        .group("service:web")
+        .network_configuration(network)
+        .send()
+        .await
+        .unwrap();
+    out.tasks()[0].task_arn().unwrap().to_owned()
+}
+
+/// The ENI addresses of the running `web` tasks, from ECS.
+async fn task_ips(ecs: &aws_sdk_ecs::Client) -> BTreeSet<String> {
+    let arns = ecs
+        .list_tasks()
+        .cluster("demo")
+        .send()
+        .await
+        .unwrap()
+        .task_arns()
+        .to_vec();
+    let tasks = ecs
+        .describe_tasks()
+        .cluster("demo")
+        .set_tasks(Some(arns))
+        .send()
+        .await
+        .unwrap();
+    tasks
+        .tasks()
+        .iter()
+        .filter(|t| t.group() == Some("service:web") && t.last_status() == Some("RUNNING"))
+        .flat_map(|t| t.attachments())
+        .flat_map(|a| a.details())
+        .filter(|d| d.name() == Some("privateIPv4Address"))
+        .filter_map(|d| d.value().map(|ip| format!("{ip}:8080")))
+        .collect()
+}
+
+/// Waits until Envoy's `web` endpoints are exactly `want`; returns how long it took.
+async fn wait_for(envoy: &envoy::Envoy, want: &BTreeSet<String>, limit: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let held = envoy.versions().await;
+        let web: BTreeSet<String> = held
+            .endpoints
+            .iter()
+            .find(|(name, _)| name == "web")
+            .map(|(_, addrs)| addrs.iter().cloned().collect())
+            .unwrap_or_default();
+        if web == *want {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "Envoy has web {web:?}, expected {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
