@@ -18,3 +18,4 @@ pub mod serve;
 pub mod settings;
 pub mod snapshot;
 pub mod synthesize;
+pub mod validate;

@@ -32,6 +32,19 @@ enum Command {
         #[arg(long, default_value = "config/ecs-xds.toml")]
         config: PathBuf,
     },
+    /// Check the settings and templates; with --envoy, have a real Envoy check what each node
+    /// type would be served. Exits 0 when everything is valid, 1 otherwise.
+    Validate {
+        /// The settings file.
+        #[arg(long, default_value = "config/ecs-xds.toml")]
+        config: PathBuf,
+        /// An Envoy binary to run `--mode validate` with, once per node type.
+        #[arg(long)]
+        envoy: Option<PathBuf>,
+        /// A saved inventory (`ecs-xds discover --json`) to synthesize with; default: none.
+        #[arg(long)]
+        inventory: Option<PathBuf>,
+    },
     /// Print exactly what a node type would be served, as Envoy JSON.
     Render {
         /// The settings file.
@@ -70,6 +83,11 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { config } => runtime.block_on(run(config)),
         Command::Discover { config, json } => runtime.block_on(discover(&config, json)),
+        Command::Validate {
+            config,
+            envoy,
+            inventory,
+        } => runtime.block_on(validate(&config, envoy.as_deref(), inventory.as_deref())),
         Command::Render {
             config,
             node_type,
@@ -160,18 +178,13 @@ async fn render(
         }
     };
     let inventory = match saved {
-        Some(path) => {
-            let parsed = std::fs::read_to_string(path)
-                .map_err(|e| e.to_string())
-                .and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string()));
-            match parsed {
-                Ok(inventory) => inventory,
-                Err(e) => {
-                    eprintln!("ecs-xds: inventory file {}: {e}", path.display());
-                    return ExitCode::from(EXIT_SETTINGS);
-                }
+        Some(path) => match read_inventory(path) {
+            Ok(inventory) => inventory,
+            Err(e) => {
+                eprintln!("ecs-xds: {e}");
+                return ExitCode::from(EXIT_SETTINGS);
             }
-        }
+        },
         None => match ecs_xds::discover::discover_once(&settings.discover()).await {
             Ok(inventory) => inventory,
             Err(e) => {
@@ -192,4 +205,61 @@ async fn render(
     let text = serde_json::to_string_pretty(&snapshot.to_envoy_json()).expect("JSON values print");
     println!("{text}");
     ExitCode::SUCCESS
+}
+
+/// A saved inventory, as `ecs-xds discover --json` prints it.
+fn read_inventory(path: &std::path::Path) -> Result<ecs_xds::discover::Inventory, String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| e.to_string())
+        .and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string()))
+        .map_err(|e| format!("inventory file {}: {e}", path.display()))
+}
+
+async fn validate(
+    config: &std::path::Path,
+    envoy: Option<&std::path::Path>,
+    saved: Option<&std::path::Path>,
+) -> ExitCode {
+    let invalid = ExitCode::from(1);
+    let (_, templates, _) = match ecs_xds::daemon::load(config) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("invalid: {e}");
+            return invalid;
+        }
+    };
+    let inventory = match saved.map(read_inventory).transpose() {
+        Ok(inventory) => inventory.unwrap_or_default(),
+        Err(e) => {
+            eprintln!("invalid: {e}");
+            return invalid;
+        }
+    };
+    let synthesis = ecs_xds::synthesize::synthesize(&inventory, &templates);
+    for finding in &synthesis.findings {
+        println!("warning: {finding}");
+    }
+    let mut ok = true;
+    for (node_type, snapshot) in &synthesis.snapshots {
+        let Some(envoy) = envoy else {
+            println!("node type {node_type}: valid");
+            continue;
+        };
+        let bootstrap = ecs_xds::validate::static_bootstrap(snapshot);
+        match ecs_xds::validate::envoy_validate(envoy, &bootstrap).await {
+            Ok(()) => println!(
+                "node type {node_type}: valid, and Envoy ({}) accepts it",
+                envoy.display()
+            ),
+            Err(e) => {
+                ok = false;
+                println!("node type {node_type}: Envoy rejects it:\n{e}");
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        invalid
+    }
 }

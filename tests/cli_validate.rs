@@ -1,0 +1,88 @@
+//! `ecs-xds validate`, the real binary: schema checks, and a real Envoy checking what each node
+//! type would be served.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use support::envoy::envoy_binary;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn validate(config: &Path, envoy: bool) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ecs-xds"));
+    command.args(["validate", "--config"]).arg(config);
+    if envoy {
+        command.arg("--envoy").arg(envoy_binary());
+    }
+    command.output().expect("run ecs-xds validate")
+}
+
+/// A settings file using a copy of the example templates, with `edit` applied to the sidecar.
+fn with_sidecar(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
+    std::fs::create_dir_all(dir.join("templates")).unwrap();
+    for name in ["sidecar.toml", "ingress.toml"] {
+        let text = std::fs::read_to_string(root().join("config/templates").join(name)).unwrap();
+        let text = if name == "sidecar.toml" {
+            edit(text)
+        } else {
+            text
+        };
+        std::fs::write(dir.join("templates").join(name), text).unwrap();
+    }
+    let config = dir.join("ecs-xds.toml");
+    std::fs::write(&config, "").unwrap();
+    config
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+#[test]
+fn the_example_templates_are_valid_and_envoy_accepts_them() {
+    let out = validate(&root().join("config/ecs-xds.toml"), true);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    for node_type in ["ingress", "sidecar"] {
+        assert!(
+            text.contains(&format!("node type {node_type}: valid, and Envoy")),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn a_value_only_envoy_rejects_is_caught_with_envoy_and_its_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = with_sidecar(dir.path(), |t| {
+        t.replace("connect_timeout = \"0.25s\"", "connect_timeout = \"-1s\"")
+    });
+    // The schema allows a negative duration; Envoy's own rules do not.
+    let out = validate(&config, false);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let out = validate(&config, true);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("node type sidecar: Envoy rejects it"),
+        "{text}"
+    );
+    assert!(text.contains("node type ingress: valid"), "{text}");
+}
+
+#[test]
+fn a_template_error_fails_with_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = with_sidecar(dir.path(), |t| t.replacen("stat_prefix", "stat_prefixx", 1));
+    let out = validate(&config, false);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("sidecar.toml:") && text.contains("stat_prefixx"),
+        "{text}"
+    );
+}
