@@ -75,6 +75,7 @@ pub async fn run(
     stats: Arc<DaemonStats>,
 ) -> Result<(), DaemonError> {
     let (settings, templates, templates_dir) = load(&config)?;
+    let running = settings.clone();
     let cache = Cache::new(settings.node_type_resolver());
     let addr = settings.xds.listen;
     let listener = tokio::net::TcpListener::bind(addr)
@@ -134,10 +135,16 @@ pub async fn run(
                     last = Some(inventory);
                 }
                 Some(()) = reloads.recv() => {
-                    if let Err(e) = Settings::load(&config) {
-                        stats.reloads_failed.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!("settings reload failed; keeping the running settings: {e}");
-                        continue;
+                    match Settings::load(&config) {
+                        Err(e) => {
+                            stats.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                            tracing::error!("settings reload failed; keeping the running settings: {e}");
+                            continue;
+                        }
+                        Ok(new) if new != running => tracing::warn!(
+                            "the settings file changed; templates are reloaded now, other settings apply at the next restart"
+                        ),
+                        Ok(_) => {}
                     }
                     match Templates::load_dir(&templates_dir) {
                         Ok(templates) => {
