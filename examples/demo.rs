@@ -59,6 +59,7 @@ async fn main() {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let daemon = tokio::spawn(ecs_xds::daemon::run(
         config,
+        None,
         reload_rx,
         async {
             let _ = stopped.await;

@@ -56,6 +56,9 @@ pub struct Args {
     /// Node id prefix: streams are `<prefix>-<i>`, so the node type is the prefix.
     #[arg(long, default_value = "sidecar")]
     node_type: String,
+    /// The RDS route configuration each stream subscribes to.
+    #[arg(long, default_value = "routes")]
+    route_name: String,
     /// Streams opened at once while connecting.
     #[arg(long, default_value_t = 256)]
     connect_concurrency: usize,

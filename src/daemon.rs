@@ -67,9 +67,11 @@ pub fn load(config: &Path) -> Result<(Settings, Templates, PathBuf), DaemonError
     Ok((settings, templates, dir))
 }
 
-/// Runs until `shutdown` completes; `reload` asks for templates to be re-read.
+/// Runs until `shutdown` completes; `reload` asks for templates to be re-read. With a fixed
+/// `inventory` (a saved one), AWS is not polled: that inventory is served as discovered.
 pub async fn run(
     config: PathBuf,
+    inventory: Option<Inventory>,
     mut reload: mpsc::Receiver<()>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     stats: Arc<DaemonStats>,
@@ -84,14 +86,25 @@ pub async fn run(
     let local = listener
         .local_addr()
         .map_err(|source| DaemonError::Bind { addr, source })?;
-    let aws = Aws::connect(&settings.aws).await?;
-    let poller = Poller::new(settings.discover(), aws)?;
-
     let stop = CancellationToken::new();
     let (inventory_tx, mut inventories) = watch::channel(Arc::new(Inventory::default()));
     let poll_stop = stop.clone();
-    let poller_task =
-        tokio::spawn(poller.run(inventory_tx, async move { poll_stop.cancelled().await }));
+    let poller_task = match inventory {
+        Some(fixed) => {
+            inventory_tx.send_replace(Arc::new(fixed));
+            inventories.mark_changed();
+            tokio::spawn(async move {
+                poll_stop.cancelled().await;
+                drop(inventory_tx);
+            })
+        }
+        None => {
+            let aws = Aws::connect(&settings.aws).await?;
+            let poller = Poller::new(settings.discover(), aws)?;
+            let stopped = async move { poll_stop.cancelled().await };
+            tokio::spawn(poller.run(inventory_tx, stopped))
+        }
+    };
 
     // Reloads come from the caller (SIGHUP) and from the files themselves.
     let (reload_tx, mut reloads) = mpsc::channel(1);

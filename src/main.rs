@@ -31,6 +31,9 @@ enum Command {
         /// The settings file.
         #[arg(long, default_value = "config/ecs-xds.toml")]
         config: PathBuf,
+        /// Serve a saved inventory (`ecs-xds discover --json`) instead of polling AWS.
+        #[arg(long)]
+        inventory: Option<PathBuf>,
     },
     /// Check the settings and templates; with --envoy, have a real Envoy check what each node
     /// type would be served. Exits 0 when everything is valid, 1 otherwise.
@@ -81,7 +84,7 @@ fn main() -> ExitCode {
         .build()
         .expect("tokio runtime");
     match cli.command {
-        Command::Run { config } => runtime.block_on(run(config)),
+        Command::Run { config, inventory } => runtime.block_on(run(config, inventory)),
         Command::Discover { config, json } => runtime.block_on(discover(&config, json)),
         Command::Validate {
             config,
@@ -133,8 +136,15 @@ async fn discover(config: &std::path::Path, json: bool) -> ExitCode {
     }
 }
 
-async fn run(config: PathBuf) -> ExitCode {
+async fn run(config: PathBuf, saved: Option<PathBuf>) -> ExitCode {
     use tokio::signal::unix::{signal, SignalKind};
+    let inventory = match saved.as_deref().map(read_inventory).transpose() {
+        Ok(inventory) => inventory,
+        Err(e) => {
+            eprintln!("ecs-xds: {e}");
+            return ExitCode::from(EXIT_SETTINGS);
+        }
+    };
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
     let mut hangups = signal(SignalKind::hangup()).expect("SIGHUP handler");
     tokio::spawn(async move {
@@ -151,7 +161,7 @@ async fn run(config: PathBuf) -> ExitCode {
         }
     };
     let stats = Default::default();
-    match ecs_xds::daemon::run(config, reload_rx, shutdown, stats).await {
+    match ecs_xds::daemon::run(config, inventory, reload_rx, shutdown, stats).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ecs-xds: {e}");

@@ -42,18 +42,20 @@ impl Fleet {
             last_eds_len: Default::default(),
         });
         let names: Arc<Vec<String>> = Arc::new((0..args.clusters).map(cluster_name).collect());
+        let route: Arc<str> = args.route_name.as_str().into();
         let gate = Arc::new(tokio::sync::Semaphore::new(args.connect_concurrency));
         let tasks = (0..args.streams)
             .map(|i| {
                 let (shared, names, gate) = (shared.clone(), names.clone(), gate.clone());
+                let route = route.clone();
                 let node_id = format!("{}-{i}", args.node_type);
                 let mode = args.mode;
                 tokio::spawn(async move {
                     let permit = gate.acquire_owned().await.unwrap();
                     let channel = connect(addr).await;
                     let outcome = match mode {
-                        Mode::Sotw => sotw(channel, node_id, names, shared, permit).await,
-                        Mode::Delta => delta(channel, node_id, names, shared, permit).await,
+                        Mode::Sotw => sotw(channel, node_id, names, route, shared, permit).await,
+                        Mode::Delta => delta(channel, node_id, names, route, shared, permit).await,
                     };
                     if let Err(status) = outcome {
                         eprintln!("xds-load: stream {i} failed: {status}");
@@ -161,10 +163,10 @@ impl Progress {
     }
 }
 
-fn names_for(ty: ResourceType, clusters: &[String]) -> Vec<String> {
+fn names_for(ty: ResourceType, clusters: &[String], route: &str) -> Vec<String> {
     match ty {
         ResourceType::Endpoint => clusters.to_vec(),
-        ResourceType::Route => vec!["routes".into()],
+        ResourceType::Route => vec![route.to_owned()],
         _ => vec![],
     }
 }
@@ -173,6 +175,7 @@ async fn sotw(
     channel: Channel,
     node_id: String,
     clusters: Arc<Vec<String>>,
+    route: Arc<str>,
     shared: SharedRef,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<(), tonic::Status> {
@@ -185,7 +188,7 @@ async fn sotw(
         let req = DiscoveryRequest {
             node,
             type_url: ty.type_url().into(),
-            resource_names: names_for(ty, &clusters),
+            resource_names: names_for(ty, &clusters, &route),
             ..Default::default()
         };
         tx.send(req).await.unwrap();
@@ -200,7 +203,7 @@ async fn sotw(
         let ty = ResourceType::from_type_url(&r.type_url).unwrap();
         let ack = DiscoveryRequest {
             type_url: r.type_url.clone(),
-            resource_names: names_for(ty, &clusters),
+            resource_names: names_for(ty, &clusters, &route),
             version_info: r.version_info.clone(),
             response_nonce: r.nonce.clone(),
             ..Default::default()
@@ -215,6 +218,7 @@ async fn delta(
     channel: Channel,
     node_id: String,
     clusters: Arc<Vec<String>>,
+    route: Arc<str>,
     shared: SharedRef,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<(), tonic::Status> {
@@ -227,7 +231,7 @@ async fn delta(
         let req = DeltaDiscoveryRequest {
             node,
             type_url: ty.type_url().into(),
-            resource_names_subscribe: names_for(ty, &clusters),
+            resource_names_subscribe: names_for(ty, &clusters, &route),
             ..Default::default()
         };
         tx.send(req).await.unwrap();
