@@ -17,6 +17,12 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Json,
+    Yaml,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum LogFormat {
     Text,
@@ -59,6 +65,9 @@ enum Command {
         /// A saved inventory (`ecs-xds discover --json`) instead of live discovery.
         #[arg(long)]
         inventory: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Json)]
+        format: Format,
     },
     /// Poll AWS once and print the inventory: every cluster with its endpoints and health.
     Discover {
@@ -95,7 +104,8 @@ fn main() -> ExitCode {
             config,
             node_type,
             inventory,
-        } => runtime.block_on(render(&config, &node_type, inventory.as_deref())),
+            format,
+        } => runtime.block_on(render(&config, &node_type, inventory.as_deref(), format)),
     }
 }
 
@@ -179,6 +189,7 @@ async fn render(
     config: &std::path::Path,
     node_type: &str,
     saved: Option<&std::path::Path>,
+    format: Format,
 ) -> ExitCode {
     let (settings, templates, _) = match ecs_xds::daemon::load(config) {
         Ok(loaded) => loaded,
@@ -212,8 +223,12 @@ async fn render(
         eprintln!("ecs-xds: no templates for node type {node_type:?}; node types: {known:?}");
         return ExitCode::from(EXIT_SETTINGS);
     };
-    let text = serde_json::to_string_pretty(&snapshot.to_envoy_json()).expect("JSON values print");
-    println!("{text}");
+    let rendered = snapshot.to_envoy_json();
+    let text = match format {
+        Format::Json => serde_json::to_string_pretty(&rendered).expect("JSON values print"),
+        Format::Yaml => serde_yaml_ng::to_string(&rendered).expect("JSON values print as YAML"),
+    };
+    println!("{}", text.trim_end());
     ExitCode::SUCCESS
 }
 

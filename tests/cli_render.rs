@@ -33,7 +33,7 @@ fn inventory() -> Inventory {
     inventory
 }
 
-fn render(dir: &std::path::Path, node_type: &str) -> std::process::Output {
+fn render(dir: &std::path::Path, node_type: &str, extra: &[&str]) -> std::process::Output {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let config = dir.join("ecs-xds.toml");
     let templates = root.join("config/templates");
@@ -49,6 +49,7 @@ fn render(dir: &std::path::Path, node_type: &str) -> std::process::Output {
         .arg(&config)
         .arg("--inventory")
         .arg(&saved)
+        .args(extra)
         .output()
         .expect("run ecs-xds render")
 }
@@ -56,7 +57,7 @@ fn render(dir: &std::path::Path, node_type: &str) -> std::process::Output {
 #[test]
 fn render_prints_what_a_node_type_is_served_as_envoy_json() {
     let dir = tempfile::tempdir().unwrap();
-    let out = render(dir.path(), "sidecar");
+    let out = render(dir.path(), "sidecar", &[]);
     assert!(
         out.status.success(),
         "{}",
@@ -84,11 +85,27 @@ fn render_prints_what_a_node_type_is_served_as_envoy_json() {
 #[test]
 fn render_names_the_known_node_types_when_asked_for_another() {
     let dir = tempfile::tempdir().unwrap();
-    let out = render(dir.path(), "gateway");
+    let out = render(dir.path(), "gateway", &[]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("\"gateway\"") && stderr.contains("sidecar") && stderr.contains("ingress"),
         "{stderr}"
     );
+}
+
+#[test]
+fn render_prints_the_same_resources_as_yaml() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = render(dir.path(), "sidecar", &[]);
+    let yaml = render(dir.path(), "sidecar", &["--format", "yaml"]);
+    assert!(
+        yaml.status.success(),
+        "{}",
+        String::from_utf8_lossy(&yaml.stderr)
+    );
+    let from_json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let from_yaml: serde_json::Value = serde_yaml_ng::from_slice(&yaml.stdout).unwrap();
+    assert_eq!(from_json, from_yaml);
+    assert!(String::from_utf8_lossy(&yaml.stdout).contains("clusterName: orders"));
 }
