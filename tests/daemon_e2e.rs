@@ -278,14 +278,14 @@ async fn envoy_follows_ecs_through_ecs_xds_run_and_a_restart_repushes_nothing() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_invalid_template_keeps_the_running_config_and_fixing_it_applies_it() {
+async fn an_invalid_template_keeps_the_running_config_fixing_it_applies_it_and_sigterm_exits_0() {
     let moto = Moto::start();
     moto.seed(&["--tasks-per-service", "1"]);
     let dir = tempfile::tempdir().unwrap();
     let xds: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let egress = free_port();
     let config = write_config(dir.path(), &moto, xds, egress);
-    let (_daemon, log) = start_ecs_xds_logged(&config);
+    let (mut daemon, log) = start_ecs_xds_logged(&config);
     let envoy = Envoy::start("sidecar-app1", xds, AdsMode::Sotw).await;
     envoy
         .wait_for(
@@ -328,6 +328,26 @@ async fn an_invalid_template_keeps_the_running_config_and_fixing_it_applies_it()
         })
         .await;
     assert_eq!(envoy.versions().await.clusters, before.clusters);
+
+    // SIGTERM with Envoy still connected: streams closed, exit 0.
+    let pid = daemon.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::time::timeout(Duration::from_secs(10), daemon.wait())
+        .await
+        .expect("ecs-xds stops within 10 s of SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    envoy
+        .wait_for(
+            "Envoy seeing the stream closed",
+            Duration::from_secs(10),
+            || async { envoy.stat("control_plane.connected_state").await == 0 },
+        )
+        .await;
     envoy.stop().await;
 }
 
