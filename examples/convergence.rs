@@ -25,7 +25,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_sdk_ecs::types::{AwsVpcConfiguration, LaunchType, NetworkConfiguration};
+use aws_sdk_ecs::types::LaunchType;
 use clap::Parser;
 
 #[derive(Debug, Parser)]
@@ -138,15 +138,6 @@ fn write_config(
 }
 
 async fn run_web_task(ecs: &aws_sdk_ecs::Client, seed: &serde_json::Value) -> String {
-    let network = NetworkConfiguration::builder()
-        .awsvpc_configuration(
-            AwsVpcConfiguration::builder()
-                .subnets(seed["ecs"]["subnet"].as_str().unwrap())
-                .security_groups(seed["ecs"]["security_group"].as_str().unwrap())
-                .build()
-                .unwrap(),
-        )
-        .build();
     let out = ecs
         .run_task()
         .cluster("demo")
@@ -157,39 +148,17 @@ async fn run_web_task(ecs: &aws_sdk_ecs::Client, seed: &serde_json::Value) -> St
         )
         .launch_type(LaunchType::Fargate)
         .group("service:web")
-        .network_configuration(network)
+        .network_configuration(moto::awsvpc_network(seed))
         .send()
         .await
         .unwrap();
     out.tasks()[0].task_arn().unwrap().to_owned()
 }
 
-/// The ENI addresses of the running `web` tasks, from ECS.
+/// The running `web` tasks' endpoints, `ip:8080`, from ECS.
 async fn task_ips(ecs: &aws_sdk_ecs::Client) -> BTreeSet<String> {
-    let arns = ecs
-        .list_tasks()
-        .cluster("demo")
-        .send()
-        .await
-        .unwrap()
-        .task_arns()
-        .to_vec();
-    let tasks = ecs
-        .describe_tasks()
-        .cluster("demo")
-        .set_tasks(Some(arns))
-        .send()
-        .await
-        .unwrap();
-    tasks
-        .tasks()
-        .iter()
-        .filter(|t| t.group() == Some("service:web") && t.last_status() == Some("RUNNING"))
-        .flat_map(|t| t.attachments())
-        .flat_map(|a| a.details())
-        .filter(|d| d.name() == Some("privateIPv4Address"))
-        .filter_map(|d| d.value().map(|ip| format!("{ip}:8080")))
-        .collect()
+    let ips = moto::running_task_ips(ecs, "web").await;
+    ips.into_iter().map(|ip| format!("{ip}:8080")).collect()
 }
 
 /// Waits until Envoy's `web` endpoints are exactly `want`; returns how long it took.

@@ -11,12 +11,11 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use aws_sdk_ecs::types::{AwsVpcConfiguration, LaunchType, NetworkConfiguration};
-use serde_json::Value;
+use aws_sdk_ecs::types::LaunchType;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use support::envoy::{free_port, AdsMode, Envoy};
-use support::moto::{Moto, REGION};
+use support::moto::{awsvpc_network, running_task_ips, Moto, REGION};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -106,38 +105,6 @@ fn ecs_xds_command(config: &Path) -> Command {
     command
 }
 
-/// The ENI address of each running task of `service`, from ECS itself.
-async fn task_ips(ecs: &aws_sdk_ecs::Client, service: &str) -> BTreeSet<String> {
-    let arns = ecs
-        .list_tasks()
-        .cluster("demo")
-        .send()
-        .await
-        .unwrap()
-        .task_arns()
-        .to_vec();
-    if arns.is_empty() {
-        return BTreeSet::new();
-    }
-    let tasks = ecs
-        .describe_tasks()
-        .cluster("demo")
-        .set_tasks(Some(arns))
-        .send()
-        .await
-        .unwrap();
-    tasks
-        .tasks()
-        .iter()
-        .filter(|t| t.group() == Some(&format!("service:{service}")))
-        .filter(|t| t.last_status() == Some("RUNNING"))
-        .flat_map(|t| t.attachments())
-        .flat_map(|a| a.details())
-        .filter(|d| d.name() == Some("privateIPv4Address"))
-        .filter_map(|d| d.value().map(str::to_owned))
-        .collect()
-}
-
 /// The endpoint addresses Envoy holds for `cluster` (read from its admin API only).
 async fn envoy_ips(envoy: &Envoy, cluster: &str) -> BTreeSet<String> {
     let v = envoy.versions().await;
@@ -173,18 +140,6 @@ async fn wait_for_ips(
     }
 }
 
-fn network(seed: &Value) -> NetworkConfiguration {
-    NetworkConfiguration::builder()
-        .awsvpc_configuration(
-            AwsVpcConfiguration::builder()
-                .subnets(seed["ecs"]["subnet"].as_str().unwrap())
-                .security_groups(seed["ecs"]["security_group"].as_str().unwrap())
-                .build()
-                .unwrap(),
-        )
-        .build()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_follows_ecs_through_ecs_xds_run_and_a_restart_repushes_nothing() {
     let moto = Moto::start();
@@ -213,7 +168,7 @@ async fn envoy_follows_ecs_through_ecs_xds_run_and_a_restart_repushes_nothing() 
         ["egress"]
     );
     for service in ["orders", "web"] {
-        let want = task_ips(&ecs, service).await;
+        let want = running_task_ips(&ecs, service).await;
         assert_eq!(want.len(), 2);
         wait_for_ips(&envoy, service, &want, Duration::from_secs(10)).await;
     }
@@ -228,11 +183,11 @@ async fn envoy_follows_ecs_through_ecs_xds_run_and_a_restart_repushes_nothing() 
         )
         .launch_type(LaunchType::Fargate)
         .group("service:web")
-        .network_configuration(network(&seed))
+        .network_configuration(awsvpc_network(&seed))
         .send()
         .await
         .unwrap();
-    let want = task_ips(&ecs, "web").await;
+    let want = running_task_ips(&ecs, "web").await;
     assert_eq!(want.len(), 3);
     let took = wait_for_ips(&envoy, "web", &want, INTERVAL + Duration::from_secs(1)).await;
     eprintln!("scale up reached Envoy in {took:?}");
@@ -245,7 +200,7 @@ async fn envoy_follows_ecs_through_ecs_xds_run_and_a_restart_repushes_nothing() 
         .send()
         .await
         .unwrap();
-    let want = task_ips(&ecs, "web").await;
+    let want = running_task_ips(&ecs, "web").await;
     assert_eq!(want.len(), 2);
     let took = wait_for_ips(&envoy, "web", &want, INTERVAL + Duration::from_secs(1)).await;
     eprintln!("scale down reached Envoy in {took:?}");
@@ -388,7 +343,7 @@ async fn with_the_emulator_stopped_envoy_keeps_every_endpoint_and_ecs_xds_recove
     let moto = Moto::start_on(port);
     moto.seed(&["--tasks-per-service", "2"]);
     let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config().await);
-    let want = task_ips(&ecs, "web").await;
+    let want = running_task_ips(&ecs, "web").await;
     assert_eq!(want.len(), 2);
     wait_for_ips(&envoy, "web", &want, Duration::from_secs(20)).await;
     envoy.stop().await;

@@ -6,7 +6,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use aws_sdk_ecs::types::{AwsVpcConfiguration, LaunchType, NetworkConfiguration};
+use aws_sdk_ecs::types::LaunchType;
 use ecs_xds::discover::{Aws, DiscoverSettings, Health, Inventory, LbPolicy, Poller};
 use serde_json::Value;
 use support::moto::Moto;
@@ -94,15 +94,7 @@ async fn inventory_follows_fargate_tasks_scaled_up_and_down() {
 
     // Scale web up by one.
     let ecs = aws_sdk_ecs::Client::new(&config);
-    let network = NetworkConfiguration::builder()
-        .awsvpc_configuration(
-            AwsVpcConfiguration::builder()
-                .subnets(seed["ecs"]["subnet"].as_str().unwrap())
-                .security_groups(seed["ecs"]["security_group"].as_str().unwrap())
-                .build()
-                .unwrap(),
-        )
-        .build();
+    let network = support::moto::awsvpc_network(&seed);
     let started = ecs
         .run_task()
         .cluster("demo")

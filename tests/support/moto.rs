@@ -10,8 +10,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeSet;
+
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_ecs::config::Credentials;
+use aws_sdk_ecs::types::{AwsVpcConfiguration, NetworkConfiguration};
 
 /// Longest a moto server may live, whatever happens to the test.
 const LIFETIME_SECS: u64 = 600;
@@ -160,4 +163,42 @@ impl Drop for Moto {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The awsvpc network of the cluster `localstack/seed.py` made, for `run_task`.
+pub fn awsvpc_network(seed: &serde_json::Value) -> NetworkConfiguration {
+    NetworkConfiguration::builder()
+        .awsvpc_configuration(
+            AwsVpcConfiguration::builder()
+                .subnets(seed["ecs"]["subnet"].as_str().unwrap())
+                .security_groups(seed["ecs"]["security_group"].as_str().unwrap())
+                .build()
+                .unwrap(),
+        )
+        .build()
+}
+
+/// The ENI address of each running task of `service` in the seeded cluster, from ECS itself.
+pub async fn running_task_ips(ecs: &aws_sdk_ecs::Client, service: &str) -> BTreeSet<String> {
+    let listed = ecs.list_tasks().cluster("demo").send().await.unwrap();
+    if listed.task_arns().is_empty() {
+        return BTreeSet::new();
+    }
+    let tasks = ecs
+        .describe_tasks()
+        .cluster("demo")
+        .set_tasks(Some(listed.task_arns().to_vec()))
+        .send()
+        .await
+        .unwrap();
+    let group = format!("service:{service}");
+    tasks
+        .tasks()
+        .iter()
+        .filter(|t| t.group() == Some(group.as_str()) && t.last_status() == Some("RUNNING"))
+        .flat_map(|t| t.attachments())
+        .flat_map(|a| a.details())
+        .filter(|d| d.name() == Some("privateIPv4Address"))
+        .filter_map(|d| d.value().map(str::to_owned))
+        .collect()
 }
