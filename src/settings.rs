@@ -27,6 +27,10 @@ pub struct Settings {
     pub ecs: EcsSettings,
     #[serde(default)]
     pub cloud_map: CloudMapSettings,
+    #[serde(default)]
+    pub admin: AdminSettings,
+    #[serde(default)]
+    pub push: PushSettings,
 }
 
 fn default_templates_dir() -> PathBuf {
@@ -52,6 +56,64 @@ impl Default for XdsSettings {
             listen: SocketAddr::from(([0, 0, 0, 0], 18000)),
             node_type: NodeTypeSource::IdPrefix,
             fallback_node_type: None,
+        }
+    }
+}
+
+/// `[admin]`: the operator's HTTP endpoint (health, readiness, metrics, nodes, snapshots, and
+/// the REST push API when enabled).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSettings {
+    /// Loopback by default: nothing outside the host reaches it unless asked for.
+    pub listen: SocketAddr,
+    /// Bearer token the REST push API requires when `listen` is not a loopback address. The
+    /// environment variable `ECS_XDS_ADMIN_TOKEN` takes precedence, so the token can stay out
+    /// of the file (e.g. an ECS secret).
+    pub token: Option<String>,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 19000)),
+            token: None,
+        }
+    }
+}
+
+/// The environment variable that supplies the admin bearer token.
+pub const ADMIN_TOKEN_ENV: &str = "ECS_XDS_ADMIN_TOKEN";
+
+impl AdminSettings {
+    /// The bearer token in force: the environment's, else the file's. Empty counts as unset.
+    pub fn token(&self) -> Option<String> {
+        std::env::var(ADMIN_TOKEN_ENV)
+            .ok()
+            .or_else(|| self.token.clone())
+            .filter(|t| !t.is_empty())
+    }
+}
+
+/// `[push]`: the sxds-compatible REST push API (`PUT/GET/DELETE /resources/{node_type}` on the
+/// admin listener). Off by default.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushSettings {
+    pub enabled: bool,
+    /// Where pushed resources are persisted, one file per node type; relative to the settings
+    /// file's directory unless absolute.
+    pub state_dir: PathBuf,
+    /// Larger request bodies are refused with 413.
+    pub max_body_bytes: usize,
+}
+
+impl Default for PushSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            state_dir: PathBuf::from("state"),
+            max_body_bytes: 1024 * 1024,
         }
     }
 }
@@ -102,6 +164,12 @@ impl Settings {
         if settings.xds.fallback_node_type.as_deref() == Some("") {
             problems.push("xds.fallback_node_type: empty node type".to_owned());
         }
+        if settings.push.max_body_bytes == 0 {
+            problems.push("push.max_body_bytes: must be greater than 0".to_owned());
+        }
+        if settings.push.state_dir.as_os_str().is_empty() {
+            problems.push("push.state_dir: empty path".to_owned());
+        }
         if problems.is_empty() {
             Ok(settings)
         } else {
@@ -117,6 +185,14 @@ impl Settings {
         match config.parent() {
             Some(dir) if self.templates_dir.is_relative() => dir.join(&self.templates_dir),
             _ => self.templates_dir.clone(),
+        }
+    }
+
+    /// The push state directory, resolved against the settings file `config`.
+    pub fn push_state_path(&self, config: &Path) -> PathBuf {
+        match config.parent() {
+            Some(dir) if self.push.state_dir.is_relative() => dir.join(&self.push.state_dir),
+            _ => self.push.state_dir.clone(),
         }
     }
 
@@ -156,6 +232,12 @@ mod tests {
         assert_eq!(s.xds.listen, "0.0.0.0:18000".parse().unwrap());
         assert_eq!(s.xds.node_type, NodeTypeSource::IdPrefix);
         assert_eq!(s.ecs.poll_interval, std::time::Duration::from_secs(5));
+        assert_eq!(s.admin.listen, "127.0.0.1:19000".parse().unwrap());
+        assert!(!s.push.enabled);
+        assert_eq!(
+            s.push_state_path(Path::new("config/ecs-xds.toml")),
+            Path::new("config/state")
+        );
     }
 
     #[test]
@@ -173,6 +255,13 @@ mod tests {
             poll_interval = "10s"
             [cloud_map]
             namespaces = ["prod.local"]
+            [admin]
+            listen = "0.0.0.0:19001"
+            token = "s3cret"
+            [push]
+            enabled = true
+            state_dir = "/var/lib/ecs-xds"
+            max_body_bytes = 4096
             "#,
         )
         .unwrap();
@@ -181,6 +270,12 @@ mod tests {
             NodeTypeSource::Metadata { key: "role".into() }
         );
         assert_eq!(s.discover().ecs.clusters, ["prod"]);
+        assert_eq!(s.admin.listen, "0.0.0.0:19001".parse().unwrap());
+        assert!(s.push.enabled);
+        assert_eq!(
+            s.push_state_path(Path::new("config/ecs-xds.toml")),
+            Path::new("/var/lib/ecs-xds")
+        );
     }
 
     #[test]
