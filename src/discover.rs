@@ -56,7 +56,7 @@ mod table;
 
 pub use aws::{Aws, RetryPolicy};
 pub use calls::{CallCounter, Outcome};
-pub use poller::{discover_once, discover_once_with, PollReport, Poller};
+pub use poller::{discover_once, discover_once_with, PollCycle, PollObserver, PollReport, Poller};
 pub use settings::{AwsSettings, CloudMapSettings, DiscoverSettings, EcsSettings, SettingsErrors};
 
 /// Why discovery (or one source of it) failed. Each variant says which step, so the user can act.

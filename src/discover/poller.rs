@@ -57,7 +57,19 @@ pub struct Poller {
     /// The last good part of each source.
     parts: BTreeMap<SourceId, Part>,
     published: Option<Arc<Inventory>>,
+    observer: Option<PollObserver>,
 }
+
+/// What one poll cycle looked like, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PollCycle {
+    pub duration: std::time::Duration,
+    /// Sources (ECS clusters, Cloud Map namespaces, ListClusters) that failed in this cycle.
+    pub failed_sources: usize,
+}
+
+/// Called after every poll cycle; the metrics layer records it.
+pub type PollObserver = Arc<dyn Fn(PollCycle) + Send + Sync>;
 
 impl Poller {
     /// Validates the settings; no AWS call is made yet.
@@ -77,7 +89,14 @@ impl Poller {
             ecs: EcsState::default(),
             parts: BTreeMap::new(),
             published: None,
+            observer: None,
         })
+    }
+
+    /// Reports every poll cycle to `observer`.
+    pub fn with_observer(mut self, observer: PollObserver) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     pub fn aws(&self) -> &Aws {
@@ -182,7 +201,14 @@ impl Poller {
     /// Polls once and publishes the inventory if it is complete and differs from the last one
     /// published (the first complete one is always published). Returns whether it published.
     pub async fn poll_and_publish(&mut self, tx: &watch::Sender<Arc<Inventory>>) -> bool {
+        let started = std::time::Instant::now();
         let report = self.poll().await;
+        if let Some(observe) = &self.observer {
+            observe(PollCycle {
+                duration: started.elapsed(),
+                failed_sources: report.errors.len(),
+            });
+        }
         let Some(inventory) = report.inventory else {
             tracing::warn!("not publishing: some source has never been discovered successfully");
             return false;
