@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use std::time::Duration;
@@ -18,8 +18,9 @@ use notify::Watcher;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::{self, metrics::LiveState, AdminState, Metrics};
 use crate::cache::Cache;
-use crate::discover::{Aws, DiscoverError, Inventory, Poller};
+use crate::discover::{Aws, CallCounter, DiscoverError, Inventory, Poller};
 use crate::serve::{ServeError, XdsServer};
 use crate::settings::{Settings, SettingsError};
 use crate::synthesize::templates::{TemplateErrors, Templates};
@@ -42,18 +43,51 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot listen for admin HTTP on {addr} (admin.listen): {source}")]
+    AdminBind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Discover(#[from] DiscoverError),
     #[error(transparent)]
     Serve(#[from] ServeError),
 }
 
-/// Counters of the daemon's own events (read by tests and, later, metrics).
+/// Counters of the daemon's own events and its readiness (read by tests, `/metrics` and
+/// `/readyz`).
 #[derive(Debug, Default)]
 pub struct DaemonStats {
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
     pub syntheses: AtomicU64,
+    /// Set once the first complete inventory has been synthesized and published. Templates
+    /// were valid at start (the daemon does not start otherwise) and a failed reload keeps the
+    /// running ones, so this is all readiness needs.
+    pub first_inventory_published: AtomicBool,
+}
+
+impl DaemonStats {
+    pub fn reloads_ok(&self) -> u64 {
+        self.reloads_ok.load(Ordering::Relaxed)
+    }
+    pub fn reloads_failed(&self) -> u64 {
+        self.reloads_failed.load(Ordering::Relaxed)
+    }
+    pub fn syntheses(&self) -> u64 {
+        self.syntheses.load(Ordering::Relaxed)
+    }
+
+    /// Why the daemon is not ready to serve Envoys yet, if it is not.
+    pub fn not_ready_reason(&self) -> Option<&'static str> {
+        match self.first_inventory_published.load(Ordering::Acquire) {
+            true => None,
+            false => Some(
+                "waiting for the first complete discovery (every ECS cluster and Cloud Map namespace polled successfully once)",
+            ),
+        }
+    }
 }
 
 /// Loads the settings and templates a run needs, so both `run` and `validate` share it.
@@ -86,9 +120,29 @@ pub async fn run(
     let local = listener
         .local_addr()
         .map_err(|source| DaemonError::Bind { addr, source })?;
+    let admin_addr = settings.admin.listen;
+    let admin_listener = tokio::net::TcpListener::bind(admin_addr)
+        .await
+        .map_err(|source| DaemonError::AdminBind {
+            addr: admin_addr,
+            source,
+        })?;
+    let admin_local = admin_listener
+        .local_addr()
+        .map_err(|source| DaemonError::AdminBind {
+            addr: admin_addr,
+            source,
+        })?;
     let stop = CancellationToken::new();
     let (inventory_tx, mut inventories) = watch::channel(Arc::new(Inventory::default()));
     let poll_stop = stop.clone();
+    let aws_calls = CallCounter::new();
+    let metrics = Arc::new(Metrics::new(LiveState {
+        cache: cache.clone(),
+        stats: stats.clone(),
+        aws_calls: aws_calls.clone(),
+        inventory: inventories.clone(),
+    }));
     let poller_task = match inventory {
         Some(fixed) => {
             inventory_tx.send_replace(Arc::new(fixed));
@@ -99,8 +153,11 @@ pub async fn run(
             })
         }
         None => {
-            let aws = Aws::connect(&settings.aws).await?;
-            let poller = Poller::new(settings.discover(), aws)?;
+            let aws = Aws::connect(&settings.aws)
+                .await?
+                .with_call_counter(aws_calls);
+            let poller =
+                Poller::new(settings.discover(), aws)?.with_observer(metrics.poll_observer());
             let stopped = async move { poll_stop.cancelled().await };
             tokio::spawn(poller.run(inventory_tx, stopped))
         }
@@ -117,6 +174,10 @@ pub async fn run(
     let _watcher = watch_files(&[config.clone(), templates_dir.clone()], reload_tx);
 
     let node_types: Vec<String> = templates.node_types().map(str::to_owned).collect();
+    let admin_stats = stats.clone();
+    let server = XdsServer::new(cache.clone());
+    server.set_ready(false).await;
+    let health = server.clone();
     let mut synthesizer = Synthesizer::new(templates);
     let synth_cache = cache.clone();
     let synth_stop = stop.clone();
@@ -137,6 +198,7 @@ pub async fn run(
                         first = false;
                         tracing::info!(
                             xds = %local,
+                            admin = %admin_local,
                             sources = %sources,
                             node_types = ?node_types,
                             clusters = inventory.clusters.len(),
@@ -145,6 +207,9 @@ pub async fn run(
                         );
                     }
                     publish(&mut synthesizer, &inventory, &synth_cache, &stats, &mut findings);
+                    if !stats.first_inventory_published.swap(true, Ordering::AcqRel) {
+                        health.set_ready(true).await;
+                    }
                     last = Some(inventory);
                 }
                 Some(()) = reloads.recv() => {
@@ -182,8 +247,19 @@ pub async fn run(
         }
     });
 
+    let admin_router = admin::router(AdminState {
+        cache: cache.clone(),
+        stats: admin_stats,
+        metrics,
+    });
+    tracing::info!(admin = %admin_local, "admin HTTP listening");
+    let admin_stop = stop.clone();
+    let admin_task = tokio::spawn(admin::serve(admin_listener, admin_router, async move {
+        admin_stop.cancelled().await
+    }));
+
     let serve_stop = stop.clone();
-    let served = XdsServer::new(cache)
+    let served = server
         .serve(listener, async move {
             shutdown.await;
             serve_stop.cancel();
@@ -192,6 +268,11 @@ pub async fn run(
     stop.cancel();
     let _ = poller_task.await;
     let _ = synthesis.await;
+    match admin_task.await {
+        Ok(Err(e)) => tracing::error!(error = %e, "admin HTTP server failed"),
+        Err(e) => tracing::error!(error = %e, "admin HTTP server task failed"),
+        Ok(Ok(())) => {}
+    }
     served?;
     Ok(())
 }

@@ -7,9 +7,11 @@
 //! - [`snapshot`]: the Snapshot value, [`snapshot::ResourceType`], consistency check, content hashes.
 //! - [`cache`]: latest snapshot per node type; publishing is the only push trigger.
 //! - [`serve`]: tonic xDS services (ADS + per-type, SotW + delta). Only module touching gRPC.
+//! - [`admin`]: the operator's HTTP endpoint: health, readiness, metrics, nodes, snapshots.
 //! - [`settings`]: the daemon's TOML settings; [`daemon`]: `ecs-xds run`, the stages wired together.
 //! - [`descriptors`]: Envoy's protobuf descriptors, for templates and canonical hashing.
 
+pub mod admin;
 pub mod cache;
 pub mod daemon;
 pub mod descriptors;

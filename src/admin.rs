@@ -1,0 +1,111 @@
+//! The operator's HTTP endpoint (axum): what ecs-xds is doing, read without touching AWS or
+//! Envoy.
+//!
+//! - `/healthz`: the process is alive.
+//! - `/readyz`: 200 once the first complete discovery has been synthesized and published, 503
+//!   with the reason before.
+//! - `/metrics`: Prometheus/OpenMetrics text ([`metrics`]).
+//! - `/nodes`: every connected Envoy and, per resource type, what it was sent, ACKed and
+//!   rejected ([`nodes`]).
+//! - `/snapshot/{node_type}`: the resources a node type is served, as Envoy JSON.
+//!
+//! Every view reads the live state (cache, status registry, counters) at request time, so there
+//! is no second copy to keep in sync.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::cache::Cache;
+use crate::daemon::DaemonStats;
+
+pub mod metrics;
+pub mod nodes;
+
+pub use metrics::Metrics;
+
+/// What the admin views read. Cheap to clone: handles all the way down.
+#[derive(Clone)]
+pub struct AdminState {
+    pub cache: Cache,
+    pub stats: Arc<DaemonStats>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The admin routes (without the push API, which the daemon merges in when enabled).
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/nodes", get(nodes))
+        .route("/snapshot/{node_type}", get(snapshot))
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Whether `addr` is reachable only from this host.
+pub fn is_loopback(addr: SocketAddr) -> bool {
+    addr.ip().is_loopback()
+}
+
+async fn readyz(State(state): State<AdminState>) -> Response {
+    match state.stats.not_ready_reason() {
+        None => (StatusCode::OK, "ready\n").into_response(),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    match state.metrics.encode() {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+async fn nodes(State(state): State<AdminState>) -> Json<nodes::NodesView> {
+    Json(nodes::NodesView::of(state.cache.status()))
+}
+
+async fn snapshot(State(state): State<AdminState>, Path(node_type): Path<String>) -> Response {
+    match state.cache.snapshot(&node_type) {
+        Some(snapshot) => Json(snapshot.to_envoy_json()).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({
+                "error": format!("no snapshot for node type {node_type:?}"),
+                "node_types": state.cache.node_types(),
+            })),
+        )
+            .into_response(),
+    }
+}

@@ -1,0 +1,345 @@
+//! `/metrics`: Prometheus metrics (prometheus-client, OpenMetrics text).
+//!
+//! Most figures already live somewhere (the AWS call counter, the status registry, the cache,
+//! the daemon's counters, the latest inventory), so a [`Collector`] reads them at scrape time
+//! instead of mirroring them. Only the poll-cycle histogram is recorded as events happen.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+
+use crate::cache::Cache;
+use crate::daemon::DaemonStats;
+use crate::discover::{CallCounter, Health, Inventory, PollCycle, PollObserver, Source};
+use crate::snapshot::ResourceType;
+
+/// The metrics registry and the few metrics recorded as events.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    poll_cycles: Family<Vec<(&'static str, &'static str)>, Counter>,
+    poll_duration: Histogram,
+}
+
+/// Where the scrape-time figures come from.
+#[derive(Debug, Clone)]
+pub struct LiveState {
+    pub cache: Cache,
+    pub stats: Arc<DaemonStats>,
+    pub aws_calls: CallCounter,
+    pub inventory: watch::Receiver<Arc<Inventory>>,
+}
+
+impl Metrics {
+    pub fn new(live: LiveState) -> Self {
+        let mut registry = Registry::with_prefix("ecs_xds");
+        let poll_cycles = Family::default();
+        registry.register(
+            "poll_cycles",
+            "Discovery poll cycles, by outcome (failed: at least one source failed and kept its last good state)",
+            poll_cycles.clone(),
+        );
+        // 5 ms to about 20 s: a poll of one small cluster up to a throttled large account.
+        let poll_duration = Histogram::new(exponential_buckets(0.005, 2.0, 13));
+        registry.register(
+            "poll_duration_seconds",
+            "Duration of one discovery poll cycle over every source",
+            poll_duration.clone(),
+        );
+        registry.register_collector(Box::new(live));
+        Self {
+            registry,
+            poll_cycles,
+            poll_duration,
+        }
+    }
+
+    /// Records one poll cycle.
+    pub fn observe_poll(&self, cycle: PollCycle) {
+        let outcome = if cycle.failed_sources == 0 {
+            "ok"
+        } else {
+            "failed"
+        };
+        self.poll_cycles
+            .get_or_create(&vec![("outcome", outcome)])
+            .inc();
+        self.poll_duration.observe(cycle.duration.as_secs_f64());
+    }
+
+    /// An observer for [`crate::discover::Poller::with_observer`].
+    pub fn poll_observer(self: &Arc<Self>) -> PollObserver {
+        let metrics = self.clone();
+        Arc::new(move |cycle| metrics.observe_poll(cycle))
+    }
+
+    /// The exposition text.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+impl Collector for LiveState {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        self.encode_discovery(&mut encoder)?;
+        self.encode_snapshots(&mut encoder)?;
+        self.encode_xds(&mut encoder)
+    }
+}
+
+type Labels<'a> = Vec<(&'static str, &'a str)>;
+
+/// Writes one metric family of `kind`: `samples` of (labels, value).
+fn family<'a, M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    kind: MetricType,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (Labels<'a>, M)>,
+) -> Result<(), std::fmt::Error> {
+    let mut descriptor = encoder.encode_descriptor(name, help, None, kind)?;
+    for (labels, metric) in samples {
+        metric.encode(descriptor.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn count(n: u64) -> ConstCounter {
+    ConstCounter::new(n)
+}
+
+fn gauge(n: usize) -> ConstGauge {
+    ConstGauge::new(n as i64)
+}
+
+impl LiveState {
+    fn encode_discovery(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let calls = self.aws_calls.snapshot();
+        family(
+            encoder,
+            MetricType::Counter,
+            "aws_requests",
+            "AWS API requests (each retry counts), by operation and outcome (ok, throttled, error)",
+            calls.iter().map(|(op, outcome, n)| {
+                (
+                    vec![("operation", *op), ("outcome", outcome.as_str())],
+                    count(*n),
+                )
+            }),
+        )?;
+        let inventory = self.inventory.borrow().clone();
+        let mut clusters: BTreeMap<&str, usize> = BTreeMap::from([("ecs", 0), ("cloud_map", 0)]);
+        let mut endpoints: BTreeMap<&str, usize> = BTreeMap::from([
+            ("healthy", 0),
+            ("unhealthy", 0),
+            ("unknown", 0),
+            ("draining", 0),
+        ]);
+        for cluster in inventory.clusters.values() {
+            let source = match cluster.source {
+                Source::Ecs { .. } => "ecs",
+                Source::CloudMap { .. } => "cloud_map",
+            };
+            *clusters.entry(source).or_default() += 1;
+            for endpoint in &cluster.endpoints {
+                *endpoints.entry(health_name(endpoint.health)).or_default() += 1;
+            }
+        }
+        family(
+            encoder,
+            MetricType::Gauge,
+            "inventory_clusters",
+            "Discovered clusters (one per ECS service port or Cloud Map service), by source",
+            clusters
+                .into_iter()
+                .map(|(source, n)| (vec![("source", source)], gauge(n))),
+        )?;
+        family(
+            encoder,
+            MetricType::Gauge,
+            "inventory_endpoints",
+            "Discovered endpoints, by health as served to Envoy",
+            endpoints
+                .into_iter()
+                .map(|(health, n)| (vec![("health", health)], gauge(n))),
+        )?;
+        family(
+            encoder,
+            MetricType::Gauge,
+            "inventory_warnings",
+            "Discovery warnings a human should fix (see `ecs-xds discover`)",
+            [(vec![], gauge(inventory.warnings.len()))],
+        )
+    }
+
+    fn encode_snapshots(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let snapshots: Vec<_> = self
+            .cache
+            .node_types()
+            .into_iter()
+            .filter_map(|nt| self.cache.snapshot(&nt).map(|s| (nt, s)))
+            .collect();
+        let mut info = Vec::new();
+        let mut sizes = Vec::new();
+        for (node_type, snapshot) in &snapshots {
+            for ty in ResourceType::ALL {
+                let labels = vec![("node_type", node_type.as_str()), ("type", ty.short_name())];
+                let mut versioned = labels.clone();
+                versioned.push(("version", &**snapshot.version(ty)));
+                info.push((versioned, gauge(1)));
+                sizes.push((labels, gauge(snapshot.of(ty).resources().len())));
+            }
+        }
+        family(
+            encoder,
+            MetricType::Gauge,
+            "snapshot_version_info",
+            "The content-hash version served per node type and resource type (value 1)",
+            info,
+        )?;
+        family(
+            encoder,
+            MetricType::Gauge,
+            "snapshot_resources",
+            "Resources served per node type and resource type",
+            sizes,
+        )?;
+        let stats = &self.stats;
+        family(
+            encoder,
+            MetricType::Counter,
+            "template_reloads",
+            "Template/settings reloads, by outcome; a failed one keeps the running config",
+            [
+                (vec![("outcome", "ok")], count(stats.reloads_ok())),
+                (vec![("outcome", "failed")], count(stats.reloads_failed())),
+            ],
+        )?;
+        family(
+            encoder,
+            MetricType::Counter,
+            "syntheses",
+            "Snapshot syntheses (one per changed inventory or reload)",
+            [(vec![], count(stats.syntheses()))],
+        )
+    }
+
+    fn encode_xds(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let status = self.cache.status();
+        let mut streams: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+        for stream in status.streams() {
+            *streams.entry((stream.service, stream.mode)).or_default() += 1;
+        }
+        family(
+            encoder,
+            MetricType::Gauge,
+            "xds_streams",
+            "Connected xDS streams, by service (ads or a per-type service) and mode (sotw, delta)",
+            streams
+                .into_iter()
+                .map(|((service, mode), n)| (vec![("service", service), ("mode", mode)], gauge(n))),
+        )?;
+        let counters = status.counters();
+        let per_type = |get: &dyn Fn(ResourceType) -> u64| {
+            ResourceType::ALL
+                .into_iter()
+                .map(|ty| (vec![("type", ty.short_name())], count(get(ty))))
+                .collect::<Vec<_>>()
+        };
+        family(
+            encoder,
+            MetricType::Counter,
+            "xds_pushes",
+            "xDS responses sent, by resource type",
+            per_type(&|ty| counters.pushes(ty)),
+        )?;
+        family(
+            encoder,
+            MetricType::Counter,
+            "xds_acks",
+            "ACKs received, by resource type",
+            per_type(&|ty| counters.acks(ty)),
+        )?;
+        family(
+            encoder,
+            MetricType::Counter,
+            "xds_nacks",
+            "NACKs received (Envoy rejected a version and kept its previous one), by resource type",
+            per_type(&|ty| counters.nacks(ty)),
+        )
+    }
+}
+
+fn health_name(health: Health) -> &'static str {
+    match health {
+        Health::Healthy => "healthy",
+        Health::Unhealthy => "unhealthy",
+        Health::Unknown => "unknown",
+        Health::Draining => "draining",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::cache::{NodeTypeResolver, NodeTypeSource};
+    use crate::discover::Outcome;
+    use crate::snapshot::Snapshot;
+
+    #[test]
+    fn live_figures_and_poll_cycles_are_exposed_with_the_ecs_xds_prefix() {
+        let cache = Cache::new(NodeTypeResolver::new(NodeTypeSource::IdPrefix, None));
+        cache
+            .publish("sidecar", Snapshot::builder().build())
+            .unwrap();
+        let calls = CallCounter::new();
+        calls.record("DescribeTasks", Outcome::Ok);
+        calls.record("DescribeTasks", Outcome::Throttled);
+        let stats = Arc::new(DaemonStats::default());
+        stats
+            .reloads_failed
+            .fetch_add(2, std::sync::atomic::Ordering::Relaxed);
+        let (_tx, inventory) = watch::channel(Arc::new(Inventory::default()));
+        let metrics = Metrics::new(LiveState {
+            cache: cache.clone(),
+            stats,
+            aws_calls: calls,
+            inventory,
+        });
+        metrics.observe_poll(PollCycle {
+            duration: Duration::from_millis(30),
+            failed_sources: 1,
+        });
+
+        let text = metrics.encode().unwrap();
+        let version = cache
+            .snapshot("sidecar")
+            .unwrap()
+            .version(ResourceType::Cluster)
+            .clone();
+        for line in [
+            "ecs_xds_aws_requests_total{operation=\"DescribeTasks\",outcome=\"throttled\"} 1".to_owned(),
+            "ecs_xds_template_reloads_total{outcome=\"failed\"} 2".to_owned(),
+            "ecs_xds_poll_cycles_total{outcome=\"failed\"} 1".to_owned(),
+            "ecs_xds_poll_duration_seconds_count 1".to_owned(),
+            "ecs_xds_inventory_endpoints{health=\"healthy\"} 0".to_owned(),
+            format!("ecs_xds_snapshot_version_info{{node_type=\"sidecar\",type=\"cds\",version=\"{version}\"}} 1"),
+            "ecs_xds_xds_nacks_total{type=\"eds\"} 0".to_owned(),
+        ] {
+            assert!(text.contains(&line), "missing {line} in:\n{text}");
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! `/nodes`: the operator's first question, "what does this Envoy have, and did it reject
+//! anything?", answered from the status registry.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::cache::{Nack, StatusRegistry, StreamStatus};
+use crate::snapshot::ResourceType;
+
+/// Every connected Envoy (sorted by node id) and the most recent NACKs of any node.
+#[derive(Debug, Serialize)]
+pub struct NodesView {
+    pub nodes: Vec<NodeView>,
+    /// Oldest first; kept after the node disconnects.
+    pub recent_nacks: Vec<NackView>,
+}
+
+/// One Envoy node: usually one ADS stream, or one stream per type with per-type services.
+#[derive(Debug, Serialize)]
+pub struct NodeView {
+    pub node_id: String,
+    pub node_type: String,
+    pub streams: Vec<StreamView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StreamView {
+    /// `ads`, `cds`, `eds`, `lds`, `rds` or `sds`.
+    pub service: &'static str,
+    /// `sotw` or `delta`.
+    pub mode: &'static str,
+    /// Keyed by `cds`, `eds`, `lds`, `rds`, `sds`; only types this stream has seen.
+    pub types: BTreeMap<&'static str, TypeView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TypeView {
+    pub sent_version: Option<String>,
+    pub acked_version: Option<String>,
+    pub last_nack: Option<NackView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NackView {
+    pub node_id: String,
+    pub node_type: String,
+    #[serde(rename = "type")]
+    pub resource_type: &'static str,
+    pub rejected_version: String,
+    /// Envoy's own error text.
+    pub message: String,
+    /// RFC 3339, UTC.
+    pub at: String,
+}
+
+impl NodesView {
+    pub fn of(registry: &StatusRegistry) -> Self {
+        let mut nodes: BTreeMap<(String, String), Vec<StreamView>> = BTreeMap::new();
+        for stream in registry.streams() {
+            let key = (stream.node_id.clone(), stream.node_type.clone());
+            nodes.entry(key).or_default().push(StreamView::of(&stream));
+        }
+        Self {
+            nodes: nodes
+                .into_iter()
+                .map(|((node_id, node_type), mut streams)| {
+                    streams.sort_by_key(|s| (s.service, s.mode));
+                    NodeView {
+                        node_id,
+                        node_type,
+                        streams,
+                    }
+                })
+                .collect(),
+            recent_nacks: registry.recent_nacks().iter().map(NackView::of).collect(),
+        }
+    }
+}
+
+impl StreamView {
+    fn of(stream: &StreamStatus) -> Self {
+        let types = ResourceType::ALL
+            .into_iter()
+            .zip(&stream.types)
+            .filter(|(_, t)| t.sent_version.is_some() || t.last_nack.is_some())
+            .map(|(ty, t)| {
+                let view = TypeView {
+                    sent_version: t.sent_version.as_deref().map(str::to_owned),
+                    acked_version: t.acked_version.as_deref().map(str::to_owned),
+                    last_nack: t.last_nack.as_ref().map(NackView::of),
+                };
+                (ty.short_name(), view)
+            })
+            .collect();
+        Self {
+            service: stream.service,
+            mode: stream.mode,
+            types,
+        }
+    }
+}
+
+impl NackView {
+    fn of(nack: &Nack) -> Self {
+        Self {
+            node_id: nack.node_id.clone(),
+            node_type: nack.node_type.clone(),
+            resource_type: nack.resource_type.short_name(),
+            rejected_version: nack.rejected_version.clone(),
+            message: nack.message.clone(),
+            at: rfc3339(nack.at),
+        }
+    }
+}
+
+fn rfc3339(at: SystemTime) -> String {
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn stream(node_id: &str, service: &'static str) -> StreamStatus {
+        StreamStatus {
+            node_id: node_id.into(),
+            node_type: "sidecar".into(),
+            service,
+            mode: "sotw",
+            types: Default::default(),
+        }
+    }
+
+    #[test]
+    fn streams_of_one_node_are_grouped_and_nacks_carry_envoys_message() {
+        let registry = StatusRegistry::default();
+        let ads = registry.connect(stream("sidecar-b", "ads"));
+        let cds = registry.connect(stream("sidecar-a", "cds"));
+        registry.connect(stream("sidecar-a", "eds"));
+        let v1: Arc<str> = "v1".into();
+        registry.sent(ads, ResourceType::Cluster, &v1);
+        registry.acked(ads, ResourceType::Cluster, &v1);
+        registry.sent(cds, ResourceType::Cluster, &"v2".into());
+        registry.nacked(
+            cds,
+            Nack {
+                node_id: "sidecar-a".into(),
+                node_type: "sidecar".into(),
+                resource_type: ResourceType::Cluster,
+                rejected_version: "v2".into(),
+                message: "bad cluster".into(),
+                at: SystemTime::UNIX_EPOCH,
+            },
+        );
+
+        let view = serde_json::to_value(NodesView::of(&registry)).unwrap();
+        let nodes = view["nodes"].as_array().unwrap();
+        assert_eq!(nodes.len(), 2);
+        assert_eq!(nodes[0]["node_id"], "sidecar-a");
+        assert_eq!(nodes[0]["streams"].as_array().unwrap().len(), 2);
+        let a_cds = &nodes[0]["streams"][0]["types"]["cds"];
+        assert_eq!(a_cds["sent_version"], "v2");
+        assert_eq!(a_cds["acked_version"], serde_json::Value::Null);
+        assert_eq!(a_cds["last_nack"]["message"], "bad cluster");
+        assert_eq!(a_cds["last_nack"]["at"], "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            nodes[1]["streams"][0]["types"]["cds"]["acked_version"],
+            "v1"
+        );
+        assert_eq!(view["recent_nacks"][0]["type"], "cds");
+    }
+}
