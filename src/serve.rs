@@ -7,6 +7,7 @@
 
 mod body;
 mod codec;
+mod csds;
 mod delta;
 mod fetch;
 mod names;
@@ -22,12 +23,16 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_server::ClientStatusDiscoveryServiceServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::server::{Grpc, UnaryService};
 use tonic::service::Routes;
 use tonic::{Request, Response, Status, Streaming};
+use tonic_health::pb::health_server::HealthServer;
+use tonic_health::server::{HealthReporter, HealthService};
+use tonic_health::ServingStatus;
 use tonic_prost::ProstCodec;
 
 use crate::cache::Cache;
@@ -82,23 +87,52 @@ const PER_TYPE_SERVICES: [(ResourceType, &str, &str); ResourceType::COUNT] = [
 ];
 const ADS: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
 
-/// The xDS server over a [`Cache`].
-#[derive(Debug, Clone)]
+/// The xDS server over a [`Cache`], with CSDS and the standard gRPC health service beside it.
+#[derive(Clone)]
 pub struct XdsServer {
     cache: Cache,
     shutdown: CancellationToken,
+    health: HealthReporter,
+    health_service: HealthServer<HealthService>,
+}
+
+impl std::fmt::Debug for XdsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XdsServer")
+            .field("cache", &self.cache)
+            .finish()
+    }
 }
 
 impl XdsServer {
-    /// A server streaming the snapshots of `cache`.
+    /// A server streaming the snapshots of `cache`. Its gRPC health status is `SERVING` until
+    /// [`XdsServer::set_ready`] says otherwise.
     pub fn new(cache: Cache) -> Self {
+        let health = HealthReporter::new();
+        let health_service = HealthServer::new(HealthService::from_health_reporter(health.clone()));
         Self {
             cache,
             shutdown: CancellationToken::new(),
+            health,
+            health_service,
         }
     }
 
-    /// Every xDS method as tonic routes, for embedding next to other gRPC services.
+    /// Sets the gRPC health status of the whole server (`""`) and of ADS. The daemon reports
+    /// `NOT_SERVING` until its first complete discovery is published, so a load balancer
+    /// health-checking the xDS port sends Envoys only to a replica with something to serve.
+    pub async fn set_ready(&self, ready: bool) {
+        let status = match ready {
+            true => ServingStatus::Serving,
+            false => ServingStatus::NotServing,
+        };
+        for service in ["", ADS] {
+            self.health.set_service_status(service, status).await;
+        }
+    }
+
+    /// Every xDS method, CSDS and gRPC health as tonic routes, for embedding next to other
+    /// gRPC services.
     pub fn routes(&self) -> Routes {
         let mut methods = vec![
             (
@@ -115,7 +149,11 @@ impl XdsServer {
             methods.push((format!("/{service}/Delta{stem}"), Variant::Delta(Some(ty))));
             methods.push((format!("/{service}/Fetch{stem}"), Variant::Fetch(ty)));
         }
-        let mut routes = Routes::default();
+        let mut routes = Routes::new(self.health_service.clone()).add_service(
+            ClientStatusDiscoveryServiceServer::new(csds::Csds {
+                cache: self.cache.clone(),
+            }),
+        );
         let router = routes.axum_router_mut();
         for (path, variant) in methods {
             let method = XdsMethod {
