@@ -115,7 +115,7 @@ fn write_config(
 ) -> std::path::PathBuf {
     let config = dir.join("ecs-xds.toml");
     let settings = format!(
-        "[xds]\nlisten = \"{xds}\"\n[aws]\nendpoint_url = \"{endpoint}\"\n\
+        "[xds]\nlisten = \"{xds}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[aws]\nendpoint_url = \"{endpoint}\"\n\
          [ecs]\nclusters = [\"demo\"]\npoll_interval = \"{}\"\n",
         humantime::format_duration(interval)
     );

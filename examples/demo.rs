@@ -103,7 +103,7 @@ async fn main() {
 fn write_config(dir: &Path, endpoint: &str, xds: SocketAddr, egress: u16) -> std::path::PathBuf {
     let config = dir.join("ecs-xds.toml");
     let settings = format!(
-        "[xds]\nlisten = \"{xds}\"\n[aws]\nendpoint_url = \"{endpoint}\"\n\
+        "[xds]\nlisten = \"{xds}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[aws]\nendpoint_url = \"{endpoint}\"\n\
          [ecs]\nclusters = [\"demo\"]\npoll_interval = \"1s\"\n\
          [cloud_map]\nnamespaces = [\"demo.local\"]\n"
     );

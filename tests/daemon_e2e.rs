@@ -12,12 +12,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use aws_sdk_ecs::types::LaunchType;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use support::daemon::{start_ecs_xds, start_ecs_xds_logged};
 use support::envoy::{free_port, AdsMode, Envoy};
-use support::moto::{awsvpc_network, running_task_ips, Moto, REGION};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use support::moto::{awsvpc_network, running_task_ips, Moto};
 
 const INTERVAL: Duration = Duration::from_secs(1);
 
@@ -52,7 +49,7 @@ fn write_config(dir: &Path, moto: &Moto, xds: SocketAddr, egress_port: u16) -> s
     std::fs::write(
         &config,
         format!(
-            "[xds]\nlisten = \"{xds}\"\n[aws]\nendpoint_url = \"{}\"\n[ecs]\nclusters = [\"demo\"]\npoll_interval = \"1s\"\n",
+            "[xds]\nlisten = \"{xds}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[aws]\nendpoint_url = \"{}\"\n[ecs]\nclusters = [\"demo\"]\npoll_interval = \"1s\"\n",
             moto.endpoint
         ),
     )
@@ -64,45 +61,6 @@ fn write_config(dir: &Path, moto: &Moto, xds: SocketAddr, egress_port: u16) -> s
     )
     .unwrap();
     config
-}
-
-fn start_ecs_xds(config: &Path) -> Child {
-    ecs_xds_command(config).spawn().expect("start ecs-xds run")
-}
-
-/// Starts `ecs-xds run` with its log collected.
-fn start_ecs_xds_logged(config: &Path) -> (Child, Arc<Mutex<String>>) {
-    let mut child = ecs_xds_command(config)
-        .env("NO_COLOR", "1")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start ecs-xds run");
-    let log = Arc::new(Mutex::new(String::new()));
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let sink = log.clone();
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            let mut log = sink.lock().unwrap();
-            log.push_str(&line);
-            log.push('\n');
-        }
-    });
-    (child, log)
-}
-
-fn ecs_xds_command(config: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ecs-xds"));
-    command
-        .args(["run", "--config"])
-        .arg(config)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", REGION)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_ENDPOINT_URL")
-        .kill_on_drop(true);
-    command
 }
 
 /// The endpoint addresses Envoy holds for `cluster` (read from its admin API only).
@@ -373,7 +331,7 @@ async fn requests_through_envoy_reach_cloud_map_backends_and_a_deregistered_one_
     std::fs::write(
         &config,
         format!(
-            "[xds]\nlisten = \"{xds}\"\n[aws]\nendpoint_url = \"{}\"\n[ecs]\npoll_interval = \"1s\"\n[cloud_map]\nnamespaces = [\"demo.local\"]\n",
+            "[xds]\nlisten = \"{xds}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[aws]\nendpoint_url = \"{}\"\n[ecs]\npoll_interval = \"1s\"\n[cloud_map]\nnamespaces = [\"demo.local\"]\n",
             moto.endpoint
         ),
     )

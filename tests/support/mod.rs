@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod daemon;
 pub mod envoy;
 pub mod fake_aws;
 pub mod moto;
