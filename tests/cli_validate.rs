@@ -86,3 +86,52 @@ fn a_template_error_fails_with_file_line_and_field() {
         "{text}"
     );
 }
+
+#[test]
+fn every_error_in_one_listener_is_printed_with_its_line_and_full_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
+    let config = with_sidecar(dir.path(), |t| {
+        t.replacen("port_value = 15001", "port_value = \"x\"", 1)
+            .replacen(
+                "stat_prefix = \"egress\"",
+                "stat_prefix = \"egress\"\ncodec_type = \"HTTP9\"\nstat_prefixx = \"oops\"",
+                1,
+            )
+            .replacen(router, "type.googleapis.com/envoy.no.Router", 1)
+    });
+    let out = validate(&config, false);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    // Lines in the edited sidecar: the two lines added after stat_prefix push the rest down.
+    let original = std::fs::read_to_string(root().join("config/templates/sidecar.toml")).unwrap();
+    let line = |needle: &str| 1 + original.lines().position(|l| l.contains(needle)).unwrap();
+    let (port, stat_prefix, filter) = (
+        line("port_value = 15001"),
+        line("stat_prefix = \"egress\""),
+        line(router),
+    );
+    let hcm = "listeners[0].filter_chains[0].filters[0].typed_config";
+    for want in [
+        format!("sidecar.toml:{port}: listeners[0].address.socket_address.port_value: "),
+        format!(
+            "sidecar.toml:{}: {hcm}.codec_type: unrecognized enum value 'HTTP9'",
+            stat_prefix + 1
+        ),
+        format!(
+            "sidecar.toml:{}: {hcm}.stat_prefixx: unknown field \"stat_prefixx\"",
+            stat_prefix + 2
+        ),
+        format!(
+            "sidecar.toml:{}: {hcm}.http_filters[0].typed_config.@type: unknown @type",
+            filter + 2
+        ),
+    ] {
+        assert!(text.contains(&want), "{want:?} is not in\n{text}");
+    }
+    assert_eq!(
+        text.lines().filter(|l| l.contains("sidecar.toml:")).count(),
+        4,
+        "{text}"
+    );
+}

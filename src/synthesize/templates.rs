@@ -29,6 +29,7 @@
 //! endpoints, so `cluster_defaults` may not set them.
 
 mod proto;
+mod schema_check;
 mod toml_json;
 
 use std::collections::BTreeMap;
@@ -553,5 +554,7 @@ fn route_clusters(routes: &[RouteConfiguration]) -> Vec<(String, String)> {
     out
 }
 
+#[cfg(test)]
+mod error_tests;
 #[cfg(test)]
 mod tests;
