@@ -22,7 +22,8 @@ FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin ecs-xds
+ && groupadd --system --gid 10001 ecs-xds \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin ecs-xds
 COPY --from=build /usr/local/bin/ecs-xds /usr/local/bin/ecs-xds
 # Settings for a container (xDS and admin on 0.0.0.0) beside the project's templates; the
 # settings' templates_dir = "templates" resolves next to the settings file.
