@@ -28,10 +28,11 @@
 //! with its file, line and field path. Synthesis owns each discovered cluster's name, type and
 //! endpoints, so `cluster_defaults` may not set them.
 
-mod proto;
+pub(crate) mod proto;
 mod schema_check;
-mod toml_json;
+pub(crate) mod toml_json;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -355,27 +356,24 @@ impl NodeTemplate {
     /// Names are present and unique, and the resources form a consistent snapshot on their own
     /// (every RDS name a listener asks for exists, every route configuration is used).
     fn check_references(&self) -> Vec<FieldError> {
-        let mut errors = Vec::new();
         let root = FieldPath::default();
-        let names = [
+        let mut errors = check_names(&[
             (
                 "listeners",
-                self.listeners.iter().map(|l| &l.name).collect::<Vec<_>>(),
+                "name",
+                self.listeners.iter().map(|l| &l.name).collect(),
             ),
-            ("routes", self.routes.iter().map(|r| &r.name).collect()),
-            ("clusters", self.clusters.iter().map(|c| &c.name).collect()),
-        ];
-        for (section, names) in &names {
-            for (i, name) in names.iter().enumerate() {
-                let at = root.key(section).index(i);
-                if name.is_empty() {
-                    errors.push(FieldError::new(at, "needs a name"));
-                } else if let Some(first) = names[..i].iter().position(|n| n == name) {
-                    let message = format!("duplicate name {name:?} (also {section}[{first}])");
-                    errors.push(FieldError::new(at.key("name"), message));
-                }
-            }
-        }
+            (
+                "routes",
+                "name",
+                self.routes.iter().map(|r| &r.name).collect(),
+            ),
+            (
+                "clusters",
+                "name",
+                self.clusters.iter().map(|c| &c.name).collect(),
+            ),
+        ]);
         if let Some(generated) = &self.generated_routes {
             if let Some(i) = self.routes.iter().position(|r| r.name == generated.name) {
                 errors.push(FieldError::new(
@@ -435,8 +433,26 @@ impl NodeTemplate {
     }
 }
 
-/// `[[section]]`: a list of Envoy resources of type `M`.
-fn resources<M: prost::Message + prost::Name + Default>(
+/// Names are present and unique within each section, given as (section, name field, names).
+pub(crate) fn check_names(sections: &[(&str, &str, Vec<&String>)]) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    for (section, field, names) in sections {
+        for (i, name) in names.iter().enumerate() {
+            let at = FieldPath::default().key(section).index(i);
+            if name.is_empty() {
+                errors.push(FieldError::new(at, format!("needs a {field}")));
+            } else if let Some(first) = names[..i].iter().position(|n| n == name) {
+                let message = format!("duplicate name {name:?} (also {section}[{first}])");
+                errors.push(FieldError::new(at.key(field), message));
+            }
+        }
+    }
+    errors
+}
+
+/// `[[section]]` (or a JSON array): a list of Envoy resources of type `M`. Each may carry an
+/// `"@type"` naming `M`, as Envoy's config dump writes them, so a dump can be pasted back.
+pub(crate) fn resources<M: prost::Message + prost::Name + Default>(
     root: &serde_json::Map<String, Value>,
     section: &str,
     errors: &mut Vec<FieldError>,
@@ -447,16 +463,28 @@ fn resources<M: prost::Message + prost::Name + Default>(
         Some(Value::Array(items)) => items
             .iter()
             .enumerate()
-            .filter_map(|(i, item)| match proto::decode::<M>(item, &at.index(i)) {
-                Ok(m) => Some(m),
-                Err(e) => {
-                    errors.extend(e);
-                    None
-                }
+            .filter_map(|(i, item)| {
+                let at = at.index(i);
+                let item = match item {
+                    Value::Object(fields) if fields.contains_key("@type") => {
+                        let mut fields = fields.clone();
+                        let url = fields.remove("@type");
+                        if url.as_ref().and_then(Value::as_str) != Some(&M::type_url()) {
+                            let message = format!("\"@type\" must be {:?} here", M::type_url());
+                            errors.push(FieldError::new(at.key("@type"), message));
+                            return None;
+                        }
+                        Cow::Owned(Value::Object(fields))
+                    }
+                    item => Cow::Borrowed(item),
+                };
+                proto::decode::<M>(&item, &at)
+                    .map_err(|e| errors.extend(e))
+                    .ok()
             })
             .collect(),
         Some(_) => {
-            let message = format!("expected a list of {} ([[{section}]] tables)", M::NAME);
+            let message = format!("expected a list of {} resources", M::NAME);
             errors.push(FieldError::new(at, message));
             Vec::new()
         }
