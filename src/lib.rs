@@ -8,6 +8,7 @@
 //! - [`cache`]: latest snapshot per node type; publishing is the only push trigger.
 //! - [`serve`]: tonic xDS services (ADS + per-type, SotW + delta). Only module touching gRPC.
 //! - [`admin`]: the operator's HTTP endpoint: health, readiness, metrics, nodes, snapshots.
+//! - [`push`]: REST-pushed resources (sxds compatible): parsing, the state files, applying a push.
 //! - [`settings`]: the daemon's TOML settings; [`daemon`]: `ecs-xds run`, the stages wired together.
 //! - [`descriptors`]: Envoy's protobuf descriptors, for templates and canonical hashing.
 
@@ -16,6 +17,7 @@ pub mod cache;
 pub mod daemon;
 pub mod descriptors;
 pub mod discover;
+pub mod push;
 pub mod serve;
 pub mod settings;
 pub mod snapshot;

@@ -26,6 +26,7 @@ use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 use prost::{Message, Name};
 
+pub(crate) use consistency::eds_name;
 pub use consistency::InconsistentSnapshot;
 pub use resource_type::{ResourceType, UnknownTypeUrl};
 
@@ -236,6 +237,11 @@ impl SnapshotBuilder {
     pub fn secret(self, secret: Secret) -> Self {
         let name = secret.name.clone();
         self.encoded(ResourceType::Secret, &name, &secret)
+    }
+
+    /// True when a resource of type `ty` named `name` has been added.
+    pub fn has(&self, ty: ResourceType, name: &str) -> bool {
+        self.types[ty.index()].contains_key(name)
     }
 
     /// Adds an already-encoded resource, shared with another snapshot (no re-encoding).

@@ -4,6 +4,8 @@
 //! - [`templates`]: Envoy-native TOML per node type, validated against Envoy's descriptors.
 //! - [`Synthesizer`] (in `synthesizer.rs`): merges discovered clusters into each node type's
 //!   template and keeps encodings between runs, so a change to one service re-encodes only it.
+//! - `pushed.rs`: resources pushed over the REST API, merged over templates and discovery (the
+//!   merge rule is documented there).
 //! - [`clusters`], [`endpoints`], [`listeners`]: the one place each kind of resource is built.
 //!
 //! # Using it
@@ -26,7 +28,8 @@
 pub mod clusters;
 pub mod endpoints;
 pub mod listeners;
-mod synthesizer;
+mod pushed;
+pub(crate) mod synthesizer;
 pub mod templates;
 
 pub use synthesizer::{synthesize, Finding, Synthesis, Synthesizer};

@@ -79,7 +79,7 @@ fn check_endpoints(snapshot: &Snapshot) -> Result<(), InconsistentSnapshot> {
 }
 
 /// The name an EDS cluster asks EDS for; `None` for clusters of other types.
-fn eds_name(cluster: &Cluster) -> Option<String> {
+pub(crate) fn eds_name(cluster: &Cluster) -> Option<String> {
     let eds = cluster::DiscoveryType::Eds as i32;
     match cluster.cluster_discovery_type {
         Some(cluster::ClusterDiscoveryType::Type(t)) if t == eds => {}

@@ -11,9 +11,11 @@ use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use super::clusters::discovered_cluster;
 use super::endpoints::discovered_load_assignment;
 use super::listeners::generated_routes;
+use super::pushed::Pushed;
 use super::templates::{NodeTemplate, Templates};
 use crate::discover::{self, ClusterOverrides, Inventory};
-use crate::snapshot::{EncodedResource, ResourceType, Snapshot};
+use crate::push::PushedResources;
+use crate::snapshot::{EncodedResource, InconsistentSnapshot, ResourceType, Snapshot};
 
 /// What one synthesis produced.
 #[derive(Debug, Default)]
@@ -27,13 +29,18 @@ pub struct Synthesis {
     pub encoded: usize,
     /// Resources reused, unchanged, from an earlier synthesis or another node type.
     pub reused: usize,
+    /// References synthesis could resolve only by serving something empty, by node type: a
+    /// pushed EDS cluster whose endpoints are neither pushed nor discovered gets an empty
+    /// ClusterLoadAssignment. The push API refuses a push that causes one; one that appears
+    /// later (its ECS service was deleted) is served, with a finding.
+    pub dangling: Vec<(String, InconsistentSnapshot)>,
 }
 
 /// A warning about one node type's template against the current inventory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
     pub node_type: String,
-    /// The template file.
+    /// The template file, or for pushed resources `<node_type>.json` (their state file).
     pub file: PathBuf,
     pub message: String,
 }
@@ -50,6 +57,8 @@ impl fmt::Display for Finding {
 /// Pure: no I/O; the only state is the cache of encodings.
 pub struct Synthesizer {
     templates: Templates,
+    /// Pushed resources by node type (REST push), merged over templates and discovery.
+    pushed: BTreeMap<String, Pushed>,
     encodings: Encodings,
 }
 
@@ -79,6 +88,7 @@ impl Synthesizer {
     pub fn new(templates: Templates) -> Self {
         let mut synthesizer = Synthesizer {
             templates: Templates::default(),
+            pushed: BTreeMap::new(),
             encodings: Encodings::default(),
         };
         synthesizer.set_templates(templates);
@@ -118,18 +128,57 @@ impl Synthesizer {
         self.encodings = encodings;
     }
 
-    /// One snapshot per node type for `inventory`.
+    /// Sets a node type's pushed resources (`None` removes them), returning the previous ones.
+    /// They are encoded once here. A node type with pushed resources is synthesized even
+    /// without a template (see `pushed.rs` for the merge rule).
+    pub fn set_pushed(
+        &mut self,
+        node_type: &str,
+        resources: Option<Arc<PushedResources>>,
+    ) -> Option<Arc<PushedResources>> {
+        let previous = match resources {
+            Some(r) => self.pushed.insert(node_type.to_owned(), Pushed::new(r)),
+            None => self.pushed.remove(node_type),
+        };
+        previous.map(|p| p.resources)
+    }
+
+    /// A node type's pushed resources.
+    pub fn pushed(&self, node_type: &str) -> Option<&Arc<PushedResources>> {
+        self.pushed.get(node_type).map(|p| &p.resources)
+    }
+
+    /// One snapshot per node type (with a template or pushed resources) for `inventory`.
     ///
-    /// Each snapshot is consistent by construction: templates are checked for dangling
-    /// references when loaded, and every discovered EDS cluster comes with its endpoints. So
-    /// this cannot fail; debug builds check it, and `Cache::publish` checks again.
+    /// Without pushed resources, each snapshot is consistent by construction: templates are
+    /// checked for dangling references when loaded, and every discovered EDS cluster comes
+    /// with its endpoints; debug builds check it. Pushed resources are checked by the push API
+    /// before they are accepted; `Cache::publish` checks every snapshot again.
     pub fn synthesize(&mut self, inventory: &Inventory) -> Synthesis {
         let mut out = Synthesis::default();
-        for (node_type, template) in self.templates.iter() {
-            let snapshot = self
-                .encodings
-                .node_snapshot(node_type, template, inventory, &mut out);
-            debug_assert_eq!(snapshot.check_consistency(), Ok(()), "{node_type}");
+        let node_types: std::collections::BTreeSet<&str> = self
+            .templates
+            .node_types()
+            .chain(self.pushed.keys().map(String::as_str))
+            .collect();
+        for node_type in node_types {
+            let pushed = self.pushed.get(node_type);
+            let snapshot = match (self.templates.get(node_type), pushed) {
+                (Some(template), _) => self
+                    .encodings
+                    .node_snapshot(node_type, template, pushed, inventory, &mut out),
+                (None, Some(pushed)) => {
+                    let (builder, fresh) = pushed.add_to(node_type, Snapshot::builder(), &mut out);
+                    let snapshot = builder.build();
+                    out.encoded += fresh;
+                    out.reused += resource_count(&snapshot) - fresh;
+                    snapshot
+                }
+                (None, None) => unreachable!("node types come from templates and pushes"),
+            };
+            if pushed.is_none() {
+                debug_assert_eq!(snapshot.check_consistency(), Ok(()), "{node_type}");
+            }
             out.snapshots.insert(node_type.to_owned(), snapshot);
         }
         self.encodings.clusters.end_round();
@@ -144,11 +193,13 @@ impl Encodings {
         &mut self,
         node_type: &str,
         template: &NodeTemplate,
+        pushed: Option<&Pushed>,
         inventory: &Inventory,
         out: &mut Synthesis,
     ) -> Snapshot {
         let class = self.defaults_of[node_type];
         let statics: HashSet<&str> = template.clusters.iter().map(|c| c.name.as_str()).collect();
+        let replaced = |ty: ResourceType, name: &str| pushed.is_some_and(|p| p.replaces(ty, name));
         let mut builder = Snapshot::builder();
         // Resources encoded by this builder, to keep once it is built.
         let mut fresh_clusters = Vec::new();
@@ -165,15 +216,24 @@ impl Encodings {
                 continue;
             }
             in_scope.push(name.as_str());
-            let key = (class, name.clone());
-            builder = match self.clusters.get(&key, |o| *o == cluster.overrides) {
-                Some(shared) => builder.shared(ResourceType::Cluster, shared),
-                None => {
-                    let defaults = &self.defaults[class];
-                    fresh_clusters.push((key, cluster.overrides.clone()));
-                    builder.cluster(discovered_cluster(name, defaults, &cluster.overrides))
-                }
-            };
+            let cluster_replaced = replaced(ResourceType::Cluster, name);
+            if !cluster_replaced {
+                let key = (class, name.clone());
+                builder = match self.clusters.get(&key, |o| *o == cluster.overrides) {
+                    Some(shared) => builder.shared(ResourceType::Cluster, shared),
+                    None => {
+                        let defaults = &self.defaults[class];
+                        fresh_clusters.push((key, cluster.overrides.clone()));
+                        builder.cluster(discovered_cluster(name, defaults, &cluster.overrides))
+                    }
+                };
+            }
+            // A replaced cluster keeps its discovered endpoints only if the pushed one asks
+            // EDS for them; pushed endpoints of the same name replace them.
+            let eds_wanted = !cluster_replaced || pushed.is_some_and(|p| p.asks_eds(name));
+            if !eds_wanted || replaced(ResourceType::Endpoint, name) {
+                continue;
+            }
             builder = match self.endpoints.get(name, |e| *e == cluster.endpoints) {
                 Some(shared) => builder.shared(ResourceType::Endpoint, shared),
                 None => {
@@ -183,7 +243,8 @@ impl Encodings {
             };
         }
         let mut fresh_generated = None;
-        if let Some(spec) = &template.generated_routes {
+        let generated = template.generated_routes.as_ref();
+        if let Some(spec) = generated.filter(|g| !replaced(ResourceType::Route, &g.name)) {
             let key = node_type.to_owned();
             builder = match self.generated.get(&key, |names| names.iter().eq(&in_scope)) {
                 Some(shared) => builder.shared(ResourceType::Route, shared),
@@ -195,7 +256,13 @@ impl Encodings {
             };
         }
         for (ty, resource) in &self.statics[node_type] {
-            builder = builder.shared(*ty, resource.clone());
+            if !replaced(*ty, resource.name()) {
+                builder = builder.shared(*ty, resource.clone());
+            }
+        }
+        let mut filled = 0;
+        if let Some(pushed) = pushed {
+            (builder, filled) = pushed.add_to(node_type, builder, out);
         }
         let snapshot = builder.build();
 
@@ -205,13 +272,10 @@ impl Encodings {
                 .expect("the builder holds what it was given")
                 .clone()
         };
-        let fresh = fresh_clusters.len() + fresh_endpoints.len() + fresh_generated.iter().len();
+        let fresh =
+            fresh_clusters.len() + fresh_endpoints.len() + fresh_generated.iter().len() + filled;
         out.encoded += fresh;
-        out.reused += ResourceType::ALL
-            .iter()
-            .map(|&ty| snapshot.of(ty).resources().len())
-            .sum::<usize>()
-            - fresh;
+        out.reused += resource_count(&snapshot) - fresh;
         for (key, overrides) in fresh_clusters {
             let resource = encoded(ResourceType::Cluster, &key.1);
             self.clusters.insert(key, overrides, resource);
@@ -224,9 +288,18 @@ impl Encodings {
             let resource = encoded(ResourceType::Route, &route_name);
             self.generated.insert(key, names, resource);
         }
-        route_findings(node_type, template, inventory, &statics, out);
+        let mut served_statics = statics;
+        served_statics.extend(pushed.into_iter().flat_map(|p| p.cluster_names()));
+        route_findings(node_type, template, inventory, &served_statics, out);
         snapshot
     }
+}
+
+fn resource_count(snapshot: &Snapshot) -> usize {
+    ResourceType::ALL
+        .iter()
+        .map(|&ty| snapshot.of(ty).resources().len())
+        .sum()
 }
 
 /// A template route to a cluster the node type does not have is a warning, not an error: Envoy
@@ -331,4 +404,4 @@ impl<K: Hash + Eq + Clone, I> Memo<K, I> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -20,7 +20,7 @@ use crate::synthesize::clusters::HTTP_PROTOCOL_OPTIONS;
 const HCM: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 
 /// A node type with an egress listener on the generated routes, plus `extra` TOML.
-fn template(extra: &str) -> String {
+pub(crate) fn template(extra: &str) -> String {
     format!(
         r#"
 [generated_routes]
@@ -43,7 +43,7 @@ http_filters = [{{ name = "envoy.filters.http.router", typed_config = {{ "@type"
     )
 }
 
-fn templates(files: &[(&str, &str)]) -> Templates {
+pub(crate) fn templates(files: &[(&str, &str)]) -> Templates {
     let files: Vec<_> = files
         .iter()
         .map(|(name, text)| (format!("t/{name}.toml"), text.to_string()))
@@ -66,7 +66,7 @@ fn endpoint(ip: &str, health: Health, zone: &str, weight: u32) -> Endpoint {
     }
 }
 
-fn service(name: &str, ips: &[&str]) -> discover::Cluster {
+pub(crate) fn service(name: &str, ips: &[&str]) -> discover::Cluster {
     discover::Cluster {
         name: name.to_owned(),
         source: Source::Ecs {
@@ -82,14 +82,14 @@ fn service(name: &str, ips: &[&str]) -> discover::Cluster {
     }
 }
 
-fn inventory(services: impl IntoIterator<Item = discover::Cluster>) -> Inventory {
+pub(crate) fn inventory(services: impl IntoIterator<Item = discover::Cluster>) -> Inventory {
     Inventory {
         clusters: services.into_iter().map(|c| (c.name.clone(), c)).collect(),
         warnings: Vec::new(),
     }
 }
 
-fn three_services() -> Inventory {
+pub(crate) fn three_services() -> Inventory {
     inventory([
         service("orders", &["10.0.0.1", "10.0.0.2"]),
         service("users", &["10.0.1.1"]),
@@ -97,7 +97,7 @@ fn three_services() -> Inventory {
     ])
 }
 
-fn cluster_of(snapshot: &Snapshot, name: &str) -> Cluster {
+pub(crate) fn cluster_of(snapshot: &Snapshot, name: &str) -> Cluster {
     snapshot
         .of(ResourceType::Cluster)
         .get(name)
@@ -106,7 +106,7 @@ fn cluster_of(snapshot: &Snapshot, name: &str) -> Cluster {
         .unwrap()
 }
 
-fn endpoints_of(snapshot: &Snapshot, name: &str) -> ClusterLoadAssignment {
+pub(crate) fn endpoints_of(snapshot: &Snapshot, name: &str) -> ClusterLoadAssignment {
     snapshot
         .of(ResourceType::Endpoint)
         .get(name)
@@ -115,7 +115,7 @@ fn endpoints_of(snapshot: &Snapshot, name: &str) -> ClusterLoadAssignment {
         .unwrap()
 }
 
-fn names(snapshot: &Snapshot, ty: ResourceType) -> Vec<String> {
+pub(crate) fn names(snapshot: &Snapshot, ty: ResourceType) -> Vec<String> {
     let resources = snapshot.of(ty).resources();
     resources.keys().map(|k| k.to_string()).collect()
 }

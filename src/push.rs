@@ -1,0 +1,283 @@
+//! REST push (sxds compatible): Envoy resources an operator PUTs for a node type, merged over
+//! that node type's templates and discovered clusters, and persisted across restarts.
+//!
+//! - this file: the body format ([`parse`] → [`PushedResources`]), node type names, and the
+//!   commands the HTTP handlers send to the synthesis loop.
+//! - [`store`]: one JSON file per node type in the state directory, written atomically.
+//! - [`apply`]: what the synthesis loop does with a command: check the merged snapshot, persist,
+//!   publish; on any failure nothing changes.
+//!
+//! # The body
+//! ```json
+//! {"version": "v42", "listeners": [...], "clusters": [...], "endpoints": [...], "routes": [...]}
+//! ```
+//! Each list holds Envoy v3 resources in Envoy's proto3 JSON mapping (`Listener`, `Cluster`,
+//! `ClusterLoadAssignment`, `RouteConfiguration`), checked against Envoy's descriptors like the
+//! templates: unknown fields and unknown `@type`s are errors naming the field path. A resource
+//! may carry `"@type"` naming its own type (as Envoy's config dump writes it). Every key is
+//! optional. `version` (a string or a number) is the operator's label, kept for GET and logs;
+//! what Envoy is served stays versioned by content hash.
+//!
+//! # The merge rule (see `synthesize`)
+//! A pushed resource replaces the templated, generated or discovered resource of the same type
+//! and name; the others are added.
+
+pub mod apply;
+pub mod store;
+
+use std::fmt;
+
+use bytes::Bytes;
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use crate::snapshot::InconsistentSnapshot;
+use crate::synthesize::templates::proto::FieldError;
+use crate::synthesize::templates::toml_json::FieldPath;
+use crate::synthesize::templates::{check_names, resources};
+
+pub use apply::Pushes;
+pub use store::{PersistedStore, StoreError};
+
+/// What one PUT carried, parsed and validated.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PushedResources {
+    /// The operator's label for this push (`"version"` in the body), for GET and logs only.
+    pub version: Option<String>,
+    pub listeners: Vec<Listener>,
+    pub clusters: Vec<Cluster>,
+    /// EDS: `ClusterLoadAssignment`s, by `cluster_name`.
+    pub endpoints: Vec<ClusterLoadAssignment>,
+    pub routes: Vec<RouteConfiguration>,
+}
+
+/// Resource counts, as the PUT response reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Counts {
+    pub listeners: usize,
+    pub clusters: usize,
+    pub endpoints: usize,
+    pub routes: usize,
+}
+
+impl PushedResources {
+    pub fn counts(&self) -> Counts {
+        Counts {
+            listeners: self.listeners.len(),
+            clusters: self.clusters.len(),
+            endpoints: self.endpoints.len(),
+            routes: self.routes.len(),
+        }
+    }
+
+    /// Where in the body a dangling reference comes from: the pushed resource it names (e.g.
+    /// `listeners[1]`), or "" when it names only templated or discovered resources.
+    pub fn locate(&self, e: &InconsistentSnapshot) -> String {
+        let at = |section: &str, i: Option<usize>| {
+            i.map(|i| format!("{section}[{i}]")).unwrap_or_default()
+        };
+        match e {
+            InconsistentSnapshot::MissingRoute { listener, .. } => at(
+                "listeners",
+                self.listeners.iter().position(|l| l.name == *listener),
+            ),
+            InconsistentSnapshot::OrphanRoute(route) => {
+                at("routes", self.routes.iter().position(|r| r.name == *route))
+            }
+            InconsistentSnapshot::MissingEndpoints { cluster, .. } => at(
+                "clusters",
+                self.clusters.iter().position(|c| c.name == *cluster),
+            ),
+            InconsistentSnapshot::OrphanEndpoints(name) => at(
+                "endpoints",
+                self.endpoints.iter().position(|e| e.cluster_name == *name),
+            ),
+            InconsistentSnapshot::Undecodable { .. } => String::new(),
+        }
+    }
+}
+
+/// One problem in a pushed body, at a field path like `listeners[0].address.socket_address.port_value`
+/// ("" for the whole body).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    pub path: String,
+    #[serde(rename = "error")]
+    pub message: String,
+}
+
+/// Every problem found in a pushed body (at least one).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct PushError(pub Vec<Problem>);
+
+impl fmt::Display for PushError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            let sep = if i > 0 { "; " } else { "" };
+            match p.path.as_str() {
+                "" => write!(f, "{sep}{}", p.message)?,
+                path => write!(f, "{sep}{path}: {}", p.message)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl PushError {
+    fn one(path: &str, message: impl Into<String>) -> Self {
+        PushError(vec![Problem {
+            path: path.to_owned(),
+            message: message.into(),
+        }])
+    }
+}
+
+const SECTIONS: &[&str] = &["version", "listeners", "clusters", "endpoints", "routes"];
+
+/// Parses and validates a pushed body, reporting every problem at once.
+pub fn parse(body: &[u8]) -> Result<PushedResources, PushError> {
+    let json: Value = serde_json::from_slice(body)
+        .map_err(|e| PushError::one("", format!("invalid JSON: {e}")))?;
+    let Value::Object(root) = json else {
+        return Err(PushError::one(
+            "",
+            "expected a JSON object {\"version\", \"listeners\", \"clusters\", \"endpoints\", \"routes\"}",
+        ));
+    };
+    let mut errors = Vec::new();
+    for key in root.keys().filter(|k| !SECTIONS.contains(&k.as_str())) {
+        errors.push(FieldError::new(
+            FieldPath::default().key(key),
+            format!(
+                "unknown field {key:?} (expected one of {})",
+                SECTIONS.join(", ")
+            ),
+        ));
+    }
+    let version = match root.get("version") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        Some(_) => {
+            let at = FieldPath::default().key("version");
+            errors.push(FieldError::new(at, "expected a string"));
+            None
+        }
+    };
+    let pushed = PushedResources {
+        version,
+        listeners: resources(&root, "listeners", &mut errors),
+        clusters: resources(&root, "clusters", &mut errors),
+        endpoints: resources(&root, "endpoints", &mut errors),
+        routes: resources(&root, "routes", &mut errors),
+    };
+    if errors.is_empty() {
+        errors = check_names(&[
+            (
+                "listeners",
+                "name",
+                pushed.listeners.iter().map(|l| &l.name).collect(),
+            ),
+            (
+                "clusters",
+                "name",
+                pushed.clusters.iter().map(|c| &c.name).collect(),
+            ),
+            (
+                "endpoints",
+                "cluster_name",
+                pushed.endpoints.iter().map(|e| &e.cluster_name).collect(),
+            ),
+            (
+                "routes",
+                "name",
+                pushed.routes.iter().map(|r| &r.name).collect(),
+            ),
+        ]);
+    }
+    if errors.is_empty() {
+        return Ok(pushed);
+    }
+    Err(PushError(
+        errors
+            .into_iter()
+            .map(|e| Problem {
+                path: e.path.to_string(),
+                message: e.message,
+            })
+            .collect(),
+    ))
+}
+
+/// A node type name is also its file name in the state directory, so it is limited to
+/// `[A-Za-z0-9_.-]`, at most 128 characters, not starting with `.`.
+pub fn check_node_type(node_type: &str) -> Result<(), String> {
+    let valid_chars = node_type
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if node_type.is_empty() || node_type.len() > 128 || !valid_chars || node_type.starts_with('.') {
+        return Err(format!(
+            "invalid node type {node_type:?}: use 1 to 128 of A-Z a-z 0-9 _ . - (not starting with '.')"
+        ));
+    }
+    Ok(())
+}
+
+/// What the HTTP handlers ask the synthesis loop, each with its reply.
+#[derive(Debug)]
+pub enum PushCommand {
+    /// Replace the node type's pushed resources with `resources` (parsed from `body`).
+    Put {
+        node_type: String,
+        body: Bytes,
+        resources: PushedResources,
+        reply: oneshot::Sender<Result<PutOutcome, Refused>>,
+    },
+    /// Remove the node type's pushed resources.
+    Delete {
+        node_type: String,
+        reply: oneshot::Sender<Result<(), Refused>>,
+    },
+    /// The persisted body of the node type's push.
+    Get {
+        node_type: String,
+        reply: oneshot::Sender<Option<Bytes>>,
+    },
+}
+
+/// What an accepted PUT did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutOutcome {
+    pub version: Option<String>,
+    pub counts: Counts,
+    /// Findings of the node type after the push (e.g. a route to a cluster nobody serves).
+    pub warnings: Vec<String>,
+}
+
+/// Why a PUT or DELETE changed nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// DELETE of a node type with nothing pushed.
+    #[error("nothing is pushed for node type {0:?}")]
+    NotFound(String),
+    /// Before the first complete inventory, a push cannot be checked against what is
+    /// discovered (and nothing is published yet).
+    #[error("no complete inventory yet; retry shortly")]
+    NotReady,
+    /// The merged snapshot would have a dangling reference, at `path` in the body.
+    #[error("{message}")]
+    Inconsistent { path: String, message: String },
+    /// The state file could not be written; the push was not applied.
+    #[error("cannot persist the push: {0}")]
+    Persist(String),
+    /// The synthesis loop is gone (shutting down).
+    #[error("shutting down")]
+    Stopped,
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,0 +1,141 @@
+//! Pushed resources (REST push, see [`crate::push`]) in a node type's snapshot.
+//!
+//! # The merge rule
+//! For a node type with pushed resources:
+//! - a pushed resource replaces the resource of the same type and name that the template, the
+//!   generated routes or discovery would have served; every other pushed resource is added;
+//! - a pushed cluster that replaces a discovered one takes its endpoints with it, unless it is
+//!   itself an EDS cluster asking for them (so a push can retune a discovered service's cluster
+//!   and keep its ECS endpoints); pushed `endpoints` replace discovered ones of the same name;
+//! - the generated routes still list every discovered cluster in scope (a replaced one too:
+//!   its name is unchanged), never clusters that only a push added;
+//! - a node type with pushed resources and no template is served exactly what was pushed (as
+//!   sxds did); add a template (an empty file gives every discovered cluster) to merge the two.
+//!
+//! A pushed EDS cluster whose endpoints are neither pushed nor discovered is served an empty
+//! ClusterLoadAssignment (never a cluster stuck warming) and recorded in
+//! [`Synthesis::dangling`]; the push API refuses a push that would cause it.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+
+use super::{Finding, Synthesis};
+use crate::push::PushedResources;
+use crate::snapshot::{
+    eds_name, EncodedResource, InconsistentSnapshot, ResourceType, Snapshot, SnapshotBuilder,
+};
+
+/// A node type's pushed resources, encoded once when set.
+pub(super) struct Pushed {
+    pub resources: Arc<PushedResources>,
+    encoded: Vec<(ResourceType, Arc<EncodedResource>)>,
+    /// Names by type, for the replacement rule.
+    names: [HashSet<Arc<str>>; ResourceType::COUNT],
+    /// (cluster, the name it asks EDS for) for each pushed EDS cluster.
+    eds: Vec<(String, String)>,
+}
+
+impl Pushed {
+    pub fn new(resources: Arc<PushedResources>) -> Pushed {
+        let mut builder = Snapshot::builder();
+        for c in &resources.clusters {
+            builder = builder.cluster(c.clone());
+        }
+        for e in &resources.endpoints {
+            builder = builder.endpoints(e.clone());
+        }
+        for l in &resources.listeners {
+            builder = builder.listener(l.clone());
+        }
+        for r in &resources.routes {
+            builder = builder.route(r.clone());
+        }
+        let snapshot = builder.build();
+        let mut encoded = Vec::new();
+        let mut names: [HashSet<Arc<str>>; ResourceType::COUNT] = Default::default();
+        for ty in ResourceType::ALL {
+            for (name, resource) in snapshot.of(ty).resources() {
+                names[ty.index()].insert(name.clone());
+                encoded.push((ty, resource.clone()));
+            }
+        }
+        let eds = resources
+            .clusters
+            .iter()
+            .filter_map(|c| Some((c.name.clone(), eds_name(c)?)))
+            .collect();
+        Pushed {
+            resources,
+            encoded,
+            names,
+            eds,
+        }
+    }
+
+    /// True when a pushed resource replaces the `ty` resource `name`.
+    pub fn replaces(&self, ty: ResourceType, name: &str) -> bool {
+        self.names[ty.index()].contains(name)
+    }
+
+    /// True when a pushed EDS cluster asks for the endpoints `name`.
+    pub fn asks_eds(&self, name: &str) -> bool {
+        self.eds.iter().any(|(_, eds)| eds == name)
+    }
+
+    /// Pushed cluster names (which template routes may send to).
+    pub fn cluster_names(&self) -> impl Iterator<Item = &str> {
+        self.resources.clusters.iter().map(|c| c.name.as_str())
+    }
+
+    /// Adds the pushed resources to `builder`, then an empty ClusterLoadAssignment for each
+    /// pushed EDS cluster whose endpoints nothing else provides. Returns how many resources it
+    /// encoded (the empty ones).
+    pub fn add_to(
+        &self,
+        node_type: &str,
+        mut builder: SnapshotBuilder,
+        out: &mut Synthesis,
+    ) -> (SnapshotBuilder, usize) {
+        for (ty, resource) in &self.encoded {
+            builder = builder.shared(*ty, resource.clone());
+        }
+        let mut filled = 0;
+        for (cluster, eds) in &self.eds {
+            if builder.has(ResourceType::Endpoint, eds) {
+                continue;
+            }
+            builder = builder.endpoints(ClusterLoadAssignment {
+                cluster_name: eds.clone(),
+                ..Default::default()
+            });
+            filled += 1;
+            out.findings.push(Finding {
+                node_type: node_type.to_owned(),
+                file: state_file(node_type),
+                message: format!(
+                    "pushed EDS cluster {cluster:?} asks for endpoints {eds:?}, which are neither pushed nor discovered; served with no endpoints"
+                ),
+            });
+            out.dangling.push((
+                node_type.to_owned(),
+                InconsistentSnapshot::MissingEndpoints {
+                    cluster: cluster.clone(),
+                    eds_name: eds.clone(),
+                },
+            ));
+        }
+        (builder, filled)
+    }
+}
+
+/// How findings about pushed resources name their source: the push's file in the state
+/// directory.
+fn state_file(node_type: &str) -> PathBuf {
+    PathBuf::from(format!("{node_type}.json"))
+}
+
+#[cfg(test)]
+mod tests;
