@@ -8,6 +8,7 @@
 //! - `/nodes`: every connected Envoy and, per resource type, what it was sent, ACKed and
 //!   rejected ([`nodes`]).
 //! - `/snapshot/{node_type}`: the resources a node type is served, as Envoy JSON.
+//! - `/resources/{node_type}`: the REST push API, when `push.enabled` ([`push`]).
 //!
 //! Every view reads the live state (cache, status registry, counters) at request time, so there
 //! is no second copy to keep in sync.
@@ -29,6 +30,7 @@ use crate::daemon::DaemonStats;
 
 pub mod metrics;
 pub mod nodes;
+pub mod push;
 
 pub use metrics::Metrics;
 
