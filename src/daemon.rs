@@ -18,13 +18,15 @@ use notify::Watcher;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::push::{PushApi, TokenRequired};
 use crate::admin::{self, metrics::LiveState, AdminState, Metrics};
 use crate::cache::Cache;
 use crate::discover::{Aws, CallCounter, DiscoverError, Inventory, Poller};
+use crate::push::{PushCommand, Pushes, StoreError};
 use crate::serve::{ServeError, XdsServer};
 use crate::settings::{Settings, SettingsError};
 use crate::synthesize::templates::{TemplateErrors, Templates};
-use crate::synthesize::{Finding, Synthesizer};
+use crate::synthesize::{Finding, Synthesis, Synthesizer};
 
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +53,12 @@ pub enum DaemonError {
     },
     #[error(transparent)]
     Discover(#[from] DiscoverError),
+    /// The push API would be exposed without a token.
+    #[error(transparent)]
+    PushToken(#[from] TokenRequired),
+    /// The push state directory could not be loaded.
+    #[error(transparent)]
+    PushState(#[from] StoreError),
     #[error(transparent)]
     Serve(#[from] ServeError),
 }
@@ -112,6 +120,22 @@ pub async fn run(
 ) -> Result<(), DaemonError> {
     let (settings, templates, templates_dir) = load(&config)?;
     let running = settings.clone();
+    // REST push, checked before anything starts: the handlers talk to the synthesis loop,
+    // which owns the persisted pushes.
+    let (push_tx, mut push_commands) = mpsc::channel::<PushCommand>(16);
+    let mut pushes = None;
+    let mut push_api = None;
+    if settings.push.enabled {
+        let token = settings.admin.token();
+        let max = settings.push.max_body_bytes;
+        push_api = Some(PushApi::new(push_tx, settings.admin.listen, token, max)?);
+        let dir = settings.push_state_path(&config);
+        let loaded = Pushes::open(&dir)?;
+        let node_types: Vec<&str> = loaded.store().iter().map(|(n, _)| n).collect();
+        tracing::info!(dir = %dir.display(), ?node_types, "REST push enabled; persisted pushes loaded");
+        pushes = Some(loaded);
+    }
+
     let cache = Cache::new(settings.node_type_resolver());
     let addr = settings.xds.listen;
     let listener = tokio::net::TcpListener::bind(addr)
@@ -179,6 +203,9 @@ pub async fn run(
     server.set_ready(false).await;
     let health = server.clone();
     let mut synthesizer = Synthesizer::new(templates);
+    if let Some(pushes) = &pushes {
+        pushes.load_into(&mut synthesizer);
+    }
     let synth_cache = cache.clone();
     let synth_stop = stop.clone();
     let sources = match settings.ecs.auto_discover_clusters {
@@ -211,6 +238,13 @@ pub async fn run(
                         health.set_ready(true).await;
                     }
                     last = Some(inventory);
+                }
+                Some(command) = push_commands.recv() => {
+                    let Some(pushes) = pushes.as_mut() else { continue };
+                    pushes.handle(command, &mut synthesizer, last.as_deref(), |synthesis| {
+                        stats.syntheses.fetch_add(1, Ordering::Relaxed);
+                        publish_synthesis(synthesis, &synth_cache, &mut findings);
+                    });
                 }
                 Some(()) = reloads.recv() => {
                     match Settings::load(&config) {
@@ -247,11 +281,14 @@ pub async fn run(
         }
     });
 
-    let admin_router = admin::router(AdminState {
+    let mut admin_router = admin::router(AdminState {
         cache: cache.clone(),
         stats: admin_stats,
         metrics,
     });
+    if let Some(api) = push_api {
+        admin_router = admin_router.merge(admin::push::routes(api));
+    }
     tracing::info!(admin = %admin_local, "admin HTTP listening");
     let admin_stop = stop.clone();
     let admin_task = tokio::spawn(admin::serve(admin_listener, admin_router, async move {
@@ -290,7 +327,11 @@ fn publish(
     known_findings: &mut Vec<Finding>,
 ) {
     stats.syntheses.fetch_add(1, Ordering::Relaxed);
-    let synthesis = synthesizer.synthesize(inventory);
+    publish_synthesis(synthesizer.synthesize(inventory), cache, known_findings);
+}
+
+/// Publishes every node type's snapshot of `synthesis`, logging its new findings.
+fn publish_synthesis(synthesis: Synthesis, cache: &Cache, known_findings: &mut Vec<Finding>) {
     for finding in &synthesis.findings {
         if !known_findings.contains(finding) {
             tracing::warn!(node_type = %finding.node_type, "{finding}");

@@ -177,7 +177,9 @@ async fn run(config: PathBuf, saved: Option<PathBuf>) -> ExitCode {
             eprintln!("ecs-xds: {e}");
             ExitCode::from(match e {
                 ecs_xds::daemon::DaemonError::Settings(_)
-                | ecs_xds::daemon::DaemonError::Templates { .. } => EXIT_SETTINGS,
+                | ecs_xds::daemon::DaemonError::Templates { .. }
+                | ecs_xds::daemon::DaemonError::PushToken(_)
+                | ecs_xds::daemon::DaemonError::PushState(_) => EXIT_SETTINGS,
                 ecs_xds::daemon::DaemonError::Discover(_) => EXIT_AWS,
                 _ => EXIT_SERVE,
             })
