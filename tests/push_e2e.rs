@@ -1,0 +1,390 @@
+//! REST push end to end: the real `ecs-xds run` binary (with a saved, empty inventory, so no
+//! AWS is involved), its admin listener, and a real Envoy 1.40 with node id `sidecar-app1`.
+//!
+//! Safety: every address is 127.0.0.1 (the exposed admin listener binds 0.0.0.0 and is reached
+//! on 127.0.0.1); the pushed cluster points at a backend the test starts on 127.0.0.1.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::backend::Backend;
+use support::envoy::{free_port, AdsMode, Envoy};
+use tokio::process::Command;
+
+const HCM: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+const ROUTER: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
+const TOKEN: &str = "t0ken-for-tests";
+
+/// The settings (push enabled, the token only from the environment), a sidecar template
+/// (egress listener on generated routes) and an empty saved inventory in `dir`. Returns
+/// (settings file, inventory file).
+fn write_config(dir: &Path, xds: u16, admin: &str) -> (PathBuf, PathBuf) {
+    let config = dir.join("ecs-xds.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[xds]\nlisten = \"127.0.0.1:{xds}\"\n[admin]\nlisten = \"{admin}\"\n[push]\nenabled = true\nmax_body_bytes = 16384\n"
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("templates")).unwrap();
+    let egress = free_port();
+    std::fs::write(
+        dir.join("templates/sidecar.toml"),
+        format!(
+            r#"
+[generated_routes]
+name = "egress"
+[[listeners]]
+name = "egress"
+address = {{ socket_address = {{ address = "127.0.0.1", port_value = {egress} }} }}
+[[listeners.filter_chains]]
+[[listeners.filter_chains.filters]]
+name = "envoy.filters.network.http_connection_manager"
+[listeners.filter_chains.filters.typed_config]
+"@type" = "{HCM}"
+stat_prefix = "egress"
+rds = {{ route_config_name = "egress", config_source = {{ ads = {{}}, resource_api_version = "V3" }} }}
+http_filters = [{{ name = "envoy.filters.http.router", typed_config = {{ "@type" = "{ROUTER}" }} }}]
+"#
+        ),
+    )
+    .unwrap();
+    let inventory = dir.join("inventory.json");
+    let empty = ecs_xds::discover::Inventory::default();
+    std::fs::write(&inventory, serde_json::to_string(&empty).unwrap()).unwrap();
+    (config, inventory)
+}
+
+fn ecs_xds(config: &Path, inventory: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ecs-xds"));
+    command
+        .args(["run", "--config"])
+        .arg(config)
+        .arg("--inventory")
+        .arg(inventory)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_ENDPOINT_URL")
+        .env_remove("ECS_XDS_ADMIN_TOKEN")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+/// A push: a listener on `port` routing everything to a STATIC cluster at the backend.
+fn a_push(version: &str, port: u16, backend: u16) -> Value {
+    json!({
+        "version": version,
+        "listeners": [{
+            "name": "pushed",
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+            "filter_chains": [{"filters": [{
+                "name": "envoy.filters.network.http_connection_manager",
+                "typed_config": {
+                    "@type": HCM,
+                    "stat_prefix": "pushed",
+                    "rds": {"route_config_name": "pushed", "config_source": {"ads": {}, "resource_api_version": "V3"}},
+                    "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}}]
+                }
+            }]}]
+        }],
+        "routes": [{
+            "name": "pushed",
+            "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
+                {"match": {"prefix": "/"}, "route": {"cluster": "backend"}}
+            ]}]
+        }],
+        "clusters": [{
+            "name": "backend",
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "load_assignment": {"cluster_name": "backend", "endpoints": [{"lb_endpoints": [
+                {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": backend}}}}
+            ]}]}
+        }]
+    })
+}
+
+struct Admin {
+    base: String,
+    http: reqwest::Client,
+    token: Option<&'static str>,
+}
+
+impl Admin {
+    fn new(port: u16, token: Option<&'static str>) -> Admin {
+        Admin {
+            base: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::builder().no_proxy().build().unwrap(),
+            token,
+        }
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> reqwest::Response {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// PUTs once the daemon is up and has its first inventory (connection refused or 503
+    /// before that).
+    async fn put_when_ready(&self, node_type: &str, body: &Value) -> reqwest::Response {
+        let started = Instant::now();
+        let url = format!("{}/resources/{node_type}", self.base);
+        loop {
+            let mut request = self.http.put(&url).body(body.to_string());
+            if let Some(token) = self.token {
+                request = request.bearer_auth(token);
+            }
+            match request.send().await {
+                Ok(r) if r.status() != reqwest::StatusCode::SERVICE_UNAVAILABLE => return r,
+                _ => {}
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "admin never ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Listener names Envoy holds (dynamic, active).
+async fn listeners(envoy: &Envoy) -> Vec<String> {
+    let dump = envoy.config_dump().await;
+    let mut names: Vec<String> = dump["configs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| {
+            c["@type"]
+                .as_str()
+                .is_some_and(|t| t.ends_with("ListenersConfigDump"))
+        })
+        .flat_map(|c| {
+            c["dynamic_listeners"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter(|l| l.get("active_state").is_some())
+        .map(|l| l["name"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+async fn get_through(port: u16) -> Option<String> {
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let response = http
+        .get(format!("http://127.0.0.1:{port}/"))
+        .send()
+        .await
+        .ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    response.text().await.ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushed_resources_reach_envoy_survive_a_restart_and_delete_removes_them() {
+    let backend = Backend::start("pushed-backend").await;
+    let dir = tempfile::tempdir().unwrap();
+    let xds = free_port();
+    let admin_port = free_port();
+    let (config, inventory) = write_config(dir.path(), xds, &format!("127.0.0.1:{admin_port}"));
+    let mut daemon = ecs_xds(&config, &inventory).spawn().unwrap();
+    let admin = Admin::new(admin_port, None);
+
+    let listen = free_port();
+    let push = a_push("v1", listen, backend.addr.port());
+    let put = admin.put_when_ready("sidecar", &push).await;
+    assert_eq!(put.status(), 200);
+    let answer: Value = put.json().await.unwrap();
+    assert_eq!(answer["version"], "v1");
+    assert_eq!(answer["resources"]["clusters"], 1);
+    assert!(dir.path().join("state/sidecar.json").exists());
+
+    let envoy = Envoy::start(
+        "sidecar-app1",
+        format!("127.0.0.1:{xds}").parse().unwrap(),
+        AdsMode::Sotw,
+    )
+    .await;
+    envoy
+        .wait_for(
+            "a request through the pushed listener",
+            Duration::from_secs(20),
+            || async { get_through(listen).await.as_deref() == Some("pushed-backend") },
+        )
+        .await;
+    assert_eq!(listeners(&envoy).await, ["egress", "pushed"]);
+    assert_eq!(envoy.versions().await.clusters, ["backend"]);
+
+    // Restart: the push is reloaded from the state directory and served with the same
+    // versions, so Envoy accepts no update at all.
+    let cds = envoy.stat("cluster_manager.cds.update_success").await;
+    let lds = envoy.stat("listener_manager.lds.update_success").await;
+    let versions = envoy.versions().await;
+    daemon.kill().await.unwrap();
+    envoy
+        .wait_for(
+            "Envoy noticing the restart",
+            Duration::from_secs(10),
+            || async { envoy.stat("control_plane.connected_state").await == 0 },
+        )
+        .await;
+    let _daemon = ecs_xds(&config, &inventory).spawn().unwrap();
+    envoy
+        .wait_for("Envoy reconnecting", Duration::from_secs(20), || async {
+            envoy.stat("control_plane.connected_state").await == 1
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(envoy.versions().await, versions);
+    assert_eq!(envoy.stat("cluster_manager.cds.update_success").await, cds);
+    assert_eq!(envoy.stat("listener_manager.lds.update_success").await, lds);
+    let hits = backend.hits();
+    assert_eq!(get_through(listen).await.as_deref(), Some("pushed-backend"));
+    assert_eq!(backend.hits(), hits + 1);
+
+    // GET returns the body as it was PUT; DELETE takes the pushed resources out of Envoy.
+    let get = admin
+        .send(reqwest::Method::GET, "/resources/sidecar", None)
+        .await;
+    assert_eq!(get.status(), 200);
+    assert_eq!(get.json::<Value>().await.unwrap(), push);
+    let delete = admin
+        .send(reqwest::Method::DELETE, "/resources/sidecar", None)
+        .await;
+    assert_eq!(delete.status(), 204);
+    envoy
+        .wait_for(
+            "the pushed listener gone",
+            Duration::from_secs(10),
+            || async {
+                listeners(&envoy).await == ["egress"] && envoy.versions().await.clusters.is_empty()
+            },
+        )
+        .await;
+    let get = admin
+        .send(reqwest::Method::GET, "/resources/sidecar", None)
+        .await;
+    assert_eq!(get.status(), 404);
+    assert!(!dir.path().join("state/sidecar.json").exists());
+    envoy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exposed_admin_needs_the_token_and_bad_input_is_400_with_the_field_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin_port = free_port();
+    let (config, inventory) =
+        write_config(dir.path(), free_port(), &format!("0.0.0.0:{admin_port}"));
+    let _daemon = ecs_xds(&config, &inventory)
+        .env("ECS_XDS_ADMIN_TOKEN", TOKEN)
+        .spawn()
+        .unwrap();
+    let push = a_push("v1", free_port(), free_port());
+
+    let anonymous = Admin::new(admin_port, None);
+    let started = Instant::now();
+    let refused = loop {
+        let url = format!("{}/resources/sidecar", anonymous.base);
+        if let Ok(r) = anonymous.http.put(url).body(push.to_string()).send().await {
+            break r;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "admin never came up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(refused.status(), 401);
+    assert!(refused.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Bearer"));
+    let wrong = Admin {
+        token: Some("wrong"),
+        ..Admin::new(admin_port, None)
+    };
+    let put = wrong
+        .send(
+            reqwest::Method::PUT,
+            "/resources/sidecar",
+            Some(push.to_string().into()),
+        )
+        .await;
+    assert_eq!(put.status(), 401);
+
+    let admin = Admin::new(admin_port, Some(TOKEN));
+    let mut bad = push.clone();
+    bad["listeners"][0]["address"]["socket_address"]["port_value"] = json!("eighty");
+    let put = admin.put_when_ready("sidecar", &bad).await;
+    assert_eq!(put.status(), 400);
+    let answer: Value = put.json().await.unwrap();
+    assert_eq!(
+        answer["path"],
+        "listeners[0].address.socket_address.port_value"
+    );
+
+    let put = admin
+        .send(
+            reqwest::Method::PUT,
+            "/resources/sidecar",
+            Some(b"{\"listeners\": [".to_vec()),
+        )
+        .await;
+    assert_eq!(put.status(), 400);
+    let too_big = vec![b' '; 20_000];
+    let put = admin
+        .send(reqwest::Method::PUT, "/resources/sidecar", Some(too_big))
+        .await;
+    assert_eq!(put.status(), 413);
+    let get = admin
+        .send(reqwest::Method::GET, "/resources/sidecar", None)
+        .await;
+    assert_eq!(get.status(), 404);
+
+    let put = admin.put_when_ready("sidecar", &push).await;
+    assert_eq!(put.status(), 200);
+}
+
+#[tokio::test]
+async fn an_exposed_push_api_without_a_token_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, inventory) =
+        write_config(dir.path(), free_port(), &format!("0.0.0.0:{}", free_port()));
+    let output = tokio::time::timeout(
+        Duration::from_secs(20),
+        ecs_xds(&config, &inventory).stderr(Stdio::piped()).output(),
+    )
+    .await
+    .expect("ecs-xds exits")
+    .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("admin.token"), "{stderr}");
+}
