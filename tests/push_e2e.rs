@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::backend::Backend;
+use support::daemon::ecs_xds_command;
 use support::envoy::{free_port, AdsMode, Envoy};
 use tokio::process::Command;
 
@@ -60,22 +61,13 @@ http_filters = [{{ name = "envoy.filters.http.router", typed_config = {{ "@type"
     (config, inventory)
 }
 
+/// `ecs-xds run` serving the saved inventory (no AWS), killed when dropped.
 fn ecs_xds(config: &Path, inventory: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ecs-xds"));
+    let mut command = ecs_xds_command(config);
     command
-        .args(["run", "--config"])
-        .arg(config)
         .arg("--inventory")
         .arg(inventory)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_ENDPOINT_URL")
-        .env_remove("ECS_XDS_ADMIN_TOKEN")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
+        .stdin(Stdio::null());
     command
 }
 
