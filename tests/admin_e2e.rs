@@ -19,36 +19,13 @@ use serde_json::Value;
 use support::daemon::start_ecs_xds_logged;
 use support::envoy::{free_port, AdsMode, Envoy};
 use support::moto::Moto;
+use support::templates::egress_sidecar;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
-const LISTENER_PORT_MARKER: &str = "EGRESS_PORT";
-
-/// A sidecar template with one egress listener; `chains` filter chains (2 identical chains is
-/// valid protobuf that Envoy rejects).
 fn template(egress: u16, chains: usize) -> String {
-    let chain = r#"
-[[listeners.filter_chains]]
-[[listeners.filter_chains.filters]]
-name = "envoy.filters.network.http_connection_manager"
-[listeners.filter_chains.filters.typed_config]
-"@type" = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
-stat_prefix = "egress"
-rds = { route_config_name = "egress", config_source = { ads = {}, resource_api_version = "V3" } }
-http_filters = [
-  { name = "envoy.filters.http.router", typed_config = { "@type" = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" } },
-]
-"#;
-    let head = r#"
-[generated_routes]
-name = "egress"
-
-[[listeners]]
-name = "egress"
-address = { socket_address = { address = "127.0.0.1", port_value = EGRESS_PORT } }
-"#;
-    format!("{head}{}", chain.repeat(chains)).replace(LISTENER_PORT_MARKER, &egress.to_string())
+    egress_sidecar(egress, "egress", chains)
 }
 
 struct Setup {

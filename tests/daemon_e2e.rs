@@ -15,33 +15,12 @@ use aws_sdk_ecs::types::LaunchType;
 use support::daemon::{start_ecs_xds, start_ecs_xds_logged};
 use support::envoy::{free_port, AdsMode, Envoy};
 use support::moto::{awsvpc_network, running_task_ips, Moto};
+use support::templates::egress_sidecar;
 
 const INTERVAL: Duration = Duration::from_secs(1);
 
 fn sidecar_template(egress_port: u16, stat_prefix: &str) -> String {
-    format!(
-        r#"
-[cluster_defaults]
-connect_timeout = "1s"
-
-[generated_routes]
-name = "egress"
-
-[[listeners]]
-name = "egress"
-address = {{ socket_address = {{ address = "127.0.0.1", port_value = {egress_port} }} }}
-[[listeners.filter_chains]]
-[[listeners.filter_chains.filters]]
-name = "envoy.filters.network.http_connection_manager"
-[listeners.filter_chains.filters.typed_config]
-"@type" = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
-stat_prefix = "{stat_prefix}"
-rds = {{ route_config_name = "egress", config_source = {{ ads = {{}}, resource_api_version = "V3" }} }}
-http_filters = [
-  {{ name = "envoy.filters.http.router", typed_config = {{ "@type" = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }} }},
-]
-"#
-    )
+    egress_sidecar(egress_port, stat_prefix, 1)
 }
 
 fn write_config(dir: &Path, moto: &Moto, xds: SocketAddr, egress_port: u16) -> std::path::PathBuf {

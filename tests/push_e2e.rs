@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use support::backend::Backend;
 use support::daemon::ecs_xds_command;
 use support::envoy::{free_port, AdsMode, Envoy};
+use support::templates::egress_sidecar;
 use tokio::process::Command;
 
 const HCM: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
@@ -36,23 +37,7 @@ fn write_config(dir: &Path, xds: u16, admin: &str) -> (PathBuf, PathBuf) {
     let egress = free_port();
     std::fs::write(
         dir.join("templates/sidecar.toml"),
-        format!(
-            r#"
-[generated_routes]
-name = "egress"
-[[listeners]]
-name = "egress"
-address = {{ socket_address = {{ address = "127.0.0.1", port_value = {egress} }} }}
-[[listeners.filter_chains]]
-[[listeners.filter_chains.filters]]
-name = "envoy.filters.network.http_connection_manager"
-[listeners.filter_chains.filters.typed_config]
-"@type" = "{HCM}"
-stat_prefix = "egress"
-rds = {{ route_config_name = "egress", config_source = {{ ads = {{}}, resource_api_version = "V3" }} }}
-http_filters = [{{ name = "envoy.filters.http.router", typed_config = {{ "@type" = "{ROUTER}" }} }}]
-"#
-        ),
+        egress_sidecar(egress, "egress", 1),
     )
     .unwrap();
     let inventory = dir.join("inventory.json");

@@ -8,4 +8,5 @@ pub mod daemon;
 pub mod envoy;
 pub mod fake_aws;
 pub mod moto;
+pub mod templates;
 pub mod xds;

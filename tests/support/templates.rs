@@ -1,0 +1,35 @@
+//! The sidecar template the end-to-end tests serve: an egress listener on 127.0.0.1 whose
+//! routes (`egress`, over ADS) are generated from the discovered clusters.
+
+/// `chains` identical filter chains: 1 is what a user writes; 2 is valid protobuf that Envoy
+/// rejects (a NACK on demand).
+pub fn egress_sidecar(egress_port: u16, stat_prefix: &str, chains: usize) -> String {
+    let chain = format!(
+        r#"
+[[listeners.filter_chains]]
+[[listeners.filter_chains.filters]]
+name = "envoy.filters.network.http_connection_manager"
+[listeners.filter_chains.filters.typed_config]
+"@type" = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+stat_prefix = "{stat_prefix}"
+rds = {{ route_config_name = "egress", config_source = {{ ads = {{}}, resource_api_version = "V3" }} }}
+http_filters = [
+  {{ name = "envoy.filters.http.router", typed_config = {{ "@type" = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }} }},
+]
+"#
+    );
+    format!(
+        r#"
+[cluster_defaults]
+connect_timeout = "1s"
+
+[generated_routes]
+name = "egress"
+
+[[listeners]]
+name = "egress"
+address = {{ socket_address = {{ address = "127.0.0.1", port_value = {egress_port} }} }}
+{}"#,
+        chain.repeat(chains)
+    )
+}
