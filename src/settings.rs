@@ -61,8 +61,8 @@ impl Default for XdsSettings {
 }
 
 /// `[admin]`: the operator's HTTP endpoint (health, readiness, metrics, nodes, snapshots, and
-/// the REST push API when enabled).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// the REST push API when enabled). `Debug` redacts the token, so settings can be logged.
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSettings {
     /// Loopback by default: nothing outside the host reaches it unless asked for.
@@ -79,6 +79,15 @@ impl Default for AdminSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 19000)),
             token: None,
         }
+    }
+}
+
+impl std::fmt::Debug for AdminSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminSettings")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
     }
 }
 
@@ -271,6 +280,12 @@ mod tests {
         );
         assert_eq!(s.discover().ecs.clusters, ["prod"]);
         assert_eq!(s.admin.listen, "0.0.0.0:19001".parse().unwrap());
+        assert_eq!(s.admin.token.as_deref(), Some("s3cret"));
+        let debug = format!("{s:?}");
+        assert!(
+            !debug.contains("s3cret") && debug.contains("<redacted>"),
+            "{debug}"
+        );
         assert!(s.push.enabled);
         assert_eq!(
             s.push_state_path(Path::new("config/ecs-xds.toml")),
