@@ -234,3 +234,56 @@ fn the_walk_finds_nothing_in_the_shipped_templates() {
     }
     assert!(checked >= 6, "{checked}");
 }
+
+/// Lines inside inline arrays of inline tables, and in arrays of tables nested under a later
+/// header, point at the item itself, not at the field that holds the array.
+#[test]
+fn items_of_inline_arrays_and_nested_arrays_of_tables_have_their_own_lines() {
+    let text = r#"[[listeners]]
+name = "l"
+filter_chains = [
+  { filters = [
+      { name = "a" },
+      { name = "b", typed_config = { "@type" = "x", stat_prefix = "s" } },
+  ] },
+]
+
+[[listeners]]
+name = "m"
+
+[[listeners.filter_chains]]
+name = "fc0"
+
+[[listeners.filter_chains]]
+name = "fc1"
+"#;
+    let Ok(located) = Located::parse(text) else {
+        panic!("valid TOML")
+    };
+    let line = |path: &str| {
+        let mut field = FieldPath::default();
+        for part in path.split('.') {
+            let (key, index) = part
+                .split_once('[')
+                .map_or((part, None), |(k, i)| (k, Some(i)));
+            field = field.key(key);
+            if let Some(i) = index {
+                field = field.index(i.trim_end_matches(']').parse().unwrap());
+            }
+        }
+        located.line(&field)
+    };
+    let filter = "listeners[0].filter_chains[0].filters";
+    assert_eq!(line(&format!("{filter}[0].name")), Some(5));
+    assert_eq!(line(&format!("{filter}[1]")), Some(6));
+    assert_eq!(
+        line(&format!("{filter}[1].typed_config.stat_prefix")),
+        Some(6)
+    );
+    // A field that was not written gets its nearest written parent's line.
+    assert_eq!(line(&format!("{filter}[1].typed_config.nope")), Some(6));
+    assert_eq!(line("listeners[1]"), Some(10));
+    assert_eq!(line("listeners[1].filter_chains[0].name"), Some(14));
+    assert_eq!(line("listeners[1].filter_chains[1]"), Some(16));
+    assert_eq!(line("listeners[1].filter_chains[1].name"), Some(17));
+}
