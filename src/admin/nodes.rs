@@ -89,7 +89,7 @@ impl StreamView {
                 let view = TypeView {
                     sent_version: t.sent_version.as_deref().map(str::to_owned),
                     acked_version: t.acked_version.as_deref().map(str::to_owned),
-                    last_nack: t.last_nack.as_ref().map(NackView::of),
+                    last_nack: t.last_nack.as_deref().map(NackView::of),
                 };
                 (ty.short_name(), view)
             })

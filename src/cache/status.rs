@@ -31,7 +31,8 @@ pub struct Nack {
 pub struct TypeStatus {
     pub sent_version: Option<Arc<str>>,
     pub acked_version: Option<Arc<str>>,
-    pub last_nack: Option<Nack>,
+    /// Boxed: NACKs are rare, and this sits in every stream's status, on thousands of streams.
+    pub last_nack: Option<Box<Nack>>,
 }
 
 /// One connected stream.
@@ -122,7 +123,7 @@ impl StatusRegistry {
             }
             recent.push_back(nack.clone());
         }
-        self.update(id, ty, |t| t.last_nack = Some(nack));
+        self.update(id, ty, |t| t.last_nack = Some(Box::new(nack)));
     }
 
     /// Every connected stream.

@@ -9,8 +9,9 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::{BufMut, Bytes};
+use futures_channel::mpsc;
 use http_body::Frame;
-use tokio::sync::mpsc;
+use tokio_stream::Stream;
 use tonic::Status;
 
 /// What a stream task hands to its response body: a framed message, or the final status.
@@ -57,7 +58,7 @@ impl http_body::Body for ResponseBody {
         if self.finished {
             return Poll::Ready(None);
         }
-        let status = match ready!(self.outbox.poll_recv(cx)) {
+        let status = match ready!(Pin::new(&mut self.outbox).poll_next(cx)) {
             Some(Ok(message)) => return Poll::Ready(Some(Ok(Frame::data(message)))),
             Some(Err(status)) => *status,
             // The stream task ended without an error: the call completed normally.

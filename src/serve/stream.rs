@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
-use tokio::sync::mpsc;
+use futures_channel::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 
@@ -15,11 +15,15 @@ use super::body::{self, Outgoing};
 use super::delta::DeltaState;
 use super::sotw::SotwState;
 use super::wire::{DeltaResponse, SotwResponse};
-use crate::cache::{Cache, StreamStatus};
+use crate::cache::{Cache, SnapshotWatch, StreamStatus};
 use crate::snapshot::Snapshot;
 
 /// Responses waiting to be written per stream. The protocol state sends at most one response
 /// per type before an ACK, so a handful is enough.
+///
+/// The outbox is a `futures-channel` channel rather than tokio's: tokio's allocates its slots
+/// in blocks of 32 and pads its fields to cache lines, about 1.5 KiB per channel, which every
+/// idle stream would carry; this one allocates per queued message.
 const OUTBOX: usize = 8;
 
 /// Who a stream serves; handed to the protocol state with each event.
@@ -98,19 +102,7 @@ where
     Streaming<P::Request>: Send,
 {
     let (tx, rx) = mpsc::channel(OUTBOX);
-    tokio::spawn(async move {
-        let outcome = run(&cache, &shutdown, service, state, requests, &tx).await;
-        if let Err(status) = outcome {
-            // A client's protocol mistake is worth an operator's attention; a dropped
-            // connection is not.
-            if status.code() == tonic::Code::InvalidArgument {
-                tracing::info!(code = ?status.code(), message = status.message(), "xDS stream refused");
-            } else {
-                tracing::debug!(code = ?status.code(), message = status.message(), "xDS stream ended");
-            }
-            let _ = tx.send(Err(Box::new(status))).await;
-        }
-    });
+    tokio::spawn(run(cache, shutdown, service, state, requests, tx));
     rx
 }
 
@@ -123,19 +115,38 @@ impl Drop for Registered<'_> {
     }
 }
 
-async fn run<P: Protocol>(
-    cache: &Cache,
-    shutdown: &CancellationToken,
-    service: &'static str,
-    mut state: P,
-    mut requests: Streaming<P::Request>,
-    tx: &mpsc::Sender<Outgoing>,
-) -> Result<(), Status> {
-    let first = tokio::select! {
-        first = requests.message() => first?,
-        _ = shutdown.cancelled() => return Ok(()),
+/// `Ok(value)`, or leaves the labeled block with the error.
+macro_rules! or_end {
+    ($label:lifetime, $result:expr) => {
+        match $result {
+            Ok(value) => value,
+            Err(status) => break $label Err(status),
+        }
     };
-    let Some(first) = first else { return Ok(()) };
+}
+
+/// Waits for room in the outbox and queues `message`; fails once the response body is gone.
+async fn send(tx: &mut mpsc::Sender<Outgoing>, message: Outgoing) -> Result<(), mpsc::SendError> {
+    std::future::poll_fn(|cx| tx.poll_ready(cx)).await?;
+    tx.start_send(message)
+}
+
+/// A stream registered from its first request.
+struct Started<'a, R> {
+    ctx: StreamContext,
+    registered: Registered<'a>,
+    snapshots: SnapshotWatch,
+    /// The answer to the first request.
+    outbox: Vec<R>,
+}
+
+/// Registers a stream from its first request and answers that request.
+fn start<'a, P: Protocol>(
+    cache: &'a Cache,
+    service: &'static str,
+    state: &mut P,
+    first: P::Request,
+) -> Result<Started<'a, P::Response>, Status> {
     let node = P::node(&first)
         .ok_or_else(|| Status::invalid_argument("the first request of a stream must carry node"))?;
     let node_id = node.id.clone();
@@ -147,7 +158,7 @@ async fn run<P: Protocol>(
         mode: P::MODE,
         types: Default::default(),
     });
-    let _registered = Registered(cache, stream_id);
+    let registered = Registered(cache, stream_id);
     tracing::debug!(%node_id, %node_type, service, mode = P::MODE, "xDS stream opened");
     let ctx = StreamContext {
         cache: cache.clone(),
@@ -160,36 +171,116 @@ async fn run<P: Protocol>(
     if let Some(snapshot) = current {
         state.on_snapshot(&ctx, snapshot);
     }
-    let mut outbox = state.on_request(&ctx, first)?;
-    loop {
-        for response in outbox.drain(..) {
-            if tx.send(Ok(body::frame(&response))).await.is_err() {
-                return Ok(());
+    let outbox = state.on_request(&ctx, first)?;
+    Ok(Started {
+        ctx,
+        registered,
+        snapshots,
+        outbox,
+    })
+}
+
+/// One stream, from its first request to its end. A single async fn with a labeled block
+/// rather than one future awaiting another: the outer one would keep its own copy of the
+/// protocol state and the request stream (async fn arguments stay in the future), and this
+/// future lives as long as the stream, on every stream.
+async fn run<P: Protocol>(
+    cache: Cache,
+    shutdown: CancellationToken,
+    service: &'static str,
+    mut state: P,
+    mut requests: Streaming<P::Request>,
+    mut tx: mpsc::Sender<Outgoing>,
+) {
+    let outcome: Result<(), Status> = 'stream: {
+        // The first request's own scope ends before the loop: a request (with its node) takes
+        // hundreds of bytes, and anything in scope across the loop's awaits stays in this
+        // future, on every stream, for the stream's whole life.
+        let started = {
+            let first = tokio::select! {
+                first = requests.message() => or_end!('stream, first),
+                _ = shutdown.cancelled() => break 'stream Ok(()),
+            };
+            let Some(first) = first else {
+                break 'stream Ok(());
+            };
+            start(&cache, service, &mut state, first)
+        };
+        let Started {
+            ctx,
+            registered: _registered,
+            mut snapshots,
+            mut outbox,
+        } = or_end!('stream, started);
+        loop {
+            for response in outbox.drain(..) {
+                if send(&mut tx, Ok(body::frame(&response))).await.is_err() {
+                    break 'stream Ok(());
+                }
+            }
+            tokio::select! {
+                request = requests.message() => match request {
+                    Ok(Some(request)) => outbox = or_end!('stream, state.on_request(&ctx, request)),
+                    Ok(None) => break,
+                    // A request that does not decode ends the stream with tonic's status
+                    // (INTERNAL, naming the decode error); if the client is gone, nobody reads it.
+                    Err(status) => {
+                        tracing::debug!(node_id = %ctx.node_id, %status, "xDS stream request failed");
+                        break 'stream Err(status);
+                    }
+                },
+                changed = snapshots.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let current = snapshots.borrow_and_update().clone();
+                    if let Some(snapshot) = current {
+                        outbox = state.on_snapshot(&ctx, snapshot);
+                    }
+                },
+                _ = shutdown.cancelled() => break,
             }
         }
-        tokio::select! {
-            request = requests.message() => match request {
-                Ok(Some(request)) => outbox = state.on_request(&ctx, request)?,
-                Ok(None) => break,
-                // A request that does not decode ends the stream with tonic's status (INTERNAL,
-                // naming the decode error); if the client is gone, nobody reads it.
-                Err(status) => {
-                    tracing::debug!(node_id = %ctx.node_id, %status, "xDS stream request failed");
-                    return Err(status);
-                }
-            },
-            changed = snapshots.changed() => {
-                if changed.is_err() {
-                    break;
-                }
-                let current = snapshots.borrow_and_update().clone();
-                if let Some(snapshot) = current {
-                    outbox = state.on_snapshot(&ctx, snapshot);
-                }
-            },
-            _ = shutdown.cancelled() => break,
+        tracing::debug!(node_id = %ctx.node_id, "xDS stream closed");
+        Ok(())
+    };
+    if let Err(status) = outcome {
+        // A client's protocol mistake is worth an operator's attention; a dropped connection
+        // is not.
+        if status.code() == tonic::Code::InvalidArgument {
+            tracing::info!(code = ?status.code(), message = status.message(), "xDS stream refused");
+        } else {
+            tracing::debug!(code = ?status.code(), message = status.message(), "xDS stream ended");
         }
+        let _ = send(&mut tx, Err(Box::new(status))).await;
     }
-    tracing::debug!(node_id = %ctx.node_id, "xDS stream closed");
-    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::NodeTypeResolver;
+
+    /// The stream task lives as long as its stream, on every stream: its future must not grow
+    /// back to the 4.4 KB it was when the protocol state and the request stream were held twice
+    /// and the first request stayed in scope.
+    #[test]
+    fn the_stream_task_stays_small() {
+        let (tx, _rx) = mpsc::channel(OUTBOX);
+        let requests: Streaming<DiscoveryRequest> = Streaming::new_request(
+            super::super::codec::request_decoder::<DiscoveryRequest>(),
+            tonic::body::Body::empty(),
+            None,
+            None,
+        );
+        let cache = Cache::new(NodeTypeResolver::default());
+        let state = SotwState::new(None);
+        let held = std::mem::size_of_val(&state) + std::mem::size_of_val(&requests);
+        let task = run(cache, CancellationToken::new(), "ads", state, requests, tx);
+        let size = std::mem::size_of_val(&task);
+        assert!(
+            size <= held + 1800,
+            "{size} bytes, of which {held} are the state and the requests"
+        );
+    }
 }
