@@ -10,6 +10,7 @@ mod codec;
 mod csds;
 mod delta;
 mod fetch;
+mod held;
 mod names;
 mod sotw;
 mod stream;

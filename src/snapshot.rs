@@ -140,13 +140,22 @@ pub struct Snapshot {
     types: [TypeResources; ResourceType::COUNT],
     /// Unique per built snapshot (unlike its address, never reused), keying `changes`.
     id: u64,
-    /// Recent answers of [`Snapshot::changed_since`]: every stream that last got the same
+    /// Recent answers of [`Snapshot::changes_since`]: every stream that last got the same
     /// snapshot asks the same question, so it is answered once.
-    changes: Mutex<Vec<(u64, ResourceType, ChangedNames)>>,
+    changes: Mutex<Vec<(u64, ResourceType, Changes)>>,
 }
 
-/// Names of resources that are new or changed between two snapshots.
+/// Names of resources, in name order.
 pub type ChangedNames = Arc<[Arc<str>]>;
+
+/// How one type's resources differ between a base snapshot and a later one.
+#[derive(Debug, Clone)]
+pub struct Changes {
+    /// New or changed.
+    pub changed: ChangedNames,
+    /// In the base, gone now.
+    pub removed: ChangedNames,
+}
 
 /// How many `changed_since` answers a snapshot keeps.
 const CHANGES_KEPT: usize = 8;
@@ -177,23 +186,36 @@ impl Snapshot {
     /// Names of `ty` resources that are new or changed in `self` compared with `base`, computed
     /// once per (base, type) and shared by every stream asking.
     pub fn changed_since(&self, base: &Snapshot, ty: ResourceType) -> ChangedNames {
-        let mut changes = self.changes.lock().unwrap();
-        if let Some((_, _, names)) = changes.iter().find(|(id, t, _)| *id == base.id && *t == ty) {
-            return names.clone();
+        self.changes_since(base, ty).changed
+    }
+
+    /// How `ty` resources changed from `base` to `self`, computed once per (base, type) and
+    /// shared by every stream asking.
+    pub fn changes_since(&self, base: &Snapshot, ty: ResourceType) -> Changes {
+        let mut cached = self.changes.lock().unwrap();
+        if let Some((_, _, changes)) = cached.iter().find(|(id, t, _)| *id == base.id && *t == ty) {
+            return changes.clone();
         }
-        let before = base.of(ty);
-        let names: ChangedNames = self
-            .of(ty)
-            .resources()
-            .values()
-            .filter(|r| before.get(r.name()).is_none_or(|b| b.hash() != r.hash()))
-            .map(|r| r.name().clone())
-            .collect();
-        if changes.len() == CHANGES_KEPT {
-            changes.remove(0);
+        let (before, now) = (base.of(ty), self.of(ty));
+        let changes = Changes {
+            changed: now
+                .resources()
+                .values()
+                .filter(|r| before.get(r.name()).is_none_or(|b| b.hash() != r.hash()))
+                .map(|r| r.name().clone())
+                .collect(),
+            removed: before
+                .resources()
+                .keys()
+                .filter(|name| now.get(name).is_none())
+                .cloned()
+                .collect(),
+        };
+        if cached.len() == CHANGES_KEPT {
+            cached.remove(0);
         }
-        changes.push((base.id, ty, names.clone()));
-        names
+        cached.push((base.id, ty, changes.clone()));
+        changes
     }
 
     /// Checks that references between types resolve (see [`InconsistentSnapshot`]).

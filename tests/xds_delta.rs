@@ -272,3 +272,22 @@ async fn per_type_delta_services_serve_their_own_type() {
     assert_eq!(r.type_url, Cluster.type_url());
     assert_eq!(names(&r), ["a", "b"]);
 }
+
+#[tokio::test]
+async fn a_wildcard_added_to_named_eds_sends_only_what_the_client_lacks() {
+    let server = start_server(NodeTypeResolver::default()).await;
+    server
+        .cache
+        .publish("sidecar", sample(&["a", "b", "c"], 1, 10000))
+        .unwrap();
+    let mut s = ads_delta(server.addr).await;
+    s.send(first(Endpoint, &["a"], "sidecar-1")).await;
+    let r = s.recv().await;
+    assert_eq!(names(&r), ["a"]);
+    s.send(ack(&r)).await;
+    s.send(subscribe(Endpoint, &["*"])).await;
+    let r = s.recv().await;
+    assert_eq!(names(&r), ["b", "c"], "a is held already");
+    s.send(ack(&r)).await;
+    s.expect_silence().await;
+}

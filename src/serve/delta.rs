@@ -2,9 +2,10 @@
 //!
 //! Pure state: requests and snapshots in, responses out. The stream runner does the I/O.
 //!
-//! The server tracks, per type, the version of each resource the client holds. It starts from
-//! `initial_resource_versions` on (re)connect, so nothing Envoy already has is resent, and it is
-//! updated optimistically when a response is sent; a NACK restores what the response replaced.
+//! The server tracks, per type, the version of each resource the client holds ([`Held`]: a
+//! snapshot plus exceptions). It starts from `initial_resource_versions` on (re)connect, so
+//! nothing Envoy already has is resent, and it is updated optimistically when a response is
+//! sent; a NACK restores what the client held before that response.
 //! - Responses caused by a publish wait until the previous one of that type is ACKed or NACKed,
 //!   then carry the newest content only (coalesced).
 //! - A NACKed version is never resent; the next publish of different content is.
@@ -17,7 +18,8 @@ use std::sync::Arc;
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use tonic::Status;
 
-use super::names::{NameMap, NameSet};
+use super::held::Held;
+use super::names::NameSet;
 use super::wire::{DeltaResponse, Encoded};
 use super::StreamContext;
 use crate::cache::Nack;
@@ -32,17 +34,17 @@ const FOREIGN: u64 = 0;
 struct InFlight {
     nonce: String,
     version: Arc<str>,
-    /// The client's previous version of each resource the response changed.
-    undo: Vec<(Arc<str>, Option<u64>)>,
+    /// What the client held before this response.
+    before: Held,
 }
 
 #[derive(Debug, Default)]
 struct TypeState {
     wildcard: bool,
     names: NameSet,
-    /// Resource name → content hash the client holds (or will, once in-flight responses are
-    /// ACKed). [`FOREIGN`] for a version string we did not produce: always resent.
-    client: NameMap<u64>,
+    /// What the client holds (or will, once in-flight responses are ACKed). [`FOREIGN`] for a
+    /// version string we did not produce: always resent.
+    held: Held,
     /// Subscribed names to send even if unchanged.
     forced: NameSet,
     in_flight: VecDeque<InFlight>,
@@ -97,28 +99,42 @@ impl DeltaState {
         if first {
             state.wildcard = ty.is_wildcard_by_default() && req.resource_names_subscribe.is_empty();
             for (name, version) in &req.initial_resource_versions {
-                state.client.insert(
-                    intern(name),
-                    hash::parse_version(version).unwrap_or(FOREIGN),
-                );
+                let version = hash::parse_version(version).unwrap_or(FOREIGN);
+                state.held.set(intern(name), Some(version));
             }
         } else if !req.response_nonce.is_empty() {
             Self::answer(ctx, ty, state, &req);
         }
         for name in &req.resource_names_subscribe {
             if name == "*" {
+                if !state.wildcard {
+                    let names = &state.names;
+                    state.held.pin_all(ty, |n| names.contains(n));
+                }
                 state.wildcard = true;
-            } else if state.names.insert(intern(name), ()).is_some() {
-                state.forced.insert(intern(name), ());
+            } else {
+                let name = intern(name);
+                let wanted_before = state.wildcard || state.names.contains(&name);
+                state.held.pin(ty, &name, wanted_before);
+                if state.names.insert(name.clone(), ()).is_some() {
+                    state.forced.insert(name, ());
+                }
             }
         }
         for name in &req.resource_names_unsubscribe {
             if name == "*" {
+                if state.wildcard {
+                    state.held.pin_all(ty, |_| true);
+                }
                 state.wildcard = false;
             } else {
                 state.names.remove(name);
-                state.client.remove(name);
                 state.forced.remove(name);
+                match state.wildcard {
+                    // Still wanted through the wildcard: resend it if asked again.
+                    true => state.held.set(intern(name), None),
+                    false => state.held.forget(name),
+                }
             }
         }
         let subscribed = first || !req.resource_names_subscribe.is_empty();
@@ -165,12 +181,7 @@ impl DeltaState {
                 .status()
                 .acked(ctx.stream_id, ty, &answered.version),
             Some(error) => {
-                for (name, previous) in answered.undo {
-                    match previous {
-                        Some(previous) => state.client.insert(name, previous),
-                        None => state.client.remove(&name),
-                    };
-                }
+                state.held = answered.before;
                 state.rejected = Some(answered.version.clone());
                 ctx.cache.status().nacked(
                     ctx.stream_id,
@@ -209,42 +220,63 @@ impl DeltaState {
         state.synced = Some(version.clone());
         let current = snapshot.of(ty);
         let wanted = |name: &str| state.wildcard || state.names.contains(name);
-        let changed: Vec<_> = current
-            .resources()
-            .values()
-            .filter(|r| wanted(r.name()))
-            .filter(|r| {
-                state.forced.contains(r.name()) || state.client.get(r.name()) != Some(r.hash())
-            })
+        let held = |name: &str| state.held.get(ty, name, wanted(name));
+        // Only these names can differ from what the client holds: what changed since its base
+        // snapshot, where it differs from that base, and what it asked for again.
+        let candidates: Vec<Arc<str>> = match state.held.base() {
+            Some(base) => {
+                let changes = snapshot.changes_since(base, ty);
+                let mut names: Vec<Arc<str>> = changes
+                    .changed
+                    .iter()
+                    .chain(changes.removed.iter())
+                    .chain(state.held.diff_names())
+                    .chain(state.forced.names())
+                    .cloned()
+                    .collect();
+                names.sort_unstable();
+                names.dedup();
+                names
+            }
+            None => current
+                .resources()
+                .keys()
+                .chain(state.held.diff_names())
+                .chain(state.forced.names())
+                .cloned()
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+        };
+        let changed: Vec<_> = candidates
+            .iter()
+            .filter(|name| wanted(name))
+            .filter_map(|name| current.get(name))
+            .filter(|r| state.forced.contains(r.name()) || held(r.name()) != Some(r.hash()))
             .cloned()
             .collect();
-        let removed: Vec<Arc<str>> = state
-            .client
-            .names()
-            .filter(|name| wanted(name) && current.get(name).is_none())
+        let removed: Vec<Arc<str>> = candidates
+            .iter()
+            .filter(|name| wanted(name) && current.get(name).is_none() && held(name).is_some())
             .cloned()
             .collect();
         // A wildcard type is answered once even when empty, so Envoy can finish initializing.
-        let must_answer = first_answer && state.wildcard && state.client.is_empty();
-        if changed.is_empty() && removed.is_empty() && !must_answer {
-            return None;
-        }
+        let must_answer = first_answer && state.wildcard && state.held.is_empty();
+        let send = !changed.is_empty() || !removed.is_empty() || must_answer;
+        let before = send.then(|| state.held.clone());
+        // Sent or not, the client now holds this snapshot's version of every name it wants.
+        let (names, wildcard) = (&state.names, state.wildcard);
+        state
+            .held
+            .rebase(snapshot.clone(), |n| wildcard || names.contains(n));
+        let before = before?;
         state.forced.clear();
-        let mut undo = Vec::with_capacity(changed.len() + removed.len());
-        for r in &changed {
-            let previous = state.client.insert(r.name().clone(), r.hash());
-            undo.push((r.name().clone(), previous));
-        }
-        for name in &removed {
-            let previous = state.client.remove(name);
-            undo.push((name.clone(), previous));
-        }
         let nonce = self.next_nonce.to_string();
         self.next_nonce += 1;
         state.in_flight.push_back(InFlight {
             nonce: nonce.clone(),
             version: version.clone(),
-            undo,
+            before,
         });
         ctx.cache.status().sent(ctx.stream_id, ty, version);
         Some(DeltaResponse {

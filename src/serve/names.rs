@@ -52,16 +52,22 @@ impl<V: Copy> NameMap<V> {
         self.find(name).ok().map(|i| self.entries.remove(i).1)
     }
 
+    pub fn values(&self) -> impl Iterator<Item = V> + '_ {
+        self.entries.iter().map(|(_, v)| *v)
+    }
+
+    /// Keeps the entries `keep` accepts, and gives back memory the map no longer needs.
+    pub fn retain(&mut self, mut keep: impl FnMut(&Arc<str>, V) -> bool) {
+        self.entries.retain(|(n, v)| keep(n, *v));
+        self.entries.shrink_to_fit();
+    }
+
     pub fn names(&self) -> impl Iterator<Item = &Arc<str>> {
         self.entries.iter().map(|(n, _)| n)
     }
 
     pub fn len(&self) -> usize {
         self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 
     pub fn clear(&mut self) {

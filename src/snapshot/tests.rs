@@ -162,3 +162,16 @@ fn changed_since_names_new_and_changed_resources_and_is_answered_once() {
     assert!(Arc::ptr_eq(&changed, &again), "cached, not recomputed");
     assert!(next.changed_since(&base, ResourceType::Listener).is_empty());
 }
+
+#[test]
+fn changes_since_also_names_removed_resources() {
+    let base = full(&["a", "b", "c"]).build();
+    let next = full(&["a", "c", "d"]).endpoints(cla("a", 9)).build();
+    let changes = next.changes_since(&base, ResourceType::Endpoint);
+    let names = |n: &ChangedNames| n.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    assert_eq!(names(&changes.changed), ["a", "d"]);
+    assert_eq!(names(&changes.removed), ["b"]);
+    let back = base.changes_since(&next, ResourceType::Endpoint);
+    assert_eq!(names(&back.changed), ["a", "b"]);
+    assert_eq!(names(&back.removed), ["d"]);
+}
