@@ -27,6 +27,10 @@ use clap::{Parser, ValueEnum};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{ChildStdin, ChildStdout, Command};
 
+/// The allocator the ecs-xds binary uses, so the server child's memory is the daemon's.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
     Sotw,
@@ -143,6 +147,12 @@ impl Child {
         self.stdin.flush().await.unwrap();
     }
 
+    /// The server child's live heap, in KiB.
+    async fn heap_kb(&mut self) -> u64 {
+        self.say("heap").await;
+        self.line().await.parse::<u64>().expect("heap bytes") / 1024
+    }
+
     fn pid(&self) -> u32 {
         self.process.id().unwrap()
     }
@@ -162,6 +172,10 @@ async fn run(args: Args) {
         (None, None) => unreachable!(),
     };
     let rss_before = pid.map(rss_kb).unwrap_or(0);
+    let heap_before = match &mut child {
+        Some(child) => Some(child.heap_kb().await),
+        None => None,
+    };
 
     let started = Instant::now();
     let fleet = client::Fleet::connect(&args, addr).await;
@@ -172,6 +186,10 @@ async fn run(args: Args) {
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_idle = pid.map(rss_kb).unwrap_or(0);
+    let heap_idle = match &mut child {
+        Some(child) => Some(child.heap_kb().await),
+        None => None,
+    };
 
     let latencies = match &mut child {
         Some(child) => {
@@ -207,8 +225,19 @@ async fn run(args: Args) {
         );
     }
     let per_stream = rss_idle.saturating_sub(rss_before) as f64 / args.streams as f64;
+    // Live heap (bytes allocated and not freed), which RSS exceeds by what the allocator
+    // keeps around and falls short of by pages allocated but never touched.
+    let heap_per_stream = match (heap_before, heap_idle) {
+        (Some(before), Some(idle)) => {
+            format!(
+                "{:.1}",
+                idle.saturating_sub(before) as f64 / args.streams as f64
+            )
+        }
+        _ => "na".into(),
+    };
     println!(
-        "xds-load mode={} streams={} push_all_ms={push_all} p50_ms={p50} p99_ms={p99} rss_mb={:.1} rss_per_stream_kb={per_stream:.1} rss_after_push_mb={:.1}",
+        "xds-load mode={} streams={} push_all_ms={push_all} p50_ms={p50} p99_ms={p99} rss_mb={:.1} rss_per_stream_kb={per_stream:.1} heap_per_stream_kb={heap_per_stream} rss_after_push_mb={:.1}",
         match args.mode {
             Mode::Sotw => "sotw",
             Mode::Delta => "delta",

@@ -66,6 +66,15 @@ pub async fn serve(clusters: usize, endpoints: usize, node_type: &str) {
                 .publish(node_type, snapshot)
                 .expect("consistent snapshot");
             println!("{version}");
+        } else if line.trim() == "heap" {
+            println!("{}", allocated_bytes());
         }
     }
+}
+
+/// Bytes the program has allocated and not freed, from jemalloc's statistics.
+fn allocated_bytes() -> usize {
+    // jemalloc caches its statistics; advancing the epoch refreshes them.
+    tikv_jemalloc_ctl::epoch::advance().expect("jemalloc epoch");
+    tikv_jemalloc_ctl::stats::allocated::read().expect("jemalloc stats.allocated")
 }
