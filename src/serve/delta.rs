@@ -19,7 +19,7 @@ use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use tonic::Status;
 
 use super::held::Held;
-use super::names::NameSet;
+use super::names::{self, NameSet};
 use super::wire::{DeltaResponse, Encoded};
 use super::StreamContext;
 use crate::cache::Nack;
@@ -41,7 +41,8 @@ struct InFlight {
 #[derive(Debug, Default)]
 struct TypeState {
     wildcard: bool,
-    names: NameSet,
+    /// Shared with every stream subscribed to the same names ([`names::share`]).
+    names: Arc<NameSet>,
     /// What the client holds (or will, once in-flight responses are ACKed). [`FOREIGN`] for a
     /// version string we did not produce: always resent.
     held: Held,
@@ -116,7 +117,10 @@ impl DeltaState {
                 let name = intern(name);
                 let wanted_before = state.wildcard || state.names.contains(&name);
                 state.held.pin(ty, &name, wanted_before);
-                if state.names.insert(name.clone(), ()).is_some() {
+                if Arc::make_mut(&mut state.names)
+                    .insert(name.clone(), ())
+                    .is_some()
+                {
                     state.forced.insert(name, ());
                 }
             }
@@ -128,7 +132,7 @@ impl DeltaState {
                 }
                 state.wildcard = false;
             } else {
-                state.names.remove(name);
+                Arc::make_mut(&mut state.names).remove(name);
                 state.forced.remove(name);
                 match state.wildcard {
                     // Still wanted through the wildcard: resend it if asked again.
@@ -136,6 +140,10 @@ impl DeltaState {
                     false => state.held.forget(name),
                 }
             }
+        }
+        if !req.resource_names_subscribe.is_empty() || !req.resource_names_unsubscribe.is_empty() {
+            Arc::make_mut(&mut state.names).shrink_to_fit();
+            state.names = names::share(state.names.clone());
         }
         let subscribed = first || !req.resource_names_subscribe.is_empty();
         Ok(self.push(ctx, ty, subscribed).into_iter().collect())
@@ -175,6 +183,8 @@ impl DeltaState {
             .drain(..=pos)
             .next_back()
             .expect("pos is in range");
+        // An idle stream has nothing in flight; it need not keep room for it either.
+        state.in_flight.shrink_to_fit();
         match &req.error_detail {
             None => ctx
                 .cache

@@ -5,7 +5,9 @@
 //! interned names costs 16 to 24 bytes an entry where a `BTreeMap` costs about three times that;
 //! lookups are binary searches, and entries mostly arrive in name order, which appends.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 /// A map from interned resource names to `V`, sorted by name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +72,10 @@ impl<V: Copy> NameMap<V> {
         self.entries.len()
     }
 
+    pub fn shrink_to_fit(&mut self) {
+        self.entries.shrink_to_fit();
+    }
+
     pub fn clear(&mut self) {
         self.entries.clear();
     }
@@ -83,6 +89,39 @@ impl FromIterator<Arc<str>> for NameSet {
         entries.shrink_to_fit();
         Self { entries }
     }
+}
+
+/// Name sets in use, by a hash of their names, so equal sets are stored once.
+#[derive(Default)]
+struct SharedSets {
+    sets: HashMap<u64, Weak<NameSet>>,
+    /// Dead entries are swept when the map reaches this size.
+    sweep_at: usize,
+}
+
+/// `set`, or an equal set already in use elsewhere.
+///
+/// Sidecars of one node type subscribe to the same EDS and RDS names, so thousands of streams
+/// hold equal sets; sharing one copy saves an entry per name on every stream (1.6 KB for 100
+/// clusters).
+pub(super) fn share(set: Arc<NameSet>) -> Arc<NameSet> {
+    static SHARED: OnceLock<Mutex<SharedSets>> = OnceLock::new();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for name in set.names() {
+        name.hash(&mut hasher);
+    }
+    let key = hasher.finish();
+    let mut shared = SHARED.get_or_init(Mutex::default).lock().unwrap();
+    if let Some(existing) = shared.sets.get(&key).and_then(Weak::upgrade) {
+        // Equal hashes of unequal sets: keep this one unshared.
+        return if existing == set { existing } else { set };
+    }
+    if shared.sets.len() >= shared.sweep_at {
+        shared.sets.retain(|_, weak| weak.strong_count() > 0);
+        shared.sweep_at = (shared.sets.len() * 2).max(64);
+    }
+    shared.sets.insert(key, Arc::downgrade(&set));
+    set
 }
 
 #[cfg(test)]
@@ -106,5 +145,21 @@ mod tests {
     fn name_sets_from_requests_are_sorted_and_deduplicated() {
         let s: NameSet = ["c", "a", "c"].into_iter().map(Arc::from).collect();
         assert_eq!(s.names().map(|n| &**n).collect::<Vec<_>>(), ["a", "c"]);
+    }
+
+    #[test]
+    fn equal_sets_are_shared_and_dropped_ones_are_not_kept() {
+        let set = |names: &[&str]| Arc::new(names.iter().map(|n| Arc::from(*n)).collect());
+        let first = share(set(&["share-a", "share-b"]));
+        let equal = share(set(&["share-b", "share-a"]));
+        assert!(Arc::ptr_eq(&first, &equal));
+        let other = share(set(&["share-a"]));
+        assert!(!Arc::ptr_eq(&first, &other));
+        let weak = Arc::downgrade(&first);
+        drop((first, equal));
+        assert!(
+            weak.upgrade().is_none(),
+            "the registry holds no strong reference"
+        );
     }
 }

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use tonic::Status;
 
-use super::names::NameSet;
+use super::names::{self, NameSet};
 use super::wire::{Encoded, SotwResponse};
 use super::StreamContext;
 use crate::cache::Nack;
@@ -32,7 +32,8 @@ use crate::snapshot::{ResourceType, Snapshot, TypeResources};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Subscription {
     Wildcard,
-    Names(NameSet),
+    /// Shared with every stream subscribed to the same names ([`names::share`]).
+    Names(Arc<NameSet>),
 }
 
 impl Subscription {
@@ -59,7 +60,7 @@ impl Subscription {
             Subscription::Wildcard
         } else {
             let intern = |n: &String| known.map_or_else(|| Arc::from(n.as_str()), |k| k.intern(n));
-            Subscription::Names(names.iter().map(intern).collect())
+            Subscription::Names(names::share(Arc::new(names.iter().map(intern).collect())))
         }
     }
 }

@@ -279,7 +279,7 @@ mod tests {
         let task = run(cache, CancellationToken::new(), "ads", state, requests, tx);
         let size = std::mem::size_of_val(&task);
         assert!(
-            size <= held + 1800,
+            size <= held + 1600,
             "{size} bytes, of which {held} are the state and the requests"
         );
     }
