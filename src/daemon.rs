@@ -102,11 +102,20 @@ impl DaemonStats {
 pub fn load(config: &Path) -> Result<(Settings, Templates, PathBuf), DaemonError> {
     let settings = Settings::load(config)?;
     let dir = settings.templates_path(config);
-    let templates = Templates::load_dir(&dir).map_err(|source| DaemonError::Templates {
+    let templates = load_templates(&settings, &dir).map_err(|source| DaemonError::Templates {
         dir: dir.clone(),
         source,
     })?;
     Ok((settings, templates, dir))
+}
+
+/// The templates of `dir`. With the REST push API on, there may be none: node types can come
+/// from pushes alone, as they did in sxds.
+fn load_templates(settings: &Settings, dir: &Path) -> Result<Templates, TemplateErrors> {
+    match settings.push.enabled {
+        true => Templates::load_dir_allow_empty(dir),
+        false => Templates::load_dir(dir),
+    }
 }
 
 /// Runs until `shutdown` completes; `reload` asks for templates to be re-read. With a fixed
@@ -258,7 +267,7 @@ pub async fn run(
                         ),
                         Ok(_) => {}
                     }
-                    match Templates::load_dir(&templates_dir) {
+                    match load_templates(&running, &templates_dir) {
                         Ok(templates) => {
                             stats.reloads_ok.fetch_add(1, Ordering::Relaxed);
                             tracing::info!(dir = %templates_dir.display(), "templates reloaded");

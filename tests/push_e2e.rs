@@ -365,3 +365,51 @@ async fn an_exposed_push_api_without_a_token_refuses_to_start() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("admin.token"), "{stderr}");
 }
+
+/// As in sxds, pushes alone can define a node type: with push on, an empty templates directory
+/// starts; with push off, it is refused, naming the directory.
+#[tokio::test]
+async fn with_push_on_node_types_can_come_from_pushes_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin_port = free_port();
+    let (config, inventory) =
+        write_config(dir.path(), free_port(), &format!("127.0.0.1:{admin_port}"));
+    std::fs::remove_file(dir.path().join("templates/sidecar.toml")).unwrap();
+    let _daemon = ecs_xds(&config, &inventory).spawn().unwrap();
+    let admin = Admin::new(admin_port, None);
+    let put = admin
+        .put_when_ready("sidecar", &a_push("v1", free_port(), free_port()))
+        .await;
+    assert_eq!(put.status(), 200);
+    let served: Value = admin
+        .send(reqwest::Method::GET, "/snapshot/sidecar", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let listeners = served["listeners"].as_array().expect("listeners");
+    assert_eq!(listeners.len(), 1, "{served}");
+    assert_eq!(listeners[0]["name"], "pushed");
+    assert_eq!(served["clusters"][0]["name"], "backend");
+
+    let off = dir.path().join("push-off.toml");
+    std::fs::write(
+        &off,
+        format!(
+            "[xds]\nlisten = \"127.0.0.1:{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let output = tokio::time::timeout(
+        Duration::from_secs(20),
+        ecs_xds(&off, &inventory).stderr(Stdio::piped()).output(),
+    )
+    .await
+    .expect("ecs-xds exits")
+    .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no templates"), "{stderr}");
+    assert!(stderr.contains("templates"), "{stderr}");
+}

@@ -165,8 +165,19 @@ impl fmt::Display for TemplateErrors {
 }
 
 impl Templates {
-    /// Loads every `*.toml` file of `dir`; the file stem is the node type.
+    /// Loads every `*.toml` file of `dir`; the file stem is the node type. A directory with no
+    /// templates is an error: nothing would be served.
     pub fn load_dir(dir: &Path) -> Result<Templates, TemplateErrors> {
+        Self::read_dir(dir, false)
+    }
+
+    /// Like [`Templates::load_dir`], but a directory with no templates gives no node types.
+    /// For the REST push API, where node types can come from pushes alone, as in sxds.
+    pub fn load_dir_allow_empty(dir: &Path) -> Result<Templates, TemplateErrors> {
+        Self::read_dir(dir, true)
+    }
+
+    fn read_dir(dir: &Path, allow_empty: bool) -> Result<Templates, TemplateErrors> {
         let io_error = |file: &Path, e: std::io::Error| {
             TemplateErrors(vec![TemplateError {
                 file: file.to_owned(),
@@ -183,10 +194,12 @@ impl Templates {
             }
         }
         files.sort();
-        if files.is_empty() {
+        if files.is_empty() && !allow_empty {
             return Err(io_error(
                 dir,
-                std::io::Error::other("no templates (*.toml files) here"),
+                std::io::Error::other(
+                    "no templates (*.toml files) here; with [push] enabled, node types can come from pushes alone",
+                ),
             ));
         }
         let mut texts = Vec::new();

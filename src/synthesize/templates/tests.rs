@@ -258,6 +258,13 @@ fn an_empty_template_directory_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let err = Templates::load_dir(dir.path()).unwrap_err();
     assert!(err.to_string().contains("no templates"), "{err}");
+    let none = Templates::load_dir_allow_empty(dir.path()).unwrap();
+    assert_eq!(none.node_types().count(), 0);
+    let missing = dir.path().join("missing");
+    assert!(
+        Templates::load_dir_allow_empty(&missing).is_err(),
+        "a missing directory is still an error"
+    );
 }
 
 #[test]
