@@ -74,7 +74,9 @@ impl Counters {
 #[derive(Debug, Default)]
 pub struct StatusRegistry {
     next_id: AtomicU64,
-    streams: Mutex<HashMap<u64, StreamStatus>>,
+    /// Boxed: a map's slots are sized for the largest value and kept at up to twice the
+    /// number of streams, so inline statuses would cost twice their size per stream.
+    streams: Mutex<HashMap<u64, Box<StreamStatus>>>,
     recent_nacks: Mutex<VecDeque<Nack>>,
     counters: Counters,
 }
@@ -83,7 +85,7 @@ impl StatusRegistry {
     /// Registers a stream; the returned id keys later updates.
     pub fn connect(&self, status: StreamStatus) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.streams.lock().unwrap().insert(id, status);
+        self.streams.lock().unwrap().insert(id, Box::new(status));
         id
     }
 
@@ -128,7 +130,12 @@ impl StatusRegistry {
 
     /// Every connected stream.
     pub fn streams(&self) -> Vec<StreamStatus> {
-        self.streams.lock().unwrap().values().cloned().collect()
+        self.streams
+            .lock()
+            .unwrap()
+            .values()
+            .map(|s| StreamStatus::clone(s))
+            .collect()
     }
 
     /// How many streams are connected.

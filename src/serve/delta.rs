@@ -248,15 +248,18 @@ impl DeltaState {
                 names.dedup();
                 names
             }
-            None => current
-                .resources()
-                .keys()
-                .chain(state.held.diff_names())
-                .chain(state.forced.names())
-                .cloned()
-                .collect::<std::collections::BTreeSet<_>>()
-                .into_iter()
-                .collect(),
+            None => {
+                let mut names: Vec<Arc<str>> = current
+                    .resources()
+                    .keys()
+                    .chain(state.held.diff_names())
+                    .chain(state.forced.names())
+                    .cloned()
+                    .collect();
+                names.sort_unstable();
+                names.dedup();
+                names
+            }
         };
         let changed: Vec<_> = candidates
             .iter()
