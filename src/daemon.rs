@@ -269,11 +269,23 @@ pub async fn run(
                     }
                     match load_templates(&running, &templates_dir) {
                         Ok(templates) => {
-                            stats.reloads_ok.fetch_add(1, Ordering::Relaxed);
-                            tracing::info!(dir = %templates_dir.display(), "templates reloaded");
-                            synthesizer.set_templates(templates);
-                            if let Some(inventory) = &last {
-                                publish(&mut synthesizer, inventory, &synth_cache, &stats, &mut findings);
+                            let applied = apply_templates(&mut synthesizer, templates, last.as_deref());
+                            match applied {
+                                Ok(synthesis) => {
+                                    stats.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                                    tracing::info!(dir = %templates_dir.display(), "templates reloaded");
+                                    if let Some(synthesis) = synthesis {
+                                        stats.syntheses.fetch_add(1, Ordering::Relaxed);
+                                        publish_synthesis(synthesis, &synth_cache, &mut findings);
+                                    }
+                                }
+                                Err(refused) => {
+                                    stats.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                                    tracing::error!(
+                                        dir = %templates_dir.display(),
+                                        "template reload refused; keeping the running templates: {refused}"
+                                    );
+                                }
                             }
                         }
                         Err(errors) => {
@@ -337,6 +349,29 @@ fn publish(
 ) {
     stats.syntheses.fetch_add(1, Ordering::Relaxed);
     publish_synthesis(synthesizer.synthesize(inventory), cache, known_findings);
+}
+
+/// Switches to reloaded `templates` and synthesizes `inventory` (when there is one yet) with
+/// them. If a snapshot they give would be refused (with pushes, a template change can leave a
+/// pushed listener's route configuration missing), the running templates are put back: served
+/// as is, that node type would stop getting discovery updates until the next good reload.
+fn apply_templates(
+    synthesizer: &mut Synthesizer,
+    templates: Templates,
+    inventory: Option<&Inventory>,
+) -> Result<Option<Synthesis>, String> {
+    let previous = synthesizer.set_templates(templates);
+    let Some(inventory) = inventory else {
+        return Ok(None);
+    };
+    let synthesis = synthesizer.synthesize(inventory);
+    for (node_type, snapshot) in &synthesis.snapshots {
+        if let Err(e) = snapshot.check_consistency() {
+            synthesizer.set_templates(previous);
+            return Err(format!("node type {node_type}: {e}"));
+        }
+    }
+    Ok(Some(synthesis))
 }
 
 /// Publishes every node type's snapshot of `synthesis`, logging its new findings.

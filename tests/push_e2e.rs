@@ -413,3 +413,58 @@ async fn with_push_on_node_types_can_come_from_pushes_alone() {
     assert!(stderr.contains("no templates"), "{stderr}");
     assert!(stderr.contains("templates"), "{stderr}");
 }
+
+/// A template reload that would leave a pushed listener's route configuration missing is
+/// refused as a whole: the running templates stay, and the failed reload is counted.
+#[tokio::test]
+async fn a_reload_that_breaks_a_push_is_refused_and_the_running_templates_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin_port = free_port();
+    let (config, inventory) =
+        write_config(dir.path(), free_port(), &format!("127.0.0.1:{admin_port}"));
+    let _daemon = ecs_xds(&config, &inventory).spawn().unwrap();
+    let admin = Admin::new(admin_port, None);
+    let mut push = a_push("v1", free_port(), free_port());
+    // The pushed listener uses the template's generated route configuration, `egress`.
+    push["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["rds"]
+        ["route_config_name"] = json!("egress");
+    push["routes"] = json!([]);
+    assert_eq!(admin.put_when_ready("sidecar", &push).await.status(), 200);
+
+    let template = dir.path().join("templates/sidecar.toml");
+    let renamed = std::fs::read_to_string(&template)
+        .unwrap()
+        .replace("\"egress\"", "\"egress2\"");
+    std::fs::write(&template, renamed).unwrap();
+    let started = Instant::now();
+    loop {
+        let metrics = admin
+            .send(reqwest::Method::GET, "/metrics", None)
+            .await
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains("ecs_xds_template_reloads_total{outcome=\"failed\"} 1") {
+            assert!(metrics.contains("ecs_xds_template_reloads_total{outcome=\"ok\"} 0"));
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no failed reload counted:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let served: Value = admin
+        .send(reqwest::Method::GET, "/snapshot/sidecar", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let routes: Vec<&str> = served["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(routes, ["egress"], "{served}");
+}

@@ -100,9 +100,9 @@ impl Synthesizer {
         &self.templates
     }
 
-    /// Replaces the templates (a reload). Endpoint encodings are kept: they do not depend on
-    /// templates.
-    pub fn set_templates(&mut self, templates: Templates) {
+    /// Replaces the templates (a reload), returning the previous ones. Endpoint encodings are
+    /// kept: they do not depend on templates.
+    pub fn set_templates(&mut self, templates: Templates) -> Templates {
         let endpoints = std::mem::take(&mut self.encodings.endpoints);
         let mut encodings = Encodings {
             endpoints,
@@ -124,8 +124,8 @@ impl Synthesizer {
             let statics = encode_statics(template);
             encodings.statics.insert(node_type.to_owned(), statics);
         }
-        self.templates = templates;
         self.encodings = encodings;
+        std::mem::replace(&mut self.templates, templates)
     }
 
     /// Sets a node type's pushed resources (`None` removes them), returning the previous ones.
