@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 
+use super::templates::route_clusters;
 use super::{Finding, Synthesis};
 use crate::push::PushedResources;
 use crate::snapshot::{
@@ -36,6 +37,8 @@ pub(super) struct Pushed {
     names: [HashSet<Arc<str>>; ResourceType::COUNT],
     /// (cluster, the name it asks EDS for) for each pushed EDS cluster.
     eds: Vec<(String, String)>,
+    /// (cluster, route configuration) for each cluster a pushed route sends to.
+    route_clusters: Vec<(String, String)>,
 }
 
 impl Pushed {
@@ -67,11 +70,13 @@ impl Pushed {
             .iter()
             .filter_map(|c| Some((c.name.clone(), eds_name(c)?)))
             .collect();
+        let route_clusters = route_clusters(&resources.routes);
         Pushed {
             resources,
             encoded,
             names,
             eds,
+            route_clusters,
         }
     }
 
@@ -128,6 +133,24 @@ impl Pushed {
             ));
         }
         (builder, filled)
+    }
+}
+
+impl Pushed {
+    /// A pushed route to a cluster the node type is not served is a warning, as for templates:
+    /// Envoy answers 503 for it until the cluster exists.
+    pub fn route_findings(&self, node_type: &str, snapshot: &Snapshot, out: &mut Synthesis) {
+        for (cluster, route) in &self.route_clusters {
+            if snapshot.of(ResourceType::Cluster).get(cluster).is_none() {
+                out.findings.push(Finding {
+                    node_type: node_type.to_owned(),
+                    file: state_file(node_type),
+                    message: format!(
+                        "pushed route configuration {route:?} sends to cluster {cluster:?}, which is neither pushed nor discovered"
+                    ),
+                });
+            }
+        }
     }
 }
 

@@ -176,8 +176,9 @@ impl Synthesizer {
                 }
                 (None, None) => unreachable!("node types come from templates and pushes"),
             };
-            if pushed.is_none() {
-                debug_assert_eq!(snapshot.check_consistency(), Ok(()), "{node_type}");
+            match pushed {
+                Some(pushed) => pushed.route_findings(node_type, &snapshot, &mut out),
+                None => debug_assert_eq!(snapshot.check_consistency(), Ok(()), "{node_type}"),
             }
             out.snapshots.insert(node_type.to_owned(), snapshot);
         }

@@ -572,7 +572,7 @@ fn typed<T: for<'de> Deserialize<'de>>(
 }
 
 /// Every (cluster, route configuration) a route sends traffic to.
-fn route_clusters(routes: &[RouteConfiguration]) -> Vec<(String, String)> {
+pub(crate) fn route_clusters(routes: &[RouteConfiguration]) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for config in routes {
         for route in config.virtual_hosts.iter().flat_map(|vh| &vh.routes) {

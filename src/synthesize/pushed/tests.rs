@@ -200,3 +200,33 @@ fn pushes_are_encoded_once_and_removing_one_restores_the_template() {
     assert_eq!(synthesis.encoded, 0, "the template's encodings were kept");
     assert!(synthesis.snapshots["sidecar"].same_content(&plain));
 }
+
+#[test]
+fn a_pushed_route_to_a_cluster_not_served_is_a_finding() {
+    let mut synthesizer = sidecar();
+    synthesizer.set_pushed(
+        "sidecar",
+        pushed(json!({"routes": [route("egress", "web")]})),
+    );
+    let served = synthesizer.synthesize(&three_services());
+    assert!(
+        !served
+            .findings
+            .iter()
+            .any(|f| f.message.contains("pushed route")),
+        "web is discovered: {:?}",
+        served.findings
+    );
+    synthesizer.set_pushed(
+        "sidecar",
+        pushed(json!({"routes": [route("egress", "nowhere")]})),
+    );
+    let missing = synthesizer.synthesize(&three_services());
+    let finding = missing
+        .findings
+        .iter()
+        .find(|f| f.message.contains("pushed route"))
+        .expect("a finding");
+    assert_eq!(finding.file.to_str(), Some("sidecar.json"));
+    assert!(finding.message.contains("\"nowhere\""), "{finding}");
+}
