@@ -27,9 +27,8 @@ use clap::{Parser, ValueEnum};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{ChildStdin, ChildStdout, Command};
 
-/// The allocator the ecs-xds binary uses, so the server child's memory is the daemon's.
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+// The allocator the ecs-xds binary uses, so the server child's memory is the daemon's.
+ecs_xds::use_jemalloc!();
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
@@ -66,6 +65,11 @@ pub struct Args {
     /// Streams opened at once while connecting.
     #[arg(long, default_value_t = 256)]
     connect_concurrency: usize,
+    /// How long the streams stay idle before the server's memory is read: long enough for the
+    /// allocator to return what the initial pushes freed (the daemon's jemalloc purges freed
+    /// pages after about a second).
+    #[arg(long, default_value_t = 3000)]
+    idle_ms: u64,
     /// Internal: run as the server child.
     #[arg(long, hide = true)]
     serve: bool,
@@ -171,6 +175,9 @@ async fn run(args: Args) {
         (None, Some(addr)) => (addr, args.server_pid),
         (None, None) => unreachable!(),
     };
+    // The same settling time before the first reading: the server's start-up garbage must not
+    // count against the streams when the allocator returns it during their idle time.
+    tokio::time::sleep(Duration::from_millis(args.idle_ms)).await;
     let rss_before = pid.map(rss_kb).unwrap_or(0);
     let heap_before = match &mut child {
         Some(child) => Some(child.heap_kb().await),
@@ -184,7 +191,7 @@ async fn run(args: Args) {
         args.streams,
         started.elapsed().as_millis()
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(args.idle_ms)).await;
     let rss_idle = pid.map(rss_kb).unwrap_or(0);
     let heap_idle = match &mut child {
         Some(child) => Some(child.heap_kb().await),

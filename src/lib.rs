@@ -23,3 +23,27 @@ pub mod settings;
 pub mod snapshot;
 pub mod synthesize;
 pub mod validate;
+
+#[doc(hidden)]
+pub use tikv_jemallocator;
+
+/// Makes jemalloc a binary's allocator, set up for a long-running server: freed memory goes
+/// back to the system about a second later, from a background thread (jemalloc's default
+/// keeps it ten seconds, and only purges when the program allocates again).
+///
+/// jemalloc rather than the system allocator: with thousands of long-lived HTTP/2 connections,
+/// each holding fixed buffers it mostly never touches, jemalloc keeps the untouched pages out
+/// of memory and fragments less (docs/benchmarks.md has the figures). Used by `ecs-xds` and
+/// by the `xds-load` tool, so the server it measures allocates as the daemon does.
+#[macro_export]
+macro_rules! use_jemalloc {
+    () => {
+        #[global_allocator]
+        static ALLOCATOR: $crate::tikv_jemallocator::Jemalloc = $crate::tikv_jemallocator::Jemalloc;
+
+        /// jemalloc reads its options from this symbol at start.
+        #[export_name = "_rjem_malloc_conf"]
+        static MALLOC_CONF: &[u8] =
+            b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+    };
+}

@@ -6,11 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use ecs_xds::settings::Settings;
 
-/// jemalloc rather than the system allocator: with thousands of long-lived HTTP/2 connections,
-/// each holding fixed buffers it mostly never touches, jemalloc keeps untouched pages out of
-/// memory and fragments less (docs/benchmarks.md has the figures).
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+ecs_xds::use_jemalloc!();
 
 /// ecs-xds: an xDS control plane that makes Envoy a service mesh on AWS ECS.
 #[derive(Debug, Parser)]
