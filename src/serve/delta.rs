@@ -106,17 +106,20 @@ impl DeltaState {
         } else if !req.response_nonce.is_empty() {
             Self::answer(ctx, ty, state, &req);
         }
+        if !req.resource_names_subscribe.is_empty() {
+            Arc::make_mut(&mut state.names).reserve(req.resource_names_subscribe.len());
+        }
         for name in &req.resource_names_subscribe {
             if name == "*" {
                 if !state.wildcard {
                     let names = &state.names;
-                    state.held.pin_all(ty, |n| names.contains(n));
+                    state.held.pin_all(ty, |n| names.contains(n), |_| true);
                 }
                 state.wildcard = true;
             } else {
                 let name = intern(name);
                 let wanted_before = state.wildcard || state.names.contains(&name);
-                state.held.pin(ty, &name, wanted_before);
+                state.held.pin(ty, &name, wanted_before, true);
                 if Arc::make_mut(&mut state.names)
                     .insert(name.clone(), ())
                     .is_some()
@@ -128,7 +131,8 @@ impl DeltaState {
         for name in &req.resource_names_unsubscribe {
             if name == "*" {
                 if state.wildcard {
-                    state.held.pin_all(ty, |_| true);
+                    let names = &state.names;
+                    state.held.pin_all(ty, |_| true, |n| names.contains(n));
                 }
                 state.wildcard = false;
             } else {

@@ -38,21 +38,36 @@ impl Held {
         self.diff.insert(name, version);
     }
 
-    /// Makes `name`'s current version explicit, before a change to whether it is wanted.
-    pub fn pin(&mut self, ty: ResourceType, name: &Arc<str>, wanted_before: bool) {
-        if !self.diff.contains(name) {
-            let version = self.get(ty, name, wanted_before);
-            self.diff.insert(name.clone(), version);
+    /// Makes `name`'s version explicit before whether it is wanted changes, where the change
+    /// would otherwise alter it (the base has the name).
+    pub fn pin(
+        &mut self,
+        ty: ResourceType,
+        name: &Arc<str>,
+        wanted_before: bool,
+        wanted_after: bool,
+    ) {
+        if self.diff.contains(name) {
+            return;
+        }
+        let before = self.get(ty, name, wanted_before);
+        if before != self.get(ty, name, wanted_after) {
+            self.diff.insert(name.clone(), before);
         }
     }
 
-    /// Pins every name of the base, before a wildcard subscription changes what is wanted.
-    pub fn pin_all(&mut self, ty: ResourceType, wanted_before: impl Fn(&str) -> bool) {
+    /// [`Held::pin`] for every name of the base, before a wildcard subscription changes.
+    pub fn pin_all(
+        &mut self,
+        ty: ResourceType,
+        wanted_before: impl Fn(&str) -> bool,
+        wanted_after: impl Fn(&str) -> bool,
+    ) {
         let Some(base) = self.base.clone() else {
             return;
         };
         for name in base.of(ty).resources().keys() {
-            self.pin(ty, name, wanted_before(name));
+            self.pin(ty, name, wanted_before(name), wanted_after(name));
         }
     }
 
@@ -138,11 +153,19 @@ mod tests {
         let mut held = Held::default();
         held.rebase(s1.clone(), |n| n == "a");
         // `b` becomes wanted: the client never got it, and pinning says so.
-        held.pin(Endpoint, &Arc::from("b"), false);
+        held.pin(Endpoint, &Arc::from("b"), false, true);
         assert_eq!(held.get(Endpoint, "b", true), None);
         // `a` stops being wanted through a wildcard change: its version is kept.
-        held.pin_all(Endpoint, |n| n == "a");
+        held.pin_all(Endpoint, |n| n == "a", |_| false);
         assert_eq!(held.get(Endpoint, "a", false), hash(&s1, "a"));
+        // Pins only where the change would alter the answer.
+        assert_eq!(
+            held.diff_names().map(|n| &**n).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        let mut fresh = Held::default();
+        fresh.pin(Endpoint, &Arc::from("a"), false, true);
+        assert_eq!(fresh.diff_names().count(), 0, "no base: nothing to pin");
     }
 
     #[test]

@@ -72,6 +72,10 @@ impl<V: Copy> NameMap<V> {
         self.entries.len()
     }
 
+    pub fn reserve(&mut self, additional: usize) {
+        self.entries.reserve(additional);
+    }
+
     pub fn shrink_to_fit(&mut self) {
         self.entries.shrink_to_fit();
     }
