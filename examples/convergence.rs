@@ -38,9 +38,27 @@ struct Args {
     interval: Duration,
 }
 
-#[tokio::main]
-async fn main() {
-    let args = Args::parse();
+fn main() {
+    // The daemon inside this tool talks only to the emulator on 127.0.0.1: dummy credentials,
+    // a region, and no instance-metadata probing, whatever the caller's environment holds. Set
+    // before the runtime starts any thread.
+    for (key, value) in [
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ] {
+        std::env::set_var(key, value);
+    }
+    for key in ["AWS_PROFILE", "AWS_SESSION_TOKEN"] {
+        std::env::remove_var(key);
+    }
+    tokio::runtime::Runtime::new()
+        .expect("tokio runtime")
+        .block_on(run(Args::parse()));
+}
+
+async fn run(args: Args) {
     let emulator = moto::Moto::start();
     let seed = emulator.seed(&["--tasks-per-service", "1"]);
     let ecs = aws_sdk_ecs::Client::new(&emulator.sdk_config().await);
