@@ -237,34 +237,21 @@ impl DeltaState {
         let held = |name: &str| state.held.get(ty, name, wanted(name));
         // Only these names can differ from what the client holds: what changed since its base
         // snapshot, where it differs from that base, and what it asked for again.
-        let candidates: Vec<Arc<str>> = match state.held.base() {
+        let mut candidates: Vec<Arc<str>> = match state.held.base() {
             Some(base) => {
                 let changes = snapshot.changes_since(base, ty);
-                let mut names: Vec<Arc<str>> = changes
+                changes
                     .changed
                     .iter()
                     .chain(changes.removed.iter())
-                    .chain(state.held.diff_names())
-                    .chain(state.forced.names())
                     .cloned()
-                    .collect();
-                names.sort_unstable();
-                names.dedup();
-                names
+                    .collect()
             }
-            None => {
-                let mut names: Vec<Arc<str>> = current
-                    .resources()
-                    .keys()
-                    .chain(state.held.diff_names())
-                    .chain(state.forced.names())
-                    .cloned()
-                    .collect();
-                names.sort_unstable();
-                names.dedup();
-                names
-            }
+            None => current.resources().keys().cloned().collect(),
         };
+        candidates.extend(state.held.diff_names().chain(state.forced.names()).cloned());
+        candidates.sort_unstable();
+        candidates.dedup();
         let changed: Vec<_> = candidates
             .iter()
             .filter(|name| wanted(name))
