@@ -90,6 +90,21 @@ fn a_push(version: &str, port: u16, backend: u16) -> Value {
     })
 }
 
+/// Runs `ecs-xds run` expecting it to refuse to start: its exit code and stderr.
+async fn refused_start(config: &Path, inventory: &Path) -> (Option<i32>, String) {
+    let output = tokio::time::timeout(
+        Duration::from_secs(20),
+        ecs_xds(config, inventory).stderr(Stdio::piped()).output(),
+    )
+    .await
+    .expect("ecs-xds exits")
+    .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 struct Admin {
     base: String,
     http: reqwest::Client,
@@ -354,15 +369,8 @@ async fn an_exposed_push_api_without_a_token_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let (config, inventory) =
         write_config(dir.path(), free_port(), &format!("0.0.0.0:{}", free_port()));
-    let output = tokio::time::timeout(
-        Duration::from_secs(20),
-        ecs_xds(&config, &inventory).stderr(Stdio::piped()).output(),
-    )
-    .await
-    .expect("ecs-xds exits")
-    .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (code, stderr) = refused_start(&config, &inventory).await;
+    assert_eq!(code, Some(2));
     assert!(stderr.contains("admin.token"), "{stderr}");
 }
 
@@ -401,17 +409,11 @@ async fn with_push_on_node_types_can_come_from_pushes_alone() {
         ),
     )
     .unwrap();
-    let output = tokio::time::timeout(
-        Duration::from_secs(20),
-        ecs_xds(&off, &inventory).stderr(Stdio::piped()).output(),
-    )
-    .await
-    .expect("ecs-xds exits")
-    .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (code, stderr) = refused_start(&off, &inventory).await;
+    assert_ne!(code, Some(0));
     assert!(stderr.contains("no templates"), "{stderr}");
-    assert!(stderr.contains("templates"), "{stderr}");
+    let templates = dir.path().join("templates");
+    assert!(stderr.contains(&*templates.to_string_lossy()), "{stderr}");
 }
 
 /// A template reload that would leave a pushed listener's route configuration missing is
