@@ -20,9 +20,7 @@ mod envoy;
 mod moto;
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_ecs::types::LaunchType;
@@ -63,19 +61,16 @@ async fn run(args: Args) {
     let seed = emulator.seed(&["--tasks-per-service", "1"]);
     let ecs = aws_sdk_ecs::Client::new(&emulator.sdk_config().await);
     let dir = tempfile::tempdir().unwrap();
-    let xds: SocketAddr = format!("127.0.0.1:{}", envoy::free_port()).parse().unwrap();
-    let config = write_config(dir.path(), &emulator.endpoint, xds, args.interval);
+    let config = write_config(dir.path(), &emulator.endpoint, args.interval);
     let (_reload, reload_rx) = tokio::sync::mpsc::channel(1);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let daemon = tokio::spawn(ecs_xds::daemon::run(
-        config,
-        None,
-        reload_rx,
-        async {
-            let _ = stopped.await;
-        },
-        Arc::default(),
-    ));
+    let daemon = ecs_xds::daemon::Daemon::start(&config, None)
+        .await
+        .expect("ecs-xds starts");
+    let xds = daemon.xds_addr();
+    let daemon = tokio::spawn(daemon.run(reload_rx, async {
+        let _ = stopped.await;
+    }));
     let envoy = envoy::Envoy::start("sidecar-bench", xds, envoy::AdsMode::Sotw).await;
     wait_for(&envoy, &task_ips(&ecs).await, Duration::from_secs(30)).await;
 
@@ -125,15 +120,10 @@ async fn run(args: Args) {
     );
 }
 
-fn write_config(
-    dir: &Path,
-    endpoint: &str,
-    xds: SocketAddr,
-    interval: Duration,
-) -> std::path::PathBuf {
+fn write_config(dir: &Path, endpoint: &str, interval: Duration) -> std::path::PathBuf {
     let config = dir.join("ecs-xds.toml");
     let settings = format!(
-        "[xds]\nlisten = \"{xds}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[aws]\nendpoint_url = \"{endpoint}\"\n\
+        "[xds]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[aws]\nendpoint_url = \"{endpoint}\"\n\
          [ecs]\nclusters = [\"demo\"]\npoll_interval = \"{}\"\n",
         humantime::format_duration(interval)
     );

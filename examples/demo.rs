@@ -22,9 +22,7 @@ mod envoy;
 #[path = "../tests/support/moto.rs"]
 mod moto;
 
-use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 const BACKEND: &str = "cloudmap.backend.demo.local";
@@ -51,21 +49,18 @@ async fn main() {
     ]);
 
     let dir = tempfile::tempdir().unwrap();
-    let xds: SocketAddr = format!("127.0.0.1:{}", envoy::free_port()).parse().unwrap();
     let egress = envoy::free_port();
-    let config = write_config(dir.path(), &emulator.endpoint, xds, egress);
-    println!("demo: starting ecs-xds (xDS on {xds}, polling every 1s)");
+    let config = write_config(dir.path(), &emulator.endpoint, egress);
     let (_reload, reload_rx) = tokio::sync::mpsc::channel(1);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let daemon = tokio::spawn(ecs_xds::daemon::run(
-        config,
-        None,
-        reload_rx,
-        async {
-            let _ = stopped.await;
-        },
-        Arc::default(),
-    ));
+    let daemon = ecs_xds::daemon::Daemon::start(&config, None)
+        .await
+        .expect("ecs-xds starts");
+    let xds = daemon.xds_addr();
+    println!("demo: starting ecs-xds (xDS on {xds}, polling every 1s)");
+    let daemon = tokio::spawn(daemon.run(reload_rx, async {
+        let _ = stopped.await;
+    }));
 
     let envoy = envoy::Envoy::start("sidecar-demo", xds, envoy::AdsMode::Sotw).await;
     println!(
@@ -100,10 +95,10 @@ async fn main() {
     println!("\ndemo: stopped Envoy, ecs-xds, the backends and moto");
 }
 
-fn write_config(dir: &Path, endpoint: &str, xds: SocketAddr, egress: u16) -> std::path::PathBuf {
+fn write_config(dir: &Path, endpoint: &str, egress: u16) -> std::path::PathBuf {
     let config = dir.join("ecs-xds.toml");
     let settings = format!(
-        "[xds]\nlisten = \"{xds}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[aws]\nendpoint_url = \"{endpoint}\"\n\
+        "[xds]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[aws]\nendpoint_url = \"{endpoint}\"\n\
          [ecs]\nclusters = [\"demo\"]\npoll_interval = \"1s\"\n\
          [cloud_map]\nnamespaces = [\"demo.local\"]\n"
     );

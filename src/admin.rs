@@ -13,7 +13,6 @@
 //! Every view reads the live state (cache, status registry, counters) at request time, so there
 //! is no second copy to keep in sync.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -24,15 +23,18 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::cache::Cache;
-use crate::daemon::DaemonStats;
+use crate::http_listener::{self, ConnectionStats, Limits, Protocol};
 
 pub mod metrics;
 pub mod nodes;
 pub mod push;
+pub mod stats;
 
 pub use metrics::Metrics;
+pub use stats::{DaemonStats, ReloadFailure};
 
 /// What the admin views read. Cheap to clone: handles all the way down.
 #[derive(Clone)]
@@ -53,15 +55,26 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-/// Serves `router` on `listener` until `shutdown` completes.
+/// Serves `router` on `listener` until `shutdown` is cancelled; then lets open connections
+/// finish for up to `limits.grace` and closes the rest. A request head must arrive within
+/// `limits.first_request`, so a client that never finishes one (a slowloris) is closed.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    limits: Limits,
+    connections: Arc<ConnectionStats>,
+    shutdown: CancellationToken,
+) {
+    http_listener::serve(
+        "admin",
+        listener,
+        router,
+        Protocol::Http1,
+        limits,
+        connections,
+        shutdown,
+    )
+    .await
 }
 
 /// Whether `addr` is reachable only from this host.

@@ -32,9 +32,11 @@ pub enum Published {
     Changed(Vec<ResourceType>),
 }
 
-/// Per-node-type snapshots, node-type resolution and the stream status registry.
+/// Per-node-type snapshots, node-type resolution and the stream status registry: the read
+/// handle that the server, the admin views and CSDS get.
 ///
-/// A cheap handle: clones share the same cache.
+/// A cheap handle: clones share the same cache. Publishing takes the [`Publisher`], of which
+/// there is one.
 #[derive(Debug, Clone)]
 pub struct Cache {
     inner: Arc<Inner>,
@@ -50,19 +52,14 @@ struct Inner {
     unknown_logged: Mutex<BTreeSet<String>>,
 }
 
-impl Cache {
-    /// An empty cache resolving node types with `resolver`.
-    pub fn new(resolver: NodeTypeResolver) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                slots: RwLock::default(),
-                resolver,
-                status: StatusRegistry::default(),
-                unknown_logged: Mutex::default(),
-            }),
-        }
-    }
+/// The one handle that publishes snapshots into a [`Cache`]: not `Clone`, so whoever holds it
+/// (the daemon's synthesis stage) is the only source of pushes.
+#[derive(Debug)]
+pub struct Publisher {
+    cache: Cache,
+}
 
+impl Publisher {
     /// Publishes `snapshot` for `node_type` after checking its consistency.
     ///
     /// Identical content (equal versions for every type) changes nothing and wakes nobody.
@@ -73,7 +70,7 @@ impl Cache {
     ) -> Result<Published, InconsistentSnapshot> {
         snapshot.check_consistency()?;
         let snapshot = Arc::new(snapshot);
-        let sender = self.slot(node_type);
+        let sender = self.cache.slot(node_type);
         let mut outcome = Published::Unchanged;
         sender.send_if_modified(|current| {
             let changed: Vec<ResourceType> = ResourceType::ALL
@@ -95,6 +92,29 @@ impl Cache {
             tracing::debug!(node_type, ?types, "published snapshot");
         }
         Ok(outcome)
+    }
+
+    /// The cache this publishes into.
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+}
+
+impl Cache {
+    /// An empty cache resolving node types with `resolver`, and its publisher.
+    pub fn new(resolver: NodeTypeResolver) -> (Cache, Publisher) {
+        let cache = Cache {
+            inner: Arc::new(Inner {
+                slots: RwLock::default(),
+                resolver,
+                status: StatusRegistry::default(),
+                unknown_logged: Mutex::default(),
+            }),
+        };
+        let publisher = Publisher {
+            cache: cache.clone(),
+        };
+        (cache, publisher)
     }
 
     /// The current snapshot of a node type.

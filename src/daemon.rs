@@ -1,34 +1,44 @@
 //! `ecs-xds run`: discovery, synthesis and the xDS server in one process.
 //!
-//! The stages meet through two channels: the poller publishes complete inventories on a
-//! `watch`, synthesis turns each into one snapshot per node type, and the cache publishes those
-//! (a push happens only where content changed). A reload (template or settings file changed,
-//! or SIGHUP) re-reads the templates and resynthesizes the last inventory; an invalid reload
-//! keeps the running templates and says why.
+//! Two steps, as linkerd's `Config::build` → `App::spawn`: [`Daemon::start`] does everything
+//! that can fail (settings, templates, persisted pushes, AWS client, both listeners bound) and
+//! [`Daemon::run`] starts the stages and supervises them until shutdown.
+//!
+//! The stages ([`Stage`]) meet through channels: discovery publishes complete inventories on a
+//! `watch`, the synthesis stage ([`synthesis`]) turns each into one snapshot per node type and
+//! is the only holder of the cache's publisher, the xDS server streams what is published, the
+//! admin server shows it, and the reload stage ([`reload`]) turns file changes and SIGHUP into
+//! reload requests. A stage that ends before shutdown ends the process ([`supervise`]): Envoys
+//! must never sit on a frozen snapshot behind a replica that says it is ready.
+
+mod reload;
+mod supervise;
+mod synthesis;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use std::time::Duration;
-
-use notify::Watcher;
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::push::{PushApi, TokenRequired};
-use crate::admin::{self, metrics::LiveState, AdminState, Metrics};
+use crate::admin::{self, metrics::LiveState, AdminState, DaemonStats, Metrics};
 use crate::cache::Cache;
-use crate::discover::{Aws, CallCounter, DiscoverError, Inventory, Poller};
+use crate::discover::{Aws, CallCounter, DiscoverError, Inventory, InventoryFileError, Poller};
 use crate::push::{PushCommand, Pushes, StoreError};
-use crate::serve::{ServeError, XdsServer};
+use crate::serve::XdsServer;
 use crate::settings::{Settings, SettingsError};
 use crate::synthesize::templates::{TemplateErrors, Templates};
-use crate::synthesize::{Finding, Synthesis, Synthesizer};
+use crate::synthesize::Synthesizer;
+pub use supervise::Stage;
+use supervise::Stages;
+use synthesis::SynthesisStage;
 
-/// Why the daemon could not start or stopped with an error.
+/// Why a command could not do its job. Each kind of failure has its own exit code
+/// ([`DaemonError::exit_code`]), so an operator (or ECS's stopped reason) tells them apart.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error(transparent)]
@@ -39,66 +49,73 @@ pub enum DaemonError {
         #[source]
         source: TemplateErrors,
     },
-    #[error("cannot listen for xDS on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot listen for admin HTTP on {addr} (admin.listen): {source}")]
-    AdminBind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
+    /// A saved inventory given with `--inventory`.
     #[error(transparent)]
-    Discover(#[from] DiscoverError),
+    InventoryFile(#[from] InventoryFileError),
     /// The push API would be exposed without a token.
     #[error(transparent)]
     PushToken(#[from] TokenRequired),
     /// The push state directory could not be loaded.
     #[error(transparent)]
     PushState(#[from] StoreError),
+    /// `render --node-type` names a node type with no templates.
+    #[error("no templates for node type {node_type:?}; node types: {known:?}")]
+    UnknownNodeType {
+        node_type: String,
+        known: Vec<String>,
+    },
+    /// AWS could not be reached or answered with an error (`discover`, `render`, and `run`'s
+    /// AWS client).
     #[error(transparent)]
-    Serve(#[from] ServeError),
+    Discover(#[from] DiscoverError),
+    #[error("cannot listen for {listener} on {addr} ({key}): {source}")]
+    Bind {
+        listener: &'static str,
+        key: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `validate --envoy`: Envoy rejects what these node types would be served (or could not
+    /// be run to check it).
+    #[error("Envoy rejects what node type(s) {0:?} would be served")]
+    EnvoyRejected(Vec<String>),
+    /// A stage of `run` ended before shutdown.
+    #[error("stage {stage} ended unexpectedly: {cause}")]
+    StageEnded { stage: Stage, cause: String },
 }
 
-/// Counters of the daemon's own events and its readiness (read by tests, `/metrics` and
-/// `/readyz`).
-#[derive(Debug, Default)]
-pub struct DaemonStats {
-    pub reloads_ok: AtomicU64,
-    pub reloads_failed: AtomicU64,
-    pub syntheses: AtomicU64,
-    /// Set once the first complete inventory has been synthesized and published. Templates
-    /// were valid at start (the daemon does not start otherwise) and a failed reload keeps the
-    /// running ones, so this is all readiness needs.
-    pub first_inventory_published: AtomicBool,
+/// The exit codes, one per kind of failure (the README has the table). 0 is success.
+pub mod exit_code {
+    /// AWS failed (discovery, or `run`'s AWS client).
+    pub const AWS: u8 = 1;
+    /// Invalid input: settings, templates, a saved inventory, the push state, flags.
+    pub const INPUT: u8 = 2;
+    /// A listener could not be bound.
+    pub const LISTEN: u8 = 3;
+    /// `validate --envoy`: Envoy rejects the config.
+    pub const ENVOY_REJECTED: u8 = 4;
 }
 
-impl DaemonStats {
-    pub fn reloads_ok(&self) -> u64 {
-        self.reloads_ok.load(Ordering::Relaxed)
-    }
-    pub fn reloads_failed(&self) -> u64 {
-        self.reloads_failed.load(Ordering::Relaxed)
-    }
-    pub fn syntheses(&self) -> u64 {
-        self.syntheses.load(Ordering::Relaxed)
-    }
-
-    /// Why the daemon is not ready to serve Envoys yet, if it is not.
-    pub fn not_ready_reason(&self) -> Option<&'static str> {
-        match self.first_inventory_published.load(Ordering::Acquire) {
-            true => None,
-            false => Some(
-                "waiting for the first complete discovery (every ECS cluster and Cloud Map namespace polled successfully once)",
-            ),
+impl DaemonError {
+    /// The process exit code for this failure. No catch-all: a new variant must choose.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            DaemonError::Discover(_) => exit_code::AWS,
+            DaemonError::Settings(_)
+            | DaemonError::Templates { .. }
+            | DaemonError::InventoryFile(_)
+            | DaemonError::PushToken(_)
+            | DaemonError::PushState(_)
+            | DaemonError::UnknownNodeType { .. } => exit_code::INPUT,
+            DaemonError::Bind { .. } => exit_code::LISTEN,
+            DaemonError::EnvoyRejected(_) => exit_code::ENVOY_REJECTED,
+            DaemonError::StageEnded { stage, .. } => stage.exit_code(),
         }
     }
 }
 
-/// Loads the settings and templates a run needs, so both `run` and `validate` share it.
+/// Loads the settings and templates a run needs, so `run`, `validate` and `render` share it.
 pub fn load(config: &Path) -> Result<(Settings, Templates, PathBuf), DaemonError> {
     let settings = Settings::load(config)?;
     let dir = settings.templates_path(config);
@@ -118,315 +135,265 @@ fn load_templates(settings: &Settings, dir: &Path) -> Result<Templates, Template
     }
 }
 
-/// Runs until `shutdown` completes; `reload` asks for templates to be re-read. With a fixed
-/// `inventory` (a saved one), AWS is not polled: that inventory is served as discovered.
-pub async fn run(
+/// Where inventories come from.
+enum Discovery {
+    Poll(Box<Poller>),
+    /// A saved inventory, served as discovered (`run --inventory`).
+    Fixed(Inventory),
+}
+
+/// A daemon whose every fallible step is done: listeners bound, templates and pushes loaded.
+pub struct Daemon {
+    settings: Settings,
     config: PathBuf,
-    inventory: Option<Inventory>,
-    mut reload: mpsc::Receiver<()>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    templates_dir: PathBuf,
+    xds: (TcpListener, SocketAddr),
+    admin: (TcpListener, SocketAddr),
+    discovery: Discovery,
+    cache: Cache,
+    synthesis: SynthesisStage,
+    server: XdsServer,
+    push_api: Option<PushApi>,
+    push_commands: mpsc::Receiver<PushCommand>,
     stats: Arc<DaemonStats>,
-) -> Result<(), DaemonError> {
-    let (settings, templates, templates_dir) = load(&config)?;
-    let running = settings.clone();
-    // REST push, checked before anything starts: the handlers talk to the synthesis loop,
-    // which owns the persisted pushes.
-    let (push_tx, mut push_commands) = mpsc::channel::<PushCommand>(16);
-    let mut pushes = None;
-    let mut push_api = None;
-    if settings.push.enabled {
-        let token = settings.admin.token();
-        let max = settings.push.max_body_bytes;
-        push_api = Some(PushApi::new(push_tx, settings.admin.listen, token, max)?);
-        let dir = settings.push_state_path(&config);
-        let loaded = Pushes::open(&dir)?;
-        let node_types: Vec<&str> = loaded.store().iter().map(|(n, _)| n).collect();
-        tracing::info!(dir = %dir.display(), ?node_types, "REST push enabled; persisted pushes loaded");
-        pushes = Some(loaded);
-    }
+    aws_calls: CallCounter,
+    first_line: synthesis::FirstLine,
+}
 
-    let cache = Cache::new(settings.node_type_resolver());
-    let addr = settings.xds.listen;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| DaemonError::Bind { addr, source })?;
-    let local = listener
-        .local_addr()
-        .map_err(|source| DaemonError::Bind { addr, source })?;
-    let admin_addr = settings.admin.listen;
-    let admin_listener = tokio::net::TcpListener::bind(admin_addr)
-        .await
-        .map_err(|source| DaemonError::AdminBind {
-            addr: admin_addr,
-            source,
-        })?;
-    let admin_local = admin_listener
-        .local_addr()
-        .map_err(|source| DaemonError::AdminBind {
-            addr: admin_addr,
-            source,
-        })?;
-    let stop = CancellationToken::new();
-    let (inventory_tx, mut inventories) = watch::channel(Arc::new(Inventory::default()));
-    let poll_stop = stop.clone();
-    let aws_calls = CallCounter::new();
-    let metrics = Arc::new(Metrics::new(LiveState {
-        cache: cache.clone(),
-        stats: stats.clone(),
-        aws_calls: aws_calls.clone(),
-        inventory: inventories.clone(),
-    }));
-    let poller_task = match inventory {
-        Some(fixed) => {
-            inventory_tx.send_replace(Arc::new(fixed));
-            inventories.mark_changed();
-            tokio::spawn(async move {
-                poll_stop.cancelled().await;
-                drop(inventory_tx);
-            })
-        }
-        None => {
-            let aws = Aws::connect(&settings.aws)
-                .await?
-                .with_call_counter(aws_calls);
-            let poller =
-                Poller::new(settings.discover(), aws)?.with_observer(metrics.poll_observer());
-            let stopped = async move { poll_stop.cancelled().await };
-            tokio::spawn(poller.run(inventory_tx, stopped))
-        }
-    };
-
-    // Reloads come from the caller (SIGHUP) and from the files themselves.
-    let (reload_tx, mut reloads) = mpsc::channel(1);
-    let forward = reload_tx.clone();
-    tokio::spawn(async move {
-        while reload.recv().await.is_some() {
-            let _ = forward.try_send(());
-        }
-    });
-    let _watcher = watch_files(&[config.clone(), templates_dir.clone()], reload_tx);
-
-    let node_types: Vec<String> = templates.node_types().map(str::to_owned).collect();
-    let admin_stats = stats.clone();
-    let server = XdsServer::new(cache.clone());
-    server.set_ready(false).await;
-    let health = server.clone();
-    let mut synthesizer = Synthesizer::new(templates);
-    if let Some(pushes) = &pushes {
-        pushes.load_into(&mut synthesizer);
-    }
-    let synth_cache = cache.clone();
-    let synth_stop = stop.clone();
-    let sources = match settings.ecs.auto_discover_clusters {
-        true => "all ECS clusters".to_owned(),
-        false => format!("ECS clusters {:?}", settings.ecs.clusters),
-    };
-    let synthesis = tokio::spawn(async move {
-        let mut first = true;
-        let mut last: Option<Arc<Inventory>> = None;
-        let mut findings = Vec::new();
-        loop {
-            tokio::select! {
-                changed = inventories.changed() => {
-                    if changed.is_err() { break; }
-                    let inventory = inventories.borrow_and_update().clone();
-                    if first {
-                        first = false;
-                        tracing::info!(
-                            xds = %local,
-                            admin = %admin_local,
-                            sources = %sources,
-                            node_types = ?node_types,
-                            clusters = inventory.clusters.len(),
-                            endpoints = inventory.endpoint_count(),
-                            "ecs-xds running: first complete inventory"
-                        );
-                    }
-                    publish(&mut synthesizer, &inventory, &synth_cache, &stats, &mut findings);
-                    if !stats.first_inventory_published.swap(true, Ordering::AcqRel) {
-                        health.set_ready(true).await;
-                    }
-                    last = Some(inventory);
-                }
-                Some(command) = push_commands.recv() => {
-                    let Some(pushes) = pushes.as_mut() else { continue };
-                    pushes.handle(command, &mut synthesizer, last.as_deref(), |synthesis| {
-                        stats.syntheses.fetch_add(1, Ordering::Relaxed);
-                        publish_synthesis(synthesis, &synth_cache, &mut findings);
-                    });
-                }
-                Some(()) = reloads.recv() => {
-                    match Settings::load(&config) {
-                        Err(e) => {
-                            stats.reloads_failed.fetch_add(1, Ordering::Relaxed);
-                            tracing::error!("settings reload failed; keeping the running settings: {e}");
-                            continue;
-                        }
-                        Ok(new) if new != running => tracing::warn!(
-                            "the settings file changed; templates are reloaded now, other settings apply at the next restart"
-                        ),
-                        Ok(_) => {}
-                    }
-                    match load_templates(&running, &templates_dir) {
-                        Ok(templates) => {
-                            let applied = apply_templates(&mut synthesizer, templates, last.as_deref());
-                            match applied {
-                                Ok(synthesis) => {
-                                    stats.reloads_ok.fetch_add(1, Ordering::Relaxed);
-                                    tracing::info!(dir = %templates_dir.display(), "templates reloaded");
-                                    if let Some(synthesis) = synthesis {
-                                        stats.syntheses.fetch_add(1, Ordering::Relaxed);
-                                        publish_synthesis(synthesis, &synth_cache, &mut findings);
-                                    }
-                                }
-                                Err(refused) => {
-                                    stats.reloads_failed.fetch_add(1, Ordering::Relaxed);
-                                    tracing::error!(
-                                        dir = %templates_dir.display(),
-                                        "template reload refused; keeping the running templates: {refused}"
-                                    );
-                                }
-                            }
-                        }
-                        Err(errors) => {
-                            stats.reloads_failed.fetch_add(1, Ordering::Relaxed);
-                            tracing::error!(
-                                dir = %templates_dir.display(),
-                                "template reload failed; keeping the running templates:\n{errors}"
-                            );
-                        }
-                    }
-                }
-                _ = synth_stop.cancelled() => break,
+impl Daemon {
+    /// Loads `config` (settings, templates, persisted pushes), binds both listeners and
+    /// prepares discovery: a saved `inventory`, or a poller of AWS. Nothing runs yet.
+    pub async fn start(config: &Path, inventory: Option<Inventory>) -> Result<Daemon, DaemonError> {
+        let (settings, templates, templates_dir) = load(config)?;
+        let node_types: Vec<String> = templates.node_types().map(str::to_owned).collect();
+        // The push API's handlers talk to the synthesis stage, which owns the pushes.
+        let (push_tx, push_commands) = mpsc::channel::<PushCommand>(16);
+        let mut synthesizer = Synthesizer::new(templates);
+        let (push_api, pushes) = match settings.push.enabled {
+            false => (None, None),
+            true => {
+                let token = settings.admin.token();
+                let max = settings.push.max_body_bytes;
+                let api = PushApi::new(push_tx, settings.admin.listen, token, max)?;
+                let dir = settings.push_state_path(config);
+                let pushes = Pushes::open(&dir)?;
+                let node_types: Vec<&str> = pushes.store().iter().map(|(n, _)| n).collect();
+                tracing::info!(dir = %dir.display(), ?node_types, "REST push enabled; persisted pushes loaded");
+                pushes.load_into(&mut synthesizer);
+                (Some(api), Some(pushes))
             }
-        }
-    });
-
-    let mut admin_router = admin::router(AdminState {
-        cache: cache.clone(),
-        stats: admin_stats,
-        metrics,
-    });
-    if let Some(api) = push_api {
-        admin_router = admin_router.merge(admin::push::routes(api));
-    }
-    tracing::info!(admin = %admin_local, "admin HTTP listening");
-    let admin_stop = stop.clone();
-    let admin_task = tokio::spawn(admin::serve(admin_listener, admin_router, async move {
-        admin_stop.cancelled().await
-    }));
-
-    let serve_stop = stop.clone();
-    let served = server
-        .serve(listener, async move {
-            shutdown.await;
-            serve_stop.cancel();
+        };
+        let xds = bind("xDS", "xds.listen", settings.xds.listen).await?;
+        let admin = bind("admin HTTP", "admin.listen", settings.admin.listen).await?;
+        let aws_calls = CallCounter::new();
+        let discovery = match inventory {
+            Some(fixed) => Discovery::Fixed(fixed),
+            None => {
+                let aws = Aws::connect(&settings.aws)
+                    .await?
+                    .with_call_counter(aws_calls.clone());
+                Discovery::Poll(Box::new(Poller::new(settings.discover(), aws)?))
+            }
+        };
+        let (cache, publisher) = Cache::new(settings.node_type_resolver());
+        let server = XdsServer::new(cache.clone());
+        let stats = Arc::new(DaemonStats::default());
+        let readiness = Readiness {
+            stats: stats.clone(),
+            server: server.clone(),
+        };
+        readiness.set(false).await;
+        let reloader = reload::Reloader::new(config, &settings, &templates_dir);
+        let synthesis = SynthesisStage::new(synthesizer, publisher, pushes, readiness, reloader);
+        tracing::info!(xds = %xds.1, admin = %admin.1, "ecs-xds listening");
+        let first_line = synthesis::FirstLine {
+            xds: xds.1,
+            admin: admin.1,
+            sources: match settings.ecs.auto_discover_clusters {
+                _ if matches!(discovery, Discovery::Fixed(_)) => "a saved inventory".to_owned(),
+                true => "all ECS clusters".to_owned(),
+                false => format!("ECS clusters {:?}", settings.ecs.clusters),
+            },
+            node_types,
+        };
+        Ok(Daemon {
+            first_line,
+            config: config.to_owned(),
+            templates_dir,
+            xds,
+            admin,
+            discovery,
+            cache,
+            synthesis,
+            server,
+            push_api,
+            push_commands,
+            stats,
+            aws_calls,
+            settings,
         })
-        .await;
-    stop.cancel();
-    let _ = poller_task.await;
-    let _ = synthesis.await;
-    match admin_task.await {
-        Ok(Err(e)) => tracing::error!(error = %e, "admin HTTP server failed"),
-        Err(e) => tracing::error!(error = %e, "admin HTTP server task failed"),
-        Ok(Ok(())) => {}
     }
-    served?;
-    Ok(())
-}
 
-/// Synthesizes `inventory` and publishes every node type's snapshot. A snapshot the cache
-/// refuses keeps what is being served and is logged.
-///
-/// Findings (a route to a cluster that is not discovered, ...) are logged when they appear,
-/// e.g. when a service disappears, not again on every synthesis while they last.
-fn publish(
-    synthesizer: &mut Synthesizer,
-    inventory: &Inventory,
-    cache: &Cache,
-    stats: &DaemonStats,
-    known_findings: &mut Vec<Finding>,
-) {
-    stats.syntheses.fetch_add(1, Ordering::Relaxed);
-    publish_synthesis(synthesizer.synthesize(inventory), cache, known_findings);
-}
-
-/// Switches to reloaded `templates` and synthesizes `inventory` (when there is one yet) with
-/// them. If a snapshot they give would be refused (with pushes, a template change can leave a
-/// pushed listener's route configuration missing), the running templates are put back: served
-/// as is, that node type would stop getting discovery updates until the next good reload.
-fn apply_templates(
-    synthesizer: &mut Synthesizer,
-    templates: Templates,
-    inventory: Option<&Inventory>,
-) -> Result<Option<Synthesis>, String> {
-    let previous = synthesizer.set_templates(templates);
-    let Some(inventory) = inventory else {
-        return Ok(None);
-    };
-    let synthesis = synthesizer.synthesize(inventory);
-    for (node_type, snapshot) in &synthesis.snapshots {
-        if let Err(e) = snapshot.check_consistency() {
-            synthesizer.set_templates(previous);
-            return Err(format!("node type {node_type}: {e}"));
-        }
+    /// The address the xDS listener is bound to (useful with port 0).
+    pub fn xds_addr(&self) -> SocketAddr {
+        self.xds.1
     }
-    Ok(Some(synthesis))
-}
 
-/// Publishes every node type's snapshot of `synthesis`, logging its new findings.
-fn publish_synthesis(synthesis: Synthesis, cache: &Cache, known_findings: &mut Vec<Finding>) {
-    for finding in &synthesis.findings {
-        if !known_findings.contains(finding) {
-            tracing::warn!(node_type = %finding.node_type, "{finding}");
-        }
+    /// The address the admin listener is bound to.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.1
     }
-    *known_findings = synthesis.findings;
-    for (node_type, snapshot) in synthesis.snapshots {
-        if let Err(e) = cache.publish(&node_type, snapshot) {
-            tracing::error!(%node_type, error = %e, "snapshot refused; still serving the previous one");
-        }
-    }
-}
 
-/// How long the watched files must stay quiet before a reload: editors and `cp` write a file
-/// in several steps.
-const DEBOUNCE: Duration = Duration::from_millis(300);
-
-/// Watches the settings file and the templates directory; each burst of changes asks for one
-/// reload. Without a working watcher (logged), SIGHUP still reloads.
-fn watch_files(paths: &[PathBuf], reload: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
-    let (changed, mut changes) = mpsc::unbounded_channel();
-    let handler = move |event: notify::Result<notify::Event>| {
-        if let Ok(event) = event {
-            if !event.kind.is_access() {
-                let _ = changed.send(());
-            }
-        }
-    };
-    let mut watcher = match notify::recommended_watcher(handler) {
-        Ok(watcher) => watcher,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch files; reload with SIGHUP");
-            return None;
-        }
-    };
-    for path in paths {
-        if let Err(e) = watcher.watch(path, notify::RecursiveMode::NonRecursive) {
-            tracing::warn!(path = %path.display(), error = %e, "cannot watch; reload with SIGHUP");
-        }
+    /// The daemon's counters and readiness.
+    pub fn stats(&self) -> Arc<DaemonStats> {
+        self.stats.clone()
     }
-    tokio::spawn(async move {
-        while changes.recv().await.is_some() {
-            loop {
-                match tokio::time::timeout(DEBOUNCE, changes.recv()).await {
-                    Ok(Some(())) => continue,
-                    Ok(None) => return,
-                    Err(_quiet) => break,
+
+    /// Runs every stage until `shutdown` completes (or a stage ends, which is an error);
+    /// `reload` asks for the templates to be re-read (SIGHUP).
+    pub async fn run(
+        self,
+        reload: mpsc::Receiver<()>,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), DaemonError> {
+        let Daemon {
+            settings,
+            config,
+            templates_dir,
+            xds,
+            admin,
+            discovery,
+            cache,
+            synthesis,
+            server,
+            push_api,
+            push_commands,
+            stats,
+            aws_calls,
+            first_line,
+        } = self;
+        let stop = CancellationToken::new();
+        let (inventory_tx, inventories) = watch::channel(Arc::new(Inventory::default()));
+        let connections = vec![
+            ("xds", server.connections().clone()),
+            ("admin", Arc::default()),
+        ];
+        let metrics = Arc::new(Metrics::new(LiveState {
+            cache: cache.clone(),
+            stats: stats.clone(),
+            aws_calls,
+            inventory: inventories.clone(),
+            connections: connections.clone(),
+        }));
+        let mut stages = Stages::new();
+
+        let stopped = stop.clone();
+        let observer = metrics.poll_observer();
+        stages.spawn(Stage::Discovery, async move {
+            match discovery {
+                Discovery::Poll(poller) => {
+                    let poller = poller.with_observer(observer);
+
+                    poller.run(inventory_tx, stopped.cancelled()).await
+                }
+                Discovery::Fixed(inventory) => {
+                    inventory_tx.send_replace(Arc::new(inventory));
+                    stopped.cancelled().await;
                 }
             }
-            let _ = reload.try_send(());
+        });
+
+        let (reload_tx, reloads) = mpsc::channel(1);
+        let files = reload::Watched::new(&config, &templates_dir);
+        stages.spawn(
+            Stage::Reload,
+            reload::forward(files, reload, reload_tx, stop.clone()),
+        );
+
+        stages.spawn(
+            Stage::Synthesis,
+            synthesis.run(
+                first_line,
+                inventories,
+                push_commands,
+                reloads,
+                stop.clone(),
+            ),
+        );
+
+        let mut admin_router = admin::router(AdminState {
+            cache,
+            stats: stats.clone(),
+            metrics,
+        });
+        if let Some(api) = push_api {
+            admin_router = admin_router.merge(admin::push::routes(api));
         }
-    });
-    Some(watcher)
+        let admin_connections = connections[1].1.clone();
+        stages.spawn(
+            Stage::Admin,
+            admin::serve(
+                admin.0,
+                admin_router,
+                settings.admin_limits(),
+                admin_connections,
+                stop.clone(),
+            ),
+        );
+        let readiness = Readiness {
+            stats,
+            server: server.clone(),
+        };
+        stages.spawn(
+            Stage::Xds,
+            server.serve(xds.0, settings.xds_limits(), stop.clone()),
+        );
+
+        stages
+            .supervise(shutdown, &stop, settings.shutdown_grace, &readiness)
+            .await
+    }
+}
+
+async fn bind(
+    listener: &'static str,
+    key: &'static str,
+    addr: SocketAddr,
+) -> Result<(TcpListener, SocketAddr), DaemonError> {
+    let error = |source| DaemonError::Bind {
+        listener,
+        key,
+        addr,
+        source,
+    };
+    let bound = TcpListener::bind(addr).await.map_err(error)?;
+    let local = bound.local_addr().map_err(error)?;
+    Ok((bound, local))
+}
+
+/// What `/readyz` and the gRPC health service say, changed together.
+#[derive(Clone)]
+struct Readiness {
+    stats: Arc<DaemonStats>,
+    server: XdsServer,
+}
+
+impl Readiness {
+    async fn set(&self, ready: bool) {
+        self.server.set_ready(ready).await;
+    }
+
+    /// The first complete inventory is published: ready (once).
+    async fn first_inventory_published(&self) {
+        if self.stats.first_inventory_published() {
+            self.set(true).await;
+        }
+    }
+
+    /// A stage ended before shutdown: not ready for good, on both.
+    async fn stage_ended(&self, stage: Stage, cause: &str) {
+        self.stats
+            .stage_ended(format!("stage {stage} ended unexpectedly: {cause}"));
+        self.set(false).await;
+    }
 }

@@ -94,6 +94,38 @@ pub struct Inventory {
     pub warnings: Vec<String>,
 }
 
+/// Why a saved inventory (`ecs-xds discover --json`, for `run`, `render` and `validate
+/// --inventory`) could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryFileError {
+    #[error("cannot read inventory file {path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("inventory file {path} is not an inventory as `ecs-xds discover --json` writes it: {source}")]
+    Parse {
+        path: std::path::PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl Inventory {
+    /// Reads a saved inventory, as `ecs-xds discover --json` prints it.
+    pub fn read_file(path: &std::path::Path) -> Result<Inventory, InventoryFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| InventoryFileError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|source| InventoryFileError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+}
+
 /// One Envoy cluster: an ECS service on one port, or a Cloud Map service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cluster {
@@ -209,6 +241,18 @@ pub enum Health {
     Unknown,
     /// Still running but being stopped: Envoy sends no new requests.
     Draining,
+}
+
+impl Health {
+    /// The name tables, metrics and JSON use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Healthy => "healthy",
+            Health::Unhealthy => "unhealthy",
+            Health::Unknown => "unknown",
+            Health::Draining => "draining",
+        }
+    }
 }
 
 /// Where an endpoint runs.

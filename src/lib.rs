@@ -3,20 +3,29 @@
 //! # Layout
 //! Modules follow the data flow:
 //! - [`discover`]: AWS (ECS, Cloud Map) in, one complete `Inventory` out. Only module touching AWS.
-//! - [`synthesize`]: pure (Inventory, Templates) → Snapshot per node type; the templates.
+//! - [`synthesize`]: pure (Inventory, Templates, pushed resources) → Snapshot per node type.
 //! - [`snapshot`]: the Snapshot value, [`snapshot::ResourceType`], consistency check, content hashes.
-//! - [`cache`]: latest snapshot per node type; publishing is the only push trigger.
+//! - [`cache`]: latest snapshot per node type; its one [`cache::Publisher`] is the only push trigger.
 //! - [`serve`]: tonic xDS services (ADS + per-type, SotW + delta). Only module touching gRPC.
 //! - [`admin`]: the operator's HTTP endpoint: health, readiness, metrics, nodes, snapshots.
 //! - [`push`]: REST-pushed resources (sxds compatible): parsing, the state files, applying a push.
-//! - [`settings`]: the daemon's TOML settings; [`daemon`]: `ecs-xds run`, the stages wired together.
-//! - [`descriptors`]: Envoy's protobuf descriptors, for templates and canonical hashing.
+//! - [`settings`]: the daemon's TOML settings; [`daemon`]: `ecs-xds run`, the supervised stages.
+//! - [`validate`]: `ecs-xds validate`: a snapshot as a static bootstrap for `envoy --mode validate`.
+//!
+//! Shared by several of them:
+//! - [`descriptors`]: Envoy's protobuf descriptors, for templates, pushes and canonical hashing.
+//! - [`envoy_json`]: Envoy's proto3 JSON → Envoy messages, every problem at its field path
+//!   (templates and pushed bodies).
+//! - [`http_listener`]: the accept loop of both listeners: connection cap, first-request
+//!   deadline, bounded graceful shutdown.
 
 pub mod admin;
 pub mod cache;
 pub mod daemon;
 pub mod descriptors;
 pub mod discover;
+pub mod envoy_json;
+pub mod http_listener;
 pub mod push;
 pub mod serve;
 pub mod settings;

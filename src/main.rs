@@ -1,9 +1,11 @@
 //! The `ecs-xds` command line: parses flags, sets up logging, and hands over to the library.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use ecs_xds::daemon::{Daemon, DaemonError};
+use ecs_xds::discover::Inventory;
 use ecs_xds::settings::Settings;
 
 ecs_xds::use_jemalloc!();
@@ -44,7 +46,8 @@ enum Command {
         inventory: Option<PathBuf>,
     },
     /// Check the settings and templates; with --envoy, have a real Envoy check what each node
-    /// type would be served. Exits 0 when everything is valid, 1 otherwise.
+    /// type would be served. Exits 0 when everything is valid, 2 for invalid settings or
+    /// templates, 4 when Envoy rejects what a node type would be served.
     Validate {
         /// The settings file.
         #[arg(long, default_value = "config/ecs-xds.toml")]
@@ -82,11 +85,6 @@ enum Command {
     },
 }
 
-/// Exit codes, one per kind of failure.
-const EXIT_AWS: u8 = 1;
-const EXIT_SETTINGS: u8 = 2;
-const EXIT_SERVE: u8 = 3;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
@@ -94,8 +92,8 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match cli.command {
-        Command::Run { config, inventory } => runtime.block_on(run(config, inventory)),
+    let done = match cli.command {
+        Command::Run { config, inventory } => runtime.block_on(run(&config, inventory.as_deref())),
         Command::Discover { config, json } => runtime.block_on(discover(&config, json)),
         Command::Validate {
             config,
@@ -108,6 +106,13 @@ fn main() -> ExitCode {
             inventory,
             format,
         } => runtime.block_on(render(&config, &node_type, inventory.as_deref(), format)),
+    };
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ecs-xds: {e}");
+            ExitCode::from(e.exit_code())
+        }
     }
 }
 
@@ -123,40 +128,23 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn discover(config: &std::path::Path, json: bool) -> ExitCode {
-    let settings = match Settings::load(config) {
-        Ok(settings) => settings,
-        Err(e) => {
-            eprintln!("ecs-xds: {e}");
-            return ExitCode::from(EXIT_SETTINGS);
-        }
-    };
-    match ecs_xds::discover::discover_once(&settings.discover()).await {
-        Ok(inventory) if json => {
+async fn discover(config: &Path, json: bool) -> Result<(), DaemonError> {
+    let settings = Settings::load(config)?;
+    let inventory = ecs_xds::discover::discover_once(&settings.discover()).await?;
+    match json {
+        true => {
             let text = serde_json::to_string_pretty(&inventory).expect("inventory serializes");
             println!("{text}");
-            ExitCode::SUCCESS
         }
-        Ok(inventory) => {
-            print!("{}", inventory.to_table());
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("ecs-xds: discovery failed: {e}");
-            ExitCode::from(EXIT_AWS)
-        }
+        false => print!("{}", inventory.to_table()),
     }
+    Ok(())
 }
 
-async fn run(config: PathBuf, saved: Option<PathBuf>) -> ExitCode {
+async fn run(config: &Path, saved: Option<&Path>) -> Result<(), DaemonError> {
     use tokio::signal::unix::{signal, SignalKind};
-    let inventory = match saved.as_deref().map(read_inventory).transpose() {
-        Ok(inventory) => inventory,
-        Err(e) => {
-            eprintln!("ecs-xds: {e}");
-            return ExitCode::from(EXIT_SETTINGS);
-        }
-    };
+    let inventory = saved.map(Inventory::read_file).transpose()?;
+    let daemon = Daemon::start(config, inventory).await?;
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
     let mut hangups = signal(SignalKind::hangup()).expect("SIGHUP handler");
     tokio::spawn(async move {
@@ -172,60 +160,29 @@ async fn run(config: PathBuf, saved: Option<PathBuf>) -> ExitCode {
             _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
         }
     };
-    let stats = Default::default();
-    match ecs_xds::daemon::run(config, inventory, reload_rx, shutdown, stats).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("ecs-xds: {e}");
-            ExitCode::from(match e {
-                ecs_xds::daemon::DaemonError::Settings(_)
-                | ecs_xds::daemon::DaemonError::Templates { .. }
-                | ecs_xds::daemon::DaemonError::PushToken(_)
-                | ecs_xds::daemon::DaemonError::PushState(_) => EXIT_SETTINGS,
-                ecs_xds::daemon::DaemonError::Discover(_) => EXIT_AWS,
-                _ => EXIT_SERVE,
-            })
-        }
-    }
+    daemon.run(reload_rx, shutdown).await
 }
 
 async fn render(
-    config: &std::path::Path,
+    config: &Path,
     node_type: &str,
-    saved: Option<&std::path::Path>,
+    saved: Option<&Path>,
     format: Format,
-) -> ExitCode {
-    let (settings, templates, _) = match ecs_xds::daemon::load(config) {
-        Ok(loaded) => loaded,
-        Err(e) => {
-            eprintln!("ecs-xds: {e}");
-            return ExitCode::from(EXIT_SETTINGS);
-        }
-    };
+) -> Result<(), DaemonError> {
+    let (settings, templates, _) = ecs_xds::daemon::load(config)?;
     let inventory = match saved {
-        Some(path) => match read_inventory(path) {
-            Ok(inventory) => inventory,
-            Err(e) => {
-                eprintln!("ecs-xds: {e}");
-                return ExitCode::from(EXIT_SETTINGS);
-            }
-        },
-        None => match ecs_xds::discover::discover_once(&settings.discover()).await {
-            Ok(inventory) => inventory,
-            Err(e) => {
-                eprintln!("ecs-xds: discovery failed: {e}");
-                return ExitCode::from(EXIT_AWS);
-            }
-        },
+        Some(path) => Inventory::read_file(path)?,
+        None => ecs_xds::discover::discover_once(&settings.discover()).await?,
     };
     let synthesis = ecs_xds::synthesize::synthesize(&inventory, &templates);
     for finding in &synthesis.findings {
         eprintln!("warning: {finding}");
     }
     let Some(snapshot) = synthesis.snapshots.get(node_type) else {
-        let known: Vec<&str> = templates.node_types().collect();
-        eprintln!("ecs-xds: no templates for node type {node_type:?}; node types: {known:?}");
-        return ExitCode::from(EXIT_SETTINGS);
+        return Err(DaemonError::UnknownNodeType {
+            node_type: node_type.to_owned(),
+            known: templates.node_types().map(str::to_owned).collect(),
+        });
     };
     let rendered = snapshot.to_envoy_json();
     let text = match format {
@@ -233,42 +190,24 @@ async fn render(
         Format::Yaml => serde_yaml_ng::to_string(&rendered).expect("JSON values print as YAML"),
     };
     println!("{}", text.trim_end());
-    ExitCode::SUCCESS
-}
-
-/// A saved inventory, as `ecs-xds discover --json` prints it.
-fn read_inventory(path: &std::path::Path) -> Result<ecs_xds::discover::Inventory, String> {
-    std::fs::read_to_string(path)
-        .map_err(|e| e.to_string())
-        .and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string()))
-        .map_err(|e| format!("inventory file {}: {e}", path.display()))
+    Ok(())
 }
 
 async fn validate(
-    config: &std::path::Path,
-    envoy: Option<&std::path::Path>,
-    saved: Option<&std::path::Path>,
-) -> ExitCode {
-    let invalid = ExitCode::from(1);
-    let (_, templates, _) = match ecs_xds::daemon::load(config) {
-        Ok(loaded) => loaded,
-        Err(e) => {
-            eprintln!("invalid: {e}");
-            return invalid;
-        }
-    };
-    let inventory = match saved.map(read_inventory).transpose() {
-        Ok(inventory) => inventory.unwrap_or_default(),
-        Err(e) => {
-            eprintln!("invalid: {e}");
-            return invalid;
-        }
-    };
+    config: &Path,
+    envoy: Option<&Path>,
+    saved: Option<&Path>,
+) -> Result<(), DaemonError> {
+    let (_, templates, _) = ecs_xds::daemon::load(config)?;
+    let inventory = saved
+        .map(Inventory::read_file)
+        .transpose()?
+        .unwrap_or_default();
     let synthesis = ecs_xds::synthesize::synthesize(&inventory, &templates);
     for finding in &synthesis.findings {
         println!("warning: {finding}");
     }
-    let mut ok = true;
+    let mut rejected = Vec::new();
     for (node_type, snapshot) in &synthesis.snapshots {
         let Some(envoy) = envoy else {
             println!("node type {node_type}: valid");
@@ -281,14 +220,13 @@ async fn validate(
                 envoy.display()
             ),
             Err(e) => {
-                ok = false;
                 println!("node type {node_type}: Envoy rejects it:\n{e}");
+                rejected.push(node_type.clone());
             }
         }
     }
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        invalid
+    match rejected.is_empty() {
+        true => Ok(()),
+        false => Err(DaemonError::EnvoyRejected(rejected)),
     }
 }

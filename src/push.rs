@@ -28,78 +28,15 @@ pub mod store;
 use std::fmt;
 
 use bytes::Bytes;
-use envoy_types::pb::envoy::config::cluster::v3::Cluster;
-use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
-use envoy_types::pb::envoy::config::listener::v3::Listener;
-use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+use crate::envoy_json::{check_names, resources, FieldError, FieldPath};
 use crate::snapshot::InconsistentSnapshot;
-use crate::synthesize::templates::proto::FieldError;
-use crate::synthesize::templates::toml_json::FieldPath;
-use crate::synthesize::templates::{check_names, resources};
+pub use crate::synthesize::{Counts, PushedResources};
 
 pub use apply::Pushes;
 pub use store::{PersistedStore, StoreError};
-
-/// What one PUT carried, parsed and validated.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct PushedResources {
-    /// The operator's label for this push (`"version"` in the body), for GET and logs only.
-    pub version: Option<String>,
-    pub listeners: Vec<Listener>,
-    pub clusters: Vec<Cluster>,
-    /// EDS: `ClusterLoadAssignment`s, by `cluster_name`.
-    pub endpoints: Vec<ClusterLoadAssignment>,
-    pub routes: Vec<RouteConfiguration>,
-}
-
-/// Resource counts, as the PUT response reports them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct Counts {
-    pub listeners: usize,
-    pub clusters: usize,
-    pub endpoints: usize,
-    pub routes: usize,
-}
-
-impl PushedResources {
-    pub fn counts(&self) -> Counts {
-        Counts {
-            listeners: self.listeners.len(),
-            clusters: self.clusters.len(),
-            endpoints: self.endpoints.len(),
-            routes: self.routes.len(),
-        }
-    }
-
-    /// Where in the body a dangling reference comes from: the pushed resource it names (e.g.
-    /// `listeners[1]`), or "" when it names only templated or discovered resources.
-    pub fn locate(&self, e: &InconsistentSnapshot) -> String {
-        let at = |section: &str, i: Option<usize>| {
-            i.map(|i| format!("{section}[{i}]")).unwrap_or_default()
-        };
-        match e {
-            InconsistentSnapshot::MissingRoute { listener, .. } => at(
-                "listeners",
-                self.listeners.iter().position(|l| l.name == *listener),
-            ),
-            InconsistentSnapshot::OrphanRoute(route) => {
-                at("routes", self.routes.iter().position(|r| r.name == *route))
-            }
-            InconsistentSnapshot::MissingEndpoints { cluster, .. } => at(
-                "clusters",
-                self.clusters.iter().position(|c| c.name == *cluster),
-            ),
-            InconsistentSnapshot::OrphanEndpoints(name) => at(
-                "endpoints",
-                self.endpoints.iter().position(|e| e.cluster_name == *name),
-            ),
-            InconsistentSnapshot::Undecodable { .. } => String::new(),
-        }
-    }
-}
 
 /// One problem in a pushed body, at a field path like `listeners[0].address.socket_address.port_value`
 /// ("" for the whole body).
@@ -259,7 +196,7 @@ pub struct PutOutcome {
 }
 
 /// Why a PUT or DELETE changed nothing.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum Refused {
     /// DELETE of a node type with nothing pushed.
     #[error("nothing is pushed for node type {0:?}")]
@@ -269,11 +206,15 @@ pub enum Refused {
     #[error("no complete inventory yet; retry shortly")]
     NotReady,
     /// The merged snapshot would have a dangling reference, at `path` in the body.
-    #[error("{message}")]
-    Inconsistent { path: String, message: String },
+    #[error("{source}")]
+    Inconsistent {
+        path: String,
+        #[source]
+        source: InconsistentSnapshot,
+    },
     /// The state file could not be written; the push was not applied.
     #[error("cannot persist the push: {0}")]
-    Persist(String),
+    Persist(#[source] StoreError),
     /// The synthesis loop is gone (shutting down).
     #[error("shutting down")]
     Stopped,

@@ -20,13 +20,12 @@ use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_server::ClientStatusDiscoveryServiceServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::server::{Grpc, UnaryService};
 use tonic::service::Routes;
@@ -37,18 +36,12 @@ use tonic_health::ServingStatus;
 use tonic_prost::ProstCodec;
 
 use crate::cache::Cache;
+use crate::http_listener::{self, ConnectionStats, Limits, Protocol};
 use crate::snapshot::ResourceType;
 use delta::DeltaState;
 use sotw::SotwState;
 pub(crate) use stream::StreamContext;
 use wire::SotwResponse;
-
-/// A failure of the gRPC server itself (not of one stream).
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    #[error("xDS gRPC server failed: {0}")]
-    Transport(#[from] tonic::transport::Error),
-}
 
 /// Which protocol variant a method speaks, and for which type (`None`: ADS, every type).
 #[derive(Debug, Clone, Copy)]
@@ -92,9 +85,12 @@ const ADS: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
 #[derive(Clone)]
 pub struct XdsServer {
     cache: Cache,
-    shutdown: CancellationToken,
+    /// Ends every stream: they never end on their own, and a connection closes gracefully
+    /// only once its streams have.
+    streams: CancellationToken,
     health: HealthReporter,
     health_service: HealthServer<HealthService>,
+    connections: Arc<ConnectionStats>,
 }
 
 impl std::fmt::Debug for XdsServer {
@@ -113,10 +109,16 @@ impl XdsServer {
         let health_service = HealthServer::new(HealthService::from_health_reporter(health.clone()));
         Self {
             cache,
-            shutdown: CancellationToken::new(),
+            streams: CancellationToken::new(),
             health,
             health_service,
+            connections: Arc::default(),
         }
+    }
+
+    /// What the xDS port's connections did (open, refused, timed out).
+    pub fn connections(&self) -> &Arc<ConnectionStats> {
+        &self.connections
     }
 
     /// Sets the gRPC health status of the whole server (`""`) and of ADS. The daemon reports
@@ -130,6 +132,20 @@ impl XdsServer {
         for service in ["", ADS] {
             self.health.set_service_status(service, status).await;
         }
+    }
+
+    /// Whether gRPC health says `SERVING` for the whole server, as a client checking it would
+    /// hear.
+    pub async fn serving(&self) -> bool {
+        use tonic_health::pb::health_server::Health;
+        use tonic_health::pb::{
+            health_check_response::ServingStatus as Status, HealthCheckRequest,
+        };
+        let service = HealthService::from_health_reporter(self.health.clone());
+        let asked = service.check(Request::new(HealthCheckRequest::default()));
+        asked
+            .await
+            .is_ok_and(|answer| answer.into_inner().status == Status::Serving as i32)
     }
 
     /// Every xDS method, CSDS and gRPC health as tonic routes, for embedding next to other
@@ -166,27 +182,26 @@ impl XdsServer {
         routes
     }
 
-    /// Serves on `listener` until `shutdown` completes, then ends every stream and returns.
-    pub async fn serve(
-        self,
-        listener: TcpListener,
-        shutdown: impl Future<Output = ()> + Send,
-    ) -> Result<(), ServeError> {
-        let token = self.shutdown.clone();
-        let routes = self.routes();
-        tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            // Dead peers are noticed even on idle streams; Envoy answers pings.
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            .add_routes(routes)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-                shutdown.await;
-                // Streams never end on their own; end them so graceful shutdown can finish.
-                token.cancel();
-            })
-            .await?;
-        Ok(())
+    /// Serves on `listener` until `shutdown` is cancelled; then ends every stream, lets the
+    /// connections close for up to `limits.grace`, closes the rest and returns.
+    pub async fn serve(self, listener: TcpListener, limits: Limits, shutdown: CancellationToken) {
+        let streams = self.streams.clone();
+        let connections = self.connections.clone();
+        let router = self.routes().prepare().into_axum_router();
+        let end_streams = async {
+            shutdown.cancelled().await;
+            streams.cancel();
+        };
+        let serve = http_listener::serve(
+            "xds",
+            listener,
+            router,
+            Protocol::Http2,
+            limits,
+            connections,
+            shutdown.clone(),
+        );
+        tokio::join!(serve, end_streams);
     }
 }
 
@@ -210,49 +225,41 @@ impl tower_service::Service<http::Request<axum::body::Body>> for XdsMethod {
 
     fn call(&mut self, req: http::Request<axum::body::Body>) -> Self::Future {
         let method = self.clone();
-        let (cache, shutdown) = (self.server.cache.clone(), self.server.shutdown.clone());
+        let (cache, shutdown) = (self.server.cache.clone(), self.server.streams.clone());
         Box::pin(async move {
             Ok(match method.variant {
                 Variant::Fetch(_) => {
                     let codec = ProstCodec::<SotwResponse, DiscoveryRequest>::default();
                     Grpc::new(codec).unary(method, req).await
                 }
-                // Streams: requests decoded by tonic, responses framed by `body`.
                 Variant::Sotw(only) => {
-                    let requests: Streaming<DiscoveryRequest> = Streaming::new_request(
-                        codec::request_decoder(),
-                        req.into_body(),
-                        None,
-                        None,
-                    );
-                    let state = SotwState::new(only);
-                    body::response(stream::spawn(
-                        cache,
-                        shutdown,
-                        service_name(only),
-                        state,
-                        requests,
-                    ))
+                    open_stream(cache, shutdown, only, SotwState::new(only), req)
                 }
                 Variant::Delta(only) => {
-                    let requests: Streaming<DeltaDiscoveryRequest> = Streaming::new_request(
-                        codec::request_decoder(),
-                        req.into_body(),
-                        None,
-                        None,
-                    );
-                    let state = DeltaState::new(only);
-                    body::response(stream::spawn(
-                        cache,
-                        shutdown,
-                        service_name(only),
-                        state,
-                        requests,
-                    ))
+                    open_stream(cache, shutdown, only, DeltaState::new(only), req)
                 }
             })
         })
     }
+}
+
+/// Starts a stream with protocol `state`: requests decoded by tonic, responses framed by
+/// `body`.
+fn open_stream<P: stream::Protocol>(
+    cache: Cache,
+    shutdown: CancellationToken,
+    only: Option<ResourceType>,
+    state: P,
+    req: http::Request<axum::body::Body>,
+) -> http::Response<tonic::body::Body>
+where
+    P::Request: prost::Message + Default,
+    Streaming<P::Request>: Send,
+{
+    let requests: Streaming<P::Request> =
+        Streaming::new_request(codec::request_decoder(), req.into_body(), None, None);
+    let service = service_name(only);
+    body::response(stream::spawn(cache, shutdown, service, state, requests))
 }
 
 impl UnaryService<DiscoveryRequest> for XdsMethod {

@@ -5,11 +5,13 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::cache::{NodeTypeResolver, NodeTypeSource};
 use crate::discover::{AwsSettings, CloudMapSettings, DiscoverSettings, EcsSettings};
+use crate::http_listener::Limits;
 
 /// Everything in the settings file.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -31,10 +33,35 @@ pub struct Settings {
     pub admin: AdminSettings,
     #[serde(default)]
     pub push: PushSettings,
+    /// At shutdown (SIGTERM, SIGINT, or a stage that ended), how long open connections on both
+    /// listeners get to finish before they are closed. Kept well under ECS's default 30 s stop
+    /// timeout, so the process exits on its own rather than being killed.
+    #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Settings {
+    /// What an empty settings file gives.
+    fn default() -> Self {
+        Settings {
+            templates_dir: default_templates_dir(),
+            xds: XdsSettings::default(),
+            aws: AwsSettings::default(),
+            ecs: EcsSettings::default(),
+            cloud_map: CloudMapSettings::default(),
+            admin: AdminSettings::default(),
+            push: PushSettings::default(),
+            shutdown_grace: default_shutdown_grace(),
+        }
+    }
 }
 
 fn default_templates_dir() -> PathBuf {
     PathBuf::from("templates")
+}
+
+fn default_shutdown_grace() -> Duration {
+    Duration::from_secs(5)
 }
 
 /// `[xds]`: the gRPC server Envoys connect to, and how their node type is read.
@@ -48,6 +75,13 @@ pub struct XdsSettings {
     pub node_type: NodeTypeSource,
     /// Node type served to Envoys whose own node type has no templates.
     pub fallback_node_type: Option<String>,
+    /// A new connection must send the HTTP/2 preface and open its first stream within this
+    /// time, or it is closed (Envoy does both at once).
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// Connections open at once; more are closed as soon as accepted and counted in
+    /// `connections_refused_total{listener="xds"}`. Each Envoy holds one.
+    pub max_connections: usize,
 }
 
 impl Default for XdsSettings {
@@ -56,6 +90,8 @@ impl Default for XdsSettings {
             listen: SocketAddr::from(([0, 0, 0, 0], 18000)),
             node_type: NodeTypeSource::IdPrefix,
             fallback_node_type: None,
+            handshake_timeout: Duration::from_secs(5),
+            max_connections: 20_000,
         }
     }
 }
@@ -71,6 +107,13 @@ pub struct AdminSettings {
     /// environment variable `ECS_XDS_ADMIN_TOKEN` takes precedence, so the token can stay out
     /// of the file (e.g. an ECS secret).
     pub token: Option<String>,
+    /// A request head must arrive within this time, on a new connection and between
+    /// keep-alive requests, or the connection is closed (a slowloris holds nothing).
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Connections open at once; more are closed as soon as accepted and counted in
+    /// `connections_refused_total{listener="admin"}`.
+    pub max_connections: usize,
 }
 
 impl Default for AdminSettings {
@@ -78,6 +121,8 @@ impl Default for AdminSettings {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 19000)),
             token: None,
+            header_read_timeout: Duration::from_secs(5),
+            max_connections: 256,
         }
     }
 }
@@ -87,6 +132,8 @@ impl std::fmt::Debug for AdminSettings {
         f.debug_struct("AdminSettings")
             .field("listen", &self.listen)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }
@@ -179,6 +226,25 @@ impl Settings {
         if settings.push.state_dir.as_os_str().is_empty() {
             problems.push("push.state_dir: empty path".to_owned());
         }
+        for (key, value) in [
+            ("xds.max_connections", settings.xds.max_connections),
+            ("admin.max_connections", settings.admin.max_connections),
+        ] {
+            if value == 0 {
+                problems.push(format!("{key}: must be greater than 0"));
+            }
+        }
+        for (key, value) in [
+            ("xds.handshake_timeout", settings.xds.handshake_timeout),
+            (
+                "admin.header_read_timeout",
+                settings.admin.header_read_timeout,
+            ),
+        ] {
+            if value.is_zero() {
+                problems.push(format!("{key}: must be longer than 0s"));
+            }
+        }
         if problems.is_empty() {
             Ok(settings)
         } else {
@@ -191,18 +257,52 @@ impl Settings {
 
     /// The templates directory, resolved against the settings file `config`.
     pub fn templates_path(&self, config: &Path) -> PathBuf {
-        match config.parent() {
-            Some(dir) if self.templates_dir.is_relative() => dir.join(&self.templates_dir),
-            _ => self.templates_dir.clone(),
-        }
+        beside(config, &self.templates_dir)
     }
 
     /// The push state directory, resolved against the settings file `config`.
     pub fn push_state_path(&self, config: &Path) -> PathBuf {
-        match config.parent() {
-            Some(dir) if self.push.state_dir.is_relative() => dir.join(&self.push.state_dir),
-            _ => self.push.state_dir.clone(),
+        beside(config, &self.push.state_dir)
+    }
+
+    /// How the xDS listener treats connections.
+    pub fn xds_limits(&self) -> Limits {
+        Limits {
+            max_connections: self.xds.max_connections,
+            first_request: self.xds.handshake_timeout,
+            grace: self.shutdown_grace,
         }
+    }
+
+    /// How the admin listener treats connections.
+    pub fn admin_limits(&self) -> Limits {
+        Limits {
+            max_connections: self.admin.max_connections,
+            first_request: self.admin.header_read_timeout,
+            grace: self.shutdown_grace,
+        }
+    }
+
+    /// The sections (top-level keys) whose values differ between `self` and `other`, in file
+    /// order, for the log line of a changed settings file.
+    pub fn changed_sections(&self, other: &Settings) -> Vec<&'static str> {
+        let sections = [
+            ("templates_dir", self.templates_dir != other.templates_dir),
+            ("xds", self.xds != other.xds),
+            ("aws", self.aws != other.aws),
+            ("ecs", self.ecs != other.ecs),
+            ("cloud_map", self.cloud_map != other.cloud_map),
+            ("admin", self.admin != other.admin),
+            ("push", self.push != other.push),
+            (
+                "shutdown_grace",
+                self.shutdown_grace != other.shutdown_grace,
+            ),
+        ];
+        sections
+            .into_iter()
+            .filter_map(|(name, changed)| changed.then_some(name))
+            .collect()
     }
 
     /// The sections the discover stage reads.
@@ -223,6 +323,14 @@ impl Settings {
     }
 }
 
+/// `path` relative to the settings file `config`'s directory, unless absolute.
+fn beside(config: &Path, path: &Path) -> PathBuf {
+    match config.parent() {
+        Some(dir) if path.is_relative() => dir.join(path),
+        _ => path.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,6 +342,7 @@ mod tests {
     #[test]
     fn an_empty_file_gives_the_defaults() {
         let s = parse("").unwrap();
+        assert_eq!(s, Settings::default());
         assert_eq!(
             s.templates_path(Path::new("config/ecs-xds.toml")),
             Path::new("config/templates")

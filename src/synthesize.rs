@@ -32,6 +32,7 @@ mod pushed;
 pub(crate) mod synthesizer;
 pub mod templates;
 
+pub use pushed::{Counts, PushedResources};
 pub use synthesizer::{synthesize, Finding, Synthesis, Synthesizer};
 pub use templates::{NodeTemplate, TemplateError, TemplateErrors, Templates};
 

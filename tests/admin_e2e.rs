@@ -161,7 +161,15 @@ async fn admin_csds_and_health_show_what_the_connected_envoy_acked_and_rejected(
         ("ecs_xds_xds_streams{service=\"ads\",mode=\"sotw\"} ", 1.0),
         ("ecs_xds_inventory_clusters{source=\"ecs\"} ", 4.0),
         ("ecs_xds_inventory_endpoints{health=\"unknown\"} ", 4.0),
-        ("ecs_xds_template_reloads_total{outcome=\"failed\"} ", 0.0),
+        (
+            "ecs_xds_template_reloads_total{outcome=\"failed\",reason=\"templates\"} ",
+            0.0,
+        ),
+        ("ecs_xds_connections{listener=\"xds\"} ", 1.0),
+        (
+            "ecs_xds_connections_refused_total{listener=\"admin\"} ",
+            0.0,
+        ),
     ] {
         assert_eq!(metric(&metrics, line), Some(want), "{line} in:\n{metrics}");
     }

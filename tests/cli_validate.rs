@@ -66,7 +66,8 @@ fn a_value_only_envoy_rejects_is_caught_with_envoy_and_its_words() {
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     let out = validate(&config, true);
     let text = stdout(&out);
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    // 4: Envoy rejects it (not 2, invalid input, nor 1, an AWS failure).
+    assert_eq!(out.status.code(), Some(4), "{text}");
     assert!(
         text.contains("node type sidecar: Envoy rejects it"),
         "{text}"
@@ -80,7 +81,7 @@ fn a_template_error_fails_with_file_line_and_field() {
     let config = with_sidecar(dir.path(), |t| t.replacen("stat_prefix", "stat_prefixx", 1));
     let out = validate(&config, false);
     let text = stdout(&out);
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert_eq!(out.status.code(), Some(2), "{text}");
     assert!(
         text.contains("sidecar.toml:") && text.contains("stat_prefixx"),
         "{text}"
@@ -102,7 +103,7 @@ fn every_error_in_one_listener_is_printed_with_its_line_and_full_path() {
     });
     let out = validate(&config, false);
     let text = stdout(&out);
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert_eq!(out.status.code(), Some(2), "{text}");
     // Lines in the edited sidecar: the two lines added after stat_prefix push the rest down.
     let original = std::fs::read_to_string(root().join("config/templates/sidecar.toml")).unwrap();
     let line = |needle: &str| 1 + original.lines().position(|l| l.contains(needle)).unwrap();

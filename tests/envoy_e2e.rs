@@ -168,7 +168,7 @@ async fn envoy_follows_published_snapshots(mode: AdsMode) {
 
     let first = snapshot(&[("web", a.addr.port())], "web", listener_port);
     let expected = expected_versions(&first, mode);
-    server.cache.publish("sidecar", first).unwrap();
+    server.publisher.publish("sidecar", first).unwrap();
     let envoy = Envoy::start("sidecar-e2e", server.addr, mode).await;
     wait_for_versions(&envoy, &expected).await;
     assert_eq!(envoy.stat("control_plane.connected_state").await, 1);
@@ -178,7 +178,7 @@ async fn envoy_follows_published_snapshots(mode: AdsMode) {
     // A new endpoint: the cluster now points at backend b.
     let moved = snapshot(&[("web", b.addr.port())], "web", listener_port);
     let expected = expected_versions(&moved, mode);
-    server.cache.publish("sidecar", moved).unwrap();
+    server.publisher.publish("sidecar", moved).unwrap();
     wait_for_versions(&envoy, &expected).await;
     wait_for_body(&envoy, listener_port, "backend-b").await;
 
@@ -189,7 +189,7 @@ async fn envoy_follows_published_snapshots(mode: AdsMode) {
         listener_port,
     );
     let good = expected_versions(&rerouted, mode);
-    server.cache.publish("sidecar", rerouted).unwrap();
+    server.publisher.publish("sidecar", rerouted).unwrap();
     wait_for_versions(&envoy, &good).await;
     wait_for_body(&envoy, listener_port, "backend-a").await;
 
@@ -214,7 +214,7 @@ async fn envoy_follows_published_snapshots(mode: AdsMode) {
         ))
         .build();
     let bad_cds_version = bad.version(ResourceType::Cluster).to_string();
-    server.cache.publish("sidecar", bad).unwrap();
+    server.publisher.publish("sidecar", bad).unwrap();
     envoy
         .wait_for("a CDS update_rejected", CONVERGE, || async {
             envoy.stat("cluster_manager.cds.update_rejected").await >= 1

@@ -446,7 +446,8 @@ async fn a_reload_that_breaks_a_push_is_refused_and_the_running_templates_stay()
             .text()
             .await
             .unwrap();
-        if metrics.contains("ecs_xds_template_reloads_total{outcome=\"failed\"} 1") {
+        let failed = "ecs_xds_template_reloads_total{outcome=\"failed\",reason=\"inconsistent\"} 1";
+        if metrics.contains(failed) {
             assert!(metrics.contains("ecs_xds_template_reloads_total{outcome=\"ok\"} 0"));
             break;
         }

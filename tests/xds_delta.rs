@@ -62,7 +62,7 @@ async fn a_wildcard_cds_subscription_gets_every_cluster_with_resource_versions()
     let server = start_server(NodeTypeResolver::default()).await;
     let snapshot = sample(&["a", "b"], 1, 10000);
     let version = snapshot.version(Cluster).to_string();
-    server.cache.publish("sidecar", snapshot).unwrap();
+    server.publisher.publish("sidecar", snapshot).unwrap();
     let mut s = ads_delta(server.addr).await;
     s.send(first(Cluster, &[], "sidecar-1")).await;
     let r = s.recv().await;
@@ -80,7 +80,7 @@ async fn a_wildcard_cds_subscription_gets_every_cluster_with_resource_versions()
 async fn named_subscribe_and_unsubscribe_control_what_is_sent() {
     let server = start_server(NodeTypeResolver::default()).await;
     server
-        .cache
+        .publisher
         .publish("sidecar", sample(&["a", "b", "c"], 1, 10000))
         .unwrap();
     let mut s = ads_delta(server.addr).await;
@@ -103,7 +103,7 @@ async fn named_subscribe_and_unsubscribe_control_what_is_sent() {
     s.expect_silence().await;
     // A change to the unsubscribed name is not sent; a change to a subscribed one is.
     server
-        .cache
+        .publisher
         .publish("sidecar", sample(&["a", "b", "c"], 2, 10000))
         .unwrap();
     let r = s.recv().await;
@@ -114,7 +114,7 @@ async fn named_subscribe_and_unsubscribe_control_what_is_sent() {
 async fn a_removed_cluster_is_listed_in_removed_resources() {
     let server = start_server(NodeTypeResolver::default()).await;
     server
-        .cache
+        .publisher
         .publish("sidecar", sample(&["a", "b"], 1, 10000))
         .unwrap();
     let mut s = ads_delta(server.addr).await;
@@ -122,7 +122,7 @@ async fn a_removed_cluster_is_listed_in_removed_resources() {
     let r = s.recv().await;
     s.send(ack(&r)).await;
     server
-        .cache
+        .publisher
         .publish("sidecar", sample(&["a"], 1, 10000))
         .unwrap();
     let r = s.recv().await;
@@ -134,7 +134,7 @@ async fn a_removed_cluster_is_listed_in_removed_resources() {
 async fn a_reconnect_with_initial_resource_versions_gets_only_what_changed() {
     let server = start_server(NodeTypeResolver::default()).await;
     server
-        .cache
+        .publisher
         .publish("sidecar", sample(&["a", "b"], 1, 10000))
         .unwrap();
     let mut s = ads_delta(server.addr).await;
@@ -154,7 +154,7 @@ async fn a_reconnect_with_initial_resource_versions_gets_only_what_changed() {
 
     // A cluster added and one gone while disconnected: only those are sent.
     server
-        .cache
+        .publisher
         .publish("sidecar", sample(&["a", "c"], 1, 10000))
         .unwrap();
     let mut s = ads_delta(server.addr).await;
@@ -172,7 +172,7 @@ async fn a_reconnect_with_initial_resource_versions_gets_only_what_changed() {
 async fn a_delta_nack_is_recorded_and_the_rejected_version_is_not_resent() {
     let server = start_server(NodeTypeResolver::default()).await;
     server
-        .cache
+        .publisher
         .publish("sidecar", sample(&["a"], 1, 10000))
         .unwrap();
     let mut s = ads_delta(server.addr).await;
@@ -180,7 +180,7 @@ async fn a_delta_nack_is_recorded_and_the_rejected_version_is_not_resent() {
     let r = s.recv().await;
     s.send(ack(&r)).await;
     server
-        .cache
+        .publisher
         .publish("sidecar", sample(&["a", "bad"], 1, 10000))
         .unwrap();
     let bad = s.recv().await;
@@ -195,12 +195,12 @@ async fn a_delta_nack_is_recorded_and_the_rejected_version_is_not_resent() {
     // The same content again: nothing. New content: the client's real state is diffed, so the
     // rejected resource's removal is not claimed and the new one is sent.
     server
-        .cache
+        .publisher
         .publish("sidecar", sample(&["a", "bad"], 1, 10000))
         .unwrap();
     s.expect_silence().await;
     server
-        .cache
+        .publisher
         .publish("sidecar", sample(&["a", "good"], 1, 10000))
         .unwrap();
     let r = s.recv().await;
@@ -212,7 +212,7 @@ async fn a_delta_nack_is_recorded_and_the_rejected_version_is_not_resent() {
 async fn subscribing_again_to_a_held_name_resends_it_for_warming() {
     let server = start_server(NodeTypeResolver::default()).await;
     server
-        .cache
+        .publisher
         .publish("sidecar", sample(&["a"], 1, 10000))
         .unwrap();
     let mut s = ads_delta(server.addr).await;
@@ -229,7 +229,7 @@ async fn subscribing_again_to_a_held_name_resends_it_for_warming() {
 async fn a_publish_coalesces_while_a_delta_response_is_unanswered() {
     let server = start_server(NodeTypeResolver::default()).await;
     server
-        .cache
+        .publisher
         .publish("sidecar", sample(&["a"], 1, 10000))
         .unwrap();
     let mut s = ads_delta(server.addr).await;
@@ -237,7 +237,7 @@ async fn a_publish_coalesces_while_a_delta_response_is_unanswered() {
     let r = s.recv().await;
     for port in 2..20 {
         server
-            .cache
+            .publisher
             .publish("sidecar", sample(&["a"], port, 10000))
             .unwrap();
     }
@@ -255,7 +255,7 @@ async fn per_type_delta_services_serve_their_own_type() {
     use envoy_types::pb::envoy::service::cluster::v3::cluster_discovery_service_client::ClusterDiscoveryServiceClient;
     let server = start_server(NodeTypeResolver::default()).await;
     server
-        .cache
+        .publisher
         .publish("sidecar", sample(&["a", "b"], 1, 10000))
         .unwrap();
     let mut client = ClusterDiscoveryServiceClient::new(channel(server.addr).await);
@@ -277,7 +277,7 @@ async fn per_type_delta_services_serve_their_own_type() {
 async fn a_wildcard_added_to_named_eds_sends_only_what_the_client_lacks() {
     let server = start_server(NodeTypeResolver::default()).await;
     server
-        .cache
+        .publisher
         .publish("sidecar", sample(&["a", "b", "c"], 1, 10000))
         .unwrap();
     let mut s = ads_delta(server.addr).await;

@@ -11,6 +11,7 @@ use ecs_xds::synthesize::endpoints::load_assignment;
 use ecs_xds::synthesize::listeners::{http_listener, route_configuration};
 use envoy_types::pb::envoy::config::core::v3::HealthStatus;
 use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio_util::sync::CancellationToken;
 
 pub fn cluster_name(i: usize) -> String {
     format!("service-{i:04}")
@@ -47,14 +48,15 @@ pub fn load_snapshot(clusters: usize, endpoints: usize, generation: u16) -> Snap
 }
 
 pub async fn serve(clusters: usize, endpoints: usize, node_type: &str) {
-    let cache = Cache::new(NodeTypeResolver::default());
-    cache
+    let (cache, publisher) = Cache::new(NodeTypeResolver::default());
+    publisher
         .publish(node_type, load_snapshot(clusters, endpoints, 0))
         .expect("consistent snapshot");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     println!("{}", listener.local_addr().unwrap());
-    let server = XdsServer::new(cache.clone());
-    tokio::spawn(server.serve(listener, std::future::pending()));
+    let server = XdsServer::new(cache);
+    let limits = ecs_xds::settings::Settings::default().xds_limits();
+    tokio::spawn(server.serve(listener, limits, CancellationToken::new()));
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut generation = 0;
     while let Ok(Some(line)) = lines.next_line().await {
@@ -62,7 +64,7 @@ pub async fn serve(clusters: usize, endpoints: usize, node_type: &str) {
             generation += 1;
             let snapshot = load_snapshot(clusters, endpoints, generation);
             let version = snapshot.version(ResourceType::Endpoint).to_string();
-            cache
+            publisher
                 .publish(node_type, snapshot)
                 .expect("consistent snapshot");
             println!("{version}");

@@ -17,9 +17,10 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
+use super::stats::{DaemonStats, ReloadFailure};
 use crate::cache::Cache;
-use crate::daemon::DaemonStats;
-use crate::discover::{CallCounter, Health, Inventory, PollCycle, PollObserver, Source};
+use crate::discover::{CallCounter, Inventory, PollCycle, PollObserver, Source};
+use crate::http_listener::ConnectionStats;
 use crate::snapshot::ResourceType;
 
 /// The metrics registry and the few metrics recorded as events.
@@ -37,6 +38,8 @@ pub struct LiveState {
     pub stats: Arc<DaemonStats>,
     pub aws_calls: CallCounter,
     pub inventory: watch::Receiver<Arc<Inventory>>,
+    /// Each listener's connections, by its name (`xds`, `admin`).
+    pub connections: Vec<(&'static str, Arc<ConnectionStats>)>,
 }
 
 impl Metrics {
@@ -94,7 +97,8 @@ impl Collector for LiveState {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         self.encode_discovery(&mut encoder)?;
         self.encode_snapshots(&mut encoder)?;
-        self.encode_xds(&mut encoder)
+        self.encode_xds(&mut encoder)?;
+        self.encode_connections(&mut encoder)
     }
 }
 
@@ -153,7 +157,7 @@ impl LiveState {
             };
             *clusters.entry(source).or_default() += 1;
             for endpoint in &cluster.endpoints {
-                *endpoints.entry(health_name(endpoint.health)).or_default() += 1;
+                *endpoints.entry(endpoint.health.as_str()).or_default() += 1;
             }
         }
         family(
@@ -220,11 +224,15 @@ impl LiveState {
             encoder,
             MetricType::Counter,
             "template_reloads",
-            "Template/settings reloads, by outcome; a failed one keeps the running config",
-            [
-                (vec![("outcome", "ok")], count(stats.reloads_ok())),
-                (vec![("outcome", "failed")], count(stats.reloads_failed())),
-            ],
+            "Template/settings reloads, by outcome and, for a failed one (which keeps the running config), its reason",
+            std::iter::once((vec![("outcome", "ok")], count(stats.reloads_ok()))).chain(
+                ReloadFailure::ALL.into_iter().map(|reason| {
+                    (
+                        vec![("outcome", "failed"), ("reason", reason.as_str())],
+                        count(stats.reloads_failed(reason)),
+                    )
+                }),
+            ),
         )?;
         family(
             encoder,
@@ -279,14 +287,37 @@ impl LiveState {
             per_type(&|ty| counters.nacks(ty)),
         )
     }
-}
 
-fn health_name(health: Health) -> &'static str {
-    match health {
-        Health::Healthy => "healthy",
-        Health::Unhealthy => "unhealthy",
-        Health::Unknown => "unknown",
-        Health::Draining => "draining",
+    fn encode_connections(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let each = |get: &dyn Fn(&ConnectionStats) -> u64| {
+            self.connections
+                .iter()
+                .map(|(name, stats)| (vec![("listener", *name)], get(stats)))
+                .collect::<Vec<_>>()
+        };
+        family(
+            encoder,
+            MetricType::Gauge,
+            "connections",
+            "Open connections, by listener (xds, admin)",
+            each(&|s| s.open() as u64)
+                .into_iter()
+                .map(|(labels, n)| (labels, gauge(n as usize))),
+        )?;
+        family(
+            encoder,
+            MetricType::Counter,
+            "connections_refused",
+            "Connections closed as soon as accepted because the listener's max_connections were open",
+            each(&|s| s.refused()).into_iter().map(|(l, n)| (l, count(n))),
+        )?;
+        family(
+            encoder,
+            MetricType::Counter,
+            "connections_timed_out",
+            "Connections closed because their first request (or, on admin, a request head) did not arrive in time",
+            each(&|s| s.timed_out()).into_iter().map(|(l, n)| (l, count(n))),
+        )
     }
 }
 
@@ -301,23 +332,25 @@ mod tests {
 
     #[test]
     fn live_figures_and_poll_cycles_are_exposed_with_the_ecs_xds_prefix() {
-        let cache = Cache::new(NodeTypeResolver::new(NodeTypeSource::IdPrefix, None));
-        cache
+        let (cache, publisher) = Cache::new(NodeTypeResolver::new(NodeTypeSource::IdPrefix, None));
+        publisher
             .publish("sidecar", Snapshot::builder().build())
             .unwrap();
         let calls = CallCounter::new();
         calls.record("DescribeTasks", Outcome::Ok);
         calls.record("DescribeTasks", Outcome::Throttled);
         let stats = Arc::new(DaemonStats::default());
-        stats
-            .reloads_failed
-            .fetch_add(2, std::sync::atomic::Ordering::Relaxed);
+        stats.reload_failed(ReloadFailure::Inconsistent);
+        stats.reload_failed(ReloadFailure::Inconsistent);
+        stats.reload_failed(ReloadFailure::Settings);
+        let xds = Arc::new(ConnectionStats::default());
         let (_tx, inventory) = watch::channel(Arc::new(Inventory::default()));
         let metrics = Metrics::new(LiveState {
             cache: cache.clone(),
             stats,
             aws_calls: calls,
             inventory,
+            connections: vec![("xds", xds)],
         });
         metrics.observe_poll(PollCycle {
             duration: Duration::from_millis(30),
@@ -332,7 +365,11 @@ mod tests {
             .clone();
         for line in [
             "ecs_xds_aws_requests_total{operation=\"DescribeTasks\",outcome=\"throttled\"} 1".to_owned(),
-            "ecs_xds_template_reloads_total{outcome=\"failed\"} 2".to_owned(),
+            "ecs_xds_template_reloads_total{outcome=\"failed\",reason=\"inconsistent\"} 2".to_owned(),
+            "ecs_xds_template_reloads_total{outcome=\"failed\",reason=\"settings\"} 1".to_owned(),
+            "ecs_xds_template_reloads_total{outcome=\"failed\",reason=\"templates\"} 0".to_owned(),
+            "ecs_xds_connections{listener=\"xds\"} 0".to_owned(),
+            "ecs_xds_connections_refused_total{listener=\"xds\"} 0".to_owned(),
             "ecs_xds_poll_cycles_total{outcome=\"failed\"} 1".to_owned(),
             "ecs_xds_poll_duration_seconds_count 1".to_owned(),
             "ecs_xds_inventory_endpoints{health=\"healthy\"} 0".to_owned(),

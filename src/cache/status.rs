@@ -138,11 +138,6 @@ impl StatusRegistry {
             .collect()
     }
 
-    /// How many streams are connected.
-    pub fn stream_count(&self) -> usize {
-        self.streams.lock().unwrap().len()
-    }
-
     /// Recent NACKs, oldest first.
     pub fn recent_nacks(&self) -> Vec<Nack> {
         self.recent_nacks.lock().unwrap().iter().cloned().collect()

@@ -18,15 +18,15 @@ fn snapshot(port: u16) -> Snapshot {
 
 #[test]
 fn publishing_identical_content_changes_nothing_and_wakes_nobody() {
-    let cache = Cache::new(NodeTypeResolver::default());
+    let (cache, publisher) = Cache::new(NodeTypeResolver::default());
     assert_eq!(
-        cache.publish("sidecar", snapshot(1)).unwrap(),
+        publisher.publish("sidecar", snapshot(1)).unwrap(),
         Published::Changed(ResourceType::ALL.to_vec())
     );
     let mut watch = cache.watch("sidecar");
     watch.borrow_and_update();
     assert_eq!(
-        cache.publish("sidecar", snapshot(1)).unwrap(),
+        publisher.publish("sidecar", snapshot(1)).unwrap(),
         Published::Unchanged
     );
     assert!(!watch.has_changed().unwrap());
@@ -34,13 +34,13 @@ fn publishing_identical_content_changes_nothing_and_wakes_nobody() {
 
 #[test]
 fn publishing_new_content_reports_only_the_changed_types_and_wakes_watchers() {
-    let cache = Cache::new(NodeTypeResolver::default());
-    cache.publish("sidecar", snapshot(1)).unwrap();
+    let (cache, publisher) = Cache::new(NodeTypeResolver::default());
+    publisher.publish("sidecar", snapshot(1)).unwrap();
     let mut watch = cache.watch("sidecar");
     watch.borrow_and_update();
     let other = cache.watch("ingress");
     assert_eq!(
-        cache.publish("sidecar", snapshot(2)).unwrap(),
+        publisher.publish("sidecar", snapshot(2)).unwrap(),
         Published::Changed(vec![ResourceType::Endpoint])
     );
     assert!(watch.has_changed().unwrap());
@@ -52,23 +52,23 @@ fn publishing_new_content_reports_only_the_changed_types_and_wakes_watchers() {
 
 #[test]
 fn an_inconsistent_snapshot_is_refused_and_the_served_one_kept() {
-    let cache = Cache::new(NodeTypeResolver::default());
-    cache.publish("sidecar", snapshot(1)).unwrap();
+    let (cache, publisher) = Cache::new(NodeTypeResolver::default());
+    publisher.publish("sidecar", snapshot(1)).unwrap();
     let before = cache.snapshot("sidecar").unwrap();
     let broken = Snapshot::builder()
         .cluster(eds_cluster("a", Duration::from_secs(1)))
         .build();
-    assert!(cache.publish("sidecar", broken).is_err());
+    assert!(publisher.publish("sidecar", broken).is_err());
     assert!(Arc::ptr_eq(&before, &cache.snapshot("sidecar").unwrap()));
 }
 
 #[test]
 fn unknown_node_types_fall_back_when_configured() {
-    let cache = Cache::new(NodeTypeResolver::new(
+    let (cache, publisher) = Cache::new(NodeTypeResolver::new(
         NodeTypeSource::IdPrefix,
         Some("default".into()),
     ));
-    cache.publish("sidecar", snapshot(1)).unwrap();
+    publisher.publish("sidecar", snapshot(1)).unwrap();
     let node = |id: &str| Node {
         id: id.into(),
         ..Default::default()

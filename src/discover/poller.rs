@@ -99,10 +99,6 @@ impl Poller {
         self
     }
 
-    pub fn aws(&self) -> &Aws {
-        &self.aws
-    }
-
     /// Polls every source once.
     pub async fn poll(&mut self) -> PollReport {
         let mut errors = Vec::new();

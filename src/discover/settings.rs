@@ -9,10 +9,8 @@ use std::time::Duration;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
 
-/// Everything the discover stage reads from the daemon settings.
-///
-/// The top-level settings embed it with `#[serde(flatten)]`, so the three sections sit at the
-/// top of the TOML file.
+/// Everything the discover stage reads from the daemon settings: the `[aws]`, `[ecs]` and
+/// `[cloud_map]` sections of the settings file, which `Settings::discover` gathers here.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiscoverSettings {

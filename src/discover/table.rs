@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::{Health, Inventory};
+use super::Inventory;
 
 impl Inventory {
     /// One row per endpoint (a cluster without endpoints gets one row of dashes), then the
@@ -30,7 +30,7 @@ impl Inventory {
                     cluster.name.clone(),
                     source.clone(),
                     format!("{}:{}", e.address, e.port),
-                    health_label(e.health).into(),
+                    e.health.as_str().into(),
                     e.locality.zone.clone().unwrap_or_else(|| "-".into()),
                     e.weight.to_string(),
                     e.id.clone(),
@@ -59,15 +59,6 @@ impl Inventory {
             let _ = writeln!(out, "warning: {w}");
         }
         out
-    }
-}
-
-fn health_label(h: Health) -> &'static str {
-    match h {
-        Health::Healthy => "healthy",
-        Health::Unhealthy => "unhealthy",
-        Health::Unknown => "unknown",
-        Health::Draining => "draining",
     }
 }
 

@@ -95,12 +95,12 @@ impl Pushes {
             synthesizer.set_pushed(node_type, previous);
             return Err(Refused::Inconsistent {
                 path: resources.locate(&e),
-                message: e.to_string(),
+                source: e,
             });
         }
         if let Err(e) = self.store.put(node_type, stored) {
             synthesizer.set_pushed(node_type, previous);
-            return Err(Refused::Persist(e.to_string()));
+            return Err(Refused::Persist(e));
         }
         let warnings = synthesis
             .findings
@@ -135,7 +135,7 @@ impl Pushes {
         match self.store.delete(node_type) {
             Ok(true) => {}
             Ok(false) => return Err(Refused::NotFound(node_type.to_owned())),
-            Err(e) => return Err(Refused::Persist(e.to_string())),
+            Err(e) => return Err(Refused::Persist(e)),
         }
         synthesizer.set_pushed(node_type, None);
         tracing::info!(%node_type, "push deleted");

@@ -288,7 +288,7 @@ mod tests {
             None,
         );
         let held = std::mem::size_of_val(&state) + std::mem::size_of_val(&requests);
-        let cache = Cache::new(NodeTypeResolver::default());
+        let (cache, _publisher) = Cache::new(NodeTypeResolver::default());
         let task = run(cache, CancellationToken::new(), "ads", state, requests, tx);
         (std::mem::size_of_val(&task), held)
     }

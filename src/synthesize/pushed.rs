@@ -1,4 +1,4 @@
-//! Pushed resources (REST push, see [`crate::push`]) in a node type's snapshot.
+//! Pushed resources (the REST push API of the `push` module) in a node type's snapshot.
 //!
 //! # The merge rule
 //! For a node type with pushed resources:
@@ -20,14 +20,74 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 
 use super::templates::route_clusters;
 use super::{Finding, Synthesis};
-use crate::push::PushedResources;
 use crate::snapshot::{
     eds_name, EncodedResource, InconsistentSnapshot, ResourceType, Snapshot, SnapshotBuilder,
 };
+
+/// What one REST push (a PUT to `/resources/{node_type}`) carried, parsed and validated.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PushedResources {
+    /// The operator's label for this push (`"version"` in the body), for GET and logs only.
+    pub version: Option<String>,
+    pub listeners: Vec<Listener>,
+    pub clusters: Vec<Cluster>,
+    /// EDS: `ClusterLoadAssignment`s, by `cluster_name`.
+    pub endpoints: Vec<ClusterLoadAssignment>,
+    pub routes: Vec<RouteConfiguration>,
+}
+
+/// Resource counts, as the PUT response reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Counts {
+    pub listeners: usize,
+    pub clusters: usize,
+    pub endpoints: usize,
+    pub routes: usize,
+}
+
+impl PushedResources {
+    pub fn counts(&self) -> Counts {
+        Counts {
+            listeners: self.listeners.len(),
+            clusters: self.clusters.len(),
+            endpoints: self.endpoints.len(),
+            routes: self.routes.len(),
+        }
+    }
+
+    /// Where in the body a dangling reference comes from: the pushed resource it names (e.g.
+    /// `listeners[1]`), or "" when it names only templated or discovered resources.
+    pub fn locate(&self, e: &InconsistentSnapshot) -> String {
+        let at = |section: &str, i: Option<usize>| {
+            i.map(|i| format!("{section}[{i}]")).unwrap_or_default()
+        };
+        match e {
+            InconsistentSnapshot::MissingRoute { listener, .. } => at(
+                "listeners",
+                self.listeners.iter().position(|l| l.name == *listener),
+            ),
+            InconsistentSnapshot::OrphanRoute(route) => {
+                at("routes", self.routes.iter().position(|r| r.name == *route))
+            }
+            InconsistentSnapshot::MissingEndpoints { cluster, .. } => at(
+                "clusters",
+                self.clusters.iter().position(|c| c.name == *cluster),
+            ),
+            InconsistentSnapshot::OrphanEndpoints(name) => at(
+                "endpoints",
+                self.endpoints.iter().position(|e| e.cluster_name == *name),
+            ),
+            InconsistentSnapshot::Undecodable { .. } => String::new(),
+        }
+    }
+}
 
 /// A node type's pushed resources, encoded once when set.
 pub(super) struct Pushed {

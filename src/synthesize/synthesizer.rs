@@ -12,9 +12,9 @@ use super::clusters::discovered_cluster;
 use super::endpoints::discovered_load_assignment;
 use super::listeners::generated_routes;
 use super::pushed::Pushed;
+use super::pushed::PushedResources;
 use super::templates::{NodeTemplate, Templates};
 use crate::discover::{self, ClusterOverrides, Inventory};
-use crate::push::PushedResources;
 use crate::snapshot::{EncodedResource, InconsistentSnapshot, ResourceType, Snapshot};
 
 /// What one synthesis produced.
@@ -93,11 +93,6 @@ impl Synthesizer {
         };
         synthesizer.set_templates(templates);
         synthesizer
-    }
-
-    /// The templates in use.
-    pub fn templates(&self) -> &Templates {
-        &self.templates
     }
 
     /// Replaces the templates (a reload), returning the previous ones. Endpoint encodings are

@@ -28,11 +28,8 @@
 //! with its file, line and field path. Synthesis owns each discovered cluster's name, type and
 //! endpoints, so `cluster_defaults` may not set them.
 
-pub(crate) mod proto;
-mod schema_check;
 pub(crate) mod toml_json;
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -46,9 +43,9 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::envoy_json::{self, check_names, resources, FieldError, FieldPath};
 use crate::snapshot::{InconsistentSnapshot, Snapshot};
-use proto::FieldError;
-use toml_json::{FieldPath, Located};
+use toml_json::Located;
 
 /// The templates of every node type, by node type.
 #[derive(Debug, Clone, Default)]
@@ -446,64 +443,6 @@ impl NodeTemplate {
     }
 }
 
-/// Names are present and unique within each section, given as (section, name field, names).
-pub(crate) fn check_names(sections: &[(&str, &str, Vec<&String>)]) -> Vec<FieldError> {
-    let mut errors = Vec::new();
-    for (section, field, names) in sections {
-        for (i, name) in names.iter().enumerate() {
-            let at = FieldPath::default().key(section).index(i);
-            if name.is_empty() {
-                errors.push(FieldError::new(at, format!("needs a {field}")));
-            } else if let Some(first) = names[..i].iter().position(|n| n == name) {
-                let message = format!("duplicate name {name:?} (also {section}[{first}])");
-                errors.push(FieldError::new(at.key(field), message));
-            }
-        }
-    }
-    errors
-}
-
-/// `[[section]]` (or a JSON array): a list of Envoy resources of type `M`. Each may carry an
-/// `"@type"` naming `M`, as Envoy's config dump writes them, so a dump can be pasted back.
-pub(crate) fn resources<M: prost::Message + prost::Name + Default>(
-    root: &serde_json::Map<String, Value>,
-    section: &str,
-    errors: &mut Vec<FieldError>,
-) -> Vec<M> {
-    let at = FieldPath::default().key(section);
-    match root.get(section) {
-        None => Vec::new(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .enumerate()
-            .filter_map(|(i, item)| {
-                let at = at.index(i);
-                let item = match item {
-                    Value::Object(fields) if fields.contains_key("@type") => {
-                        let mut fields = fields.clone();
-                        let url = fields.remove("@type");
-                        if url.as_ref().and_then(Value::as_str) != Some(&M::type_url()) {
-                            let message = format!("\"@type\" must be {:?} here", M::type_url());
-                            errors.push(FieldError::new(at.key("@type"), message));
-                            return None;
-                        }
-                        Cow::Owned(Value::Object(fields))
-                    }
-                    item => Cow::Borrowed(item),
-                };
-                proto::decode::<M>(&item, &at)
-                    .map_err(|e| errors.extend(e))
-                    .ok()
-            })
-            .collect(),
-        Some(_) => {
-            let message = format!("expected a list of {} resources", M::NAME);
-            errors.push(FieldError::new(at, message));
-            Vec::new()
-        }
-    }
-}
-
 fn cluster_defaults(json: Option<&Value>, errors: &mut Vec<FieldError>) -> Cluster {
     let at = FieldPath::default().key("cluster_defaults");
     let Some(json) = json else {
@@ -522,7 +461,7 @@ fn cluster_defaults(json: Option<&Value>, errors: &mut Vec<FieldError>) -> Clust
             ));
         }
     }
-    proto::decode(&Value::Object(rest), &at).unwrap_or_else(|e| {
+    envoy_json::decode(&Value::Object(rest), &at).unwrap_or_else(|e| {
         errors.extend(e);
         Cluster::default()
     })

@@ -55,3 +55,86 @@ pub fn start_logged(mut command: Command) -> (Child, Arc<Mutex<String>>) {
 pub fn start_ecs_xds_logged(config: &Path) -> (Child, Arc<Mutex<String>>) {
     start_logged(ecs_xds_command(config))
 }
+
+/// A running `ecs-xds run`, with the addresses it bound (its settings may say port 0) read
+/// back from its startup line, and its log collected. Killed when dropped.
+pub struct Running {
+    pub child: Child,
+    pub log: Arc<Mutex<String>>,
+    pub xds: std::net::SocketAddr,
+    pub admin: std::net::SocketAddr,
+}
+
+impl Running {
+    /// Starts `ecs-xds run --config <config>` and waits until both listeners are bound.
+    pub async fn start(config: &Path) -> Running {
+        Running::start_command(ecs_xds_command(config)).await
+    }
+
+    /// Starts `command` (an `ecs-xds run`) and waits until both listeners are bound.
+    pub async fn start_command(command: Command) -> Running {
+        let (mut child, log) = start_logged(command);
+        let started = std::time::Instant::now();
+        loop {
+            let bound = listening(&log.lock().unwrap());
+            if let Some((xds, admin)) = bound {
+                return Running {
+                    child,
+                    log,
+                    xds,
+                    admin,
+                };
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "ecs-xds exited ({status}) before listening:\n{}",
+                    log.lock().unwrap()
+                );
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(20),
+                "ecs-xds did not report its listeners:\n{}",
+                log.lock().unwrap()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log contains `needle`.
+    pub async fn wait_for_log(&self, needle: &str, limit: std::time::Duration) {
+        let started = std::time::Instant::now();
+        while !self.log().contains(needle) {
+            assert!(
+                started.elapsed() < limit,
+                "{needle:?} not logged within {limit:?}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let pid = self.child.id().expect("running").to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+}
+
+/// The addresses of the `ecs-xds listening xds=... admin=...` line, once logged.
+fn listening(log: &str) -> Option<(std::net::SocketAddr, std::net::SocketAddr)> {
+    let line = log.lines().find(|l| l.contains("ecs-xds listening"))?;
+    let field = |name: &str| {
+        let start = line.find(&format!("{name}="))? + name.len() + 1;
+        line[start..].split_whitespace().next()?.parse().ok()
+    };
+    Some((field("xds")?, field("admin")?))
+}

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ecs_xds::cache::{Cache, NodeTypeResolver};
+use ecs_xds::cache::{Cache, NodeTypeResolver, Publisher};
 use ecs_xds::serve::XdsServer;
 use ecs_xds::snapshot::{ResourceType, Snapshot};
 use ecs_xds::synthesize::clusters::eds_cluster;
@@ -15,7 +15,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
 use envoy_types::pb::google::rpc;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::Streaming;
@@ -28,22 +28,23 @@ pub const QUIET: Duration = Duration::from_millis(300);
 pub struct TestServer {
     pub addr: SocketAddr,
     pub cache: Cache,
-    _stop: oneshot::Sender<()>,
+    pub publisher: Publisher,
+    _stop: tokio_util::sync::DropGuard,
 }
 
 pub async fn start_server(resolver: NodeTypeResolver) -> TestServer {
-    let cache = Cache::new(resolver);
+    let (cache, publisher) = Cache::new(resolver);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
+    let stop = tokio_util::sync::CancellationToken::new();
     let server = XdsServer::new(cache.clone());
-    tokio::spawn(server.serve(listener, async {
-        let _ = stopped.await;
-    }));
+    let limits = ecs_xds::settings::Settings::default().xds_limits();
+    tokio::spawn(server.serve(listener, limits, stop.clone()));
     TestServer {
         addr,
         cache,
-        _stop: stop,
+        publisher,
+        _stop: stop.drop_guard(),
     }
 }
 

@@ -1,8 +1,8 @@
 //! Every problem in one resource is reported at once, each with its line and full field path.
 
-use super::schema_check;
-use super::toml_json::{FieldPath, Located};
+use super::toml_json::Located;
 use super::*;
+use crate::envoy_json::schema_check;
 
 fn errors(text: &str) -> Vec<String> {
     match NodeTemplate::parse(Path::new("t/sidecar.toml"), text) {

@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use serde_json::{Map, Number, Value};
 use toml_edit::{ImDocument, Item};
 
+use crate::envoy_json::FieldPath;
+
 /// A parsed template file as JSON, with the byte offset of every field path.
 pub struct Located {
     pub json: Value,
@@ -13,44 +15,6 @@ pub struct Located {
     offsets: HashMap<String, usize>,
     /// Byte offset of the start of each line.
     line_starts: Vec<usize>,
-}
-
-/// A field path as errors print it: `listeners[0].filter_chains[0].name` (the same form
-/// `serde_path_to_error` prints, so paths from both can be looked up).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FieldPath(String);
-
-impl FieldPath {
-    pub fn key(&self, key: &str) -> FieldPath {
-        if self.0.is_empty() {
-            FieldPath(key.to_owned())
-        } else {
-            FieldPath(format!("{}.{key}", self.0))
-        }
-    }
-
-    pub fn index(&self, index: usize) -> FieldPath {
-        FieldPath(format!("{}[{index}]", self.0))
-    }
-
-    /// A path appended to this one (`other` as `serde_path_to_error` prints it; "." is empty).
-    pub fn join(&self, other: &str) -> FieldPath {
-        match other {
-            "" | "." => self.clone(),
-            o if o.starts_with('[') || self.0.is_empty() => FieldPath(format!("{}{o}", self.0)),
-            o => FieldPath(format!("{}.{o}", self.0)),
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Display for FieldPath {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
 }
 
 /// A TOML syntax error: its message and line.

@@ -14,8 +14,7 @@ use prost_reflect::{
 };
 use serde_json::{Map, Value};
 
-use super::proto::FieldError;
-use super::toml_json::FieldPath;
+use super::{FieldError, FieldPath};
 use crate::descriptors::pool;
 
 /// Every problem in `json`, a `desc` message found at `path`.

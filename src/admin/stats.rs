@@ -1,0 +1,93 @@
+//! The daemon's own counters and its readiness: written by the daemon's stages, read by
+//! `/readyz`, `/metrics` and tests.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+/// Why a reload was refused (the `reason` label of `template_reloads_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadFailure {
+    /// The settings file does not load.
+    Settings,
+    /// A template does not load.
+    Templates,
+    /// The templates load, but a node type's snapshot would be inconsistent (with what is
+    /// pushed, say).
+    Inconsistent,
+}
+
+impl ReloadFailure {
+    pub const ALL: [ReloadFailure; 3] = [
+        ReloadFailure::Settings,
+        ReloadFailure::Templates,
+        ReloadFailure::Inconsistent,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReloadFailure::Settings => "settings",
+            ReloadFailure::Templates => "templates",
+            ReloadFailure::Inconsistent => "inconsistent",
+        }
+    }
+}
+
+/// Counters of the daemon's own events and its readiness.
+#[derive(Debug, Default)]
+pub struct DaemonStats {
+    reloads_ok: AtomicU64,
+    reloads_failed: [AtomicU64; ReloadFailure::ALL.len()],
+    syntheses: AtomicU64,
+    /// Set once the first complete inventory has been synthesized and published. Templates
+    /// were valid at start (the daemon does not start otherwise) and a failed reload keeps the
+    /// running ones, so this is all readiness needs while every stage runs.
+    first_inventory_published: AtomicBool,
+    /// Set when a stage ended before shutdown: the process is on its way out.
+    stage_ended: OnceLock<String>,
+}
+
+impl DaemonStats {
+    pub fn reload_ok(&self) {
+        self.reloads_ok.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn reload_failed(&self, reason: ReloadFailure) {
+        self.reloads_failed[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn synthesized(&self) {
+        self.syntheses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records that the first complete inventory is published; true the first time.
+    pub fn first_inventory_published(&self) -> bool {
+        !self.first_inventory_published.swap(true, Ordering::AcqRel)
+    }
+
+    /// Records that a stage ended before shutdown (`why` names it), which makes the daemon
+    /// unready for good.
+    pub fn stage_ended(&self, why: String) {
+        let _ = self.stage_ended.set(why);
+    }
+
+    pub fn reloads_ok(&self) -> u64 {
+        self.reloads_ok.load(Ordering::Relaxed)
+    }
+    pub fn reloads_failed(&self, reason: ReloadFailure) -> u64 {
+        self.reloads_failed[reason as usize].load(Ordering::Relaxed)
+    }
+    pub fn syntheses(&self) -> u64 {
+        self.syntheses.load(Ordering::Relaxed)
+    }
+
+    /// Why the daemon is not ready to serve Envoys, if it is not.
+    pub fn not_ready_reason(&self) -> Option<String> {
+        if let Some(why) = self.stage_ended.get() {
+            return Some(format!("{why}; the process is exiting"));
+        }
+        match self.first_inventory_published.load(Ordering::Acquire) {
+            true => None,
+            false => Some(
+                "waiting for the first complete discovery (every ECS cluster and Cloud Map namespace polled successfully once)".to_owned(),
+            ),
+        }
+    }
+}

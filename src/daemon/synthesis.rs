@@ -1,0 +1,181 @@
+//! The synthesis stage: the one owner of the synthesizer, the persisted pushes and the cache's
+//! publisher. Each event (a new inventory, a push command, a reload) is one method, applied in
+//! the order they arrive, so a push never interleaves with a synthesis.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::reload::Reloader;
+use super::Readiness;
+use crate::cache::Publisher;
+use crate::discover::Inventory;
+use crate::push::{PushCommand, Pushes};
+use crate::synthesize::{Finding, Synthesis, Synthesizer};
+
+/// What the startup line says once the first inventory is in.
+pub(super) struct FirstLine {
+    pub xds: SocketAddr,
+    pub admin: SocketAddr,
+    pub sources: String,
+    /// The node types of the templates at start.
+    pub node_types: Vec<String>,
+}
+
+pub(super) struct SynthesisStage {
+    synthesizer: Synthesizer,
+    publisher: Publisher,
+    pushes: Option<Pushes>,
+    readiness: Readiness,
+    reloader: Reloader,
+    /// The last complete inventory (`None` before the first).
+    last: Option<Arc<Inventory>>,
+    /// Findings of the last synthesis, so each is logged when it appears, not every time.
+    findings: Vec<Finding>,
+}
+
+impl SynthesisStage {
+    pub fn new(
+        synthesizer: Synthesizer,
+        publisher: Publisher,
+        pushes: Option<Pushes>,
+        readiness: Readiness,
+        reloader: Reloader,
+    ) -> Self {
+        SynthesisStage {
+            synthesizer,
+            publisher,
+            pushes,
+            readiness,
+            reloader,
+            last: None,
+            findings: Vec::new(),
+        }
+    }
+
+    /// Applies events until `stop`.
+    pub async fn run(
+        mut self,
+        first_line: FirstLine,
+        mut inventories: watch::Receiver<Arc<Inventory>>,
+        mut push_commands: mpsc::Receiver<PushCommand>,
+        mut reloads: mpsc::Receiver<()>,
+        stop: CancellationToken,
+    ) {
+        let mut first_line = Some(first_line);
+        let mut discovery_open = true;
+        loop {
+            tokio::select! {
+                changed = inventories.changed(), if discovery_open => {
+                    if changed.is_err() {
+                        // The discovery stage ended; supervision reports it. Keep serving
+                        // pushes and reloads until stopped.
+                        discovery_open = false;
+                        continue;
+                    }
+                    let inventory = inventories.borrow_and_update().clone();
+                    if let Some(line) = first_line.take() {
+                        self.log_first_line(&line, &inventory);
+                    }
+                    self.on_inventory(inventory).await;
+                }
+                Some(command) = push_commands.recv() => self.on_push(command),
+                Some(()) = reloads.recv() => self.on_reload(),
+                _ = stop.cancelled() => return,
+            }
+        }
+    }
+
+    fn log_first_line(&self, line: &FirstLine, inventory: &Inventory) {
+        tracing::info!(
+            xds = %line.xds,
+            admin = %line.admin,
+            sources = %line.sources,
+            node_types = ?line.node_types,
+            clusters = inventory.clusters.len(),
+            endpoints = inventory.endpoint_count(),
+            "ecs-xds running: first complete inventory"
+        );
+    }
+
+    /// A new complete inventory: synthesize and publish it; the first makes the daemon ready.
+    async fn on_inventory(&mut self, inventory: Arc<Inventory>) {
+        let synthesis = self.synthesizer.synthesize(&inventory);
+        self.publish(synthesis);
+        self.last = Some(inventory);
+        self.readiness.first_inventory_published().await;
+    }
+
+    /// A push command from the admin API (with push disabled there are none).
+    fn on_push(&mut self, command: PushCommand) {
+        let Some(pushes) = self.pushes.as_mut() else {
+            return;
+        };
+        let Self {
+            synthesizer,
+            publisher,
+            readiness,
+            findings,
+            last,
+            ..
+        } = self;
+        pushes.handle(command, synthesizer, last.as_deref(), |synthesis| {
+            publish(publisher, readiness, findings, synthesis)
+        });
+    }
+
+    /// SIGHUP or a changed file: re-read the templates; a failed reload keeps the running ones.
+    fn on_reload(&mut self) {
+        let stats = &self.readiness.stats;
+        match self
+            .reloader
+            .reload(&mut self.synthesizer, self.last.as_deref())
+        {
+            Ok(synthesis) => {
+                stats.reload_ok();
+                let dir = self.reloader.templates_dir();
+                tracing::info!(dir = %dir.display(), "templates reloaded");
+                if let Some(synthesis) = synthesis {
+                    self.publish(synthesis);
+                }
+            }
+            Err(e) => {
+                stats.reload_failed(e.reason());
+                tracing::error!("{e}");
+            }
+        }
+    }
+
+    fn publish(&mut self, synthesis: Synthesis) {
+        publish(
+            &self.publisher,
+            &self.readiness,
+            &mut self.findings,
+            synthesis,
+        );
+    }
+}
+
+/// Publishes every node type's snapshot of `synthesis`, logging its new findings. A snapshot
+/// the cache refuses keeps what is being served and is logged.
+fn publish(
+    publisher: &Publisher,
+    readiness: &Readiness,
+    known_findings: &mut Vec<Finding>,
+    synthesis: Synthesis,
+) {
+    readiness.stats.synthesized();
+    for finding in &synthesis.findings {
+        if !known_findings.contains(finding) {
+            tracing::warn!(node_type = %finding.node_type, "{finding}");
+        }
+    }
+    *known_findings = synthesis.findings;
+    for (node_type, snapshot) in synthesis.snapshots {
+        if let Err(e) = publisher.publish(&node_type, snapshot) {
+            tracing::error!(%node_type, error = %e, "snapshot refused; still serving the previous one");
+        }
+    }
+}

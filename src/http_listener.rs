@@ -1,0 +1,249 @@
+//! The accept loop both HTTP listeners share (the xDS gRPC port and the admin port): a cap on
+//! open connections, a deadline for a new connection's first request, and a shutdown that ends
+//! within a grace period whatever the peers do.
+//!
+//! Why not the servers' own loops (tonic's, axum's): neither has a first-request deadline or a
+//! connection cap, and both wait for every open connection at graceful shutdown, so one peer
+//! that connects and never speaks (a port scanner, a slowloris on an admin port open to the VPC)
+//! held the process past SIGTERM until ECS killed it.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tower_service::Service;
+
+/// How one listener treats its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections open at once; one more is closed as soon as it is accepted (and counted).
+    pub max_connections: usize,
+    /// A new connection must have made its first request by then, or it is closed.
+    pub first_request: Duration,
+    /// At shutdown, how long open connections get to finish before they are closed.
+    pub grace: Duration,
+}
+
+/// HTTP versions a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/2 with prior knowledge (gRPC), with keepalive pings so dead peers are noticed on
+    /// idle streams (Envoy answers them).
+    Http2,
+    /// HTTP/1.1 (the admin views); a request head must arrive within `first_request`, on a
+    /// new connection and between keep-alive requests alike.
+    Http1,
+}
+
+/// What a listener's connections did, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct ConnectionStats {
+    open: AtomicUsize,
+    refused: AtomicU64,
+    timed_out: AtomicU64,
+}
+
+impl ConnectionStats {
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+    /// Connections closed at once because `max_connections` were open.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+    /// Connections closed because their first request (on HTTP/1, any request head) did not
+    /// come in time.
+    pub fn timed_out(&self) -> u64 {
+        self.timed_out.load(Ordering::Relaxed)
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` is cancelled, then lets open connections
+/// finish for up to `limits.grace` and closes what is left. `name` labels logs.
+pub async fn serve(
+    name: &'static str,
+    listener: TcpListener,
+    router: axum::Router,
+    protocol: Protocol,
+    limits: Limits,
+    stats: Arc<ConnectionStats>,
+    shutdown: CancellationToken,
+) {
+    let builder = builder(protocol, limits);
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of descriptors, mostly: the open connections keep working, and
+                        // accepting again at once would spin.
+                        tracing::warn!(listener = name, error = %e, "accept failed; retrying in 100 ms");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = permits.clone().try_acquire_owned() else {
+                    stats.refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(listener = name, %peer, max = limits.max_connections, "connection refused: too many open");
+                    continue;
+                };
+                stats.open.fetch_add(1, Ordering::Relaxed);
+                let connection = Connection {
+                    name,
+                    peer,
+                    limits,
+                    stats: stats.clone(),
+                    _permit: permit,
+                };
+                let service = router.clone();
+                connections.spawn(connection.run(stream, builder.clone(), service, shutdown.clone()));
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let drained = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(limits.grace, drained).await.is_err() {
+        tracing::info!(
+            listener = name,
+            open = connections.len(),
+            grace = ?limits.grace,
+            "grace period over; closing the connections still open"
+        );
+        connections.abort_all();
+        while connections.join_next().await.is_some() {}
+    }
+}
+
+fn builder(protocol: Protocol, limits: Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    match protocol {
+        Protocol::Http2 => {
+            builder = builder.http2_only();
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .keep_alive_interval(Duration::from_secs(30))
+                .keep_alive_timeout(Duration::from_secs(10));
+        }
+        Protocol::Http1 => {
+            builder = builder.http1_only();
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.first_request);
+        }
+    }
+    builder
+}
+
+/// One accepted connection, counted open and holding its permit until it ends.
+struct Connection {
+    name: &'static str,
+    peer: SocketAddr,
+    limits: Limits,
+    stats: Arc<ConnectionStats>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Connection {
+    async fn run(
+        self,
+        stream: TcpStream,
+        builder: auto::Builder<TokioExecutor>,
+        router: axum::Router,
+        shutdown: CancellationToken,
+    ) {
+        let _ = stream.set_nodelay(true);
+        let spoke = Arc::new(AtomicBool::new(false));
+        let service = FirstRequest {
+            spoke: spoke.clone(),
+            router,
+        };
+        let connection = builder.serve_connection(
+            TokioIo::new(stream),
+            hyper_util::service::TowerToHyperService::new(service),
+        );
+        tokio::pin!(connection);
+        let deadline = tokio::time::sleep(self.limits.first_request);
+        tokio::pin!(deadline);
+        let (mut waiting, mut draining) = (true, false);
+        loop {
+            tokio::select! {
+                ended = connection.as_mut() => {
+                    if let Err(e) = ended {
+                        // HTTP/1's own header-read timeout (a slowloris) counts as ours.
+                        let timeout = e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout);
+                        if timeout {
+                            self.stats.timed_out.fetch_add(1, Ordering::Relaxed);
+                        }
+                        tracing::debug!(listener = self.name, peer = %self.peer, error = %e, "connection ended");
+                    }
+                    break;
+                }
+                _ = &mut deadline, if waiting => {
+                    waiting = false;
+                    if !spoke.load(Ordering::Relaxed) {
+                        self.stats.timed_out.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(
+                            listener = self.name,
+                            peer = %self.peer,
+                            deadline = ?self.limits.first_request,
+                            "connection closed: no request in time"
+                        );
+                        break;
+                    }
+                }
+                _ = shutdown.cancelled(), if !draining => {
+                    draining = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.stats.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The router, noting that the connection made a request.
+#[derive(Clone)]
+struct FirstRequest {
+    spoke: Arc<AtomicBool>,
+    router: axum::Router,
+}
+
+impl Service<http::Request<Incoming>> for FirstRequest {
+    type Response = axum::response::Response;
+    type Error = Infallible;
+    type Future = axum::routing::future::RouteFuture<Infallible>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        Service::<http::Request<Incoming>>::poll_ready(&mut self.router, cx)
+    }
+
+    fn call(&mut self, request: http::Request<Incoming>) -> Self::Future {
+        self.spoke.store(true, Ordering::Relaxed);
+        self.router.call(request)
+    }
+}
