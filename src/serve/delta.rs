@@ -130,10 +130,9 @@ impl DeltaState {
         }
         for name in &req.resource_names_unsubscribe {
             if name == "*" {
-                if state.wildcard {
-                    let names = &state.names;
-                    state.held.pin_all(ty, |_| true, |n| names.contains(n));
-                }
+                // The client drops what only the wildcard brought (Envoy clears its wildcard
+                // resource state), so those names are held no more: not pinned, they read as
+                // not held once unwanted, and are sent again if wanted again.
                 state.wildcard = false;
             } else {
                 Arc::make_mut(&mut state.names).remove(name);
@@ -295,3 +294,6 @@ impl DeltaState {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;
