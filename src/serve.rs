@@ -14,6 +14,8 @@ mod held;
 mod names;
 mod sotw;
 mod stream;
+#[cfg(test)]
+mod test_harness;
 mod wire;
 
 use std::collections::BTreeSet;

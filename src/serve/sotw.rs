@@ -301,3 +301,6 @@ impl SotwState {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;
