@@ -16,7 +16,7 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{NodeMatcher, StringMatcher};
 use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_client::ClientStatusDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::status::v3::{ClientStatusRequest, ConfigStatus};
 use serde_json::Value;
-use support::daemon::start_ecs_xds_logged;
+use support::daemon::Running;
 use support::envoy::{free_port, AdsMode, Envoy};
 use support::moto::Moto;
 use support::templates::egress_sidecar;
@@ -31,21 +31,18 @@ fn template(egress: u16, chains: usize) -> String {
 struct Setup {
     _dir: tempfile::TempDir,
     config: PathBuf,
-    xds: SocketAddr,
-    admin: SocketAddr,
     egress: u16,
 }
 
+/// Settings with both listeners on port 0: the running daemon says what it bound.
 fn setup(endpoint: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let xds: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let egress = free_port();
     let config = dir.path().join("ecs-xds.toml");
     std::fs::write(
         &config,
         format!(
-            "[xds]\nlisten = \"{xds}\"\n[admin]\nlisten = \"{admin}\"\n[aws]\nendpoint_url = \"{endpoint}\"\n\
+            "[xds]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[aws]\nendpoint_url = \"{endpoint}\"\n\
              [ecs]\nclusters = [\"demo\"]\npoll_interval = \"1s\"\n"
         ),
     )
@@ -55,8 +52,6 @@ fn setup(endpoint: &str) -> Setup {
     Setup {
         _dir: dir,
         config,
-        xds,
-        admin,
         egress,
     }
 }
@@ -112,8 +107,9 @@ async fn admin_csds_and_health_show_what_the_connected_envoy_acked_and_rejected(
     let moto = Moto::start();
     moto.seed(&["--tasks-per-service", "1"]);
     let s = setup(&moto.endpoint);
-    let (_daemon, _log) = start_ecs_xds_logged(&s.config);
-    let envoy = Envoy::start("sidecar-app1", s.xds, AdsMode::Sotw).await;
+    let daemon = Running::start(&s.config).await;
+    let (xds, admin) = (daemon.xds, daemon.admin);
+    let envoy = Envoy::start("sidecar-app1", xds, AdsMode::Sotw).await;
     envoy
         .wait_for(
             "the discovered clusters",
@@ -123,12 +119,12 @@ async fn admin_csds_and_health_show_what_the_connected_envoy_acked_and_rejected(
         .await;
     let held = envoy.versions().await;
 
-    assert_eq!(get(s.admin, "/healthz").await, (200, "ok\n".to_owned()));
-    assert_eq!(get(s.admin, "/readyz").await, (200, "ready\n".to_owned()));
-    assert_eq!(grpc_health(s.xds).await, ServingStatus::Serving);
+    assert_eq!(get(admin, "/healthz").await, (200, "ok\n".to_owned()));
+    assert_eq!(get(admin, "/readyz").await, (200, "ready\n".to_owned()));
+    assert_eq!(grpc_health(xds).await, ServingStatus::Serving);
 
     // /snapshot: exactly what Envoy holds.
-    let snapshot = get_json(s.admin, "/snapshot/sidecar").await;
+    let snapshot = get_json(admin, "/snapshot/sidecar").await;
     assert_eq!(snapshot["versions"]["cds"], held.cds.as_str());
     assert_eq!(snapshot["versions"]["lds"], held.lds.as_str());
     let clusters: Vec<&str> = snapshot["clusters"]
@@ -138,10 +134,10 @@ async fn admin_csds_and_health_show_what_the_connected_envoy_acked_and_rejected(
         .map(|c| c["name"].as_str().unwrap())
         .collect();
     assert_eq!(clusters, held.clusters);
-    assert_eq!(get(s.admin, "/snapshot/nope").await.0, 404);
+    assert_eq!(get(admin, "/snapshot/nope").await.0, 404);
 
     // /nodes: the ACKed versions are Envoy's.
-    let nodes = get_json(s.admin, "/nodes").await;
+    let nodes = get_json(admin, "/nodes").await;
     let node = &nodes["nodes"][0];
     assert_eq!(node["node_id"], "sidecar-app1");
     assert_eq!(node["node_type"], "sidecar");
@@ -155,7 +151,7 @@ async fn admin_csds_and_health_show_what_the_connected_envoy_acked_and_rejected(
     assert_eq!(stream["types"]["lds"]["last_nack"], Value::Null);
 
     // /metrics: discovery, snapshots and xDS figures.
-    let (status, metrics) = get(s.admin, "/metrics").await;
+    let (status, metrics) = get(admin, "/metrics").await;
     assert_eq!(status, 200);
     for (line, want) in [
         ("ecs_xds_xds_streams{service=\"ads\",mode=\"sotw\"} ", 1.0),
@@ -184,7 +180,7 @@ async fn admin_csds_and_health_show_what_the_connected_envoy_acked_and_rejected(
     assert_eq!(metric(&metrics, &cds_info), Some(1.0), "{metrics}");
 
     // CSDS on the xDS port: the connected Envoy, its clusters ACKed at the version it holds.
-    let mut csds = ClientStatusDiscoveryServiceClient::connect(format!("http://{}", s.xds))
+    let mut csds = ClientStatusDiscoveryServiceClient::connect(format!("http://{}", xds))
         .await
         .unwrap();
     let matcher = |id: &str| NodeMatcher {
@@ -236,7 +232,7 @@ async fn admin_csds_and_health_show_what_the_connected_envoy_acked_and_rejected(
         .await;
     let mut nack = Value::Null;
     for _ in 0..50 {
-        let nodes = get_json(s.admin, "/nodes").await;
+        let nodes = get_json(admin, "/nodes").await;
         nack = nodes["nodes"][0]["streams"][0]["types"]["lds"]["last_nack"].clone();
         if !nack.is_null() {
             break;
@@ -251,7 +247,7 @@ async fn admin_csds_and_health_show_what_the_connected_envoy_acked_and_rejected(
         held.lds,
         "Envoy kept its listener"
     );
-    let (_, metrics) = get(s.admin, "/metrics").await;
+    let (_, metrics) = get(admin, "/metrics").await;
     assert_eq!(
         metric(&metrics, "ecs_xds_xds_nacks_total{type=\"lds\"} "),
         Some(1.0)
@@ -277,16 +273,17 @@ async fn readiness_waits_for_the_first_complete_discovery() {
     // AWS is unreachable at first: a port nothing listens on (yet).
     let aws_port = free_port();
     let s = setup(&format!("http://127.0.0.1:{aws_port}"));
-    let (_daemon, _log) = start_ecs_xds_logged(&s.config);
+    let daemon = Running::start(&s.config).await;
+    let (xds, admin) = (daemon.xds, daemon.admin);
 
-    let (status, body) = get(s.admin, "/readyz").await;
+    let (status, body) = get(admin, "/readyz").await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("first complete discovery"), "{body}");
-    assert_eq!(get(s.admin, "/healthz").await.0, 200);
-    assert_eq!(grpc_health(s.xds).await, ServingStatus::NotServing);
+    assert_eq!(get(admin, "/healthz").await.0, 200);
+    assert_eq!(grpc_health(xds).await, ServingStatus::NotServing);
     let mut failed = None;
     for _ in 0..100 {
-        let (_, metrics) = get(s.admin, "/metrics").await;
+        let (_, metrics) = get(admin, "/metrics").await;
         failed = metric(&metrics, "ecs_xds_poll_cycles_total{outcome=\"failed\"} ");
         if failed.is_some() {
             assert!(metrics.contains("outcome=\"error\""), "{metrics}");
@@ -301,12 +298,12 @@ async fn readiness_waits_for_the_first_complete_discovery() {
     moto.seed(&["--tasks-per-service", "1"]);
     let mut ready = (0, String::new());
     for _ in 0..200 {
-        ready = get(s.admin, "/readyz").await;
+        ready = get(admin, "/readyz").await;
         if ready.0 == 200 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(ready, (200, "ready\n".to_owned()));
-    assert_eq!(grpc_health(s.xds).await, ServingStatus::Serving);
+    assert_eq!(grpc_health(xds).await, ServingStatus::Serving);
 }

@@ -12,17 +12,21 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use aws_sdk_ecs::types::LaunchType;
-use support::daemon::{start_ecs_xds, start_ecs_xds_logged};
+use support::daemon::Running;
 use support::envoy::{free_port, AdsMode, Envoy};
 use support::moto::{awsvpc_network, running_task_ips, Moto};
 use support::templates::egress_sidecar;
 
 const INTERVAL: Duration = Duration::from_secs(1);
 
+/// Port 0: the daemon binds a free port and says which.
+const ANY_PORT: &str = "127.0.0.1:0";
+
 fn sidecar_template(egress_port: u16, stat_prefix: &str) -> String {
     egress_sidecar(egress_port, stat_prefix, 1)
 }
 
+/// Settings polling moto every second; xDS on `xds` (port 0: the daemon picks and says).
 fn write_config(dir: &Path, moto: &Moto, xds: SocketAddr, egress_port: u16) -> std::path::PathBuf {
     let config = dir.join("ecs-xds.toml");
     std::fs::write(
@@ -83,9 +87,10 @@ async fn envoy_follows_ecs_through_ecs_xds_run_and_a_restart_repushes_nothing() 
     let seed = moto.seed(&["--tasks-per-service", "2"]);
     let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config().await);
     let dir = tempfile::tempdir().unwrap();
-    let xds: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let config = write_config(dir.path(), &moto, xds, free_port());
-    let mut daemon = start_ecs_xds(&config);
+    let egress = free_port();
+    let config = write_config(dir.path(), &moto, ANY_PORT.parse().unwrap(), egress);
+    let mut daemon = Running::start(&config).await;
+    let xds = daemon.xds;
     let envoy = Envoy::start("sidecar-app1", xds, AdsMode::Sotw).await;
 
     // One cluster per service port, the template listener and the generated route.
@@ -147,7 +152,7 @@ async fn envoy_follows_ecs_through_ecs_xds_run_and_a_restart_repushes_nothing() 
     let lds = envoy.stat("listener_manager.lds.update_success").await;
     let eds = envoy.stat("cluster.web.update_success").await;
     let versions = envoy.versions().await;
-    daemon.kill().await.unwrap();
+    daemon.child.kill().await.unwrap();
     envoy
         .wait_for(
             "Envoy noticing the restart",
@@ -155,7 +160,9 @@ async fn envoy_follows_ecs_through_ecs_xds_run_and_a_restart_repushes_nothing() 
             || async { envoy.stat("control_plane.connected_state").await == 0 },
         )
         .await;
-    let _daemon = start_ecs_xds(&config);
+    // The restarted daemon takes the address Envoy's bootstrap names.
+    let config = write_config(dir.path(), &moto, xds, egress);
+    let _daemon = Running::start(&config).await;
     envoy
         .wait_for("Envoy reconnecting", Duration::from_secs(20), || async {
             envoy.stat("control_plane.connected_state").await == 1
@@ -174,11 +181,10 @@ async fn an_invalid_template_keeps_the_running_config_fixing_it_applies_it_and_s
     let moto = Moto::start();
     moto.seed(&["--tasks-per-service", "1"]);
     let dir = tempfile::tempdir().unwrap();
-    let xds: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let egress = free_port();
-    let config = write_config(dir.path(), &moto, xds, egress);
-    let (mut daemon, log) = start_ecs_xds_logged(&config);
-    let envoy = Envoy::start("sidecar-app1", xds, AdsMode::Sotw).await;
+    let config = write_config(dir.path(), &moto, ANY_PORT.parse().unwrap(), egress);
+    let mut daemon = Running::start(&config).await;
+    let envoy = Envoy::start("sidecar-app1", daemon.xds, AdsMode::Sotw).await;
     envoy
         .wait_for(
             "the discovered clusters",
@@ -196,16 +202,16 @@ async fn an_invalid_template_keeps_the_running_config_fixing_it_applies_it_and_s
     )
     .unwrap();
     let started = Instant::now();
-    while !log.lock().unwrap().contains("template reload failed") {
+    while !daemon.log().contains("template reload failed") {
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "no reload error logged:\n{}",
-            log.lock().unwrap()
+            daemon.log()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(
-        log.lock().unwrap().contains("stat_prefixx"),
+        daemon.log().contains("stat_prefixx"),
         "the error names the field"
     );
     tokio::time::sleep(INTERVAL * 2).await;
@@ -222,13 +228,8 @@ async fn an_invalid_template_keeps_the_running_config_fixing_it_applies_it_and_s
     assert_eq!(envoy.versions().await.clusters, before.clusters);
 
     // SIGTERM with Envoy still connected: streams closed, exit 0.
-    let pid = daemon.id().unwrap().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let status = tokio::time::timeout(Duration::from_secs(10), daemon.wait())
+    daemon.terminate();
+    let status = tokio::time::timeout(Duration::from_secs(10), daemon.child.wait())
         .await
         .expect("ecs-xds stops within 10 s of SIGTERM")
         .unwrap();
@@ -249,10 +250,9 @@ async fn with_the_emulator_stopped_envoy_keeps_every_endpoint_and_ecs_xds_recove
     let port = moto.port;
     moto.seed(&["--tasks-per-service", "1"]);
     let dir = tempfile::tempdir().unwrap();
-    let xds: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let config = write_config(dir.path(), &moto, xds, free_port());
-    let (_daemon, log) = start_ecs_xds_logged(&config);
-    let envoy = Envoy::start("sidecar-app1", xds, AdsMode::Sotw).await;
+    let config = write_config(dir.path(), &moto, ANY_PORT.parse().unwrap(), free_port());
+    let daemon = Running::start(&config).await;
+    let envoy = Envoy::start("sidecar-app1", daemon.xds, AdsMode::Sotw).await;
     envoy
         .wait_for(
             "the discovered clusters",
@@ -265,11 +265,11 @@ async fn with_the_emulator_stopped_envoy_keeps_every_endpoint_and_ecs_xds_recove
     // AWS unreachable: the failure is logged with the call, and nothing is withdrawn.
     drop(moto);
     let started = Instant::now();
-    while !log.lock().unwrap().contains("ListTasks") {
+    while !daemon.log().contains("ListTasks") {
         assert!(
             started.elapsed() < Duration::from_secs(15),
             "no AWS failure logged:\n{}",
-            log.lock().unwrap()
+            daemon.log()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -303,20 +303,19 @@ async fn requests_through_envoy_reach_cloud_map_backends_and_a_deregistered_one_
         &b.addr.to_string(),
     ]);
     let dir = tempfile::tempdir().unwrap();
-    let xds: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let egress = free_port();
-    let config = write_config(dir.path(), &moto, xds, egress);
+    let config = write_config(dir.path(), &moto, ANY_PORT.parse().unwrap(), egress);
     // Cloud Map only: these backends run on 127.0.0.1, so real traffic is safe.
     std::fs::write(
         &config,
         format!(
-            "[xds]\nlisten = \"{xds}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[aws]\nendpoint_url = \"{}\"\n[ecs]\npoll_interval = \"1s\"\n[cloud_map]\nnamespaces = [\"demo.local\"]\n",
+            "[xds]\nlisten = \"{ANY_PORT}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[aws]\nendpoint_url = \"{}\"\n[ecs]\npoll_interval = \"1s\"\n[cloud_map]\nnamespaces = [\"demo.local\"]\n",
             moto.endpoint
         ),
     )
     .unwrap();
-    let _daemon = start_ecs_xds(&config);
-    let envoy = Envoy::start("sidecar-app1", xds, AdsMode::Sotw).await;
+    let daemon = Running::start(&config).await;
+    let envoy = Envoy::start("sidecar-app1", daemon.xds, AdsMode::Sotw).await;
     let both: BTreeSet<String> = [a.addr, b.addr].iter().map(|s| s.to_string()).collect();
     envoy
         .wait_for(

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::backend::Backend;
-use support::daemon::ecs_xds_command;
+use support::daemon::{ecs_xds_command, Running};
 use support::envoy::{free_port, AdsMode, Envoy};
 use support::templates::egress_sidecar;
 use tokio::process::Command;
@@ -23,16 +23,9 @@ const TOKEN: &str = "t0ken-for-tests";
 
 /// The settings (push enabled, the token only from the environment), a sidecar template
 /// (egress listener on generated routes) and an empty saved inventory in `dir`. Returns
-/// (settings file, inventory file).
+/// (settings file, inventory file). Port 0 in `xds` or `admin`: the daemon says what it bound.
 fn write_config(dir: &Path, xds: u16, admin: &str) -> (PathBuf, PathBuf) {
-    let config = dir.join("ecs-xds.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[xds]\nlisten = \"127.0.0.1:{xds}\"\n[admin]\nlisten = \"{admin}\"\n[push]\nenabled = true\nmax_body_bytes = 16384\n"
-        ),
-    )
-    .unwrap();
+    let config = write_settings(dir, xds, admin);
     std::fs::create_dir_all(dir.join("templates")).unwrap();
     let egress = free_port();
     std::fs::write(
@@ -46,6 +39,19 @@ fn write_config(dir: &Path, xds: u16, admin: &str) -> (PathBuf, PathBuf) {
     (config, inventory)
 }
 
+/// The settings file alone (as `write_config` writes it).
+fn write_settings(dir: &Path, xds: u16, admin: &str) -> PathBuf {
+    let config = dir.join("ecs-xds.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[xds]\nlisten = \"127.0.0.1:{xds}\"\n[admin]\nlisten = \"{admin}\"\n[push]\nenabled = true\nmax_body_bytes = 16384\n"
+        ),
+    )
+    .unwrap();
+    config
+}
+
 /// `ecs-xds run` serving the saved inventory (no AWS), killed when dropped.
 fn ecs_xds(config: &Path, inventory: &Path) -> Command {
     let mut command = ecs_xds_command(config);
@@ -54,6 +60,11 @@ fn ecs_xds(config: &Path, inventory: &Path) -> Command {
         .arg(inventory)
         .stdin(Stdio::null());
     command
+}
+
+/// `ecs-xds run` serving the saved inventory, once its listeners are bound.
+async fn running(config: &Path, inventory: &Path) -> Running {
+    Running::start_command(ecs_xds(config, inventory)).await
 }
 
 /// A push: a listener on `port` routing everything to a STATIC cluster at the backend.
@@ -203,11 +214,9 @@ async fn get_through(port: u16) -> Option<String> {
 async fn pushed_resources_reach_envoy_survive_a_restart_and_delete_removes_them() {
     let backend = Backend::start("pushed-backend").await;
     let dir = tempfile::tempdir().unwrap();
-    let xds = free_port();
-    let admin_port = free_port();
-    let (config, inventory) = write_config(dir.path(), xds, &format!("127.0.0.1:{admin_port}"));
-    let mut daemon = ecs_xds(&config, &inventory).spawn().unwrap();
-    let admin = Admin::new(admin_port, None);
+    let (config, inventory) = write_config(dir.path(), 0, "127.0.0.1:0");
+    let mut daemon = running(&config, &inventory).await;
+    let admin = Admin::new(daemon.admin.port(), None);
 
     let listen = free_port();
     let push = a_push("v1", listen, backend.addr.port());
@@ -218,12 +227,7 @@ async fn pushed_resources_reach_envoy_survive_a_restart_and_delete_removes_them(
     assert_eq!(answer["resources"]["clusters"], 1);
     assert!(dir.path().join("state/sidecar.json").exists());
 
-    let envoy = Envoy::start(
-        "sidecar-app1",
-        format!("127.0.0.1:{xds}").parse().unwrap(),
-        AdsMode::Sotw,
-    )
-    .await;
+    let envoy = Envoy::start("sidecar-app1", daemon.xds, AdsMode::Sotw).await;
     envoy
         .wait_for(
             "a request through the pushed listener",
@@ -239,7 +243,7 @@ async fn pushed_resources_reach_envoy_survive_a_restart_and_delete_removes_them(
     let cds = envoy.stat("cluster_manager.cds.update_success").await;
     let lds = envoy.stat("listener_manager.lds.update_success").await;
     let versions = envoy.versions().await;
-    daemon.kill().await.unwrap();
+    daemon.child.kill().await.unwrap();
     envoy
         .wait_for(
             "Envoy noticing the restart",
@@ -247,7 +251,10 @@ async fn pushed_resources_reach_envoy_survive_a_restart_and_delete_removes_them(
             || async { envoy.stat("control_plane.connected_state").await == 0 },
         )
         .await;
-    let _daemon = ecs_xds(&config, &inventory).spawn().unwrap();
+    // The restarted daemon takes the addresses Envoy and the test know.
+    let admin_listen = daemon.admin.to_string();
+    write_settings(dir.path(), daemon.xds.port(), &admin_listen);
+    let _daemon = running(&config, &inventory).await;
     envoy
         .wait_for("Envoy reconnecting", Duration::from_secs(20), || async {
             envoy.stat("control_plane.connected_state").await == 1
@@ -291,13 +298,11 @@ async fn pushed_resources_reach_envoy_survive_a_restart_and_delete_removes_them(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exposed_admin_needs_the_token_and_bad_input_is_400_with_the_field_path() {
     let dir = tempfile::tempdir().unwrap();
-    let admin_port = free_port();
-    let (config, inventory) =
-        write_config(dir.path(), free_port(), &format!("0.0.0.0:{admin_port}"));
-    let _daemon = ecs_xds(&config, &inventory)
-        .env("ECS_XDS_ADMIN_TOKEN", TOKEN)
-        .spawn()
-        .unwrap();
+    let (config, inventory) = write_config(dir.path(), 0, "0.0.0.0:0");
+    let mut command = ecs_xds(&config, &inventory);
+    command.env("ECS_XDS_ADMIN_TOKEN", TOKEN);
+    let daemon = Running::start_command(command).await;
+    let admin_port = daemon.admin.port();
     let push = a_push("v1", free_port(), free_port());
 
     let anonymous = Admin::new(admin_port, None);
@@ -367,8 +372,7 @@ async fn an_exposed_admin_needs_the_token_and_bad_input_is_400_with_the_field_pa
 #[tokio::test]
 async fn an_exposed_push_api_without_a_token_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
-    let (config, inventory) =
-        write_config(dir.path(), free_port(), &format!("0.0.0.0:{}", free_port()));
+    let (config, inventory) = write_config(dir.path(), 0, "0.0.0.0:0");
     let (code, stderr) = refused_start(&config, &inventory).await;
     assert_eq!(code, Some(2));
     assert!(stderr.contains("admin.token"), "{stderr}");
@@ -379,12 +383,10 @@ async fn an_exposed_push_api_without_a_token_refuses_to_start() {
 #[tokio::test]
 async fn with_push_on_node_types_can_come_from_pushes_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let admin_port = free_port();
-    let (config, inventory) =
-        write_config(dir.path(), free_port(), &format!("127.0.0.1:{admin_port}"));
+    let (config, inventory) = write_config(dir.path(), 0, "127.0.0.1:0");
     std::fs::remove_file(dir.path().join("templates/sidecar.toml")).unwrap();
-    let _daemon = ecs_xds(&config, &inventory).spawn().unwrap();
-    let admin = Admin::new(admin_port, None);
+    let daemon = running(&config, &inventory).await;
+    let admin = Admin::new(daemon.admin.port(), None);
     let put = admin
         .put_when_ready("sidecar", &a_push("v1", free_port(), free_port()))
         .await;
@@ -403,14 +405,11 @@ async fn with_push_on_node_types_can_come_from_pushes_alone() {
     let off = dir.path().join("push-off.toml");
     std::fs::write(
         &off,
-        format!(
-            "[xds]\nlisten = \"127.0.0.1:{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
-            free_port()
-        ),
+        "[xds]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
     )
     .unwrap();
     let (code, stderr) = refused_start(&off, &inventory).await;
-    assert_ne!(code, Some(0));
+    assert_eq!(code, Some(2));
     assert!(stderr.contains("no templates"), "{stderr}");
     let templates = dir.path().join("templates");
     assert!(stderr.contains(&*templates.to_string_lossy()), "{stderr}");
@@ -421,11 +420,9 @@ async fn with_push_on_node_types_can_come_from_pushes_alone() {
 #[tokio::test]
 async fn a_reload_that_breaks_a_push_is_refused_and_the_running_templates_stay() {
     let dir = tempfile::tempdir().unwrap();
-    let admin_port = free_port();
-    let (config, inventory) =
-        write_config(dir.path(), free_port(), &format!("127.0.0.1:{admin_port}"));
-    let _daemon = ecs_xds(&config, &inventory).spawn().unwrap();
-    let admin = Admin::new(admin_port, None);
+    let (config, inventory) = write_config(dir.path(), 0, "127.0.0.1:0");
+    let daemon = running(&config, &inventory).await;
+    let admin = Admin::new(daemon.admin.port(), None);
     let mut push = a_push("v1", free_port(), free_port());
     // The pushed listener uses the template's generated route configuration, `egress`.
     push["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["rds"]
