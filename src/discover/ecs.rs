@@ -14,6 +14,7 @@
 //! a task already being stopped when the daemon starts is simply absent, never draining.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::future::Future;
 use std::sync::Arc;
 
 use super::assemble::Part;
@@ -141,20 +142,14 @@ async fn describe_tasks(
     cluster: &str,
     arns: &[String],
 ) -> Result<Vec<TaskFacts>, DiscoverError> {
-    let jobs = arns
-        .chunks(TASK_BATCH)
-        .map(|batch| {
-            let (aws, cluster, batch) = (aws.clone(), cluster.to_owned(), batch.to_vec());
-            async move { aws.describe_tasks(&cluster, &batch).await }
-        })
-        .collect();
-    Ok(run_bounded(jobs, CONCURRENCY)
-        .await
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .flatten()
-        .collect())
+    in_batches(
+        aws,
+        cluster,
+        arns,
+        TASK_BATCH,
+        |aws, cluster, batch| async move { aws.describe_tasks(&cluster, &batch).await },
+    )
+    .await
 }
 
 /// Service name → tags, via DescribeServices in batches of 10.
@@ -164,20 +159,41 @@ async fn describe_services(
     services: BTreeSet<String>,
 ) -> Result<HashMap<String, BTreeMap<String, String>>, DiscoverError> {
     let services: Vec<String> = services.into_iter().collect();
-    let jobs = services
-        .chunks(SERVICE_BATCH)
-        .map(|batch| {
-            let (aws, cluster, batch) = (aws.clone(), cluster.to_owned(), batch.to_vec());
-            async move { aws.describe_services(&cluster, &batch).await }
-        })
+    in_batches(
+        aws,
+        cluster,
+        &services,
+        SERVICE_BATCH,
+        |aws, cluster, batch| async move { aws.describe_services(&cluster, &batch).await },
+    )
+    .await
+}
+
+/// Calls `call` with each batch of `size` of `items`, several batches in flight, and gathers
+/// every answer's items; the first error fails the whole.
+async fn in_batches<I, R, C, F, Fut>(
+    aws: &Aws,
+    cluster: &str,
+    items: &[I],
+    size: usize,
+    call: F,
+) -> Result<C, DiscoverError>
+where
+    I: Clone,
+    F: Fn(Aws, String, Vec<I>) -> Fut,
+    Fut: Future<Output = Result<R, DiscoverError>> + Send + 'static,
+    R: IntoIterator + Send + 'static,
+    C: FromIterator<R::Item>,
+{
+    let jobs = items
+        .chunks(size)
+        .map(|batch| call(aws.clone(), cluster.to_owned(), batch.to_vec()))
         .collect();
-    Ok(run_bounded(jobs, CONCURRENCY)
+    let answers = run_bounded(jobs, CONCURRENCY)
         .await
         .into_iter()
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .flatten()
-        .collect())
+        .collect::<Result<Vec<R>, _>>()?;
+    Ok(answers.into_iter().flatten().collect())
 }
 
 /// DescribeTaskDefinition for each task-definition ARN not in the cache.
@@ -236,40 +252,31 @@ async fn load_host_ips(
     if missing.is_empty() {
         return Ok(());
     }
-    let jobs = missing
-        .chunks(INSTANCE_BATCH)
-        .map(|batch| {
-            let (aws, cluster, batch) = (aws.clone(), cluster.to_owned(), batch.to_vec());
-            async move { aws.describe_container_instances(&cluster, &batch).await }
-        })
-        .collect();
-    let instance_of: Vec<(String, String)> = run_bounded(jobs, CONCURRENCY)
-        .await
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .flatten()
-        .collect();
+    let instance_of: Vec<(String, String)> =
+        in_batches(
+            aws,
+            cluster,
+            &missing,
+            INSTANCE_BATCH,
+            |aws, cluster, batch| async move {
+                aws.describe_container_instances(&cluster, &batch).await
+            },
+        )
+        .await?;
     let ids: Vec<String> = instance_of
         .iter()
         .map(|(_, id)| id.clone())
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let jobs = ids
-        .chunks(INSTANCE_BATCH)
-        .map(|batch| {
-            let (aws, cluster, batch) = (aws.clone(), cluster.to_owned(), batch.to_vec());
-            async move { aws.describe_instance_ips(&cluster, &batch).await }
-        })
-        .collect();
-    let ips: HashMap<String, String> = run_bounded(jobs, CONCURRENCY)
-        .await
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .flatten()
-        .collect();
+    let ips: HashMap<String, String> = in_batches(
+        aws,
+        cluster,
+        &ids,
+        INSTANCE_BATCH,
+        |aws, cluster, batch| async move { aws.describe_instance_ips(&cluster, &batch).await },
+    )
+    .await?;
     for (ci, instance) in instance_of {
         if let Some(ip) = ips.get(&instance) {
             cache.insert(ci, ip.clone());
