@@ -256,102 +256,89 @@ impl Daemon {
         reload: mpsc::Receiver<()>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), DaemonError> {
-        let Daemon {
-            settings,
-            config,
-            templates_dir,
-            xds,
-            admin,
-            discovery,
-            cache,
-            synthesis,
-            server,
-            push_api,
-            push_commands,
-            stats,
-            aws_calls,
-            first_line,
-        } = self;
         let stop = CancellationToken::new();
         let (inventory_tx, inventories) = watch::channel(Arc::new(Inventory::default()));
-        let connections = vec![
-            ("xds", server.connections().clone()),
-            ("admin", Arc::default()),
-        ];
+        let admin_connections = Arc::default();
         let metrics = Arc::new(Metrics::new(LiveState {
-            cache: cache.clone(),
-            stats: stats.clone(),
-            aws_calls,
+            cache: self.cache.clone(),
+            stats: self.stats.clone(),
+            aws_calls: self.aws_calls,
             inventory: inventories.clone(),
-            connections: connections.clone(),
+            connections: vec![
+                ("xds", self.server.connections().clone()),
+                ("admin", Arc::clone(&admin_connections)),
+            ],
         }));
         let mut stages = Stages::new();
-
-        let stopped = stop.clone();
         let observer = metrics.poll_observer();
-        stages.spawn(Stage::Discovery, async move {
-            match discovery {
-                Discovery::Poll(poller) => {
-                    let poller = poller.with_observer(observer);
-
-                    poller.run(inventory_tx, stopped.cancelled()).await
-                }
-                Discovery::Fixed(inventory) => {
-                    inventory_tx.send_replace(Arc::new(inventory));
-                    stopped.cancelled().await;
-                }
-            }
-        });
-
+        stages.spawn(
+            Stage::Discovery,
+            discover(self.discovery, inventory_tx, observer, stop.clone()),
+        );
         let (reload_tx, reloads) = mpsc::channel(1);
-        let files = reload::Watched::new(&config, &templates_dir);
+        let files = reload::Watched::new(&self.config, &self.templates_dir);
         stages.spawn(
             Stage::Reload,
             reload::forward(files, reload, reload_tx, stop.clone()),
         );
-
-        stages.spawn(
-            Stage::Synthesis,
-            synthesis.run(
-                first_line,
-                inventories,
-                push_commands,
-                reloads,
-                stop.clone(),
-            ),
+        let synthesis = self.synthesis.run(
+            self.first_line,
+            inventories,
+            self.push_commands,
+            reloads,
+            stop.clone(),
         );
+        stages.spawn(Stage::Synthesis, synthesis);
 
         let mut admin_router = admin::router(AdminState {
-            cache,
-            stats: stats.clone(),
+            cache: self.cache,
+            stats: self.stats.clone(),
             metrics,
         });
-        if let Some(api) = push_api {
+        if let Some(api) = self.push_api {
             admin_router = admin_router.merge(admin::push::routes(api));
         }
-        let admin_connections = connections[1].1.clone();
-        stages.spawn(
-            Stage::Admin,
-            admin::serve(
-                admin.0,
-                admin_router,
-                settings.admin_limits(),
-                admin_connections,
-                stop.clone(),
-            ),
+        let limits = self.settings.admin_limits();
+        let (admin_listener, _) = self.admin;
+        let admin = admin::serve(
+            admin_listener,
+            admin_router,
+            limits,
+            admin_connections,
+            stop.clone(),
         );
+        stages.spawn(Stage::Admin, admin);
         let readiness = Readiness {
-            stats,
-            server: server.clone(),
+            stats: self.stats,
+            server: self.server.clone(),
         };
-        stages.spawn(
-            Stage::Xds,
-            server.serve(xds.0, settings.xds_limits(), stop.clone()),
-        );
+        let (xds_listener, _) = self.xds;
+        let xds = self
+            .server
+            .serve(xds_listener, self.settings.xds_limits(), stop.clone());
+        stages.spawn(Stage::Xds, xds);
 
-        stages
-            .supervise(shutdown, &stop, settings.shutdown_grace, &readiness)
-            .await
+        let grace = self.settings.shutdown_grace;
+        stages.supervise(shutdown, &stop, grace, &readiness).await
+    }
+}
+
+/// The discovery stage: polls AWS (or serves the saved inventory) until `stop`.
+async fn discover(
+    discovery: Discovery,
+    inventories: watch::Sender<Arc<Inventory>>,
+    observer: crate::discover::PollObserver,
+    stop: CancellationToken,
+) {
+    match discovery {
+        Discovery::Poll(poller) => {
+            let poller = poller.with_observer(observer);
+            poller.run(inventories, stop.cancelled()).await
+        }
+        Discovery::Fixed(inventory) => {
+            inventories.send_replace(Arc::new(inventory));
+            stop.cancelled().await;
+        }
     }
 }
 

@@ -39,7 +39,7 @@ use tonic_prost::ProstCodec;
 
 use crate::cache::Cache;
 use crate::http_listener::{self, ConnectionStats, Limits, Protocol};
-use crate::snapshot::ResourceType;
+use crate::snapshot::{ResourceType, Snapshot};
 use delta::DeltaState;
 use sotw::SotwState;
 pub(crate) use stream::StreamContext;
@@ -281,32 +281,61 @@ fn service_name(only: Option<ResourceType>) -> &'static str {
     only.map_or("ads", ResourceType::short_name)
 }
 
-/// The type a request is for. A per-type service takes its own type (an empty type URL means
-/// it) and refuses others; ADS requires a type URL and ignores, logging once per stream, types
-/// it does not serve, so one unknown type does not end the stream that carries all the others.
-fn request_type(
+/// What both protocol states keep besides their per-type state.
+#[derive(Debug)]
+struct StreamCommon {
+    /// The one type a per-type service serves; `None` for ADS.
     only: Option<ResourceType>,
-    type_url: &str,
-    logged: &mut BTreeSet<String>,
-    node_id: &str,
-) -> Result<Option<ResourceType>, Status> {
-    match only {
-        Some(ty) if type_url.is_empty() || type_url == ty.type_url() => Ok(Some(ty)),
-        Some(ty) => Err(Status::invalid_argument(format!(
-            "the {ty} service serves {}, not {type_url:?}",
-            ty.type_url()
-        ))),
-        None if type_url.is_empty() => {
-            Err(Status::invalid_argument("an ADS request must set type_url"))
+    /// The newest snapshot of the stream's node type, once there is one.
+    snapshot: Option<Arc<Snapshot>>,
+    next_nonce: u64,
+    unknown_types_logged: BTreeSet<String>,
+}
+
+impl StreamCommon {
+    fn new(only: Option<ResourceType>) -> Self {
+        StreamCommon {
+            only,
+            snapshot: None,
+            next_nonce: 1,
+            unknown_types_logged: BTreeSet::new(),
         }
-        None => match ResourceType::from_type_url(type_url) {
-            Ok(ty) => Ok(Some(ty)),
-            Err(unknown) => {
-                if logged.insert(type_url.to_owned()) {
-                    tracing::warn!(node_id, %unknown, "ignoring ADS requests for a type ecs-xds does not serve");
-                }
-                Ok(None)
+    }
+
+    /// A fresh nonce for a response about to be sent.
+    fn nonce(&mut self) -> String {
+        let nonce = self.next_nonce.to_string();
+        self.next_nonce += 1;
+        nonce
+    }
+
+    /// The type a request is for. A per-type service takes its own type (an empty type URL
+    /// means it) and refuses others; ADS requires a type URL and ignores, logging once per
+    /// stream, types it does not serve, so one unknown type does not end the stream that
+    /// carries all the others.
+    fn request_type(
+        &mut self,
+        type_url: &str,
+        node_id: &str,
+    ) -> Result<Option<ResourceType>, Status> {
+        match self.only {
+            Some(ty) if type_url.is_empty() || type_url == ty.type_url() => Ok(Some(ty)),
+            Some(ty) => Err(Status::invalid_argument(format!(
+                "the {ty} service serves {}, not {type_url:?}",
+                ty.type_url()
+            ))),
+            None if type_url.is_empty() => {
+                Err(Status::invalid_argument("an ADS request must set type_url"))
             }
-        },
+            None => match ResourceType::from_type_url(type_url) {
+                Ok(ty) => Ok(Some(ty)),
+                Err(unknown) => {
+                    if self.unknown_types_logged.insert(type_url.to_owned()) {
+                        tracing::warn!(node_id, %unknown, "ignoring ADS requests for a type ecs-xds does not serve");
+                    }
+                    Ok(None)
+                }
+            },
+        }
     }
 }

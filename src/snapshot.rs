@@ -296,4 +296,4 @@ impl SnapshotBuilder {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

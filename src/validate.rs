@@ -127,27 +127,11 @@ pub async fn envoy_validate(envoy: &Path, bootstrap: &Value) -> Result<(), Strin
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
-    use crate::synthesize::clusters::eds_cluster;
-    use crate::synthesize::endpoints::load_assignment;
-    use crate::synthesize::listeners::{http_listener, route_configuration};
 
     #[test]
     fn a_snapshot_becomes_static_resources_with_endpoints_and_routes_inline() {
-        let snapshot = Snapshot::builder()
-            .cluster(eds_cluster("orders", Duration::from_secs(1)))
-            .endpoints(load_assignment(
-                "orders",
-                [("10.0.0.1".into(), 8080, Default::default())],
-            ))
-            .listener(http_listener("egress", "127.0.0.1", 15001, "egress"))
-            .route(route_configuration(
-                "egress",
-                [(vec!["orders".into()], "orders")],
-            ))
-            .build();
+        let snapshot = crate::snapshot::tests::orders_egress();
         let bootstrap = static_bootstrap(&snapshot);
         let cluster = &bootstrap["static_resources"]["clusters"][0];
         assert_eq!(cluster["type"], "STATIC");

@@ -216,6 +216,18 @@ mod tests {
         }
     }
 
+    /// Supervises `stages` with no shutdown coming: it ends when a stage does.
+    async fn until_a_stage_ends(
+        stages: Stages,
+        stop: &CancellationToken,
+        readiness: &Readiness,
+    ) -> Result<(), DaemonError> {
+        let grace = Duration::from_secs(1);
+        stages
+            .supervise(std::future::pending(), stop, grace, readiness)
+            .await
+    }
+
     #[tokio::test]
     async fn a_stage_that_panics_is_named_makes_the_daemon_unready_and_stops_the_others() {
         let readiness = readiness();
@@ -232,14 +244,7 @@ mod tests {
             let inventories: Vec<u32> = Vec::new();
             let _ = inventories[0];
         });
-        let result = stages
-            .supervise(
-                std::future::pending(),
-                &stop,
-                Duration::from_secs(1),
-                &readiness,
-            )
-            .await;
+        let result = until_a_stage_ends(stages, &stop, &readiness).await;
         let Err(DaemonError::StageEnded { stage, cause }) = result else {
             panic!("{result:?}")
         };
@@ -269,14 +274,7 @@ mod tests {
         let stop = CancellationToken::new();
         let mut stages = Stages::new();
         stages.spawn(Stage::Discovery, async {});
-        let result = stages
-            .supervise(
-                std::future::pending(),
-                &stop,
-                Duration::from_secs(1),
-                &readiness,
-            )
-            .await;
+        let result = until_a_stage_ends(stages, &stop, &readiness).await;
         assert!(
             matches!(&result, Err(DaemonError::StageEnded { stage: Stage::Discovery, cause }) if cause.contains("returned")),
             "{result:?}"

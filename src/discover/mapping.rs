@@ -5,8 +5,9 @@
 //! # Labels and tags (`<prefix>` is `ecs.label_prefix`, default `ecs-xds.`)
 //! A key is looked up on the ECS service's tags, then the task's tags, then the container's
 //! docker labels; the first found wins. Tags win because they can change at run time, while a
-//! label change needs a new task-definition revision.
-//! - `<prefix>enable` (`true`/`false`): expose the service (default `ecs.exposed_by_default`).
+//! label change needs a new task-definition revision. Booleans are `true`/`yes`/`1` and
+//! `false`/`no`/`0`, in any case.
+//! - `<prefix>enable`: expose the service (default `ecs.exposed_by_default`).
 //!   On a container label it switches that container alone.
 //! - `<prefix>ignore=true` (container label): never an endpoint (the Envoy sidecar); so is any
 //!   container named in `ecs.ignore_container_names`.
@@ -162,7 +163,7 @@ pub(crate) fn map_task(
         Some(Ok(b)) => b,
         Some(Err(v)) => {
             warn(format!(
-                "{prefix}{key}=`{v}` is not true or false; using {default}"
+                "{prefix}{key}=`{v}` is not a boolean (true/yes/1, false/no/0); using {default}"
             ));
             default
         }
@@ -268,7 +269,11 @@ pub(crate) fn map_task(
     });
     let http2_label = lookup("http2", any).and_then(|v| {
         parse_bool(&v)
-            .map_err(|v| warn(format!("{prefix}http2=`{v}` is not true or false")))
+            .map_err(|v| {
+                warn(format!(
+                    "{prefix}http2=`{v}` is not a boolean (true/yes/1, false/no/0)"
+                ))
+            })
             .ok()
     });
 

@@ -12,7 +12,7 @@
 //! - A name subscribed again while already subscribed (Envoy re-warming a cluster) is answered
 //!   even if unchanged.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
@@ -21,7 +21,7 @@ use tonic::Status;
 use super::held::Held;
 use super::names::{self, NameSet};
 use super::wire::{DeltaResponse, Encoded};
-use super::StreamContext;
+use super::{StreamCommon, StreamContext};
 use crate::cache::Nack;
 use crate::snapshot::{hash, ResourceType, Snapshot};
 
@@ -57,21 +57,15 @@ struct TypeState {
 /// Per-stream delta state.
 #[derive(Debug)]
 pub(super) struct DeltaState {
-    only: Option<ResourceType>,
+    common: StreamCommon,
     types: [Option<TypeState>; ResourceType::COUNT],
-    snapshot: Option<Arc<Snapshot>>,
-    next_nonce: u64,
-    unknown_types_logged: BTreeSet<String>,
 }
 
 impl DeltaState {
     pub(super) fn new(only: Option<ResourceType>) -> Self {
         Self {
-            only,
+            common: StreamCommon::new(only),
             types: Default::default(),
-            snapshot: None,
-            next_nonce: 1,
-            unknown_types_logged: BTreeSet::new(),
         }
     }
 
@@ -81,17 +75,11 @@ impl DeltaState {
         ctx: &StreamContext,
         req: DeltaDiscoveryRequest,
     ) -> Result<Vec<DeltaResponse>, Status> {
-        let Some(ty) = super::request_type(
-            self.only,
-            &req.type_url,
-            &mut self.unknown_types_logged,
-            &ctx.node_id,
-        )?
-        else {
+        let Some(ty) = self.common.request_type(&req.type_url, &ctx.node_id)? else {
             return Ok(Vec::new());
         };
         let first = self.types[ty.index()].is_none();
-        let known = self.snapshot.clone();
+        let known = self.common.snapshot.clone();
         let intern = |name: &str| match &known {
             Some(snapshot) => snapshot.of(ty).intern(name),
             None => Arc::from(name),
@@ -158,7 +146,7 @@ impl DeltaState {
         ctx: &StreamContext,
         snapshot: Arc<Snapshot>,
     ) -> Vec<DeltaResponse> {
-        self.snapshot = Some(snapshot);
+        self.common.snapshot = Some(snapshot);
         ResourceType::ALL
             .into_iter()
             .filter_map(|ty| self.push(ctx, ty, false))
@@ -219,7 +207,7 @@ impl DeltaState {
         ty: ResourceType,
         requested: bool,
     ) -> Option<DeltaResponse> {
-        let snapshot = self.snapshot.clone()?;
+        let snapshot = self.common.snapshot.clone()?;
         let state = self.types[ty.index()].as_mut()?;
         let version = snapshot.version(ty);
         if !requested
@@ -274,8 +262,7 @@ impl DeltaState {
             .rebase(snapshot.clone(), |n| wildcard || names.contains(n));
         let before = before?;
         state.forced.clear();
-        let nonce = self.next_nonce.to_string();
-        self.next_nonce += 1;
+        let nonce = self.common.nonce();
         state.in_flight.push_back(InFlight {
             nonce: nonce.clone(),
             version: version.clone(),

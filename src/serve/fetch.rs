@@ -13,7 +13,7 @@ pub(super) fn fetch(
     ty: ResourceType,
     req: DiscoveryRequest,
 ) -> Result<SotwResponse, Status> {
-    super::request_type(Some(ty), &req.type_url, &mut Default::default(), "")?;
+    super::StreamCommon::new(Some(ty)).request_type(&req.type_url, "")?;
     let node = req
         .node
         .as_ref()

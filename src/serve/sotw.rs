@@ -16,7 +16,6 @@
 //! - A first request whose `version_info` equals ours (a reconnect after a controller restart)
 //!   is not answered: Envoy already holds that content.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
@@ -24,7 +23,7 @@ use tonic::Status;
 
 use super::names::{self, NameSet};
 use super::wire::{Encoded, SotwResponse};
-use super::StreamContext;
+use super::{StreamCommon, StreamContext};
 use crate::cache::Nack;
 use crate::snapshot::{ResourceType, Snapshot, TypeResources};
 
@@ -87,22 +86,15 @@ struct TypeState {
 /// Per-stream SotW state.
 #[derive(Debug)]
 pub(super) struct SotwState {
-    /// The one type a per-type service serves; `None` for ADS.
-    only: Option<ResourceType>,
+    common: StreamCommon,
     types: [Option<TypeState>; ResourceType::COUNT],
-    snapshot: Option<Arc<Snapshot>>,
-    next_nonce: u64,
-    unknown_types_logged: BTreeSet<String>,
 }
 
 impl SotwState {
     pub(super) fn new(only: Option<ResourceType>) -> Self {
         Self {
-            only,
+            common: StreamCommon::new(only),
             types: Default::default(),
-            snapshot: None,
-            next_nonce: 1,
-            unknown_types_logged: BTreeSet::new(),
         }
     }
 
@@ -112,10 +104,10 @@ impl SotwState {
         ctx: &StreamContext,
         req: DiscoveryRequest,
     ) -> Result<Vec<SotwResponse>, Status> {
-        let Some(ty) = self.request_type(ctx, &req.type_url)? else {
+        let Some(ty) = self.common.request_type(&req.type_url, &ctx.node_id)? else {
             return Ok(Vec::new());
         };
-        let known = self.snapshot.as_ref().map(|s| s.of(ty));
+        let known = self.common.snapshot.as_ref().map(|s| s.of(ty));
         let current = self.types[ty.index()].as_ref().map(|s| &s.subscription);
         // An ACK repeats the subscription; recognise it without building a new one. `None`:
         // the subscription is unchanged.
@@ -191,31 +183,17 @@ impl SotwState {
         ctx: &StreamContext,
         snapshot: Arc<Snapshot>,
     ) -> Vec<SotwResponse> {
-        self.snapshot = Some(snapshot);
+        self.common.snapshot = Some(snapshot);
         ResourceType::ALL
             .into_iter()
             .filter_map(|ty| self.pending(ctx, ty))
             .collect()
     }
 
-    /// The type a request is for; `None` (logged once) for a type URL we don't serve on ADS.
-    fn request_type(
-        &mut self,
-        ctx: &StreamContext,
-        type_url: &str,
-    ) -> Result<Option<ResourceType>, Status> {
-        super::request_type(
-            self.only,
-            type_url,
-            &mut self.unknown_types_logged,
-            &ctx.node_id,
-        )
-    }
-
     /// A response due for `ty` without any request: the first one, or newer content after the
     /// last response was ACKed or NACKed.
     fn pending(&mut self, ctx: &StreamContext, ty: ResourceType) -> Option<SotwResponse> {
-        let snapshot = self.snapshot.clone()?;
+        let snapshot = self.common.snapshot.clone()?;
         let state = self.types[ty.index()].as_mut()?;
         if state.awaiting_ack {
             return None;
@@ -250,8 +228,7 @@ impl SotwState {
         ty: ResourceType,
         whole: bool,
     ) -> Option<SotwResponse> {
-        let snapshot = self.snapshot.clone()?;
-        let nonce = self.next_nonce.to_string();
+        let snapshot = self.common.snapshot.clone()?;
         let state = self.types[ty.index()].as_mut()?;
         let current = snapshot.of(ty);
         let resources: Vec<Encoded> = match &state.subscription {
@@ -283,7 +260,7 @@ impl SotwState {
             }
             return None;
         }
-        self.next_nonce += 1;
+        let nonce = self.common.nonce();
         let version = current.version().clone();
         ctx.cache.status().sent(ctx.stream_id, ty, &version);
         state.sent = Some(Sent {

@@ -55,27 +55,11 @@ fn resource_json(ty: ResourceType, any: &[u8]) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
-    use crate::synthesize::clusters::eds_cluster;
-    use crate::synthesize::endpoints::load_assignment;
-    use crate::synthesize::listeners::{http_listener, route_configuration};
 
     #[test]
     fn a_snapshot_renders_as_envoy_json_with_typed_configs_expanded() {
-        let snapshot = Snapshot::builder()
-            .cluster(eds_cluster("orders", Duration::from_millis(250)))
-            .endpoints(load_assignment(
-                "orders",
-                [("10.0.0.1".into(), 8080, Default::default())],
-            ))
-            .listener(http_listener("egress", "127.0.0.1", 15001, "egress"))
-            .route(route_configuration(
-                "egress",
-                [(vec!["orders".into()], "orders")],
-            ))
-            .build();
+        let snapshot = crate::snapshot::tests::orders_egress();
         let json = snapshot.to_envoy_json();
         let cluster = &json["clusters"][0];
         assert_eq!(

@@ -7,6 +7,23 @@ use crate::synthesize::clusters::eds_cluster;
 use crate::synthesize::endpoints::load_assignment;
 use crate::synthesize::listeners::{http_listener, route_configuration};
 
+/// One EDS cluster `orders` (250 ms connect timeout) with an endpoint at 10.0.0.1:8080, and an
+/// egress listener on 127.0.0.1:15001 whose route configuration `egress` sends to it.
+pub(crate) fn orders_egress() -> Snapshot {
+    Snapshot::builder()
+        .cluster(eds_cluster("orders", Duration::from_millis(250)))
+        .endpoints(load_assignment(
+            "orders",
+            [("10.0.0.1".into(), 8080, Default::default())],
+        ))
+        .listener(http_listener("egress", "127.0.0.1", 15001, "egress"))
+        .route(route_configuration(
+            "egress",
+            [(vec!["orders".into()], "orders")],
+        ))
+        .build()
+}
+
 fn cla(name: &str, port: u16) -> ClusterLoadAssignment {
     load_assignment(
         name,
