@@ -8,6 +8,9 @@
 //!
 //! Without `--server`, the tool starts the server as a child process of itself (`--serve`),
 //! so the server's RSS is measured alone, and drives the endpoint change through its stdin.
+//! `--server-cmd "<command>"` starts another server in its place, speaking the same line
+//! protocol on stdin/stdout (docs/benchmarks.md), so any xDS server wrapped in a small harness
+//! is measured on exactly the same load.
 //! It then measures the floor for the same push: the update encoded once and written to N
 //! loopback sockets read by another process (`--sink`). The last line printed is the result:
 //! `xds-load mode=sotw streams=N push_all_ms=... p50_ms=... p99_ms=... rss_mb=... rss_per_stream_kb=...`
@@ -56,6 +59,11 @@ pub struct Args {
     /// The running server's pid, to read its RSS.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Start this command (run with `sh -c 'exec <command>'`) as the server child instead of
+    /// ecs-xds's own, speaking the same stdin/stdout protocol (docs/benchmarks.md). It gets the
+    /// load's shape in `XDS_LOAD_CLUSTERS`, `XDS_LOAD_ENDPOINTS` and `XDS_LOAD_NODE_TYPE`.
+    #[arg(long, conflicts_with = "server")]
+    server_cmd: Option<String>,
     /// Node id prefix: streams are `<prefix>-<i>`, so the node type is the prefix.
     #[arg(long, default_value = "sidecar")]
     node_type: String,
@@ -114,13 +122,31 @@ pub struct Child {
 }
 
 impl Child {
+    /// This tool again, in `role` (`--serve` or `--sink`).
     async fn spawn(role: &str, args: &Args) -> Child {
-        let mut process = Command::new(std::env::current_exe().unwrap())
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        command
             .arg(role)
             .args(["--streams", &args.streams.to_string()])
             .args(["--clusters", &args.clusters.to_string()])
             .args(["--endpoints", &args.endpoints.to_string()])
-            .args(["--node-type", &args.node_type])
+            .args(["--node-type", &args.node_type]);
+        Child::start(command)
+    }
+
+    /// Another server, started from a shell command line; `exec` makes its pid the server's.
+    async fn spawn_command(line: &str, args: &Args) -> Child {
+        let mut command = Command::new("sh");
+        command
+            .args(["-c", &format!("exec {line}")])
+            .env("XDS_LOAD_CLUSTERS", args.clusters.to_string())
+            .env("XDS_LOAD_ENDPOINTS", args.endpoints.to_string())
+            .env("XDS_LOAD_NODE_TYPE", &args.node_type);
+        Child::start(command)
+    }
+
+    fn start(mut command: Command) -> Child {
+        let mut process = command
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)
@@ -151,10 +177,15 @@ impl Child {
         self.stdin.flush().await.unwrap();
     }
 
-    /// The server child's live heap, in KiB.
-    async fn heap_kb(&mut self) -> u64 {
+    /// The server child's live heap, in KiB, if it can tell (it answers `na` otherwise).
+    async fn heap_kb(&mut self) -> Option<u64> {
         self.say("heap").await;
-        self.line().await.parse::<u64>().expect("heap bytes") / 1024
+        self.line()
+            .await
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .map(|b| b / 1024)
     }
 
     fn pid(&self) -> u32 {
@@ -163,9 +194,10 @@ impl Child {
 }
 
 async fn run(args: Args) {
-    let mut child = match args.server {
-        Some(_) => None,
-        None => Some(Child::spawn("--serve", &args).await),
+    let mut child = match (&args.server, &args.server_cmd) {
+        (Some(_), _) => None,
+        (None, Some(line)) => Some(Child::spawn_command(line, &args).await),
+        (None, None) => Some(Child::spawn("--serve", &args).await),
     };
     let (addr, pid) = match (&mut child, args.server) {
         (Some(child), _) => {
@@ -180,10 +212,11 @@ async fn run(args: Args) {
     tokio::time::sleep(Duration::from_millis(args.idle_ms)).await;
     let rss_before = pid.map(rss_kb).unwrap_or(0);
     let heap_before = match &mut child {
-        Some(child) => Some(child.heap_kb().await),
+        Some(child) => child.heap_kb().await,
         None => None,
     };
 
+    let cpu_start = pid.map(cpu_seconds);
     let started = Instant::now();
     let fleet = client::Fleet::connect(&args, addr).await;
     eprintln!(
@@ -194,9 +227,10 @@ async fn run(args: Args) {
     tokio::time::sleep(Duration::from_millis(args.idle_ms)).await;
     let rss_idle = pid.map(rss_kb).unwrap_or(0);
     let heap_idle = match &mut child {
-        Some(child) => Some(child.heap_kb().await),
+        Some(child) => child.heap_kb().await,
         None => None,
     };
+    let cpu_connected = pid.map(cpu_seconds);
 
     let latencies = match &mut child {
         Some(child) => {
@@ -209,6 +243,7 @@ async fn run(args: Args) {
         None => None,
     };
     let rss_after = pid.map(rss_kb).unwrap_or(0);
+    let cpu_pushed = pid.map(cpu_seconds);
     let update_len = fleet.last_eds_len();
     drop(fleet);
     drop(child);
@@ -221,6 +256,16 @@ async fn run(args: Args) {
         ),
         None => ("na".into(), "na".into(), "na".into()),
     };
+    // Server CPU time (user + system) for connecting and subscribing every stream (idle time
+    // included), and for the one push.
+    let cpu = |from: Option<f64>, to: Option<f64>| match (from, to) {
+        (Some(from), Some(to)) => format!("{:.2}", to - from),
+        _ => "na".into(),
+    };
+    let (cpu_connect, cpu_push) = (
+        cpu(cpu_start, cpu_connected),
+        cpu(cpu_connected, cpu_pushed),
+    );
     if args.server.is_none() {
         let floor = floor::measure(&args).await;
         println!(
@@ -244,7 +289,7 @@ async fn run(args: Args) {
         _ => "na".into(),
     };
     println!(
-        "xds-load mode={} streams={} push_all_ms={push_all} p50_ms={p50} p99_ms={p99} rss_mb={:.1} rss_per_stream_kb={per_stream:.1} heap_per_stream_kb={heap_per_stream} rss_after_push_mb={:.1}",
+        "xds-load mode={} streams={} push_all_ms={push_all} p50_ms={p50} p99_ms={p99} rss_mb={:.1} rss_per_stream_kb={per_stream:.1} heap_per_stream_kb={heap_per_stream} rss_after_push_mb={:.1} cpu_connect_s={cpu_connect} cpu_push_s={cpu_push}",
         match args.mode {
             Mode::Sotw => "sotw",
             Mode::Delta => "delta",
@@ -272,6 +317,23 @@ fn rss_kb(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// CPU time (user + system) a process has used, in seconds, from `/proc/<pid>/stat`.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name (field 2) is in parentheses and may hold spaces; count after it.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 (11 and 12 after the name), in clock ticks of
+    // USER_HZ, which Linux fixes at 100 for /proc.
+    (ticks(11) + ticks(12)) as f64 / 100.0
 }
 
 /// Shared between the fleet's stream tasks.

@@ -1,5 +1,6 @@
 //! The server child: ecs-xds's cache and xDS server with a sidecar-like snapshot, publishing an
-//! endpoint change each time it reads `publish` on stdin.
+//! endpoint change each time it reads `publish` on stdin. Another server measured with
+//! `--server-cmd` speaks the same protocol (docs/benchmarks.md).
 
 use std::time::Duration;
 
