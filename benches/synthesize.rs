@@ -31,6 +31,8 @@ fn inventory() -> Inventory {
                 },
                 weight: 1,
                 id: format!("{s:04}{t:02}0123456789abcdef"),
+                revision: Some(7),
+                deployment: Some(format!("ecs-svc/{s:019}")),
             })
             .collect();
         let cluster = Cluster {
@@ -44,6 +46,7 @@ fn inventory() -> Inventory {
                 http2: (s % 10 == 0).then_some(true),
                 ..Default::default()
             },
+            route: Default::default(),
             endpoints,
         };
         (name, cluster)

@@ -16,7 +16,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -111,9 +111,24 @@ async fn nodes(State(state): State<AdminState>) -> Json<nodes::NodesView> {
     Json(nodes::NodesView::of(state.cache.status()))
 }
 
-async fn snapshot(State(state): State<AdminState>, Path(node_type): Path<String>) -> Response {
-    match state.cache.snapshot(&node_type) {
-        Some(snapshot) => Json(snapshot.to_envoy_json()).into_response(),
+/// `?zone=`: what an Envoy in that zone is served.
+#[derive(Debug, serde::Deserialize)]
+struct ZoneQuery {
+    #[serde(default)]
+    zone: String,
+}
+
+async fn snapshot(
+    State(state): State<AdminState>,
+    Path(node_type): Path<String>,
+    Query(query): Query<ZoneQuery>,
+) -> Response {
+    match state.cache.snapshot_in(&node_type, &query.zone) {
+        Some(snapshot) => {
+            let mut json = snapshot.to_envoy_json();
+            json["zones"] = json!(state.cache.zones(&node_type));
+            Json(json).into_response()
+        }
         None => (
             StatusCode::NOT_FOUND,
             Json(json!({

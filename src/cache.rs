@@ -1,10 +1,15 @@
-//! The snapshot cache: the latest snapshot per node type, and the only thing that pushes.
+//! The snapshot cache: the latest snapshot per node type (and, for zone-aware node types, per
+//! zone), and the only thing that pushes.
 //!
-//! Each node type has a `watch` channel. Publishing a snapshot with new content replaces the
-//! channel's value and wakes the streams of that node type; each stream then sends only the
-//! types whose version differs from what it sent. A `watch` keeps only the newest value, so a
-//! slow stream that misses three publishes sends the fourth and never queues the others, and the
-//! publisher never waits for any stream.
+//! Each (node type, zone) that a stream asks for has a `watch` channel; zone "" is an Envoy that
+//! states no zone. Publishing a snapshot with new content replaces the channel's value and wakes
+//! the streams on it; each stream then sends only the types whose version differs from what it
+//! sent. A `watch` keeps only the newest value, so a slow stream that misses three publishes
+//! sends the fourth and never queues the others, and the publisher never waits for any stream.
+//!
+//! A zone the publish has no snapshot for (a node type that is not zone-aware, or a zone none
+//! of its endpoints are in) gets the node type's plain snapshot; streams in one zone share one
+//! snapshot, computed once.
 
 mod node_type;
 mod status;
@@ -20,7 +25,7 @@ pub use status::{Counters, Nack, StatusRegistry, StreamStatus, TypeStatus};
 
 use crate::snapshot::{InconsistentSnapshot, ResourceType, Snapshot};
 
-/// A node type's current snapshot; `None` until the first publish.
+/// A node type's current snapshot for one zone; `None` until the first publish.
 pub type SnapshotWatch = watch::Receiver<Option<Arc<Snapshot>>>;
 
 /// What a publish did.
@@ -44,12 +49,35 @@ pub struct Cache {
 
 #[derive(Debug)]
 struct Inner {
-    // RwLock: the map changes only when a node type appears; every publish and every stream
-    // start only reads it.
-    slots: RwLock<BTreeMap<String, watch::Sender<Option<Arc<Snapshot>>>>>,
+    // One lock over both maps: a stream's new channel starts from the latest publish, and a
+    // publish reaches every channel, so neither can slip between the other's two steps. Both
+    // are short and rare (a publish per inventory change, a channel per new zone), and every
+    // other access only reads.
+    state: RwLock<State>,
     resolver: NodeTypeResolver,
     status: StatusRegistry,
     unknown_logged: Mutex<BTreeSet<String>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// By (node type, zone).
+    channels: BTreeMap<(String, String), watch::Sender<Option<Arc<Snapshot>>>>,
+    /// The latest publish of each node type.
+    published: BTreeMap<String, NodeSnapshots>,
+}
+
+/// One node type's snapshots: the plain one and the zone-aware ones by zone.
+#[derive(Debug, Clone)]
+struct NodeSnapshots {
+    plain: Arc<Snapshot>,
+    zones: BTreeMap<String, Arc<Snapshot>>,
+}
+
+impl NodeSnapshots {
+    fn for_zone(&self, zone: &str) -> &Arc<Snapshot> {
+        self.zones.get(zone).unwrap_or(&self.plain)
+    }
 }
 
 /// The one handle that publishes snapshots into a [`Cache`]: not `Clone`, so whoever holds it
@@ -59,53 +87,12 @@ pub struct Publisher {
     cache: Cache,
 }
 
-impl Publisher {
-    /// Publishes `snapshot` for `node_type` after checking its consistency.
-    ///
-    /// Identical content (equal versions for every type) changes nothing and wakes nobody.
-    pub fn publish(
-        &self,
-        node_type: &str,
-        snapshot: Snapshot,
-    ) -> Result<Published, InconsistentSnapshot> {
-        snapshot.check_consistency()?;
-        let snapshot = Arc::new(snapshot);
-        let sender = self.cache.slot(node_type);
-        let mut outcome = Published::Unchanged;
-        sender.send_if_modified(|current| {
-            let changed: Vec<ResourceType> = ResourceType::ALL
-                .into_iter()
-                .filter(|&ty| {
-                    current
-                        .as_ref()
-                        .is_none_or(|c| c.version(ty) != snapshot.version(ty))
-                })
-                .collect();
-            if changed.is_empty() {
-                return false;
-            }
-            *current = Some(snapshot.clone());
-            outcome = Published::Changed(changed);
-            true
-        });
-        if let Published::Changed(types) = &outcome {
-            tracing::debug!(node_type, ?types, "published snapshot");
-        }
-        Ok(outcome)
-    }
-
-    /// The cache this publishes into.
-    pub fn cache(&self) -> &Cache {
-        &self.cache
-    }
-}
-
 impl Cache {
     /// An empty cache resolving node types with `resolver`, and its publisher.
     pub fn new(resolver: NodeTypeResolver) -> (Cache, Publisher) {
         let cache = Cache {
             inner: Arc::new(Inner {
-                slots: RwLock::default(),
+                state: RwLock::default(),
                 resolver,
                 status: StatusRegistry::default(),
                 unknown_logged: Mutex::default(),
@@ -117,20 +104,29 @@ impl Cache {
         (cache, publisher)
     }
 
-    /// The current snapshot of a node type.
+    /// The current plain snapshot of a node type (what an Envoy stating no zone gets).
     pub fn snapshot(&self, node_type: &str) -> Option<Arc<Snapshot>> {
-        let slots = self.inner.slots.read().unwrap();
-        slots.get(node_type).and_then(|s| s.borrow().clone())
+        self.snapshot_in(node_type, "")
+    }
+
+    /// The current snapshot of a node type for an Envoy in `zone`.
+    pub fn snapshot_in(&self, node_type: &str, zone: &str) -> Option<Arc<Snapshot>> {
+        let state = self.inner.state.read().unwrap();
+        let published = state.published.get(node_type)?;
+        Some(published.for_zone(zone).clone())
+    }
+
+    /// The zones a node type has snapshots of its own for (zone-aware node types only).
+    pub fn zones(&self, node_type: &str) -> Vec<String> {
+        let state = self.inner.state.read().unwrap();
+        let zones = state.published.get(node_type).map(|p| p.zones.keys());
+        zones.into_iter().flatten().cloned().collect()
     }
 
     /// Node types that have a snapshot.
     pub fn node_types(&self) -> Vec<String> {
-        let slots = self.inner.slots.read().unwrap();
-        slots
-            .iter()
-            .filter(|(_, s)| s.borrow().is_some())
-            .map(|(name, _)| name.clone())
-            .collect()
+        let state = self.inner.state.read().unwrap();
+        state.published.keys().cloned().collect()
     }
 
     /// Resolves the node type of an Envoy node, applying the configured fallback.
@@ -140,10 +136,30 @@ impl Cache {
             .resolve(node, |ty| self.snapshot(ty).is_some())
     }
 
-    /// Watches a node type's snapshot. A node type nobody has published yet is logged once; its
-    /// streams wait until it is published.
-    pub fn watch(&self, node_type: &str) -> SnapshotWatch {
-        let rx = self.slot(node_type).subscribe();
+    /// Watches a node type's snapshot for an Envoy in `zone` ("" for none). A node type nobody
+    /// has published yet is logged once; its streams wait until it is published.
+    pub fn watch(&self, node_type: &str, zone: &str) -> SnapshotWatch {
+        let key = (node_type.to_owned(), zone.to_owned());
+        let existing = self
+            .inner
+            .state
+            .read()
+            .unwrap()
+            .channels
+            .get(&key)
+            .map(|s| s.subscribe());
+        let rx = existing.unwrap_or_else(|| {
+            let mut state = self.inner.state.write().unwrap();
+            let current = state
+                .published
+                .get(node_type)
+                .map(|p| p.for_zone(zone).clone());
+            let sender = state
+                .channels
+                .entry(key)
+                .or_insert_with(|| watch::channel(current).0);
+            sender.subscribe()
+        });
         if rx.borrow().is_none()
             && self
                 .inner
@@ -164,17 +180,90 @@ impl Cache {
     pub fn status(&self) -> &StatusRegistry {
         &self.inner.status
     }
+}
 
-    fn slot(&self, node_type: &str) -> watch::Sender<Option<Arc<Snapshot>>> {
-        if let Some(sender) = self.inner.slots.read().unwrap().get(node_type) {
-            return sender.clone();
-        }
-        let mut slots = self.inner.slots.write().unwrap();
-        slots
-            .entry(node_type.to_owned())
-            .or_insert_with(|| watch::channel(None).0)
-            .clone()
+impl Publisher {
+    /// Publishes `snapshot` for `node_type` (every zone gets it) after checking its
+    /// consistency.
+    ///
+    /// Identical content (equal versions for every type) changes nothing and wakes nobody.
+    pub fn publish(
+        &self,
+        node_type: &str,
+        snapshot: Snapshot,
+    ) -> Result<Published, InconsistentSnapshot> {
+        self.publish_zoned(node_type, snapshot, BTreeMap::new())
     }
+
+    /// Publishes a node type's plain snapshot and its snapshots by zone, each checked for
+    /// consistency first (nothing is published if one fails). What it reports is about the
+    /// plain snapshot; each zone's streams are woken only if their own snapshot changed.
+    pub fn publish_zoned(
+        &self,
+        node_type: &str,
+        plain: Snapshot,
+        zones: BTreeMap<String, Snapshot>,
+    ) -> Result<Published, InconsistentSnapshot> {
+        plain.check_consistency()?;
+        for snapshot in zones.values() {
+            snapshot.check_consistency()?;
+        }
+        let published = NodeSnapshots {
+            plain: Arc::new(plain),
+            zones: zones.into_iter().map(|(z, s)| (z, Arc::new(s))).collect(),
+        };
+        let mut state = self.cache.inner.state.write().unwrap();
+        let plain_key = (node_type.to_owned(), String::new());
+        state
+            .channels
+            .entry(plain_key)
+            .or_insert_with(|| watch::channel(None).0);
+        let mut outcome = Published::Unchanged;
+        let start = (node_type.to_owned(), String::new());
+        for ((_, zone), sender) in state
+            .channels
+            .range(start..)
+            .take_while(|((n, _), _)| n == node_type)
+        {
+            let changed = offer(sender, published.for_zone(zone));
+            if zone.is_empty() {
+                outcome = changed;
+            }
+        }
+        state.published.insert(node_type.to_owned(), published);
+        if let Published::Changed(types) = &outcome {
+            tracing::debug!(node_type, ?types, "published snapshot");
+        }
+        Ok(outcome)
+    }
+
+    /// The cache this publishes into.
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+}
+
+/// Replaces the channel's snapshot with `snapshot` if any type's version differs, waking its
+/// streams; says which types changed.
+fn offer(sender: &watch::Sender<Option<Arc<Snapshot>>>, snapshot: &Arc<Snapshot>) -> Published {
+    let mut outcome = Published::Unchanged;
+    sender.send_if_modified(|current| {
+        let changed: Vec<ResourceType> = ResourceType::ALL
+            .into_iter()
+            .filter(|&ty| {
+                current
+                    .as_ref()
+                    .is_none_or(|c| c.version(ty) != snapshot.version(ty))
+            })
+            .collect();
+        if changed.is_empty() {
+            return false;
+        }
+        *current = Some(snapshot.clone());
+        outcome = Published::Changed(changed);
+        true
+    });
+    outcome
 }
 
 #[cfg(test)]

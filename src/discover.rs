@@ -50,12 +50,16 @@ mod cloud_map;
 mod ecs;
 mod ecs_calls;
 mod mapping;
+pub mod policy;
 pub mod poller;
 pub mod settings;
 mod table;
 
 pub use aws::{Aws, RetryPolicy};
 pub use calls::{CallCounter, Outcome};
+pub use policy::{
+    CircuitBreakers, OutlierDetection, RevisionWeight, RoutePolicy, DEFAULT_RETRY_ON,
+};
 pub use poller::{discover_once, discover_once_with, PollCycle, PollObserver, PollReport, Poller};
 pub use settings::{AwsSettings, CloudMapSettings, DiscoverSettings, EcsSettings, SettingsErrors};
 
@@ -136,6 +140,9 @@ pub struct Cluster {
     pub port_name: Option<String>,
     #[serde(default, skip_serializing_if = "ClusterOverrides::is_empty")]
     pub overrides: ClusterOverrides,
+    /// The generated route's settings the service asks for (timeouts, retries, weights).
+    #[serde(default, skip_serializing_if = "RoutePolicy::is_empty")]
+    pub route: RoutePolicy,
     /// Sorted by (address, port); may be empty only for Cloud Map services with no instances.
     pub endpoints: Vec<Endpoint>,
 }
@@ -182,6 +189,14 @@ pub struct ClusterOverrides {
     /// of `http2` or `grpc`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http2: Option<bool>,
+    #[serde(default, skip_serializing_if = "CircuitBreakers::is_empty")]
+    pub circuit_breakers: CircuitBreakers,
+    #[serde(default, skip_serializing_if = "OutlierDetection::is_empty")]
+    pub outlier_detection: OutlierDetection,
+    /// `Some(false)`: serve this service's endpoints without zone priorities, even to a node
+    /// type that routes by zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone_aware: Option<bool>,
 }
 
 impl ClusterOverrides {
@@ -229,6 +244,12 @@ pub struct Endpoint {
     pub weight: u32,
     /// The ECS task id, or the Cloud Map instance id.
     pub id: String,
+    /// The task definition's revision (ECS tasks), for canary routing by revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u32>,
+    /// The ECS deployment that started the task (`startedBy`, e.g. `ecs-svc/1234567890`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
 }
 
 /// Endpoint health as Envoy should see it.

@@ -6,7 +6,8 @@
 //!   template and keeps encodings between runs, so a change to one service re-encodes only it.
 //! - `pushed.rs`: resources pushed over the REST API, merged over templates and discovery (the
 //!   merge rule is documented there).
-//! - [`clusters`], [`endpoints`], [`listeners`]: the one place each kind of resource is built.
+//! - [`clusters`], [`endpoints`], [`listeners`], [`routes`]: the one place each kind of
+//!   resource is built; [`routes`] is where a service's traffic policy becomes its route.
 //!
 //! # Using it
 //! ```no_run
@@ -29,6 +30,7 @@ pub mod clusters;
 pub mod endpoints;
 pub mod listeners;
 mod pushed;
+pub mod routes;
 pub(crate) mod synthesizer;
 pub mod templates;
 

@@ -16,6 +16,8 @@ fn inventory() -> Inventory {
         },
         weight: 1,
         id: address.into(),
+        revision: Some(3),
+        deployment: None,
     };
     inventory.clusters.insert(
         "orders".into(),
@@ -27,6 +29,7 @@ fn inventory() -> Inventory {
             },
             port_name: None,
             overrides: Default::default(),
+            route: Default::default(),
             endpoints: vec![endpoint("10.0.0.1"), endpoint("10.0.0.2")],
         },
     );

@@ -129,6 +129,7 @@ mod tests {
         StreamStatus {
             node_id: node_id.into(),
             node_type: "sidecar".into(),
+            zone: String::new(),
             service,
             mode: "sotw",
             types: Default::default(),

@@ -40,6 +40,8 @@ pub struct TypeStatus {
 pub struct StreamStatus {
     pub node_id: String,
     pub node_type: String,
+    /// The zone the node states (`node.locality.zone`), "" for none.
+    pub zone: String,
     /// `ads`, `cds`, `eds`, `lds`, `rds` or `sds`.
     pub service: &'static str,
     /// `sotw` or `delta`.

@@ -23,7 +23,7 @@ fn publishing_identical_content_changes_nothing_and_wakes_nobody() {
         publisher.publish("sidecar", snapshot(1)).unwrap(),
         Published::Changed(ResourceType::ALL.to_vec())
     );
-    let mut watch = cache.watch("sidecar");
+    let mut watch = cache.watch("sidecar", "");
     watch.borrow_and_update();
     assert_eq!(
         publisher.publish("sidecar", snapshot(1)).unwrap(),
@@ -36,9 +36,9 @@ fn publishing_identical_content_changes_nothing_and_wakes_nobody() {
 fn publishing_new_content_reports_only_the_changed_types_and_wakes_watchers() {
     let (cache, publisher) = Cache::new(NodeTypeResolver::default());
     publisher.publish("sidecar", snapshot(1)).unwrap();
-    let mut watch = cache.watch("sidecar");
+    let mut watch = cache.watch("sidecar", "");
     watch.borrow_and_update();
-    let other = cache.watch("ingress");
+    let other = cache.watch("ingress", "");
     assert_eq!(
         publisher.publish("sidecar", snapshot(2)).unwrap(),
         Published::Changed(vec![ResourceType::Endpoint])

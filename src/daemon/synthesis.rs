@@ -173,8 +173,10 @@ fn publish(
         }
     }
     *known_findings = synthesis.findings;
+    let mut zones = synthesis.zones;
     for (node_type, snapshot) in synthesis.snapshots {
-        if let Err(e) = publisher.publish(&node_type, snapshot) {
+        let zoned = zones.remove(&node_type).unwrap_or_default();
+        if let Err(e) = publisher.publish_zoned(&node_type, snapshot, zoned) {
             tracing::error!(%node_type, error = %e, "snapshot refused; still serving the previous one");
         }
     }

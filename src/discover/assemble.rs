@@ -44,6 +44,7 @@ impl Part {
                     source: source.clone(),
                     port_name: m.port_name.clone(),
                     overrides: m.overrides.clone(),
+                    route: m.route.clone(),
                     endpoints: Vec::new(),
                 });
             if cluster.source == source {
@@ -54,9 +55,46 @@ impl Part {
         }
         for cluster in clusters.values_mut() {
             sort_endpoints(cluster);
+            warnings.extend(idle_weights(ecs_cluster, cluster));
         }
         Part { clusters, warnings }
     }
+}
+
+/// A `weights` revision with no running task: its share goes to the others (synthesis leaves
+/// it out), which a human should know.
+fn idle_weights(ecs_cluster: &str, cluster: &Cluster) -> Option<String> {
+    let Source::Ecs { service, .. } = &cluster.source else {
+        return None;
+    };
+    let running: BTreeSet<u32> = cluster
+        .endpoints
+        .iter()
+        .filter_map(|e| e.revision)
+        .collect();
+    let idle: Vec<u32> = cluster
+        .route
+        .weights
+        .iter()
+        .map(|w| w.revision)
+        .filter(|r| !running.contains(r))
+        .collect();
+    if idle.is_empty() {
+        return None;
+    }
+    let fate = match cluster
+        .route
+        .weights
+        .iter()
+        .any(|w| running.contains(&w.revision) && w.weight > 0)
+    {
+        true => "its share goes to the other revisions",
+        false => "no weighted revision runs, so every task gets traffic as without weights",
+    };
+    Some(format!(
+        "ECS service {ecs_cluster}/{service}: weights name revision(s) {idle:?} with no running task in cluster {}; {fate}",
+        cluster.name
+    ))
 }
 
 pub(crate) fn sort_endpoints(cluster: &mut Cluster) {
@@ -120,7 +158,10 @@ mod tests {
                 locality: Locality::default(),
                 weight: 1,
                 id: ip.into(),
+                revision: Some(revision as u32),
+                deployment: None,
             },
+            route: Default::default(),
             revision,
         }
     }

@@ -95,6 +95,7 @@ pub(crate) async fn poll_namespace(
             },
             port_name: None,
             overrides: ClusterOverrides::default(),
+            route: Default::default(),
             endpoints: Vec::new(),
         };
         if out.instances().len() >= MAX_INSTANCES as usize {
@@ -126,6 +127,8 @@ pub(crate) async fn poll_namespace(
                 },
                 weight: 1,
                 id: id.to_owned(),
+                revision: None,
+                deployment: None,
             });
         }
         sort_endpoints(&mut cluster);

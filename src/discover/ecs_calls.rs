@@ -270,6 +270,7 @@ fn task_facts(t: &aws_sdk_ecs::types::Task) -> TaskFacts {
         task_definition_arn: t.task_definition_arn().unwrap_or_default().to_owned(),
         eni_ipv4,
         container_instance_arn: t.container_instance_arn().map(str::to_owned),
+        started_by: t.started_by().map(str::to_owned),
         containers: t
             .containers()
             .iter()

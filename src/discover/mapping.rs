@@ -30,7 +30,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::settings::{render_template, EcsSettings, ServiceFilter};
-use super::{ClusterOverrides, Endpoint, Health, LbPolicy, Locality};
+use super::{policy, ClusterOverrides, Endpoint, Health, LbPolicy, Locality, RoutePolicy};
 
 /// What the mapping needs from a DescribeTasks result.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -47,6 +47,8 @@ pub(crate) struct TaskFacts {
     pub container_instance_arn: Option<String>,
     pub containers: Vec<ContainerFacts>,
     pub tags: BTreeMap<String, String>,
+    /// Who started the task: for a service's task, its deployment (`ecs-svc/...`).
+    pub started_by: Option<String>,
 }
 
 /// A running container's host port bindings (bridge networking).
@@ -104,6 +106,7 @@ pub(crate) struct Mapped {
     pub service: String,
     pub port_name: Option<String>,
     pub overrides: ClusterOverrides,
+    pub route: RoutePolicy,
     pub endpoint: Endpoint,
     /// Task-definition revision: the newest revision's overrides win for the cluster.
     pub revision: i32,
@@ -267,6 +270,8 @@ pub(crate) fn map_task(
             .map_err(|e| warn(format!("{prefix}connect-timeout=`{v}`: {e}")))
             .ok()
     });
+    let (route, circuit_breakers, outlier_detection, zone_aware) =
+        policy::parse(|key| lookup(key, any), |w| warn(format!("{prefix}{w}")));
     let http2_label = lookup("http2", any).and_then(|v| {
         parse_bool(&v)
             .map_err(|v| {
@@ -348,7 +353,11 @@ pub(crate) fn map_task(
                 lb_policy,
                 connect_timeout,
                 http2: http2_label.or(app_http2),
+                circuit_breakers: circuit_breakers.clone(),
+                outlier_detection: outlier_detection.clone(),
+                zone_aware,
             },
+            route: route.clone(),
             endpoint: Endpoint {
                 address,
                 port,
@@ -359,6 +368,8 @@ pub(crate) fn map_task(
                 },
                 weight,
                 id: id.clone(),
+                revision: u32::try_from(def.revision).ok(),
+                deployment: task.started_by.clone(),
             },
             revision: def.revision,
         });
@@ -366,7 +377,7 @@ pub(crate) fn map_task(
     out
 }
 
-fn parse_bool(v: &str) -> Result<bool, &str> {
+pub(crate) fn parse_bool(v: &str) -> Result<bool, &str> {
     match v.to_ascii_lowercase().as_str() {
         "true" | "yes" | "1" => Ok(true),
         "false" | "no" | "0" => Ok(false),

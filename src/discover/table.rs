@@ -81,6 +81,7 @@ mod tests {
                 },
                 port_name: None,
                 overrides: ClusterOverrides::default(),
+                route: Default::default(),
                 endpoints: vec![Endpoint {
                     address: "10.0.0.1".into(),
                     port: 8080,
@@ -91,6 +92,8 @@ mod tests {
                     },
                     weight: 1,
                     id: "abc".into(),
+                    revision: None,
+                    deployment: None,
                 }],
             },
         );
@@ -104,6 +107,7 @@ mod tests {
                 },
                 port_name: None,
                 overrides: ClusterOverrides::default(),
+                route: Default::default(),
                 endpoints: vec![],
             },
         );

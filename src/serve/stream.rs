@@ -151,9 +151,17 @@ fn start<'a, P: Protocol>(
         .ok_or_else(|| Status::invalid_argument("the first request of a stream must carry node"))?;
     let node_id = node.id.clone();
     let node_type = cache.resolve_node_type(node);
+    // An Envoy states its zone in its bootstrap (`node.locality.zone`); a zone-aware node type
+    // serves it same-zone endpoints first.
+    let zone = node
+        .locality
+        .as_ref()
+        .map(|l| l.zone.clone())
+        .unwrap_or_default();
     let stream_id = cache.status().connect(StreamStatus {
         node_id: node_id.clone(),
         node_type: node_type.clone(),
+        zone: zone.clone(),
         service,
         mode: P::MODE,
         types: Default::default(),
@@ -166,7 +174,7 @@ fn start<'a, P: Protocol>(
         node_id,
         node_type,
     };
-    let mut snapshots = cache.watch(&ctx.node_type);
+    let mut snapshots = cache.watch(&ctx.node_type, &zone);
     let current = snapshots.borrow_and_update().clone();
     if let Some(snapshot) = current {
         state.on_snapshot(&ctx, snapshot);

@@ -134,6 +134,7 @@ fn connect<P: Tested>(cache: &Cache, only: Option<ResourceType>) -> StreamContex
     let stream_id = cache.status().connect(StreamStatus {
         node_id: NODE_ID.into(),
         node_type: NODE_TYPE.into(),
+        zone: String::new(),
         service: super::service_name(only),
         mode: P::MODE,
         types: Default::default(),

@@ -3,20 +3,33 @@
 use std::collections::BTreeMap;
 
 use envoy_types::pb::envoy::config::core::v3::{
-    address, socket_address::PortSpecifier, Address, HealthStatus, Locality, SocketAddress,
+    address, socket_address::PortSpecifier, Address, HealthStatus, Locality, Metadata,
+    SocketAddress,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::{
     lb_endpoint::HostIdentifier, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
 };
-use envoy_types::pb::google::protobuf::UInt32Value;
+use envoy_types::pb::google::protobuf::{value, Struct, UInt32Value, Value};
 
 use crate::discover::{self, Health};
 
-/// A discovered cluster's endpoints, with health, load-balancing weight and locality.
+/// A discovered cluster's endpoints, with health, load-balancing weight, locality and, for ECS
+/// tasks, their revision and deployment as metadata (what canary routes select on).
 ///
 /// One `LocalityLbEndpoints` per (region, zone), in that order, endpoints sorted by (address,
-/// port, id) within each: the same endpoints give the same bytes in any order.
-pub fn discovered_load_assignment(cluster: &discover::Cluster) -> ClusterLoadAssignment {
+/// port, id) within each: the same endpoints give the same bytes in any order. Each locality's
+/// weight is the sum of its endpoints' weights: gRPC clients ignore a locality without one, and
+/// Envoy uses it only when locality-weighted balancing is on.
+///
+/// With `local_zone`, for an Envoy in that zone: its zone's localities at priority 0 and the
+/// others at priority 1, so traffic stays in the zone and spills over as the zone's endpoints
+/// become unhealthy or ejected. When the zone has none of the endpoints, or all of them, every
+/// locality stays at priority 0 (Envoy would send everything to priority 1 anyway), which is
+/// the bytes of the plain assignment, shared with it.
+pub fn discovered_load_assignment(
+    cluster: &discover::Cluster,
+    local_zone: Option<&str>,
+) -> ClusterLoadAssignment {
     let mut localities: BTreeMap<(&str, &str), Vec<&discover::Endpoint>> = BTreeMap::new();
     for e in &cluster.endpoints {
         let zone = e.locality.zone.as_deref().unwrap_or_default();
@@ -25,10 +38,12 @@ pub fn discovered_load_assignment(cluster: &discover::Cluster) -> ClusterLoadAss
             .or_default()
             .push(e);
     }
+    let local = local_zone.filter(|z| splits(cluster, z));
     let endpoints = localities
         .into_iter()
         .map(|((region, zone), mut endpoints)| {
             endpoints.sort_by(|a, b| (&a.address, a.port, &a.id).cmp(&(&b.address, b.port, &b.id)));
+            let weight: u32 = endpoints.iter().map(|e| e.weight.max(1)).sum();
             LocalityLbEndpoints {
                 locality: Some(Locality {
                     region: region.to_owned(),
@@ -36,6 +51,11 @@ pub fn discovered_load_assignment(cluster: &discover::Cluster) -> ClusterLoadAss
                     sub_zone: String::new(),
                 }),
                 lb_endpoints: endpoints.into_iter().map(lb_endpoint).collect(),
+                load_balancing_weight: Some(UInt32Value { value: weight }),
+                priority: match local {
+                    Some(local) if local != zone => 1,
+                    _ => 0,
+                },
                 ..Default::default()
             }
         })
@@ -47,6 +67,18 @@ pub fn discovered_load_assignment(cluster: &discover::Cluster) -> ClusterLoadAss
     }
 }
 
+/// Whether `zone` holds some but not all of `cluster`'s endpoints: only then does an Envoy in
+/// that zone get an assignment of its own.
+pub fn splits(cluster: &discover::Cluster, zone: &str) -> bool {
+    let local = |e: &&discover::Endpoint| e.locality.zone.as_deref() == Some(zone);
+    let here = cluster.endpoints.iter().filter(local).count();
+    here > 0 && here < cluster.endpoints.len()
+}
+
+/// The metadata filter that endpoint metadata and route matches use, as Envoy's subset load
+/// balancer expects.
+pub const LB_METADATA: &str = "envoy.lb";
+
 fn lb_endpoint(e: &discover::Endpoint) -> LbEndpoint {
     LbEndpoint {
         health_status: health_status(e.health) as i32,
@@ -54,11 +86,38 @@ fn lb_endpoint(e: &discover::Endpoint) -> LbEndpoint {
         load_balancing_weight: Some(UInt32Value {
             value: e.weight.max(1),
         }),
+        metadata: lb_metadata(e),
         host_identifier: Some(HostIdentifier::Endpoint(Endpoint {
             address: Some(socket_address(&e.address, e.port)),
             ..Default::default()
         })),
-        ..Default::default()
+    }
+}
+
+/// `envoy.lb: {revision: "12", deployment: "ecs-svc/..."}`, for what an ECS task has.
+fn lb_metadata(e: &discover::Endpoint) -> Option<Metadata> {
+    let mut fields = BTreeMap::new();
+    if let Some(revision) = e.revision {
+        fields.insert("revision".to_owned(), string_value(revision.to_string()));
+    }
+    if let Some(deployment) = &e.deployment {
+        fields.insert("deployment".to_owned(), string_value(deployment.clone()));
+    }
+    if fields.is_empty() {
+        return None;
+    }
+    let filter = Struct {
+        fields: fields.into_iter().collect(),
+    };
+    Some(Metadata {
+        filter_metadata: [(LB_METADATA.to_owned(), filter)].into_iter().collect(),
+        typed_filter_metadata: Default::default(),
+    })
+}
+
+pub(crate) fn string_value(s: String) -> Value {
+    Value {
+        kind: Some(value::Kind::StringValue(s)),
     }
 }
 
@@ -84,7 +143,8 @@ pub fn socket_address(ip: &str, port: u16) -> Address {
     }
 }
 
-/// A load assignment for `cluster` with every endpoint in one locality.
+/// A load assignment for `cluster` with every endpoint in one locality (weighted 1, so gRPC
+/// clients take it too).
 pub fn load_assignment(
     cluster: &str,
     endpoints: impl IntoIterator<Item = (String, u16, HealthStatus)>,
@@ -104,6 +164,7 @@ pub fn load_assignment(
         cluster_name: cluster.to_owned(),
         endpoints: vec![LocalityLbEndpoints {
             lb_endpoints,
+            load_balancing_weight: Some(UInt32Value { value: 1 }),
             ..Default::default()
         }],
         ..Default::default()

@@ -13,7 +13,6 @@ use envoy_types::util::pack_any;
 
 use super::ads_config_source;
 use super::endpoints::socket_address;
-use super::templates::GeneratedRoutes;
 
 /// An HTTP listener on `ip:port` whose routes come over ADS as `route_config`.
 pub fn http_listener(name: &str, ip: &str, port: u16, route_config: &str) -> Listener {
@@ -44,21 +43,6 @@ pub fn http_listener(name: &str, ip: &str, port: u16, route_config: &str) -> Lis
         }],
         ..Default::default()
     }
-}
-
-/// The generated route configuration: one virtual host per cluster, answering to the cluster's
-/// name and `name:port` for each of `spec.ports`.
-pub fn generated_routes<'a>(
-    spec: &GeneratedRoutes,
-    clusters: impl IntoIterator<Item = &'a str>,
-) -> RouteConfiguration {
-    let virtual_hosts = clusters.into_iter().map(|cluster| {
-        let domains = std::iter::once(cluster.to_owned())
-            .chain(spec.ports.iter().map(|port| format!("{cluster}:{port}")))
-            .collect();
-        (domains, cluster)
-    });
-    route_configuration(&spec.name, virtual_hosts)
 }
 
 /// A route configuration with one virtual host per `(domains, cluster)`, each sending every

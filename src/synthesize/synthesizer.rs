@@ -9,19 +9,24 @@ use std::sync::Arc;
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 
 use super::clusters::discovered_cluster;
-use super::endpoints::discovered_load_assignment;
-use super::listeners::generated_routes;
+use super::endpoints::{discovered_load_assignment, splits};
 use super::pushed::Pushed;
 use super::pushed::PushedResources;
+use super::routes::generated_routes;
 use super::templates::{NodeTemplate, Templates};
-use crate::discover::{self, ClusterOverrides, Inventory};
+use crate::discover::{self, ClusterOverrides, Inventory, RoutePolicy};
 use crate::snapshot::{EncodedResource, InconsistentSnapshot, ResourceType, Snapshot};
 
 /// What one synthesis produced.
 #[derive(Debug, Default)]
 pub struct Synthesis {
-    /// One snapshot per node type, each consistent.
+    /// One snapshot per node type, each consistent: what an Envoy that states no zone (or a
+    /// zone with no endpoints of its own) is served.
     pub snapshots: BTreeMap<String, Snapshot>,
+    /// For zone-aware node types: by node type, then by zone, the snapshot an Envoy in that
+    /// zone is served. It shares every resource with the plain snapshot except the endpoints
+    /// of the clusters that zone holds only part of.
+    pub zones: BTreeMap<String, BTreeMap<String, Snapshot>>,
     /// Warnings a human should look at (routes to clusters that are not discovered, ...),
     /// in node type order.
     pub findings: Vec<Finding>,
@@ -70,13 +75,18 @@ struct Encodings {
     defaults_of: BTreeMap<String, usize>,
     /// Each template's own listeners, routes and clusters, encoded once.
     statics: BTreeMap<String, Vec<(ResourceType, Arc<EncodedResource>)>>,
-    /// By (defaults, cluster name), from the cluster's overrides.
-    clusters: Memo<(usize, String), ClusterOverrides>,
-    /// By cluster name, from its endpoints (the same for every node type).
-    endpoints: Memo<String, Vec<discover::Endpoint>>,
-    /// By node type, from the names of its clusters in scope.
-    generated: Memo<String, Vec<String>>,
+    /// By (defaults, cluster name), from the cluster's overrides and whether it splits by
+    /// revision.
+    clusters: Memo<(usize, String), (ClusterOverrides, bool)>,
+    /// By (cluster name, zone for which priorities were set, "" for none), from its endpoints
+    /// (the same for every node type).
+    endpoints: Memo<(String, String), Vec<discover::Endpoint>>,
+    /// By node type, from its clusters in scope: name, route policy, running revisions.
+    generated: Memo<String, Vec<RouteInputs>>,
 }
+
+/// What a generated virtual host is made from, besides the node type's route defaults.
+type RouteInputs = (String, RoutePolicy, Vec<u32>);
 
 /// One synthesis, without keeping anything: `Synthesizer::new(templates).synthesize(inventory)`.
 pub fn synthesize(inventory: &Inventory, templates: &Templates) -> Synthesis {
@@ -158,7 +168,7 @@ impl Synthesizer {
             .collect();
         for node_type in node_types {
             let pushed = self.pushed.get(node_type);
-            let snapshot = match (self.templates.get(node_type), pushed) {
+            let (snapshot, discovered_eds) = match (self.templates.get(node_type), pushed) {
                 (Some(template), _) => self
                     .encodings
                     .node_snapshot(node_type, template, pushed, inventory, &mut out),
@@ -167,13 +177,19 @@ impl Synthesizer {
                     let snapshot = builder.build();
                     out.encoded += fresh;
                     out.reused += resource_count(&snapshot) - fresh;
-                    snapshot
+                    (snapshot, Vec::new())
                 }
                 (None, None) => unreachable!("node types come from templates and pushes"),
             };
             match pushed {
                 Some(pushed) => pushed.route_findings(node_type, &snapshot, &mut out),
                 None => debug_assert_eq!(snapshot.check_consistency(), Ok(()), "{node_type}"),
+            }
+            if self.templates.get(node_type).is_some_and(|t| t.zone_aware) {
+                let zones = self
+                    .encodings
+                    .zone_snapshots(&snapshot, &discovered_eds, &mut out);
+                out.zones.insert(node_type.to_owned(), zones);
             }
             out.snapshots.insert(node_type.to_owned(), snapshot);
         }
@@ -185,14 +201,16 @@ impl Synthesizer {
 }
 
 impl Encodings {
-    fn node_snapshot(
+    /// The node type's snapshot, and the discovered clusters it serves their discovered
+    /// endpoints for (what zone-aware priorities apply to).
+    fn node_snapshot<'i>(
         &mut self,
         node_type: &str,
         template: &NodeTemplate,
         pushed: Option<&Pushed>,
-        inventory: &Inventory,
+        inventory: &'i Inventory,
         out: &mut Synthesis,
-    ) -> Snapshot {
+    ) -> (Snapshot, Vec<&'i discover::Cluster>) {
         let class = self.defaults_of[node_type];
         let statics: HashSet<&str> = template.clusters.iter().map(|c| c.name.as_str()).collect();
         let replaced = |ty: ResourceType, name: &str| pushed.is_some_and(|p| p.replaces(ty, name));
@@ -201,6 +219,7 @@ impl Encodings {
         let mut fresh_clusters = Vec::new();
         let mut fresh_endpoints = Vec::new();
         let mut in_scope = Vec::new();
+        let mut discovered_eds = Vec::new();
         for (name, cluster) in &inventory.clusters {
             if !template.scope.contains(name) {
                 continue;
@@ -211,16 +230,21 @@ impl Encodings {
                 )));
                 continue;
             }
-            in_scope.push(name.as_str());
+            in_scope.push((name.as_str(), cluster));
             let cluster_replaced = replaced(ResourceType::Cluster, name);
             if !cluster_replaced {
                 let key = (class, name.clone());
-                builder = match self.clusters.get(&key, |o| *o == cluster.overrides) {
+                let subsets = !cluster.route.weights.is_empty();
+                let same =
+                    |(o, s): &(ClusterOverrides, bool)| *o == cluster.overrides && *s == subsets;
+                builder = match self.clusters.get(&key, same) {
                     Some(shared) => builder.shared(ResourceType::Cluster, shared),
                     None => {
                         let defaults = &self.defaults[class];
-                        fresh_clusters.push((key, cluster.overrides.clone()));
-                        builder.cluster(discovered_cluster(name, defaults, &cluster.overrides))
+                        let inputs = (cluster.overrides.clone(), subsets);
+                        fresh_clusters.push((key, inputs));
+                        let overrides = &cluster.overrides;
+                        builder.cluster(discovered_cluster(name, defaults, overrides, subsets))
                     }
                 };
             }
@@ -230,11 +254,13 @@ impl Encodings {
             if !eds_wanted || replaced(ResourceType::Endpoint, name) {
                 continue;
             }
-            builder = match self.endpoints.get(name, |e| *e == cluster.endpoints) {
+            discovered_eds.push(cluster);
+            let key = (name.clone(), String::new());
+            builder = match self.endpoints.get(&key, |e| *e == cluster.endpoints) {
                 Some(shared) => builder.shared(ResourceType::Endpoint, shared),
                 None => {
-                    fresh_endpoints.push((name.clone(), cluster.endpoints.clone()));
-                    builder.endpoints(discovered_load_assignment(cluster))
+                    fresh_endpoints.push((key, cluster.endpoints.clone()));
+                    builder.endpoints(discovered_load_assignment(cluster, None))
                 }
             };
         }
@@ -242,12 +268,14 @@ impl Encodings {
         let generated = template.generated_routes.as_ref();
         if let Some(spec) = generated.filter(|g| !replaced(ResourceType::Route, &g.name)) {
             let key = node_type.to_owned();
-            builder = match self.generated.get(&key, |names| names.iter().eq(&in_scope)) {
+            let inputs: Vec<RouteInputs> =
+                in_scope.iter().map(|(n, c)| route_inputs(n, c)).collect();
+            builder = match self.generated.get(&key, |kept| *kept == inputs) {
                 Some(shared) => builder.shared(ResourceType::Route, shared),
                 None => {
-                    let names = in_scope.iter().map(|n| n.to_string()).collect();
-                    fresh_generated = Some((key, spec.name.clone(), names));
-                    builder.route(generated_routes(spec, in_scope.iter().copied()))
+                    fresh_generated = Some((key, spec.name.clone(), inputs));
+                    let defaults = &template.route_defaults;
+                    builder.route(generated_routes(spec, defaults, &in_scope))
                 }
             };
         }
@@ -276,9 +304,9 @@ impl Encodings {
             let resource = encoded(ResourceType::Cluster, &key.1);
             self.clusters.insert(key, overrides, resource);
         }
-        for (name, endpoints) in fresh_endpoints {
-            let resource = encoded(ResourceType::Endpoint, &name);
-            self.endpoints.insert(name, endpoints, resource);
+        for (key, endpoints) in fresh_endpoints {
+            let resource = encoded(ResourceType::Endpoint, &key.0);
+            self.endpoints.insert(key, endpoints, resource);
         }
         if let Some((key, route_name, names)) = fresh_generated {
             let resource = encoded(ResourceType::Route, &route_name);
@@ -287,8 +315,90 @@ impl Encodings {
         let mut served_statics = statics;
         served_statics.extend(pushed.into_iter().flat_map(|p| p.cluster_names()));
         route_findings(node_type, template, inventory, &served_statics, out);
-        snapshot
+        (snapshot, discovered_eds)
     }
+}
+
+impl Encodings {
+    /// For a zone-aware node type, one snapshot per zone the clusters of `discovered` (those
+    /// served their discovered endpoints) have endpoints in: `base` with the endpoints of each
+    /// cluster that zone holds only part of given priorities for that zone (same zone first).
+    /// Everything else is `base`'s own encoding.
+    fn zone_snapshots(
+        &mut self,
+        base: &Snapshot,
+        discovered: &[&discover::Cluster],
+        out: &mut Synthesis,
+    ) -> BTreeMap<String, Snapshot> {
+        let aware: Vec<&discover::Cluster> = discovered
+            .iter()
+            .filter(|c| c.overrides.zone_aware != Some(false))
+            .copied()
+            .collect();
+        let zones: std::collections::BTreeSet<&str> = aware
+            .iter()
+            .flat_map(|c| {
+                c.endpoints
+                    .iter()
+                    .filter_map(|e| e.locality.zone.as_deref())
+            })
+            .collect();
+        let mut snapshots = BTreeMap::new();
+        for zone in zones {
+            let mut builder = Snapshot::builder();
+            let mut fresh = Vec::new();
+            let split: HashSet<&str> = aware
+                .iter()
+                .filter(|c| splits(c, zone))
+                .map(|c| c.name.as_str())
+                .collect();
+            for ty in ResourceType::ALL {
+                for (name, resource) in base.of(ty).resources() {
+                    if ty != ResourceType::Endpoint || !split.contains(&**name) {
+                        builder = builder.shared(ty, resource.clone());
+                    }
+                }
+            }
+            for cluster in aware.iter().filter(|c| split.contains(c.name.as_str())) {
+                let key = (cluster.name.clone(), zone.to_owned());
+                builder = match self.endpoints.get(&key, |e| *e == cluster.endpoints) {
+                    Some(shared) => builder.shared(ResourceType::Endpoint, shared),
+                    None => {
+                        fresh.push((key, cluster.endpoints.clone()));
+                        builder.endpoints(discovered_load_assignment(cluster, Some(zone)))
+                    }
+                };
+            }
+            let snapshot = builder.build();
+            out.encoded += fresh.len();
+            for (key, endpoints) in fresh {
+                let resource = snapshot
+                    .of(ResourceType::Endpoint)
+                    .get(&key.0)
+                    .expect("built")
+                    .clone();
+                self.endpoints.insert(key, endpoints, resource);
+            }
+            snapshots.insert(zone.to_owned(), snapshot);
+        }
+        snapshots
+    }
+}
+
+/// What a cluster's generated virtual host depends on.
+fn route_inputs(name: &str, cluster: &discover::Cluster) -> RouteInputs {
+    let revisions = match cluster.route.weights.is_empty() {
+        true => Vec::new(),
+        false => {
+            let running: std::collections::BTreeSet<u32> = cluster
+                .endpoints
+                .iter()
+                .filter_map(|e| e.revision)
+                .collect();
+            running.into_iter().collect()
+        }
+    };
+    (name.to_owned(), cluster.route.clone(), revisions)
 }
 
 fn resource_count(snapshot: &Snapshot) -> usize {

@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::{
-    route::Action, route_action::ClusterSpecifier, RouteConfiguration,
+    route::Action, route_action::ClusterSpecifier, RouteAction, RouteConfiguration,
 };
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Deserialize;
@@ -64,6 +64,12 @@ pub struct NodeTemplate {
     pub clusters: Vec<Cluster>,
     /// Applied to every discovered cluster before its own overrides.
     pub cluster_defaults: Cluster,
+    /// Applied to the route of every generated virtual host before the service's own policy
+    /// (timeouts, retries).
+    pub route_defaults: RouteAction,
+    /// Envoys that state their zone get same-zone endpoints at priority 0 and the others at
+    /// priority 1 (`[zone_aware] enabled = true`).
+    pub zone_aware: bool,
     pub scope: Scope,
     pub generated_routes: Option<GeneratedRoutes>,
     /// Clusters the template's routes send to: (cluster, route configuration).
@@ -274,8 +280,25 @@ const SECTIONS: &[&str] = &[
     "routes",
     "clusters",
     "cluster_defaults",
+    "route_defaults",
+    "zone_aware",
     "scope",
     "generated_routes",
+];
+
+/// Route action fields synthesis sets on every generated route (proto and JSON names).
+const OWNED_ROUTE_FIELDS: &[&str] = &[
+    "cluster",
+    "weighted_clusters",
+    "weightedClusters",
+    "cluster_header",
+    "clusterHeader",
+    "cluster_specifier_plugin",
+    "clusterSpecifierPlugin",
+    "inline_cluster_specifier_plugin",
+    "inlineClusterSpecifierPlugin",
+    "metadata_match",
+    "metadataMatch",
 ];
 
 /// Cluster fields synthesis sets on every discovered cluster (proto and JSON names).
@@ -289,6 +312,14 @@ const OWNED_CLUSTER_FIELDS: &[&str] = &[
     "load_assignment",
     "loadAssignment",
 ];
+
+/// `[zone_aware]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ZoneAware {
+    #[serde(default)]
+    enabled: bool,
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -334,7 +365,22 @@ impl NodeTemplate {
         let listeners = resources::<Listener>(&root, "listeners", &mut errors);
         let routes = resources::<RouteConfiguration>(&root, "routes", &mut errors);
         let clusters = resources::<Cluster>(&root, "clusters", &mut errors);
-        let cluster_defaults = cluster_defaults(root.get("cluster_defaults"), &mut errors);
+        let cluster_defaults = fragment::<Cluster>(
+            &root,
+            "cluster_defaults",
+            OWNED_CLUSTER_FIELDS,
+            "set by synthesis on every discovered cluster (its name, EDS type and endpoints); remove it",
+            &mut errors,
+        );
+        let route_defaults = fragment::<RouteAction>(
+            &root,
+            "route_defaults",
+            OWNED_ROUTE_FIELDS,
+            "set by synthesis on every generated route (the cluster, or the weighted split a service's `weights` asks for); remove it",
+            &mut errors,
+        );
+        let zone_aware =
+            section::<ZoneAware>(&root, "zone_aware", &mut errors).is_some_and(|z| z.enabled);
         let scope = scope(root.get("scope"), &mut errors);
         let generated_routes = section::<GeneratedRoutes>(&root, "generated_routes", &mut errors);
         let mut template = NodeTemplate {
@@ -344,6 +390,8 @@ impl NodeTemplate {
             routes,
             clusters,
             cluster_defaults,
+            route_defaults,
+            zone_aware,
             scope,
             generated_routes,
         };
@@ -443,27 +491,35 @@ impl NodeTemplate {
     }
 }
 
-fn cluster_defaults(json: Option<&Value>, errors: &mut Vec<FieldError>) -> Cluster {
-    let at = FieldPath::default().key("cluster_defaults");
-    let Some(json) = json else {
-        return Cluster::default();
+/// `[section]`: a fragment of an Envoy message `M` applied to every discovered cluster or
+/// generated route. The fields synthesis owns (`owned`) are refused, saying `why`.
+fn fragment<M: prost::Message + prost::Name + Default>(
+    root: &serde_json::Map<String, Value>,
+    section: &str,
+    owned: &[&str],
+    why: &str,
+    errors: &mut Vec<FieldError>,
+) -> M {
+    let at = FieldPath::default().key(section);
+    let Some(json) = root.get(section) else {
+        return M::default();
     };
     let Value::Object(fields) = json else {
-        errors.push(FieldError::new(at, "expected a table ([cluster_defaults])"));
-        return Cluster::default();
+        errors.push(FieldError::new(
+            at,
+            format!("expected a table ([{section}])"),
+        ));
+        return M::default();
     };
     let mut rest = fields.clone();
-    for owned in OWNED_CLUSTER_FIELDS {
-        if rest.remove(*owned).is_some() {
-            errors.push(FieldError::new(
-                at.key(owned),
-                "set by synthesis on every discovered cluster (its name, EDS type and endpoints); remove it",
-            ));
+    for field in owned {
+        if rest.remove(*field).is_some() {
+            errors.push(FieldError::new(at.key(field), why));
         }
     }
     envoy_json::decode(&Value::Object(rest), &at).unwrap_or_else(|e| {
         errors.extend(e);
-        Cluster::default()
+        M::default()
     })
 }
 

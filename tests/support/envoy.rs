@@ -52,10 +52,29 @@ static BASE_ID: AtomicU32 = AtomicU32::new(0);
 impl Envoy {
     /// Starts Envoy with node id `node_id`, ADS to `xds` in `mode`; waits for its admin API.
     pub async fn start(node_id: &str, xds: SocketAddr, mode: AdsMode) -> Envoy {
+        Envoy::start_with(node_id, xds, mode, None).await
+    }
+
+    /// [`Envoy::start`] for an Envoy that states `zone` (`node.locality.zone`), as the
+    /// deploy/ecs bootstrap does from the task metadata.
+    pub async fn start_in_zone(node_id: &str, xds: SocketAddr, zone: &str) -> Envoy {
+        Envoy::start_with(node_id, xds, AdsMode::Sotw, Some(zone)).await
+    }
+
+    async fn start_with(
+        node_id: &str,
+        xds: SocketAddr,
+        mode: AdsMode,
+        zone: Option<&str>,
+    ) -> Envoy {
         let dir = tempfile::tempdir().unwrap();
         let bootstrap = dir.path().join("bootstrap.json");
         let admin_path = dir.path().join("admin-address");
-        std::fs::write(&bootstrap, bootstrap_json(node_id, xds, mode).to_string()).unwrap();
+        let mut config = bootstrap_json(node_id, xds, mode);
+        if let Some(zone) = zone {
+            config["node"]["locality"] = json!({ "zone": zone });
+        }
+        std::fs::write(&bootstrap, config.to_string()).unwrap();
         let base_id = std::process::id() * 100 + BASE_ID.fetch_add(1, Ordering::Relaxed);
         let child = Command::new(envoy_binary())
             .arg("--config-path")

@@ -341,7 +341,8 @@ fn cluster_overrides_are_parsed_and_bad_values_are_warned_about() {
         ClusterOverrides {
             lb_policy: Some(LbPolicy::LeastRequest),
             connect_timeout: Some(std::time::Duration::from_millis(250)),
-            http2: Some(true)
+            http2: Some(true),
+            ..ClusterOverrides::default()
         }
     );
     assert_eq!(mapped[0].endpoint.weight, 5);

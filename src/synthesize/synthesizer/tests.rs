@@ -63,6 +63,8 @@ fn endpoint(ip: &str, health: Health, zone: &str, weight: u32) -> Endpoint {
         },
         weight,
         id: format!("task-{ip}"),
+        revision: None,
+        deployment: None,
     }
 }
 
@@ -75,6 +77,7 @@ pub(crate) fn service(name: &str, ips: &[&str]) -> discover::Cluster {
         },
         port_name: None,
         overrides: ClusterOverrides::default(),
+        route: Default::default(),
         endpoints: ips
             .iter()
             .map(|ip| endpoint(ip, Health::Healthy, "eu-west-1a", 1))
@@ -192,6 +195,7 @@ outlier_detection = { consecutive_5xx = 3 }
         lb_policy: Some(LbPolicy::RingHash),
         connect_timeout: Some(Duration::from_millis(250)),
         http2: Some(true),
+        ..ClusterOverrides::default()
     };
     let synthesis = synthesize(&inventory, &templates(&[("sidecar", &text)]));
     let snapshot = &synthesis.snapshots["sidecar"];

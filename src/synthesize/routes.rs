@@ -1,0 +1,185 @@
+//! The generated route configuration (RDS): one virtual host per discovered cluster in scope,
+//! each route the node type's `[route_defaults]` with the service's own policy on top
+//! (timeouts, retries), and for a service with `weights`, a split across task-definition
+//! revisions plus a header that pins a request to one revision.
+
+use std::collections::BTreeSet;
+
+use envoy_types::pb::envoy::config::core::v3::Metadata;
+use envoy_types::pb::envoy::config::route::v3::{
+    header_matcher::HeaderMatchSpecifier, route::Action, route_action::ClusterSpecifier,
+    route_match::PathSpecifier, weighted_cluster::ClusterWeight, HeaderMatcher, RetryPolicy, Route,
+    RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster,
+};
+use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher::MatchPattern, StringMatcher};
+use envoy_types::pb::google::protobuf::{Struct, UInt32Value};
+
+use super::clusters::duration;
+use super::endpoints::{string_value, LB_METADATA};
+use super::templates::GeneratedRoutes;
+use crate::discover::{self, RevisionWeight, RoutePolicy, DEFAULT_RETRY_ON};
+
+/// The request header that pins a request to one revision of a service with `weights`
+/// (`x-ecs-xds-revision: 12`), for testing a canary before it takes traffic.
+pub const REVISION_HEADER: &str = "x-ecs-xds-revision";
+
+/// The generated route configuration for `clusters` (name, discovered cluster), in order.
+pub fn generated_routes(
+    spec: &GeneratedRoutes,
+    defaults: &RouteAction,
+    clusters: &[(&str, &discover::Cluster)],
+) -> RouteConfiguration {
+    RouteConfiguration {
+        name: spec.name.clone(),
+        virtual_hosts: clusters
+            .iter()
+            .map(|(name, cluster)| virtual_host(spec, defaults, name, cluster))
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn virtual_host(
+    spec: &GeneratedRoutes,
+    defaults: &RouteAction,
+    name: &str,
+    cluster: &discover::Cluster,
+) -> VirtualHost {
+    let domains = std::iter::once(name.to_owned())
+        .chain(spec.ports.iter().map(|port| format!("{name}:{port}")))
+        .collect();
+    let action = with_policy(defaults.clone(), &cluster.route);
+    let split = live_weights(cluster);
+    let mut routes: Vec<Route> = Vec::new();
+    if !cluster.route.weights.is_empty() {
+        // One pinned route per running revision, before the split.
+        for revision in running_revisions(cluster) {
+            let mut pinned = action.clone();
+            pinned.cluster_specifier = Some(ClusterSpecifier::Cluster(name.to_owned()));
+            pinned.metadata_match = Some(revision_match(revision));
+            routes.push(route(Some(revision), pinned));
+        }
+    }
+    let mut main = action;
+    main.cluster_specifier = Some(match split.as_slice() {
+        [] => ClusterSpecifier::Cluster(name.to_owned()),
+        weights => ClusterSpecifier::WeightedClusters(WeightedCluster {
+            clusters: weights
+                .iter()
+                .map(|w| ClusterWeight {
+                    name: name.to_owned(),
+                    weight: Some(UInt32Value { value: w.weight }),
+                    metadata_match: Some(revision_match(w.revision)),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }),
+    });
+    routes.push(route(None, main));
+    VirtualHost {
+        name: name.to_owned(),
+        domains,
+        routes,
+        ..Default::default()
+    }
+}
+
+/// Every path, and with `revision` only requests carrying it in [`REVISION_HEADER`].
+fn route(revision: Option<u32>, action: RouteAction) -> Route {
+    let headers = revision
+        .map(|r| HeaderMatcher {
+            name: REVISION_HEADER.to_owned(),
+            header_match_specifier: Some(HeaderMatchSpecifier::StringMatch(StringMatcher {
+                match_pattern: Some(MatchPattern::Exact(r.to_string())),
+                ..Default::default()
+            })),
+            ..Default::default()
+        })
+        .into_iter()
+        .collect();
+    Route {
+        r#match: Some(RouteMatch {
+            path_specifier: Some(PathSpecifier::Prefix("/".into())),
+            headers,
+            ..Default::default()
+        }),
+        action: Some(Action::Route(action)),
+        ..Default::default()
+    }
+}
+
+/// The route defaults with the service's timeouts and retries on top.
+fn with_policy(mut action: RouteAction, policy: &RoutePolicy) -> RouteAction {
+    if let Some(d) = policy.timeout {
+        action.timeout = Some(duration(d));
+    }
+    if let Some(d) = policy.idle_timeout {
+        action.idle_timeout = Some(duration(d));
+    }
+    if policy.retries == Some(0) {
+        action.retry_policy = None;
+        return action;
+    }
+    let asks =
+        policy.retries.is_some() || policy.retry_on.is_some() || policy.per_try_timeout.is_some();
+    if !asks {
+        return action;
+    }
+    let retry = action.retry_policy.get_or_insert_with(RetryPolicy::default);
+    if let Some(n) = policy.retries {
+        retry.num_retries = Some(UInt32Value { value: n });
+    }
+    if let Some(on) = &policy.retry_on {
+        retry.retry_on = on.clone();
+    } else if retry.retry_on.is_empty() {
+        // Envoy retries nothing without a condition.
+        retry.retry_on = DEFAULT_RETRY_ON.to_owned();
+    }
+    if let Some(d) = policy.per_try_timeout {
+        retry.per_try_timeout = Some(duration(d));
+    }
+    action
+}
+
+/// Revisions of the cluster's running endpoints.
+fn running_revisions(cluster: &discover::Cluster) -> BTreeSet<u32> {
+    cluster
+        .endpoints
+        .iter()
+        .filter_map(|e| e.revision)
+        .collect()
+}
+
+/// The service's weights that can take traffic: revisions with running endpoints and a weight
+/// above 0. A revision that is gone gives its share to the others; with none left the split is
+/// dropped and every endpoint gets traffic, so weights never black-hole a request.
+pub fn live_weights(cluster: &discover::Cluster) -> Vec<RevisionWeight> {
+    if cluster.route.weights.is_empty() {
+        return Vec::new();
+    }
+    let running = running_revisions(cluster);
+    cluster
+        .route
+        .weights
+        .iter()
+        .filter(|w| w.weight > 0 && running.contains(&w.revision))
+        .copied()
+        .collect()
+}
+
+/// `envoy.lb: {revision: "<revision>"}`.
+fn revision_match(revision: u32) -> Metadata {
+    let fields = [("revision".to_owned(), string_value(revision.to_string()))];
+    Metadata {
+        filter_metadata: [(
+            LB_METADATA.to_owned(),
+            Struct {
+                fields: fields.into_iter().collect(),
+            },
+        )]
+        .into_iter()
+        .collect(),
+        typed_filter_metadata: Default::default(),
+    }
+}
