@@ -4,14 +4,29 @@
 //! - `cold`: a new `Synthesizer` (nothing encoded yet) synthesizes every node type.
 //! - `one_service_changed`: a warm `Synthesizer` synthesizes an inventory in which one task of
 //!   one service changed health, which is what a poll usually brings.
+//! - `*_policy`: the same with traffic policy everywhere: every service split 90/10 across two
+//!   task-definition revisions (with timeouts and retries), and the sidecar and gateway node
+//!   types zone-aware over the 3 zones the tasks run in.
+//! - `floor`: encoding and hashing the distinct resources of the cold synthesis once, from
+//!   ready-made messages (no synthesis); the bench prints `cold / floor`, a figure that holds
+//!   across machines where absolute times do not.
 //!
 //! Run with `cargo bench --bench synthesize`.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use ecs_xds::discover::{Cluster, ClusterOverrides, Endpoint, Health, Inventory, Locality, Source};
-use ecs_xds::synthesize::{Synthesizer, Templates};
+use ecs_xds::discover::{
+    Cluster, ClusterOverrides, Endpoint, Health, Inventory, Locality, RevisionWeight, Source,
+};
+use ecs_xds::snapshot::{ResourceType, Snapshot, SnapshotBuilder};
+use ecs_xds::synthesize::{Synthesis, Synthesizer, Templates};
+use envoy_types::pb::envoy::config::cluster::v3::Cluster as EnvoyCluster;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 
 const SERVICES: usize = 1_000;
 const TASKS_PER_SERVICE: usize = 10;
@@ -78,14 +93,185 @@ fn templates() -> Templates {
         ("ingress.toml", ingress),
         ("sidecar.toml", sidecar),
     ];
+    parse(&files)
+}
+
+/// [`templates`] with the sidecar and gateway zone-aware, and route defaults with a retry.
+fn policy_templates() -> Templates {
+    let extra = "\n[zone_aware]\nenabled = true\n\n[route_defaults]\ntimeout = \"3s\"\nretry_policy = { retry_on = \"5xx\", num_retries = 1 }\n";
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/templates");
+    let sidecar = std::fs::read_to_string(dir.join("sidecar.toml")).unwrap() + extra;
+    let gateway = sidecar
+        .replace("connect_timeout = \"1s\"", "connect_timeout = \"2s\"")
+        .replace("port_value = 15001", "port_value = 16001");
+    let ingress = std::fs::read_to_string(dir.join("ingress.toml"))
+        .unwrap()
+        .replace(
+            r#"include = ["web", "orders", "orders.*"]"#,
+            r#"include = ["svc-00*"]"#,
+        )
+        .replace("\"orders\"", "\"svc-0001\"")
+        .replace("\"web\"", "\"svc-0002\"");
+    parse(&[
+        ("gateway.toml", gateway),
+        ("ingress.toml", ingress),
+        ("sidecar.toml", sidecar),
+    ])
+}
+
+/// [`inventory`] with every service's tasks split over revisions 7 and 8, weighted 90/10,
+/// with a timeout and retries of its own.
+fn policy_inventory() -> Inventory {
+    let mut inventory = inventory();
+    for cluster in inventory.clusters.values_mut() {
+        for (i, e) in cluster.endpoints.iter_mut().enumerate() {
+            e.revision = Some(if i % 2 == 0 { 7 } else { 8 });
+        }
+        cluster.route.weights = vec![
+            RevisionWeight {
+                revision: 8,
+                weight: 10,
+            },
+            RevisionWeight {
+                revision: 7,
+                weight: 90,
+            },
+        ];
+        cluster.route.timeout = Some(Duration::from_secs(2));
+        cluster.route.retries = Some(2);
+    }
+    inventory
+}
+
+fn parse(files: &[(&str, String)]) -> Templates {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/templates");
     let files: Vec<_> = files.iter().map(|(f, t)| (dir.join(f), t)).collect();
     Templates::parse(files.iter().map(|(f, t)| (f.as_path(), t.as_str())))
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Every distinct resource of `synthesis` (shared ones once), decoded back into messages, one
+/// builder's worth per node type: what the floor encodes and hashes.
+fn distinct_messages(synthesis: &Synthesis) -> Vec<Messages> {
+    let mut seen = std::collections::HashSet::new();
+    let snapshots = synthesis
+        .snapshots
+        .values()
+        .chain(synthesis.zones.values().flat_map(|z| z.values()));
+    snapshots
+        .map(|snapshot| {
+            let mut messages = Messages::default();
+            for ty in ResourceType::ALL {
+                for resource in snapshot.of(ty).resources().values() {
+                    if !seen.insert(Arc::as_ptr(resource)) {
+                        continue;
+                    }
+                    match ty {
+                        ResourceType::Cluster => messages.clusters.push(resource.decode().unwrap()),
+                        ResourceType::Endpoint => {
+                            messages.endpoints.push(resource.decode().unwrap())
+                        }
+                        ResourceType::Listener => {
+                            messages.listeners.push(resource.decode().unwrap())
+                        }
+                        ResourceType::Route => messages.routes.push(resource.decode().unwrap()),
+                        ResourceType::Secret => {}
+                    }
+                }
+            }
+            messages
+        })
+        .collect()
+}
+
+#[derive(Default, Clone)]
+struct Messages {
+    clusters: Vec<EnvoyCluster>,
+    endpoints: Vec<ClusterLoadAssignment>,
+    listeners: Vec<Listener>,
+    routes: Vec<RouteConfiguration>,
+}
+
+/// Encodes and hashes every message once (into snapshots, as synthesis would).
+fn floor(all: Vec<Messages>) -> Vec<Snapshot> {
+    all.into_iter()
+        .map(|m| {
+            let mut b: SnapshotBuilder = Snapshot::builder();
+            for c in m.clusters {
+                b = b.cluster(c);
+            }
+            for e in m.endpoints {
+                b = b.endpoints(e);
+            }
+            for l in m.listeners {
+                b = b.listener(l);
+            }
+            for r in m.routes {
+                b = b.route(r);
+            }
+            b.build()
+        })
+        .collect()
+}
+
+/// Median wall time of `runs` calls of `f` (its output is dropped untimed).
+fn median<T>(runs: usize, mut f: impl FnMut() -> T) -> Duration {
+    let mut times: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let started = Instant::now();
+            let out = f();
+            let took = started.elapsed();
+            drop(out);
+            took
+        })
+        .collect();
+    times.sort();
+    times[runs / 2]
+}
+
+/// Prints the cold synthesis against its floor, both measured here, now.
+fn ratio(name: &str, templates: &Templates, inventory: &Inventory) {
+    let cold = Synthesizer::new(templates.clone()).synthesize(inventory);
+    let messages = distinct_messages(&cold);
+    let count: usize = messages
+        .iter()
+        .map(|m| m.clusters.len() + m.endpoints.len() + m.listeners.len() + m.routes.len())
+        .sum();
+    let synth = median(15, || {
+        Synthesizer::new(templates.clone()).synthesize(inventory)
+    });
+    let floor_time = median(15, || floor(messages.clone()));
+    let zones: usize = cold.zones.values().map(|z| z.len()).sum();
+    eprintln!(
+        "synthesize {name}: cold {:.1} ms, floor {:.1} ms ({count} distinct resources encoded and hashed once), cold/floor {:.2}; {} node types, {zones} zone snapshots",
+        synth.as_secs_f64() * 1e3,
+        floor_time.as_secs_f64() * 1e3,
+        synth.as_secs_f64() / floor_time.as_secs_f64(),
+        cold.snapshots.len(),
+    );
+}
+
 fn bench(c: &mut Criterion) {
-    let templates = templates();
-    let base = inventory();
+    ratio("plain", &templates(), &inventory());
+    ratio("policy", &policy_templates(), &policy_inventory());
+    // One changed task re-encodes its service's endpoints; with zones, also the assignment of
+    // each of the 3 zones (shared by the two zone-aware node types).
+    bench_case(c, "", templates(), inventory(), 1);
+    bench_case(c, "_policy", policy_templates(), policy_inventory(), 4);
+    let cold = Synthesizer::new(templates()).synthesize(&inventory());
+    let messages = distinct_messages(&cold);
+    c.bench_function("floor", |b| {
+        b.iter_batched(|| messages.clone(), floor, BatchSize::SmallInput)
+    });
+}
+
+fn bench_case(
+    c: &mut Criterion,
+    suffix: &str,
+    templates: Templates,
+    base: Inventory,
+    encoded: usize,
+) {
     let mut changed = base.clone();
     changed.clusters.get_mut("svc-0500").unwrap().endpoints[3].health = Health::Draining;
 
@@ -100,7 +286,7 @@ fn bench(c: &mut Criterion) {
         cold.reused
     );
 
-    c.bench_function("cold", |b| {
+    c.bench_function(&format!("cold{suffix}"), |b| {
         b.iter_batched(
             || templates.clone(),
             // Returned, so that dropping them is not timed.
@@ -116,12 +302,12 @@ fn bench(c: &mut Criterion) {
     let mut synthesizer = Synthesizer::new(templates.clone());
     synthesizer.synthesize(&base);
     let mut flip = false;
-    c.bench_function("one_service_changed", |b| {
+    c.bench_function(&format!("one_service_changed{suffix}"), |b| {
         b.iter(|| {
             flip = !flip;
             let inventory = if flip { &changed } else { &base };
             let synthesis = synthesizer.synthesize(inventory);
-            assert_eq!(synthesis.encoded, 1);
+            assert_eq!(synthesis.encoded, encoded);
             synthesis
         })
     });

@@ -378,3 +378,88 @@ async fn envoy_addrs(envoy: &Envoy, cluster: &str) -> BTreeSet<String> {
         .map(|(_, addrs)| addrs.iter().cloned().collect())
         .unwrap_or_default()
 }
+
+/// Policy tags on an ECS service (moto) reach the config Envoy accepted; a malformed one is a
+/// warning and changes nothing else. Only the config is read: the endpoints are moto's 10.x.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_tags_become_the_route_and_cluster_policy_envoy_accepts() {
+    use aws_sdk_ecs::types::Tag;
+    let moto = Moto::start();
+    moto.seed(&["--tasks-per-service", "1"]);
+    let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config().await);
+    let web = ecs
+        .describe_services()
+        .cluster("demo")
+        .services("web")
+        .send()
+        .await
+        .unwrap();
+    let arn = web.services()[0].service_arn().unwrap().to_owned();
+    let tag = |k: &str, v: &str| Tag::builder().key(k).value(v).build();
+    ecs.tag_resource()
+        .resource_arn(arn)
+        .tags(tag("ecs-xds.timeout", "2s"))
+        .tags(tag("ecs-xds.retries", "2"))
+        .tags(tag("ecs-xds.outlier-consecutive-5xx", "3"))
+        .tags(tag("ecs-xds.max-requests", "two hundred"))
+        .send()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &moto, ANY_PORT.parse().unwrap(), free_port());
+    let daemon = Running::start(&config).await;
+    let envoy = Envoy::start("sidecar-app1", daemon.xds, AdsMode::Sotw).await;
+    envoy
+        .wait_for(
+            "the clusters and routes",
+            Duration::from_secs(20),
+            || async {
+                let held = envoy.versions().await;
+                held.clusters.len() == 4 && !held.rds.is_empty()
+            },
+        )
+        .await;
+    let dump = envoy.config_dump().await;
+    let configs = dump["configs"].as_array().unwrap();
+    let of = |suffix: &str| {
+        configs
+            .iter()
+            .find(|c| c["@type"].as_str().is_some_and(|t| t.ends_with(suffix)))
+            .unwrap()
+            .clone()
+    };
+    let routes = of(".RoutesConfigDump");
+    let web_host = routes["dynamic_route_configs"][0]["route_config"]["virtual_hosts"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{routes}"))
+        .iter()
+        .find(|h| h["name"] == "web")
+        .unwrap()
+        .clone();
+    let action = &web_host["routes"][0]["route"];
+    assert_eq!(action["timeout"], "2s", "{action}");
+    assert_eq!(action["retry_policy"]["num_retries"], 2, "{action}");
+    let clusters = of(".ClustersConfigDump");
+    let web_cluster = clusters["dynamic_active_clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["cluster"]["name"] == "web")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        web_cluster["cluster"]["outlier_detection"]["consecutive_5xx"], 3,
+        "{web_cluster}"
+    );
+    let thresholds = &web_cluster["cluster"]["circuit_breakers"];
+    assert!(
+        !thresholds.to_string().contains("max_requests\":200"),
+        "the malformed tag changed nothing: {thresholds}"
+    );
+    daemon
+        .wait_for_log("ecs-xds.max-requests=`two hundred`", Duration::from_secs(5))
+        .await;
+    assert_eq!(envoy.stat("cluster_manager.cds.update_rejected").await, 0);
+    assert_eq!(envoy.stat("listener_manager.lds.update_rejected").await, 0);
+    envoy.stop().await;
+}

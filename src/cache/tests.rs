@@ -76,3 +76,76 @@ fn unknown_node_types_fall_back_when_configured() {
     assert_eq!(cache.resolve_node_type(&node("sidecar-1")), "sidecar");
     assert_eq!(cache.resolve_node_type(&node("gateway-1")), "default");
 }
+
+#[test]
+fn each_zone_gets_its_own_snapshot_or_the_plain_one_and_only_its_streams_wake() {
+    let (cache, publisher) = Cache::new(NodeTypeResolver::default());
+    let mut a = cache.watch("sidecar", "zone-a");
+    let mut c = cache.watch("sidecar", "zone-c");
+    let zones = BTreeMap::from([("zone-a".to_owned(), snapshot(2))]);
+    publisher
+        .publish_zoned("sidecar", snapshot(1), zones)
+        .unwrap();
+    let endpoint_version = |w: &mut SnapshotWatch| {
+        let current = w.borrow_and_update().clone().unwrap();
+        current.version(ResourceType::Endpoint).clone()
+    };
+    let (plain, own) = (snapshot(1), snapshot(2));
+    assert_eq!(
+        endpoint_version(&mut a),
+        *own.version(ResourceType::Endpoint)
+    );
+    assert_eq!(
+        endpoint_version(&mut c),
+        *plain.version(ResourceType::Endpoint)
+    );
+    assert_eq!(
+        cache
+            .snapshot_in("sidecar", "zone-b")
+            .unwrap()
+            .version(ResourceType::Endpoint),
+        plain.version(ResourceType::Endpoint),
+        "a zone nobody watched yet starts from the plain snapshot"
+    );
+    assert_eq!(cache.zones("sidecar"), ["zone-a"]);
+
+    // Only zone a's content changes: zone c's streams are not woken.
+    let zones = BTreeMap::from([("zone-a".to_owned(), snapshot(3))]);
+    publisher
+        .publish_zoned("sidecar", snapshot(1), zones)
+        .unwrap();
+    assert!(a.has_changed().unwrap());
+    assert!(!c.has_changed().unwrap());
+
+    // Zone c gets endpoints of its own later: its existing streams move to them.
+    let zones = BTreeMap::from([
+        ("zone-a".to_owned(), snapshot(3)),
+        ("zone-c".to_owned(), snapshot(4)),
+    ]);
+    publisher
+        .publish_zoned("sidecar", snapshot(1), zones)
+        .unwrap();
+    assert!(c.has_changed().unwrap());
+    assert_eq!(
+        endpoint_version(&mut c),
+        *snapshot(4).version(ResourceType::Endpoint)
+    );
+}
+
+#[test]
+fn an_inconsistent_zone_snapshot_refuses_the_whole_publish() {
+    let (cache, publisher) = Cache::new(NodeTypeResolver::default());
+    publisher.publish("sidecar", snapshot(1)).unwrap();
+    let broken = Snapshot::builder()
+        .cluster(eds_cluster("a", Duration::from_secs(1)))
+        .build();
+    let zones = BTreeMap::from([("zone-a".to_owned(), broken)]);
+    assert!(publisher
+        .publish_zoned("sidecar", snapshot(2), zones)
+        .is_err());
+    let served = cache.snapshot("sidecar").unwrap();
+    assert_eq!(
+        served.version(ResourceType::Endpoint),
+        snapshot(1).version(ResourceType::Endpoint)
+    );
+}

@@ -140,6 +140,7 @@ fn collision(name: &str, kept: &Source, dropped: &Source) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::discover::RevisionWeight;
     use crate::discover::{ClusterOverrides, Endpoint, Health, Locality};
 
     fn mapped(cluster: &str, service: &str, ip: &str, revision: i32) -> Mapped {
@@ -246,5 +247,31 @@ mod tests {
             }
         );
         assert_eq!(part.warnings.len(), 1);
+    }
+
+    #[test]
+    fn weights_naming_a_revision_with_no_task_are_a_warning() {
+        let mut canary = mapped("web", "web", "10.0.0.1", 11);
+        canary.route.weights = vec![
+            RevisionWeight {
+                revision: 12,
+                weight: 10,
+            },
+            RevisionWeight {
+                revision: 11,
+                weight: 90,
+            },
+        ];
+        let part = Part::from_ecs("prod", vec![canary.clone()], BTreeSet::new());
+        let warning = part.warnings.iter().next().expect("a warning");
+        assert!(
+            warning.starts_with("ECS service prod/web: weights name revision(s) [12]")
+                && warning.contains("its share goes to the other revisions"),
+            "{warning}"
+        );
+        canary.route.weights.retain(|w| w.revision == 11);
+        assert!(Part::from_ecs("prod", vec![canary], BTreeSet::new())
+            .warnings
+            .is_empty());
     }
 }

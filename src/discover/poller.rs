@@ -219,6 +219,13 @@ impl Poller {
             warnings = inventory.warnings.len(),
             "publishing a changed inventory"
         );
+        // Each warning (a bad tag, a name collision) once, when it appears.
+        let known = self.published.as_ref().map(|p| &p.warnings);
+        for warning in &inventory.warnings {
+            if known.is_none_or(|k| !k.contains(warning)) {
+                tracing::warn!("{warning}");
+            }
+        }
         self.published = Some(inventory.clone());
         // send_replace: publishing must not depend on a receiver being alive.
         tx.send_replace(inventory);

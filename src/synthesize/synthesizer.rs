@@ -320,9 +320,9 @@ impl Encodings {
 }
 
 impl Encodings {
-    /// For a zone-aware node type, one snapshot per zone the clusters of `discovered` (those
-    /// served their discovered endpoints) have endpoints in: `base` with the endpoints of each
-    /// cluster that zone holds only part of given priorities for that zone (same zone first).
+    /// For a zone-aware node type, one snapshot per zone that holds part (not all) of the
+    /// endpoints of some cluster of `discovered` (those served their discovered endpoints):
+    /// `base` with those clusters' endpoints given priorities for that zone (same zone first).
     /// Everything else is `base`'s own encoding.
     fn zone_snapshots(
         &mut self,
@@ -352,6 +352,10 @@ impl Encodings {
                 .filter(|c| splits(c, zone))
                 .map(|c| c.name.as_str())
                 .collect();
+            if split.is_empty() {
+                // It would be the plain snapshot, which a zone without one of its own gets.
+                continue;
+            }
             for ty in ResourceType::ALL {
                 for (name, resource) in base.of(ty).resources() {
                     if ty != ResourceType::Endpoint || !split.contains(&**name) {
@@ -509,5 +513,7 @@ impl<K: Hash + Eq + Clone, I> Memo<K, I> {
     }
 }
 
+#[cfg(test)]
+mod policy_tests;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -440,3 +440,41 @@ fn service_wide_labels_come_from_the_container_serving_the_port() {
     let d = def(NetworkMode::Awsvpc, vec![helper, app]);
     assert_eq!(default_map(&task("web"), &d)[0].cluster_name, "storefront");
 }
+
+#[test]
+fn service_tags_give_the_traffic_policy_and_a_bad_one_only_a_warning() {
+    let mut t = task("web");
+    t.started_by = Some("ecs-svc/4455667788".into());
+    let mut definition = def(NetworkMode::Awsvpc, vec![container("app", &[(8080, None)])]);
+    definition.revision = 12;
+    definition.containers[0]
+        .labels
+        .insert("ecs-xds.timeout".into(), "9s".into());
+    let (mapped, warnings) = Fixture::new(EcsSettings::default()).map(
+        &t,
+        &definition,
+        &[
+            ("ecs-xds.timeout", "2s"),
+            ("ecs-xds.retries", "three"),
+            ("ecs-xds.weights", "12=10,11=90"),
+            ("ecs-xds.max-connections", "50"),
+        ],
+        None,
+        false,
+    );
+    let m = &mapped[0];
+    assert_eq!(
+        m.route.timeout,
+        Some(std::time::Duration::from_secs(2)),
+        "the tag wins over the label"
+    );
+    assert_eq!(m.route.retries, None);
+    assert_eq!(m.route.weights.len(), 2);
+    assert_eq!(m.overrides.circuit_breakers.max_connections, Some(50));
+    assert_eq!(m.endpoint.revision, Some(12));
+    assert_eq!(m.endpoint.deployment.as_deref(), Some("ecs-svc/4455667788"));
+    assert_eq!(
+        warnings.into_iter().collect::<Vec<_>>(),
+        ["ECS service demo/web: ecs-xds.retries=`three`: not a whole number from 0 to 10; using the template's default"]
+    );
+}

@@ -52,7 +52,7 @@ pub(crate) fn templates(files: &[(&str, &str)]) -> Templates {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn endpoint(ip: &str, health: Health, zone: &str, weight: u32) -> Endpoint {
+pub(crate) fn endpoint(ip: &str, health: Health, zone: &str, weight: u32) -> Endpoint {
     Endpoint {
         address: ip.to_owned(),
         port: 8080,

@@ -181,6 +181,38 @@ fn cluster_defaults_may_not_set_what_synthesis_owns() {
 }
 
 #[test]
+fn route_defaults_and_zone_awareness_are_read() {
+    let text = "[route_defaults]\ntimeout = \"2s\"\nretry_policy = { retry_on = \"5xx\", num_retries = 2 }\n\n[zone_aware]\nenabled = true\n";
+    let template = parse(text).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(template.route_defaults.timeout.unwrap().seconds, 2);
+    assert_eq!(
+        template.route_defaults.retry_policy.unwrap().retry_on,
+        "5xx"
+    );
+    assert!(template.zone_aware);
+    assert!(!parse("").unwrap().zone_aware, "off unless asked for");
+}
+
+#[test]
+fn route_defaults_may_not_set_what_synthesis_owns_nor_zone_aware_unknown_keys() {
+    let errors = errors(
+        "[route_defaults]\ncluster = \"x\"\ntimeot = \"1s\"\n\n[zone_aware]\nenable = true\n",
+    );
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    assert!(
+        errors[0].starts_with("t/sidecar.toml:2: route_defaults.cluster: set by synthesis"),
+        "{}",
+        errors[0]
+    );
+    assert!(errors[1].contains("route_defaults.timeot"), "{}", errors[1]);
+    assert!(
+        errors[2].contains("zone_aware") && errors[2].contains("enable"),
+        "{}",
+        errors[2]
+    );
+}
+
+#[test]
 fn listener_asking_for_a_missing_route_configuration_is_an_error() {
     assert_eq!(
         errors(&listener("nowhere", "")),
