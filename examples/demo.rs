@@ -141,11 +141,40 @@ async fn request_backend(egress: u16) -> String {
     }
 }
 
+/// The route Envoy holds for `host` in the generated route configuration: its timeout and
+/// retries, which come from the ECS service's tags.
+fn route_policy(dump: &serde_json::Value, host: &str) -> String {
+    let configs = dump["configs"].as_array().cloned().unwrap_or_default();
+    let routes = configs.iter().find(|c| {
+        c["@type"]
+            .as_str()
+            .is_some_and(|t| t.ends_with(".RoutesConfigDump"))
+    });
+    let action = routes.and_then(|r| {
+        r["dynamic_route_configs"].as_array()?.iter().find_map(|c| {
+            let hosts = c["route_config"]["virtual_hosts"].as_array()?;
+            let h = hosts.iter().find(|h| h["name"] == host)?;
+            Some(h["routes"][0]["route"].clone())
+        })
+    });
+    match action {
+        Some(a) => format!(
+            "timeout {}, {} retries on {}",
+            a["timeout"].as_str().unwrap_or("none"),
+            a["retry_policy"]["num_retries"],
+            a["retry_policy"]["retry_on"].as_str().unwrap_or("-")
+        ),
+        None => "no route".to_owned(),
+    }
+}
+
 /// What Envoy holds, from its admin API: each cluster's endpoints and their health.
 async fn show(envoy: &envoy::Envoy) {
     let v = envoy.versions().await;
     println!("\nEnvoy now knows (from its admin API /clusters and /config_dump):");
     println!("  cds version {}  lds version {}", v.cds, v.lds);
+    let policy = route_policy(&envoy.config_dump().await, "orders");
+    println!("  route to orders: {policy} (from the ECS service's ecs-xds.* tags)");
     let clusters = envoy.admin_get("/clusters").await;
     for name in &v.clusters {
         println!("  cluster {name}");

@@ -6,7 +6,8 @@ Creates:
 - ECS cluster CLUSTER with three Fargate/awsvpc services, each with TASKS running tasks started
   by run_task with group="service:NAME" (what real ECS sets; emulators start none themselves):
   `web` (one unnamed port 8080), `api` (named ports http:8080 and grpc:9090, appProtocol grpc)
-  and `orders` (port 8080, tagged ecs-xds.lb-policy=least_request), each with an `envoy`
+  and `orders` (port 8080, tagged ecs-xds.lb-policy=least_request, ecs-xds.timeout=2s and
+  ecs-xds.retries=2), each with an `envoy`
   sidecar that discovery must skip;
 - optionally a Cloud Map HTTP namespace with service `backend` and one instance per
   --cloudmap-instance IP:PORT (healthy) or --cloudmap-unhealthy-instance IP:PORT.
@@ -35,7 +36,13 @@ SERVICES = {
     ],
     "orders": [{"containerPort": 8080, "protocol": "tcp"}],
 }
-SERVICE_TAGS = {"orders": [{"key": "ecs-xds.lb-policy", "value": "least_request"}]}
+SERVICE_TAGS = {
+    "orders": [
+        {"key": "ecs-xds.lb-policy", "value": "least_request"},
+        {"key": "ecs-xds.timeout", "value": "2s"},
+        {"key": "ecs-xds.retries", "value": "2"},
+    ]
+}
 
 
 def moto_stable_tasks(endpoint):
