@@ -70,6 +70,10 @@ pub struct Args {
     /// The RDS route configuration each stream subscribes to.
     #[arg(long, default_value = "routes")]
     route_name: String,
+    /// Streams state zones `us-east-1a`, `b`, ... in turn, this many (0: no zone), as Envoys of
+    /// a zone-aware node type would.
+    #[arg(long, default_value_t = 0)]
+    zones: usize,
     /// Streams opened at once while connecting.
     #[arg(long, default_value_t = 256)]
     connect_concurrency: usize,

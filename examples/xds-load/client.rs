@@ -48,14 +48,14 @@ impl Fleet {
             .map(|i| {
                 let (shared, names, gate) = (shared.clone(), names.clone(), gate.clone());
                 let route = route.clone();
-                let node_id = format!("{}-{i}", args.node_type);
+                let node = node(format!("{}-{i}", args.node_type), zone(args.zones, i));
                 let mode = args.mode;
                 tokio::spawn(async move {
                     let permit = gate.acquire_owned().await.unwrap();
                     let channel = connect(addr).await;
                     let outcome = match mode {
-                        Mode::Sotw => sotw(channel, node_id, names, route, shared, permit).await,
-                        Mode::Delta => delta(channel, node_id, names, route, shared, permit).await,
+                        Mode::Sotw => sotw(channel, node, names, route, shared, permit).await,
+                        Mode::Delta => delta(channel, node, names, route, shared, permit).await,
                     };
                     if let Err(status) = outcome {
                         eprintln!("xds-load: stream {i} failed: {status}");
@@ -171,9 +171,26 @@ fn names_for(ty: ResourceType, clusters: &[String], route: &str) -> Vec<String> 
     }
 }
 
+/// With `zones`, stream `i` states zone `us-east-1a`, `b`, `c`... in turn (the zones
+/// `scripts/gen-inventory.py` puts tasks in).
+fn zone(zones: usize, i: usize) -> Option<String> {
+    (zones > 0).then(|| format!("us-east-1{}", char::from(b'a' + (i % zones) as u8)))
+}
+
+fn node(id: String, zone: Option<String>) -> Node {
+    Node {
+        id,
+        locality: zone.map(|zone| envoy_types::pb::envoy::config::core::v3::Locality {
+            zone,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 async fn sotw(
     channel: Channel,
-    node_id: String,
+    node: Node,
     clusters: Arc<Vec<String>>,
     route: Arc<str>,
     shared: SharedRef,
@@ -181,10 +198,7 @@ async fn sotw(
 ) -> Result<(), tonic::Status> {
     let (tx, rx) = mpsc::channel(8);
     for (i, ty) in TYPES.into_iter().enumerate() {
-        let node = (i == 0).then(|| Node {
-            id: node_id.clone(),
-            ..Default::default()
-        });
+        let node = (i == 0).then(|| node.clone());
         let req = DiscoveryRequest {
             node,
             type_url: ty.type_url().into(),
@@ -216,7 +230,7 @@ async fn sotw(
 
 async fn delta(
     channel: Channel,
-    node_id: String,
+    node: Node,
     clusters: Arc<Vec<String>>,
     route: Arc<str>,
     shared: SharedRef,
@@ -224,10 +238,7 @@ async fn delta(
 ) -> Result<(), tonic::Status> {
     let (tx, rx) = mpsc::channel(8);
     for (i, ty) in TYPES.into_iter().enumerate() {
-        let node = (i == 0).then(|| Node {
-            id: node_id.clone(),
-            ..Default::default()
-        });
+        let node = (i == 0).then(|| node.clone());
         let req = DeltaDiscoveryRequest {
             node,
             type_url: ty.type_url().into(),
