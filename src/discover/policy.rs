@@ -6,14 +6,17 @@
 //! | `timeout` | duration (`0s`: none) | the generated route's timeout |
 //! | `idle-timeout` | duration | the route's idle timeout |
 //! | `retries` | 0 to 10 (0: no retries) | `retry_policy.num_retries` |
-//! | `retry-on` | Envoy conditions, comma-separated | `retry_policy.retry_on` |
+//! | `retry-on` | Envoy conditions, separated by spaces or commas | `retry_policy.retry_on` |
 //! | `per-try-timeout` | duration | `retry_policy.per_try_timeout` |
 //! | `max-connections`, `max-pending-requests`, `max-requests`, `max-retries` | 1 to 4294967295 | the cluster's DEFAULT circuit breaker thresholds |
 //! | `outlier-consecutive-5xx` | count | `outlier_detection.consecutive_5xx` |
 //! | `outlier-interval`, `outlier-base-ejection-time` | duration | `outlier_detection.interval`, `base_ejection_time` |
 //! | `outlier-max-ejection-percent` | 0 to 100 | `outlier_detection.max_ejection_percent` |
-//! | `weights` | `12=10,11=90` (revision=weight) | a weighted split across task-definition revisions |
+//! | `weights` | `12=10 11=90` (revision=weight, spaces or commas) | a weighted split across task-definition revisions |
 //! | `zone-aware` | boolean | `false`: this service's endpoints are served without zone priorities |
+//!
+//! Lists take spaces as well as commas because ECS tag values cannot hold a comma (letters,
+//! digits, spaces and `_ . : / = + - @` only); docker labels can hold either.
 //!
 //! Only parsed here, into plain values on the inventory; applying them is synthesis's job. A
 //! value that does not parse is an inventory warning naming the service, the key and why; that
@@ -203,15 +206,20 @@ pub(crate) fn parse(
     (route, breakers, outlier, zone_aware)
 }
 
+/// The items of a list written with spaces and/or commas.
+fn items(value: &str) -> impl Iterator<Item = &str> {
+    value
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|item| !item.is_empty())
+}
+
 fn retry_on(value: &str) -> Result<(), String> {
-    let unknown: Vec<&str> = value
-        .split(',')
-        .map(str::trim)
-        .filter(|c| !RETRY_ON.contains(c))
-        .collect();
+    if items(value).next().is_none() {
+        return Err("empty".to_owned());
+    }
+    let unknown: Vec<&str> = items(value).filter(|c| !RETRY_ON.contains(c)).collect();
     match unknown.as_slice() {
         [] => Ok(()),
-        [""] => Err("empty".to_owned()),
         _ => Err(format!(
             "unknown retry condition(s) {unknown:?}; Envoy knows {}",
             RETRY_ON.join(", ")
@@ -219,24 +227,22 @@ fn retry_on(value: &str) -> Result<(), String> {
     }
 }
 
+/// Envoy's form of a list: comma-separated, no spaces.
 fn normalize_list(value: &str) -> String {
-    value
-        .split(',')
-        .map(str::trim)
-        .collect::<Vec<_>>()
-        .join(",")
+    items(value).collect::<Vec<_>>().join(",")
 }
 
-/// `12=10,11=90`: revision=weight pairs, each revision once, weights not all zero.
+/// `12=10 11=90` (or `12=10,11=90`): revision=weight pairs, each revision once, weights not
+/// all zero.
 fn weights(value: &str) -> Result<Vec<RevisionWeight>, String> {
     let mut out: Vec<RevisionWeight> = Vec::new();
-    for pair in value.split(',').map(str::trim) {
+    for pair in items(value) {
         let parsed = pair.split_once('=').and_then(|(r, w)| {
             Some((r.trim().parse::<u32>().ok()?, w.trim().parse::<u32>().ok()?))
         });
         let Some((revision, weight)) = parsed else {
             return Err(format!(
-                "`{pair}` is not revision=weight (e.g. `12=10,11=90`)"
+                "`{pair}` is not revision=weight (e.g. `12=10 11=90`)"
             ));
         };
         if out.iter().any(|w| w.revision == revision) {
@@ -318,6 +324,17 @@ mod tests {
         assert_eq!(outlier.base_ejection_time, Some(Duration::from_secs(10)));
         assert_eq!(outlier.max_ejection_percent, Some(100));
         assert_eq!(zone, Some(false));
+    }
+
+    #[test]
+    fn lists_take_spaces_as_ecs_tags_cannot_hold_commas() {
+        let ((route, ..), warnings) = parsed(&[
+            ("weights", "12=10 11=90"),
+            ("retry-on", "5xx  reset, connect-failure"),
+        ]);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(route.weights.len(), 2);
+        assert_eq!(route.retry_on.as_deref(), Some("5xx,reset,connect-failure"));
     }
 
     #[test]

@@ -64,9 +64,16 @@ pub fn canonical<'a>(type_url: &str, encoded: &'a [u8]) -> Cow<'a, [u8]> {
     let canon = canon();
     let name = type_url.rsplit('/').next().unwrap_or_default();
     match canon.pool.get_message_by_name(name) {
-        Some(desc) if canon.unordered.contains(desc.full_name()) => canon
-            .rewrite(&desc, encoded)
-            .map_or(Cow::Borrowed(encoded), Cow::Owned),
+        // Most encodings already are canonical (no map with two entries out of order), and
+        // checking costs a walk with no allocation; rewriting allocates at every level.
+        Some(desc) if canon.unordered.contains(desc.full_name()) => {
+            match canon.is_canonical(&desc, encoded) {
+                true => Cow::Borrowed(encoded),
+                false => canon
+                    .rewrite(&desc, encoded)
+                    .map_or(Cow::Borrowed(encoded), Cow::Owned),
+            }
+        }
         _ => Cow::Borrowed(encoded),
     }
 }
@@ -113,6 +120,104 @@ impl Canon {
             entries.into_iter().for_each(|e| out.extend_from_slice(&e));
         }
         Some(out)
+    }
+
+    /// Whether [`Canon::rewrite`] would return `buf` unchanged: map fields only after every
+    /// other field, in tag order, each field's entries in byte order, and every nested message
+    /// it would rewrite canonical itself. `false` for anything it cannot walk.
+    fn is_canonical(&self, desc: &MessageDescriptor, mut buf: &[u8]) -> bool {
+        if desc.full_name() == ANY {
+            return self.any_is_canonical(buf);
+        }
+        // The last map entry seen: (tag, bytes of the whole field).
+        let mut last_map: Option<(u32, &[u8])> = None;
+        while buf.has_remaining() {
+            let start = buf;
+            let Ok(key) = decode_varint(&mut buf) else {
+                return false;
+            };
+            let Ok(tag) = u32::try_from(key >> 3) else {
+                return false;
+            };
+            let wire_type = key & 7;
+            if wire_type != 2 {
+                if last_map.is_some() || skip(&mut buf, wire_type).is_none() {
+                    return false;
+                }
+                continue;
+            }
+            let Some(len) = decode_varint(&mut buf)
+                .ok()
+                .and_then(|l| usize::try_from(l).ok())
+            else {
+                return false;
+            };
+            let Some(payload) = buf.get(..len) else {
+                return false;
+            };
+            buf.advance(len);
+            let whole = &start[..start.len() - buf.len()];
+            match desc.get_field(tag).map(|f| (f.is_map(), f.kind())) {
+                Some((true, Kind::Message(m))) => {
+                    let in_order =
+                        last_map.is_none_or(|(t, prev)| t < tag || (t == tag && prev <= whole));
+                    if !in_order || !self.is_canonical(&m, payload) {
+                        return false;
+                    }
+                    last_map = Some((tag, whole));
+                }
+                Some((false, Kind::Message(m))) if self.unordered.contains(m.full_name()) => {
+                    if last_map.is_some() || !self.is_canonical(&m, payload) {
+                        return false;
+                    }
+                }
+                _ if last_map.is_some() => return false,
+                _ => {}
+            }
+        }
+        true
+    }
+
+    fn any_is_canonical(&self, mut buf: &[u8]) -> bool {
+        let (mut type_url, mut value, mut fields) = (&b""[..], &b""[..], Vec::new());
+        while buf.has_remaining() {
+            let Ok(key) = decode_varint(&mut buf) else {
+                return false;
+            };
+            let Some(len) = decode_varint(&mut buf)
+                .ok()
+                .and_then(|l| usize::try_from(l).ok())
+            else {
+                return false;
+            };
+            let Some(payload) = buf.get(..len) else {
+                return false;
+            };
+            buf.advance(len);
+            if key & 7 != 2 {
+                return false;
+            }
+            fields.push(key >> 3);
+            match key >> 3 {
+                1 => type_url = payload,
+                2 => value = payload,
+                _ => return false,
+            }
+        }
+        // The rewrite writes the type URL, then the value, both always.
+        if fields != [1, 2] {
+            return false;
+        }
+        let Ok(url) = std::str::from_utf8(type_url) else {
+            return false;
+        };
+        let name = url.rsplit('/').next().unwrap_or_default();
+        match self.pool.get_message_by_name(name) {
+            Some(desc) if self.unordered.contains(desc.full_name()) => {
+                self.is_canonical(&desc, value)
+            }
+            _ => true,
+        }
     }
 
     /// An `Any`: its payload is canonicalized as the type its URL names.
@@ -222,6 +327,46 @@ mod tests {
         assert_eq!(canonical(&url, &first), canonical(&url, &second));
         let different = cluster_with_metadata(one_field_struct("a", 3.0));
         assert_ne!(canonical(&url, &first), canonical(&url, &different));
+    }
+
+    /// The shortcut never skips a rewrite that would change something: for every resource
+    /// the check passes, rewriting gives the same bytes; and out-of-order maps fail it.
+    #[test]
+    fn what_passes_the_check_is_what_the_rewrite_leaves_unchanged() {
+        let canon = canon();
+        let (a, b) = (one_field_struct("a", 1.0), one_field_struct("b", 2.0));
+        let samples = [
+            (Struct::type_url(), [a.clone(), b.clone()].concat()),
+            (Struct::type_url(), [b.clone(), a.clone()].concat()),
+            (Struct::type_url(), a.clone()),
+            (
+                Cluster::type_url(),
+                cluster_with_metadata([a.clone(), b.clone()].concat()),
+            ),
+            (Cluster::type_url(), cluster_with_metadata([b, a].concat())),
+            (
+                Cluster::type_url(),
+                crate::snapshot::tests::orders_egress()
+                    .of(crate::snapshot::ResourceType::Cluster)
+                    .get("orders")
+                    .unwrap()
+                    .decode::<Cluster>()
+                    .unwrap()
+                    .encode_to_vec(),
+            ),
+        ];
+        let mut passed = 0;
+        for (url, bytes) in &samples {
+            let desc = canon
+                .pool
+                .get_message_by_name(url.rsplit('/').next().unwrap())
+                .unwrap();
+            let rewritten = canon.rewrite(&desc, bytes).unwrap();
+            let passes = canon.is_canonical(&desc, bytes);
+            assert_eq!(passes, rewritten == *bytes, "{url}");
+            passed += usize::from(passes);
+        }
+        assert!((1..samples.len()).contains(&passed), "{passed}");
     }
 
     #[test]

@@ -14,7 +14,8 @@ use envoy_types::pb::google::protobuf::{value, Struct, UInt32Value, Value};
 use crate::discover::{self, Health};
 
 /// A discovered cluster's endpoints, with health, load-balancing weight, locality and, for ECS
-/// tasks, their revision and deployment as metadata (what canary routes select on).
+/// tasks, their revision as metadata, plus their deployment for a service that splits by
+/// revision (what its canary routes and subsets select on).
 ///
 /// One `LocalityLbEndpoints` per (region, zone), in that order, endpoints sorted by (address,
 /// port, id) within each: the same endpoints give the same bytes in any order. Each locality's
@@ -39,6 +40,7 @@ pub fn discovered_load_assignment(
             .push(e);
     }
     let local = local_zone.filter(|z| splits(cluster, z));
+    let with_deployment = !cluster.route.weights.is_empty();
     let endpoints = localities
         .into_iter()
         .map(|((region, zone), mut endpoints)| {
@@ -50,7 +52,10 @@ pub fn discovered_load_assignment(
                     zone: zone.to_owned(),
                     sub_zone: String::new(),
                 }),
-                lb_endpoints: endpoints.into_iter().map(lb_endpoint).collect(),
+                lb_endpoints: endpoints
+                    .into_iter()
+                    .map(|e| lb_endpoint(e, with_deployment))
+                    .collect(),
                 load_balancing_weight: Some(UInt32Value { value: weight }),
                 priority: match local {
                     Some(local) if local != zone => 1,
@@ -79,14 +84,14 @@ pub fn splits(cluster: &discover::Cluster, zone: &str) -> bool {
 /// balancer expects.
 pub const LB_METADATA: &str = "envoy.lb";
 
-fn lb_endpoint(e: &discover::Endpoint) -> LbEndpoint {
+fn lb_endpoint(e: &discover::Endpoint, with_deployment: bool) -> LbEndpoint {
     LbEndpoint {
         health_status: health_status(e.health) as i32,
         // Envoy refuses a weight of 0; discovery never produces one.
         load_balancing_weight: Some(UInt32Value {
             value: e.weight.max(1),
         }),
-        metadata: lb_metadata(e),
+        metadata: lb_metadata(e, with_deployment),
         host_identifier: Some(HostIdentifier::Endpoint(Endpoint {
             address: Some(socket_address(&e.address, e.port)),
             ..Default::default()
@@ -94,13 +99,18 @@ fn lb_endpoint(e: &discover::Endpoint) -> LbEndpoint {
     }
 }
 
-/// `envoy.lb: {revision: "12", deployment: "ecs-svc/..."}`, for what an ECS task has.
-fn lb_metadata(e: &discover::Endpoint) -> Option<Metadata> {
+/// `envoy.lb: {revision: "12"}`, with `deployment: "ecs-svc/..."` when asked, for what an ECS
+/// task has.
+///
+/// The deployment only comes with a split: a second key makes the metadata a two-entry map,
+/// which prost writes in random order, so every such endpoint costs a canonical rewrite when
+/// hashed (about twice the cost of the whole assignment); one key encodes canonically as is.
+fn lb_metadata(e: &discover::Endpoint, with_deployment: bool) -> Option<Metadata> {
     let mut fields = BTreeMap::new();
     if let Some(revision) = e.revision {
         fields.insert("revision".to_owned(), string_value(revision.to_string()));
     }
-    if let Some(deployment) = &e.deployment {
+    if let Some(deployment) = e.deployment.as_ref().filter(|_| with_deployment) {
         fields.insert("deployment".to_owned(), string_value(deployment.clone()));
     }
     if fields.is_empty() {

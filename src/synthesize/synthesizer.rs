@@ -79,8 +79,8 @@ struct Encodings {
     /// revision.
     clusters: Memo<(usize, String), (ClusterOverrides, bool)>,
     /// By (cluster name, zone for which priorities were set, "" for none), from its endpoints
-    /// (the same for every node type).
-    endpoints: Memo<(String, String), Vec<discover::Endpoint>>,
+    /// and whether it splits by revision (the same for every node type).
+    endpoints: Memo<(String, String), (Vec<discover::Endpoint>, bool)>,
     /// By node type, from its clusters in scope: name, route policy, running revisions.
     generated: Memo<String, Vec<RouteInputs>>,
 }
@@ -256,10 +256,13 @@ impl Encodings {
             }
             discovered_eds.push(cluster);
             let key = (name.clone(), String::new());
-            builder = match self.endpoints.get(&key, |e| *e == cluster.endpoints) {
+            builder = match self
+                .endpoints
+                .get(&key, |inputs| same_endpoints(inputs, cluster))
+            {
                 Some(shared) => builder.shared(ResourceType::Endpoint, shared),
                 None => {
-                    fresh_endpoints.push((key, cluster.endpoints.clone()));
+                    fresh_endpoints.push((key, endpoint_inputs(cluster)));
                     builder.endpoints(discovered_load_assignment(cluster, None))
                 }
             };
@@ -365,10 +368,13 @@ impl Encodings {
             }
             for cluster in aware.iter().filter(|c| split.contains(c.name.as_str())) {
                 let key = (cluster.name.clone(), zone.to_owned());
-                builder = match self.endpoints.get(&key, |e| *e == cluster.endpoints) {
+                builder = match self
+                    .endpoints
+                    .get(&key, |inputs| same_endpoints(inputs, cluster))
+                {
                     Some(shared) => builder.shared(ResourceType::Endpoint, shared),
                     None => {
-                        fresh.push((key, cluster.endpoints.clone()));
+                        fresh.push((key, endpoint_inputs(cluster)));
                         builder.endpoints(discovered_load_assignment(cluster, Some(zone)))
                     }
                 };
@@ -387,6 +393,15 @@ impl Encodings {
         }
         snapshots
     }
+}
+
+/// What a cluster's endpoint assignment depends on.
+fn endpoint_inputs(cluster: &discover::Cluster) -> (Vec<discover::Endpoint>, bool) {
+    (cluster.endpoints.clone(), !cluster.route.weights.is_empty())
+}
+
+fn same_endpoints(kept: &(Vec<discover::Endpoint>, bool), cluster: &discover::Cluster) -> bool {
+    kept.0 == cluster.endpoints && kept.1 != cluster.route.weights.is_empty()
 }
 
 /// What a cluster's generated virtual host depends on.

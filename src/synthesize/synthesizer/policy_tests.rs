@@ -229,11 +229,28 @@ fn endpoints_carry_revision_and_deployment_metadata_and_localities_their_weight(
     assert_eq!(locality.load_balancing_weight.unwrap().value, 4, "1 + 3");
     let metadata = locality.lb_endpoints[0].metadata.as_ref().unwrap();
     let fields = &metadata.filter_metadata["envoy.lb"].fields;
-    assert_eq!(fields.len(), 2, "{fields:?}");
+    assert_eq!(
+        fields.keys().collect::<Vec<_>>(),
+        ["revision"],
+        "no split, no deployment"
+    );
     assert!(
         locality.lb_endpoints[1].metadata.is_none(),
         "no revision, no metadata"
     );
+
+    // With a split, the deployment comes too.
+    let mut split = service("web", &["10.0.0.1"]);
+    split.endpoints[0].revision = Some(11);
+    split.endpoints[0].deployment = Some("ecs-svc/1".into());
+    split.route.weights = vec![RevisionWeight {
+        revision: 11,
+        weight: 1,
+    }];
+    let synthesis = synthesize(&inventory([split]), &templates);
+    let cla = endpoints_of(&synthesis.snapshots["sidecar"], "web");
+    let metadata = cla.endpoints[0].lb_endpoints[0].metadata.as_ref().unwrap();
+    assert_eq!(metadata.filter_metadata["envoy.lb"].fields.len(), 2);
 }
 
 /// Zone a holds two of three orders endpoints, zone b one; users run only in zone a.
