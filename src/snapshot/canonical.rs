@@ -166,12 +166,14 @@ impl Canon {
                     }
                     last_map = Some((tag, whole));
                 }
-                Some((false, Kind::Message(m))) if self.unordered.contains(m.full_name()) => {
-                    if last_map.is_some() || !self.is_canonical(&m, payload) {
-                        return false;
-                    }
-                }
+                // A plain field after a map: the rewrite would move the map after it.
                 _ if last_map.is_some() => return false,
+                Some((false, Kind::Message(m)))
+                    if self.unordered.contains(m.full_name())
+                        && !self.is_canonical(&m, payload) =>
+                {
+                    return false
+                }
                 _ => {}
             }
         }
