@@ -108,6 +108,12 @@ impl DeltaState {
                 let name = intern(name);
                 let wanted_before = state.wildcard || state.names.contains(&name);
                 state.held.pin(ty, &name, wanted_before, true);
+                if ty.is_wildcard_by_default() && !state.held.diff_names().any(|n| *n == name) {
+                    // A listener or cluster asked for by name is looked at in the next push
+                    // even if it exists nowhere, so that its absence can be said.
+                    let held = state.held.get(ty, &name, wanted_before);
+                    state.held.set(name.clone(), held);
+                }
                 if Arc::make_mut(&mut state.names)
                     .insert(name.clone(), ())
                     .is_some()
@@ -251,9 +257,21 @@ impl DeltaState {
             .filter(|name| wanted(name) && current.get(name).is_none() && held(name).is_some())
             .cloned()
             .collect();
+        // A listener or cluster subscribed by name that does not exist is said so, as the
+        // protocol has it: a resource with the name and nothing else (gRPC clients subscribe
+        // these by name). Once: the name then leaves the candidates until it changes.
+        let absent: Vec<Arc<str>> = match ty.is_wildcard_by_default() && !state.wildcard {
+            true => candidates
+                .iter()
+                .filter(|name| state.names.contains(name))
+                .filter(|name| current.get(name).is_none() && held(name).is_none())
+                .cloned()
+                .collect(),
+            false => Vec::new(),
+        };
         // A wildcard type is answered once even when empty, so Envoy can finish initializing.
         let must_answer = first_answer && state.wildcard && state.held.is_empty();
-        let send = !changed.is_empty() || !removed.is_empty() || must_answer;
+        let send = !changed.is_empty() || !removed.is_empty() || !absent.is_empty() || must_answer;
         let before = send.then(|| state.held.clone());
         // Sent or not, the client now holds this snapshot's version of every name it wants.
         let (names, wildcard) = (&state.names, state.wildcard);
@@ -274,12 +292,23 @@ impl DeltaState {
             resources: changed
                 .iter()
                 .map(|r| Encoded(r.delta_resource_bytes().clone()))
+                .chain(absent.iter().map(|name| does_not_exist(name)))
                 .collect(),
             type_url: ty.type_url().to_owned(),
             nonce,
             removed_resources: removed.iter().map(|n| n.to_string()).collect(),
         })
     }
+}
+
+/// A `Resource` with only its name: "this subscribed resource does not exist".
+fn does_not_exist(name: &str) -> Encoded {
+    use prost::Message;
+    let resource = envoy_types::pb::envoy::service::discovery::v3::Resource {
+        name: name.to_owned(),
+        ..Default::default()
+    };
+    Encoded(resource.encode_to_vec().into())
 }
 
 #[cfg(test)]

@@ -37,5 +37,6 @@ pub(super) fn fetch(
             .collect(),
         type_url: ty.type_url().to_owned(),
         nonce: String::new(),
+        resource_errors: Vec::new(),
     })
 }

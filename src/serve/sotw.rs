@@ -18,7 +18,9 @@
 
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DiscoveryRequest, ResourceError, ResourceName,
+};
 use tonic::Status;
 
 use super::names::{self, NameSet};
@@ -231,6 +233,7 @@ impl SotwState {
         let snapshot = self.common.snapshot.clone()?;
         let state = self.types[ty.index()].as_mut()?;
         let current = snapshot.of(ty);
+        let encoded = |name: &Arc<str>| current.get(name).map(|r| Encoded(r.any_bytes().clone()));
         let resources: Vec<Encoded> = match &state.subscription {
             Subscription::Wildcard => current
                 .resources()
@@ -238,18 +241,23 @@ impl SotwState {
                 .map(|r| Encoded(r.any_bytes().clone()))
                 .collect(),
             Subscription::Names(names) => match state.sent.as_ref().filter(|_| !whole) {
+                // A listener or cluster response must carry every subscribed resource: one left
+                // out would be deleted. So it goes out whole, when any of them changed.
+                Some(sent) if ty.is_wildcard_by_default() => {
+                    let changes = snapshot.changes_since(&sent.snapshot, ty);
+                    let mut touched = changes.changed.iter().chain(changes.removed.iter());
+                    match touched.any(|name| names.contains(name)) {
+                        true => names.names().filter_map(encoded).collect(),
+                        false => Vec::new(),
+                    }
+                }
                 Some(sent) => snapshot
                     .changed_since(&sent.snapshot, ty)
                     .iter()
                     .filter(|name| names.contains(name))
-                    .filter_map(|name| current.get(name))
-                    .map(|r| Encoded(r.any_bytes().clone()))
+                    .filter_map(encoded)
                     .collect(),
-                None => names
-                    .names()
-                    .filter_map(|name| current.get(name))
-                    .map(|r| Encoded(r.any_bytes().clone()))
-                    .collect(),
+                None => names.names().filter_map(encoded).collect(),
             },
         };
         if resources.is_empty() && !whole && matches!(state.subscription, Subscription::Names(_)) {
@@ -260,6 +268,14 @@ impl SotwState {
             }
             return None;
         }
+        let resource_errors = match &state.subscription {
+            Subscription::Names(names) if ty.is_wildcard_by_default() => names
+                .names()
+                .filter(|name| current.get(name).is_none())
+                .map(|name| not_found(ty, &ctx.node_type, name))
+                .collect(),
+            _ => Vec::new(),
+        };
         let nonce = self.common.nonce();
         let version = current.version().clone();
         ctx.cache.status().sent(ctx.stream_id, ty, &version);
@@ -275,7 +291,25 @@ impl SotwState {
             resources,
             type_url: ty.type_url().to_owned(),
             nonce,
+            resource_errors,
         })
+    }
+}
+
+/// A subscribed listener or cluster that does not exist, said so, for clients that read
+/// `resource_errors` (grpcio with `GRPC_EXPERIMENTAL_XDS_DATA_ERROR_HANDLING=true`); others
+/// find out when their does-not-exist timer fires (15 s in gRPC).
+fn not_found(ty: ResourceType, node_type: &str, name: &str) -> ResourceError {
+    ResourceError {
+        resource_name: Some(ResourceName {
+            name: name.to_owned(),
+            dynamic_parameter_constraints: None,
+        }),
+        error_detail: Some(envoy_types::pb::google::rpc::Status {
+            code: tonic::Code::NotFound as i32,
+            message: format!("{ty} resource {name:?} does not exist for node type {node_type:?}"),
+            details: Vec::new(),
+        }),
     }
 }
 

@@ -48,6 +48,9 @@ pub struct SotwResponse {
     pub type_url: String,
     #[prost(string, tag = "5")]
     pub nonce: String,
+    /// Subscribed listeners and clusters that do not exist (`NOT_FOUND`).
+    #[prost(message, repeated, tag = "7")]
+    pub resource_errors: Vec<envoy_types::pb::envoy::service::discovery::v3::ResourceError>,
 }
 
 /// `envoy.service.discovery.v3.DeltaDiscoveryResponse`, with pre-encoded `Resource`s.
@@ -83,6 +86,7 @@ mod tests {
             resources: vec![Encoded(any.encode_to_vec().into())],
             type_url: "type.googleapis.com/x".into(),
             nonce: "7".into(),
+            resource_errors: Vec::new(),
         };
         let decoded = DiscoveryResponse::decode(response.encode_to_vec().as_slice()).unwrap();
         assert_eq!(decoded.version_info, "v1");

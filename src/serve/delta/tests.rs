@@ -296,3 +296,38 @@ fn a_wildcard_type_with_nothing_in_it_is_answered_once_so_envoy_can_initialize()
     assert!(h.request(ack(&r)).unwrap().is_empty());
     assert!(h.publish(no_listeners(2)).is_empty(), "listeners unchanged");
 }
+
+/// gRPC clients subscribe listeners and clusters by name; delta says that a subscribed one
+/// does not exist with a resource carrying only its name, once.
+#[test]
+fn a_named_listener_that_does_not_exist_is_said_so_once_and_sent_when_it_appears() {
+    let mut h = Delta::ads();
+    h.publish(sample(&["a"], 1, 10000));
+    let r = one(h
+        .request(subscribe(Listener, &["ingress", "orders"]))
+        .unwrap());
+    let by_name: HashMap<&str, bool> = r
+        .resources
+        .iter()
+        .map(|res| (res.name.as_str(), res.resource.is_some()))
+        .collect();
+    assert_eq!(
+        by_name,
+        HashMap::from([("ingress", true), ("orders", false)])
+    );
+    assert!(h.request(ack(&r)).unwrap().is_empty());
+    // A publish that changes something else says nothing again.
+    assert!(h.publish(sample(&["a"], 2, 10000)).is_empty());
+
+    // orders appears: sent in full.
+    let mut with_orders = crate::serve::test_harness::sample_builder(&["a"], 2, 10000);
+    with_orders = with_orders.listener(crate::synthesize::listeners::http_listener(
+        "orders",
+        "127.0.0.1",
+        10001,
+        "routes",
+    ));
+    let r = one(h.publish(with_orders.build()));
+    assert_eq!(names(&r), ["orders"]);
+    assert!(r.resources[0].resource.is_some());
+}

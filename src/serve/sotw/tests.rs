@@ -292,3 +292,64 @@ fn an_ads_request_without_a_type_url_is_invalid_argument() {
     let refused = h.request(req).unwrap_err();
     assert_eq!(refused.code(), Code::InvalidArgument, "{refused}");
 }
+
+/// gRPC clients subscribe to listeners and clusters by name. SotW has the server send every
+/// subscribed listener or cluster in each response (one left out would be deleted), and only
+/// those.
+#[test]
+fn a_named_cds_subscription_gets_every_subscribed_cluster_whenever_one_changes() {
+    let mut h = Sotw::ads();
+    h.publish(sample(&["a", "b", "c"], 1, 10000));
+    let r = one(h.request(request(Cluster, &["a", "b"], "", "")).unwrap());
+    assert_eq!(names(&r), ["a", "b"]);
+    assert!(h.request(ack(&r, &["a", "b"])).unwrap().is_empty());
+
+    // Only b changes (and c, which is not subscribed): both subscribed clusters come again.
+    let mut changed = sample_builder(&["a"], 1, 10000);
+    for name in ["b", "c"] {
+        changed = changed
+            .cluster(eds_cluster(name, Duration::from_secs(9)))
+            .endpoints(endpoints(name, 1));
+    }
+    let r = one(h.publish(changed.build()));
+    assert_eq!(names(&r), ["a", "b"]);
+    assert!(h.request(ack(&r, &["a", "b"])).unwrap().is_empty());
+
+    // Only c changes: nothing this stream subscribed to, so nothing is sent.
+    let mut changed = sample_builder(&["a"], 1, 10000);
+    changed = changed
+        .cluster(eds_cluster("b", Duration::from_secs(9)))
+        .endpoints(endpoints("b", 1))
+        .cluster(eds_cluster("c", Duration::from_secs(3)))
+        .endpoints(endpoints("c", 1));
+    assert!(h.publish(changed.build()).is_empty());
+}
+
+#[test]
+fn a_subscribed_listener_that_does_not_exist_is_reported_not_found() {
+    let mut h = Sotw::ads();
+    h.publish(sample(&["a"], 1, 10000));
+    let r = one(h
+        .request(request(Listener, &["ingress", "orders"], "", ""))
+        .unwrap());
+    assert_eq!(names(&r), ["ingress"]);
+    assert_eq!(r.resource_errors.len(), 1, "{:?}", r.resource_errors);
+    let error = &r.resource_errors[0];
+    assert_eq!(error.resource_name.as_ref().unwrap().name, "orders");
+    let status = error.error_detail.as_ref().unwrap();
+    assert_eq!(status.code, Code::NotFound as i32);
+    assert!(
+        status.message.contains("does not exist"),
+        "{}",
+        status.message
+    );
+
+    // A wildcard subscription has nothing to report missing; named EDS neither (Envoy asks
+    // for endpoints of clusters as they warm).
+    let mut h = Sotw::ads();
+    h.publish(sample(&["a"], 1, 10000));
+    let r = one(h.request(request(Listener, &[], "", "")).unwrap());
+    assert!(r.resource_errors.is_empty());
+    let r = one(h.request(request(Endpoint, &["a", "zzz"], "", "")).unwrap());
+    assert!(r.resource_errors.is_empty());
+}
