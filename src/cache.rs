@@ -21,7 +21,7 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use tokio::sync::watch;
 
 pub use node_type::{NodeTypeResolver, NodeTypeSource};
-pub use status::{Counters, Nack, StatusRegistry, StreamStatus, TypeStatus};
+pub use status::{Counters, Nack, NotFound, StatusRegistry, StreamStatus, TypeStatus};
 
 use crate::snapshot::{InconsistentSnapshot, ResourceType, Snapshot};
 

@@ -214,9 +214,15 @@ async fn validate(
             continue;
         };
         let bootstrap = ecs_xds::validate::static_bootstrap(snapshot);
+        let grpc_only = match ecs_xds::validate::api_listeners(snapshot) {
+            0 => String::new(),
+            n => format!(
+                " (but its {n} API listeners, which are for proxyless gRPC clients: the Envoy server has no API listener)"
+            ),
+        };
         match ecs_xds::validate::envoy_validate(envoy, &bootstrap).await {
             Ok(()) => println!(
-                "node type {node_type}: valid, and Envoy ({}) accepts it",
+                "node type {node_type}: valid, and Envoy ({}) accepts it{grpc_only}",
                 envoy.display()
             ),
             Err(e) => {

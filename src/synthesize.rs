@@ -28,6 +28,7 @@
 
 pub mod clusters;
 pub mod endpoints;
+pub mod grpc;
 pub mod listeners;
 mod pushed;
 pub mod routes;

@@ -16,7 +16,9 @@ use crate::snapshot::Snapshot;
 const HCM: &str =
     "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 
-/// A bootstrap holding `snapshot` as static resources.
+/// A bootstrap holding `snapshot` as static resources. Listeners with an `api_listener` (what
+/// gRPC node types serve proxyless clients) are left out: the Envoy server has no API
+/// listener extension and refuses them, though gRPC clients take them ([`api_listeners`]).
 pub fn static_bootstrap(snapshot: &Snapshot) -> Value {
     let rendered = snapshot.to_envoy_json();
     let by_name = |section: &str, key: &str| -> Map<String, Value> {
@@ -55,6 +57,7 @@ pub fn static_bootstrap(snapshot: &Snapshot) -> Value {
         .as_array()
         .into_iter()
         .flatten()
+        .filter(|l| l.get("apiListener").is_none())
         .map(|l| {
             let mut l = strip_type(l);
             inline_routes(&mut l, &routes);
@@ -62,6 +65,19 @@ pub fn static_bootstrap(snapshot: &Snapshot) -> Value {
         })
         .collect();
     json!({ "static_resources": { "clusters": clusters, "listeners": listeners } })
+}
+
+/// How many of the snapshot's listeners are API listeners, for gRPC clients only.
+pub fn api_listeners(snapshot: &Snapshot) -> usize {
+    let rendered = snapshot.to_envoy_json();
+    let listeners = rendered["listeners"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    listeners
+        .iter()
+        .filter(|l| l.get("apiListener").is_some())
+        .count()
 }
 
 /// A top-level resource rendered from its `Any`, without the `@type` a bootstrap does not take.

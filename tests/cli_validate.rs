@@ -136,3 +136,39 @@ fn every_error_in_one_listener_is_printed_with_its_line_and_full_path() {
         "{text}"
     );
 }
+
+/// A gRPC node type's API listeners are for proxyless gRPC clients (the Envoy server has no
+/// API listener extension); the rest of what it is served, Envoy checks.
+#[test]
+fn a_grpc_node_type_is_checked_by_envoy_except_its_api_listeners() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = with_sidecar(dir.path(), |t| t);
+    std::fs::write(
+        dir.path().join("templates/grpc.toml"),
+        "[grpc]\nenabled = true\n",
+    )
+    .unwrap();
+    let inventory = dir.path().join("inventory.json");
+    std::fs::write(
+        &inventory,
+        r#"{"clusters": {"orders": {"name": "orders", "source": {"kind": "ecs", "ecs_cluster": "prod", "service": "orders"},
+            "endpoints": [{"address": "10.0.0.1", "port": 8080, "health": "healthy", "locality": {"region": "us-east-1"}, "weight": 1, "id": "t1"}]}}}"#,
+    )
+    .unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ecs-xds"));
+    command
+        .args(["validate", "--config"])
+        .arg(&config)
+        .arg("--inventory")
+        .arg(&inventory)
+        .arg("--envoy")
+        .arg(envoy_binary());
+    let out = command.output().unwrap();
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("node type grpc: valid, and Envoy")
+            && text.contains("1 API listeners, which are for proxyless gRPC clients"),
+        "{text}"
+    );
+}

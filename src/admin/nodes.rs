@@ -15,6 +15,20 @@ pub struct NodesView {
     pub nodes: Vec<NodeView>,
     /// Oldest first; kept after the node disconnects.
     pub recent_nacks: Vec<NackView>,
+    /// Listeners and clusters clients asked for by name and were told do not exist (a gRPC
+    /// target nobody serves), oldest first; kept after the node disconnects.
+    pub recent_not_found: Vec<NotFoundView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NotFoundView {
+    pub node_id: String,
+    pub node_type: String,
+    #[serde(rename = "type")]
+    pub resource_type: &'static str,
+    pub name: String,
+    /// RFC 3339, UTC: when it was last reported.
+    pub at: String,
 }
 
 /// One Envoy node: usually one ADS stream, or one stream per type with per-type services.
@@ -75,6 +89,17 @@ impl NodesView {
                 })
                 .collect(),
             recent_nacks: registry.recent_nacks().iter().map(NackView::of).collect(),
+            recent_not_found: registry
+                .recent_not_found()
+                .into_iter()
+                .map(|n| NotFoundView {
+                    node_id: n.node_id,
+                    node_type: n.node_type,
+                    resource_type: n.resource_type.short_name(),
+                    name: n.name,
+                    at: rfc3339(n.at),
+                })
+                .collect(),
         }
     }
 }

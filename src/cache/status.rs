@@ -26,6 +26,18 @@ pub struct Nack {
     pub at: SystemTime,
 }
 
+/// A client asked by name for a listener or cluster its node type does not have (a gRPC client
+/// dialing a target nobody serves, mostly).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotFound {
+    pub node_id: String,
+    pub node_type: String,
+    pub resource_type: ResourceType,
+    pub name: String,
+    /// When it was last reported to the client.
+    pub at: SystemTime,
+}
+
 /// The xDS state of one resource type on one stream.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TypeStatus {
@@ -80,6 +92,7 @@ pub struct StatusRegistry {
     /// number of streams, so inline statuses would cost twice their size per stream.
     streams: Mutex<HashMap<u64, Box<StreamStatus>>>,
     recent_nacks: Mutex<VecDeque<Nack>>,
+    recent_not_found: Mutex<VecDeque<NotFound>>,
     counters: Counters,
 }
 
@@ -128,6 +141,41 @@ impl StatusRegistry {
             recent.push_back(nack.clone());
         }
         self.update(id, ty, |t| t.last_nack = Some(Box::new(nack)));
+    }
+
+    /// Records that a client was told a resource it asked for does not exist, logged (at
+    /// warn) the first time for that node and name.
+    pub fn not_found(&self, missing: NotFound) {
+        let mut recent = self.recent_not_found.lock().unwrap();
+        let same = |n: &NotFound| {
+            (&n.node_id, n.resource_type, &n.name)
+                == (&missing.node_id, missing.resource_type, &missing.name)
+        };
+        if let Some(known) = recent.iter_mut().find(|n| same(n)) {
+            known.at = missing.at;
+            return;
+        }
+        tracing::warn!(
+            node_id = %missing.node_id,
+            node_type = %missing.node_type,
+            resource_type = %missing.resource_type,
+            name = %missing.name,
+            "a client asked for a resource its node type does not have; told it does not exist"
+        );
+        if recent.len() == RECENT_NACKS {
+            recent.pop_front();
+        }
+        recent.push_back(missing);
+    }
+
+    /// Resources recently reported as not existing, oldest first.
+    pub fn recent_not_found(&self) -> Vec<NotFound> {
+        self.recent_not_found
+            .lock()
+            .unwrap()
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Every connected stream.

@@ -22,7 +22,7 @@ use super::held::Held;
 use super::names::{self, NameSet};
 use super::wire::{DeltaResponse, Encoded};
 use super::{StreamCommon, StreamContext};
-use crate::cache::Nack;
+use crate::cache::{Nack, NotFound};
 use crate::snapshot::{hash, ResourceType, Snapshot};
 
 /// The client's version of a resource when it reported one we did not produce. A content hash
@@ -292,7 +292,7 @@ impl DeltaState {
             resources: changed
                 .iter()
                 .map(|r| Encoded(r.delta_resource_bytes().clone()))
-                .chain(absent.iter().map(|name| does_not_exist(name)))
+                .chain(absent.iter().map(|name| does_not_exist(ctx, ty, name)))
                 .collect(),
             type_url: ty.type_url().to_owned(),
             nonce,
@@ -302,8 +302,15 @@ impl DeltaState {
 }
 
 /// A `Resource` with only its name: "this subscribed resource does not exist".
-fn does_not_exist(name: &str) -> Encoded {
+fn does_not_exist(ctx: &StreamContext, ty: ResourceType, name: &str) -> Encoded {
     use prost::Message;
+    ctx.cache.status().not_found(NotFound {
+        node_id: ctx.node_id.clone(),
+        node_type: ctx.node_type.clone(),
+        resource_type: ty,
+        name: name.to_owned(),
+        at: std::time::SystemTime::now(),
+    });
     let resource = envoy_types::pb::envoy::service::discovery::v3::Resource {
         name: name.to_owned(),
         ..Default::default()

@@ -26,7 +26,7 @@ use tonic::Status;
 use super::names::{self, NameSet};
 use super::wire::{Encoded, SotwResponse};
 use super::{StreamCommon, StreamContext};
-use crate::cache::Nack;
+use crate::cache::{Nack, NotFound};
 use crate::snapshot::{ResourceType, Snapshot, TypeResources};
 
 /// What a client subscribed to for one type.
@@ -272,7 +272,7 @@ impl SotwState {
             Subscription::Names(names) if ty.is_wildcard_by_default() => names
                 .names()
                 .filter(|name| current.get(name).is_none())
-                .map(|name| not_found(ty, &ctx.node_type, name))
+                .map(|name| not_found(ctx, ty, name))
                 .collect(),
             _ => Vec::new(),
         };
@@ -299,7 +299,15 @@ impl SotwState {
 /// A subscribed listener or cluster that does not exist, said so, for clients that read
 /// `resource_errors` (grpcio with `GRPC_EXPERIMENTAL_XDS_DATA_ERROR_HANDLING=true`); others
 /// find out when their does-not-exist timer fires (15 s in gRPC).
-fn not_found(ty: ResourceType, node_type: &str, name: &str) -> ResourceError {
+fn not_found(ctx: &StreamContext, ty: ResourceType, name: &str) -> ResourceError {
+    ctx.cache.status().not_found(NotFound {
+        node_id: ctx.node_id.clone(),
+        node_type: ctx.node_type.clone(),
+        resource_type: ty,
+        name: name.to_owned(),
+        at: std::time::SystemTime::now(),
+    });
+    let node_type = &ctx.node_type;
     ResourceError {
         resource_name: Some(ResourceName {
             name: name.to_owned(),

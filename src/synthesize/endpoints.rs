@@ -32,7 +32,14 @@ pub fn discovered_load_assignment(
     local_zone: Option<&str>,
 ) -> ClusterLoadAssignment {
     let mut localities: BTreeMap<(&str, &str), Vec<&discover::Endpoint>> = BTreeMap::new();
-    for e in &cluster.endpoints {
+    // One endpoint per address: gRPC clients refuse an assignment listing one twice (Cloud Map
+    // can hold two instances at one address while an instance is re-registered).
+    let mut seen = std::collections::HashSet::new();
+    for e in cluster
+        .endpoints
+        .iter()
+        .filter(|e| seen.insert((e.address.as_str(), e.port)))
+    {
         let zone = e.locality.zone.as_deref().unwrap_or_default();
         localities
             .entry((&e.locality.region, zone))
@@ -70,6 +77,26 @@ pub fn discovered_load_assignment(
         endpoints,
         ..Default::default()
     }
+}
+
+/// `cla` with a weight on every locality that has none (the sum of its endpoints' weights, 1
+/// for an endpoint without one) and a locality message on every group: gRPC clients ignore a
+/// locality without a weight and refuse one without a locality message. For pushed endpoints;
+/// Envoy reads neither unless asked, so nothing changes for it.
+pub fn with_locality_weights(mut cla: ClusterLoadAssignment) -> ClusterLoadAssignment {
+    for locality in &mut cla.endpoints {
+        if locality.load_balancing_weight.is_none_or(|w| w.value == 0) {
+            let weight = locality
+                .lb_endpoints
+                .iter()
+                .map(|e| e.load_balancing_weight.map_or(1, |w| w.value.max(1)))
+                .sum::<u32>()
+                .max(1);
+            locality.load_balancing_weight = Some(UInt32Value { value: weight });
+        }
+        locality.locality.get_or_insert_with(Locality::default);
+    }
+    cla
 }
 
 /// Whether `zone` holds some but not all of `cluster`'s endpoints: only then does an Envoy in

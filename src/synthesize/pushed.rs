@@ -108,7 +108,7 @@ impl Pushed {
             builder = builder.cluster(c.clone());
         }
         for e in &resources.endpoints {
-            builder = builder.endpoints(e.clone());
+            builder = builder.endpoints(super::endpoints::with_locality_weights(e.clone()));
         }
         for l in &resources.listeners {
             builder = builder.listener(l.clone());

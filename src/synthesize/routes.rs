@@ -86,7 +86,7 @@ fn virtual_host(
 }
 
 /// Every path, and with `revision` only requests carrying it in [`REVISION_HEADER`].
-fn route(revision: Option<u32>, action: RouteAction) -> Route {
+pub(super) fn route(revision: Option<u32>, action: RouteAction) -> Route {
     let headers = revision
         .map(|r| HeaderMatcher {
             name: REVISION_HEADER.to_owned(),
@@ -110,7 +110,7 @@ fn route(revision: Option<u32>, action: RouteAction) -> Route {
 }
 
 /// The route defaults with the service's timeouts and retries on top.
-fn with_policy(mut action: RouteAction, policy: &RoutePolicy) -> RouteAction {
+pub(super) fn with_policy(mut action: RouteAction, policy: &RoutePolicy) -> RouteAction {
     if let Some(d) = policy.timeout {
         action.timeout = Some(duration(d));
     }
@@ -143,7 +143,7 @@ fn with_policy(mut action: RouteAction, policy: &RoutePolicy) -> RouteAction {
 }
 
 /// Revisions of the cluster's running endpoints.
-fn running_revisions(cluster: &discover::Cluster) -> BTreeSet<u32> {
+pub(super) fn running_revisions(cluster: &discover::Cluster) -> BTreeSet<u32> {
     cluster
         .endpoints
         .iter()

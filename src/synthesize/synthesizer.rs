@@ -10,12 +10,18 @@ use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 
 use super::clusters::discovered_cluster;
 use super::endpoints::{discovered_load_assignment, splits};
+use super::grpc::{
+    client_cluster, client_listener, client_routes, revision_cluster, revision_load_assignment,
+};
 use super::pushed::Pushed;
 use super::pushed::PushedResources;
 use super::routes::generated_routes;
+use super::routes::running_revisions;
 use super::templates::{NodeTemplate, Templates};
 use crate::discover::{self, ClusterOverrides, Inventory, RoutePolicy};
-use crate::snapshot::{EncodedResource, InconsistentSnapshot, ResourceType, Snapshot};
+use crate::snapshot::{
+    EncodedResource, InconsistentSnapshot, ResourceType, Snapshot, SnapshotBuilder,
+};
 
 /// What one synthesis produced.
 #[derive(Debug, Default)]
@@ -70,8 +76,9 @@ pub struct Synthesizer {
 /// Everything a [`Synthesizer`] keeps besides its templates.
 #[derive(Default)]
 struct Encodings {
-    /// The distinct `cluster_defaults`: node types with equal defaults share cluster encodings.
-    defaults: Vec<Cluster>,
+    /// The distinct (`cluster_defaults`, gRPC node type?): node types with equal ones share
+    /// cluster encodings.
+    defaults: Vec<(Cluster, bool)>,
     defaults_of: BTreeMap<String, usize>,
     /// Each template's own listeners, routes and clusters, encoded once.
     statics: BTreeMap<String, Vec<(ResourceType, Arc<EncodedResource>)>>,
@@ -83,10 +90,19 @@ struct Encodings {
     endpoints: Memo<(String, String), (Vec<discover::Endpoint>, bool)>,
     /// By node type, from its clusters in scope: name, route policy, running revisions.
     generated: Memo<String, Vec<RouteInputs>>,
+    /// gRPC node types' listener and route configuration of each cluster, by (node type,
+    /// cluster name).
+    grpc_listeners: Memo<(String, String), ()>,
+    grpc_routes: Memo<(String, String), RouteInputs>,
 }
 
 /// What a generated virtual host is made from, besides the node type's route defaults.
 type RouteInputs = (String, RoutePolicy, Vec<u32>);
+
+/// A discovered cluster encoded by this synthesis: its key and what it was made from.
+type FreshCluster = ((usize, String), (ClusterOverrides, bool));
+/// A discovered assignment encoded by this synthesis: its key and what it was made from.
+type FreshEndpoints = ((String, String), (Vec<discover::Endpoint>, bool));
 
 /// One synthesis, without keeping anything: `Synthesizer::new(templates).synthesize(inventory)`.
 pub fn synthesize(inventory: &Inventory, templates: &Templates) -> Synthesis {
@@ -115,13 +131,11 @@ impl Synthesizer {
         };
         for (node_type, template) in templates.iter() {
             let defaults = &mut encodings.defaults;
-            let class = match defaults
-                .iter()
-                .position(|d| *d == template.cluster_defaults)
-            {
+            let wanted = (&template.cluster_defaults, template.grpc);
+            let class = match defaults.iter().position(|(d, g)| (d, *g) == wanted) {
                 Some(i) => i,
                 None => {
-                    defaults.push(template.cluster_defaults.clone());
+                    defaults.push((template.cluster_defaults.clone(), template.grpc));
                     defaults.len() - 1
                 }
             };
@@ -196,6 +210,8 @@ impl Synthesizer {
         self.encodings.clusters.end_round();
         self.encodings.endpoints.end_round();
         self.encodings.generated.end_round();
+        self.encodings.grpc_listeners.end_round();
+        self.encodings.grpc_routes.end_round();
         out
     }
 }
@@ -233,20 +249,9 @@ impl Encodings {
             in_scope.push((name.as_str(), cluster));
             let cluster_replaced = replaced(ResourceType::Cluster, name);
             if !cluster_replaced {
-                let key = (class, name.clone());
-                let subsets = !cluster.route.weights.is_empty();
-                let same =
-                    |(o, s): &(ClusterOverrides, bool)| *o == cluster.overrides && *s == subsets;
-                builder = match self.clusters.get(&key, same) {
-                    Some(shared) => builder.shared(ResourceType::Cluster, shared),
-                    None => {
-                        let defaults = &self.defaults[class];
-                        let inputs = (cluster.overrides.clone(), subsets);
-                        fresh_clusters.push((key, inputs));
-                        let overrides = &cluster.overrides;
-                        builder.cluster(discovered_cluster(name, defaults, overrides, subsets))
-                    }
-                };
+                // gRPC has no subset load balancing: its split goes to per-revision clusters.
+                let subsets = !cluster.route.weights.is_empty() && !template.grpc;
+                builder = self.cluster(builder, class, name, cluster, subsets, &mut fresh_clusters);
             }
             // A replaced cluster keeps its discovered endpoints only if the pushed one asks
             // EDS for them; pushed endpoints of the same name replace them.
@@ -282,6 +287,19 @@ impl Encodings {
                 }
             };
         }
+        let mut fresh_grpc = Vec::new();
+        if template.grpc {
+            let mut grpc = GrpcBuild {
+                node_type,
+                template,
+                class,
+                fresh_clusters: &mut fresh_clusters,
+                fresh_endpoints: &mut fresh_endpoints,
+                fresh: &mut fresh_grpc,
+                out,
+            };
+            builder = self.grpc_clients(builder, &in_scope, &replaced, &mut grpc);
+        }
         for (ty, resource) in &self.statics[node_type] {
             if !replaced(*ty, resource.name()) {
                 builder = builder.shared(*ty, resource.clone());
@@ -299,8 +317,11 @@ impl Encodings {
                 .expect("the builder holds what it was given")
                 .clone()
         };
-        let fresh =
-            fresh_clusters.len() + fresh_endpoints.len() + fresh_generated.iter().len() + filled;
+        let fresh = fresh_clusters.len()
+            + fresh_endpoints.len()
+            + fresh_generated.iter().len()
+            + fresh_grpc.len()
+            + filled;
         out.encoded += fresh;
         out.reused += resource_count(&snapshot) - fresh;
         for (key, overrides) in fresh_clusters {
@@ -315,6 +336,18 @@ impl Encodings {
             let resource = encoded(ResourceType::Route, &route_name);
             self.generated.insert(key, names, resource);
         }
+        for fresh in fresh_grpc {
+            match fresh {
+                FreshGrpc::Listener(key) => {
+                    let resource = encoded(ResourceType::Listener, &key.1);
+                    self.grpc_listeners.insert(key, (), resource);
+                }
+                FreshGrpc::Route(key, inputs) => {
+                    let resource = encoded(ResourceType::Route, &key.1);
+                    self.grpc_routes.insert(key, inputs, resource);
+                }
+            }
+        }
         let mut served_statics = statics;
         served_statics.extend(pushed.into_iter().flat_map(|p| p.cluster_names()));
         route_findings(node_type, template, inventory, &served_statics, out);
@@ -322,7 +355,127 @@ impl Encodings {
     }
 }
 
+/// What [`Encodings::grpc_clients`] adds to, for one gRPC node type's snapshot.
+struct GrpcBuild<'a, 'o> {
+    node_type: &'a str,
+    template: &'a NodeTemplate,
+    class: usize,
+    fresh_clusters: &'a mut Vec<FreshCluster>,
+    fresh_endpoints: &'a mut Vec<FreshEndpoints>,
+    fresh: &'a mut Vec<FreshGrpc>,
+    out: &'o mut Synthesis,
+}
+
+/// A gRPC listener or route configuration encoded by this synthesis, to keep.
+enum FreshGrpc {
+    Listener((String, String)),
+    Route((String, String), RouteInputs),
+}
+
 impl Encodings {
+    /// The discovered cluster `name`, from the node type's defaults (class) and the service's
+    /// overrides, as gRPC takes it for a gRPC node type.
+    fn cluster(
+        &mut self,
+        builder: SnapshotBuilder,
+        class: usize,
+        name: &str,
+        cluster: &discover::Cluster,
+        subsets: bool,
+        fresh: &mut Vec<FreshCluster>,
+    ) -> SnapshotBuilder {
+        let key = (class, name.to_owned());
+        let same = |(o, s): &(ClusterOverrides, bool)| *o == cluster.overrides && *s == subsets;
+        if let Some(shared) = self.clusters.get(&key, same) {
+            return builder.shared(ResourceType::Cluster, shared);
+        }
+        let (defaults, grpc) = &self.defaults[class];
+        fresh.push((key, (cluster.overrides.clone(), subsets)));
+        let envoy = discovered_cluster(name, defaults, &cluster.overrides, subsets);
+        match grpc {
+            true => builder.cluster(client_cluster(&envoy).0),
+            false => builder.cluster(envoy),
+        }
+    }
+
+    /// For a gRPC node type: each cluster's listener and route configuration under the name a
+    /// client dials, one cluster and assignment per revision of a service that splits, and a
+    /// finding per field of its clusters gRPC does not take.
+    fn grpc_clients(
+        &mut self,
+        mut builder: SnapshotBuilder,
+        in_scope: &[(&str, &discover::Cluster)],
+        replaced: &dyn Fn(ResourceType, &str) -> bool,
+        b: &mut GrpcBuild<'_, '_>,
+    ) -> SnapshotBuilder {
+        let node_type = b.node_type.to_owned();
+        for (name, cluster) in in_scope {
+            let key = (node_type.clone(), name.to_string());
+            if !replaced(ResourceType::Listener, name) {
+                builder = match self.grpc_listeners.get(&key, |()| true) {
+                    Some(shared) => builder.shared(ResourceType::Listener, shared),
+                    None => {
+                        b.fresh.push(FreshGrpc::Listener(key.clone()));
+                        builder.listener(client_listener(name))
+                    }
+                };
+            }
+            if !replaced(ResourceType::Route, name) {
+                let inputs = route_inputs(name, cluster);
+                builder = match self.grpc_routes.get(&key, |kept| *kept == inputs) {
+                    Some(shared) => builder.shared(ResourceType::Route, shared),
+                    None => {
+                        b.fresh.push(FreshGrpc::Route(key, inputs));
+                        builder.route(client_routes(name, &b.template.route_defaults, cluster))
+                    }
+                };
+            }
+            if cluster.route.weights.is_empty() {
+                continue;
+            }
+            for revision in running_revisions(cluster) {
+                let rev = revision_cluster(name, revision);
+                builder = self.cluster(builder, b.class, &rev, cluster, false, b.fresh_clusters);
+                let key = (rev, String::new());
+                builder = match self
+                    .endpoints
+                    .get(&key, |inputs| same_endpoints(inputs, cluster))
+                {
+                    Some(shared) => builder.shared(ResourceType::Endpoint, shared),
+                    None => {
+                        b.fresh_endpoints.push((key, endpoint_inputs(cluster)));
+                        builder.endpoints(revision_load_assignment(cluster, revision))
+                    }
+                };
+            }
+        }
+        // What the node type's defaults set that gRPC does not take, and each service's
+        // own lb policy gRPC refuses.
+        let (defaults, _) = &self.defaults[b.class];
+        let sample = discovered_cluster("any", defaults, &ClusterOverrides::default(), false);
+        for field in client_cluster(&sample).1 {
+            let message = format!("[cluster_defaults] {field}: not taken by gRPC clients; dropped from this gRPC node type's clusters");
+            b.out
+                .findings
+                .push(finding(b.node_type, b.template, message));
+        }
+        for (name, cluster) in in_scope {
+            let policy = cluster.overrides.lb_policy;
+            if policy.is_some_and(|p| {
+                !matches!(
+                    p,
+                    discover::LbPolicy::RoundRobin | discover::LbPolicy::RingHash
+                )
+            }) {
+                let message = format!("cluster {name:?}: lb policy {policy:?} is not supported by gRPC clients; ROUND_ROBIN is served to this gRPC node type");
+                b.out
+                    .findings
+                    .push(finding(b.node_type, b.template, message));
+            }
+        }
+        builder
+    }
+
     /// For a zone-aware node type, one snapshot per zone that holds part (not all) of the
     /// endpoints of some cluster of `discovered` (those served their discovered endpoints):
     /// `base` with those clusters' endpoints given priorities for that zone (same zone first).
@@ -528,6 +681,8 @@ impl<K: Hash + Eq + Clone, I> Memo<K, I> {
     }
 }
 
+#[cfg(test)]
+mod grpc_tests;
 #[cfg(test)]
 mod policy_tests;
 #[cfg(test)]

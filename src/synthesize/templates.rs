@@ -70,6 +70,10 @@ pub struct NodeTemplate {
     /// Envoys that state their zone get same-zone endpoints at priority 0 and the others at
     /// priority 1 (`[zone_aware] enabled = true`).
     pub zone_aware: bool,
+    /// A node type of proxyless gRPC clients (`[grpc] enabled = true`): every discovered
+    /// cluster in scope also gets the listener and route configuration a client dialing
+    /// `xds:///<cluster>` asks for, and clusters as gRPC takes them (see `grpc.rs`).
+    pub grpc: bool,
     pub scope: Scope,
     pub generated_routes: Option<GeneratedRoutes>,
     /// Clusters the template's routes send to: (cluster, route configuration).
@@ -282,6 +286,7 @@ const SECTIONS: &[&str] = &[
     "cluster_defaults",
     "route_defaults",
     "zone_aware",
+    "grpc",
     "scope",
     "generated_routes",
 ];
@@ -313,7 +318,7 @@ const OWNED_CLUSTER_FIELDS: &[&str] = &[
     "loadAssignment",
 ];
 
-/// `[zone_aware]`.
+/// `[zone_aware]` and `[grpc]`: a switch.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ZoneAware {
@@ -381,6 +386,7 @@ impl NodeTemplate {
         );
         let zone_aware =
             section::<ZoneAware>(&root, "zone_aware", &mut errors).is_some_and(|z| z.enabled);
+        let grpc = section::<ZoneAware>(&root, "grpc", &mut errors).is_some_and(|g| g.enabled);
         let scope = scope(root.get("scope"), &mut errors);
         let generated_routes = section::<GeneratedRoutes>(&root, "generated_routes", &mut errors);
         let mut template = NodeTemplate {
@@ -392,6 +398,7 @@ impl NodeTemplate {
             cluster_defaults,
             route_defaults,
             zone_aware,
+            grpc,
             scope,
             generated_routes,
         };

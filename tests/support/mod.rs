@@ -7,6 +7,7 @@ pub mod backend;
 pub mod daemon;
 pub mod envoy;
 pub mod fake_aws;
+pub mod grpc;
 pub mod moto;
 pub mod templates;
 pub mod xds;

@@ -130,7 +130,7 @@ fn every_node_type_gets_a_consistent_snapshot() {
     let synthesis = synthesize(&three_services(), &templates);
     assert_eq!(
         synthesis.snapshots.keys().collect::<Vec<_>>(),
-        ["ingress", "sidecar"]
+        ["grpc", "ingress", "sidecar"]
     );
     for snapshot in synthesis.snapshots.values() {
         snapshot.check_consistency().unwrap();

@@ -56,8 +56,9 @@ fn example_templates_load() {
     let templates = Templates::load_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         templates.node_types().collect::<Vec<_>>(),
-        ["ingress", "sidecar"]
+        ["grpc", "ingress", "sidecar"]
     );
+    assert!(templates.get("grpc").unwrap().grpc);
     let sidecar = templates.get("sidecar").unwrap();
     let names: Vec<_> = sidecar.listeners.iter().map(|l| l.name.as_str()).collect();
     assert_eq!(names, ["egress", "ingress"]);
