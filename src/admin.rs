@@ -42,6 +42,8 @@ pub struct AdminState {
     pub cache: Cache,
     pub stats: Arc<DaemonStats>,
     pub metrics: Arc<Metrics>,
+    /// Which replica answers (ECS task id, or host name).
+    pub replica: Arc<str>,
 }
 
 /// The admin routes (without the push API, which the daemon merges in when enabled).
@@ -108,7 +110,7 @@ async fn metrics(State(state): State<AdminState>) -> Response {
 }
 
 async fn nodes(State(state): State<AdminState>) -> Json<nodes::NodesView> {
-    Json(nodes::NodesView::of(state.cache.status()))
+    Json(nodes::NodesView::of(&state.replica, state.cache.status()))
 }
 
 /// `?zone=`: what an Envoy in that zone is served.

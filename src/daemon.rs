@@ -12,6 +12,7 @@
 //! must never sit on a frozen snapshot behind a replica that says it is ready.
 
 mod reload;
+mod replica;
 mod supervise;
 mod synthesis;
 
@@ -158,6 +159,8 @@ pub struct Daemon {
     stats: Arc<DaemonStats>,
     aws_calls: CallCounter,
     first_line: synthesis::FirstLine,
+    /// This replica's name (ECS task id, or host name).
+    replica: Arc<str>,
 }
 
 impl Daemon {
@@ -205,7 +208,8 @@ impl Daemon {
         readiness.set(false).await;
         let reloader = reload::Reloader::new(config, &settings, &templates_dir);
         let synthesis = SynthesisStage::new(synthesizer, publisher, pushes, readiness, reloader);
-        tracing::info!(xds = %xds.1, admin = %admin.1, "ecs-xds listening");
+        let replica: Arc<str> = replica::replica_id().await.into();
+        tracing::info!(xds = %xds.1, admin = %admin.1, %replica, "ecs-xds listening");
         let first_line = synthesis::FirstLine {
             xds: xds.1,
             admin: admin.1,
@@ -218,6 +222,7 @@ impl Daemon {
         };
         Ok(Daemon {
             first_line,
+            replica,
             config: config.to_owned(),
             templates_dir,
             xds,
@@ -264,6 +269,7 @@ impl Daemon {
             stats: self.stats.clone(),
             aws_calls: self.aws_calls,
             inventory: inventories.clone(),
+            replica: self.replica.clone(),
             connections: vec![
                 ("xds", self.server.connections().clone()),
                 ("admin", Arc::clone(&admin_connections)),
@@ -294,6 +300,7 @@ impl Daemon {
             cache: self.cache,
             stats: self.stats.clone(),
             metrics,
+            replica: self.replica,
         });
         if let Some(api) = self.push_api {
             admin_router = admin_router.merge(admin::push::routes(api));

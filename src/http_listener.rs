@@ -31,7 +31,18 @@ pub struct Limits {
     pub first_request: Duration,
     /// At shutdown, how long open connections get to finish before they are closed.
     pub grace: Duration,
+    /// A connection older than this (±10%, so reconnects spread out) is asked to go away: its
+    /// requests' [`ConnectionClosing`] token is cancelled and an HTTP/2 GOAWAY follows, so the
+    /// peer reconnects, perhaps to another replica. `None`: connections live as long as their
+    /// peers keep them.
+    pub max_age: Option<Duration>,
 }
+
+/// In every request's extensions on a listener with a [`Limits::max_age`]: cancelled when the
+/// connection reaches its age (or the listener shuts down), so a long-lived stream can end
+/// itself gracefully and let the connection close.
+#[derive(Debug, Clone)]
+pub struct ConnectionClosing(pub CancellationToken);
 
 /// HTTP versions a listener speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,8 +181,11 @@ impl Connection {
     ) {
         let _ = stream.set_nodelay(true);
         let spoke = Arc::new(AtomicBool::new(false));
+        // Cancelled at the connection's age, and with the listener at shutdown.
+        let closing = self.limits.max_age.map(|_| shutdown.child_token());
         let service = FirstRequest {
             spoke: spoke.clone(),
+            closing: closing.clone(),
             router,
         };
         let connection = builder.serve_connection(
@@ -181,6 +195,9 @@ impl Connection {
         tokio::pin!(connection);
         let deadline = tokio::time::sleep(self.limits.first_request);
         tokio::pin!(deadline);
+        let age = self.limits.max_age.map(jittered).unwrap_or(Duration::MAX);
+        let aged = tokio::time::sleep(age.min(Duration::from_secs(100 * 365 * 86_400)));
+        tokio::pin!(aged);
         let (mut waiting, mut draining) = (true, false);
         loop {
             tokio::select! {
@@ -212,6 +229,14 @@ impl Connection {
                     draining = true;
                     connection.as_mut().graceful_shutdown();
                 }
+                _ = &mut aged, if !draining && closing.is_some() => {
+                    draining = true;
+                    tracing::debug!(listener = self.name, peer = %self.peer, ?age, "connection reached its maximum age; asking the peer to reconnect");
+                    if let Some(closing) = &closing {
+                        closing.cancel();
+                    }
+                    connection.as_mut().graceful_shutdown();
+                }
             }
         }
     }
@@ -223,10 +248,16 @@ impl Drop for Connection {
     }
 }
 
+/// `age` give or take 10%.
+fn jittered(age: Duration) -> Duration {
+    age.mul_f64(0.9 + 0.2 * fastrand::f64())
+}
+
 /// The router, noting that the connection made a request.
 #[derive(Clone)]
 struct FirstRequest {
     spoke: Arc<AtomicBool>,
+    closing: Option<CancellationToken>,
     router: axum::Router,
 }
 
@@ -242,8 +273,13 @@ impl Service<http::Request<Incoming>> for FirstRequest {
         Service::<http::Request<Incoming>>::poll_ready(&mut self.router, cx)
     }
 
-    fn call(&mut self, request: http::Request<Incoming>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<Incoming>) -> Self::Future {
         self.spoke.store(true, Ordering::Relaxed);
+        if let Some(closing) = &self.closing {
+            request
+                .extensions_mut()
+                .insert(ConnectionClosing(closing.clone()));
+        }
         self.router.call(request)
     }
 }

@@ -38,7 +38,7 @@ use tonic_health::ServingStatus;
 use tonic_prost::ProstCodec;
 
 use crate::cache::Cache;
-use crate::http_listener::{self, ConnectionStats, Limits, Protocol};
+use crate::http_listener::{self, ConnectionClosing, ConnectionStats, Limits, Protocol};
 use crate::snapshot::{ResourceType, Snapshot};
 use delta::DeltaState;
 use sotw::SotwState;
@@ -227,7 +227,13 @@ impl tower_service::Service<http::Request<axum::body::Body>> for XdsMethod {
 
     fn call(&mut self, req: http::Request<axum::body::Body>) -> Self::Future {
         let method = self.clone();
-        let (cache, shutdown) = (self.server.cache.clone(), self.server.streams.clone());
+        // A connection with a maximum age ends its streams when it reaches it (that token is a
+        // child of the listener's shutdown); the server's own token ends every stream.
+        let shutdown = match req.extensions().get::<ConnectionClosing>() {
+            Some(closing) => closing.0.clone(),
+            None => self.server.streams.clone(),
+        };
+        let cache = self.server.cache.clone();
         Box::pin(async move {
             Ok(match method.variant {
                 Variant::Fetch(_) => {

@@ -82,6 +82,11 @@ pub struct XdsSettings {
     /// Connections open at once; more are closed as soon as accepted and counted in
     /// `connections_refused_total{listener="xds"}`. Each Envoy holds one.
     pub max_connections: usize,
+    /// A connection older than this (±10%) has its streams ended and gets a GOAWAY, so its
+    /// Envoy reconnects, perhaps to another replica: after a replica restarts, streams spread
+    /// back over every replica. `0s`: never.
+    #[serde(with = "humantime_serde")]
+    pub max_connection_age: Duration,
 }
 
 impl Default for XdsSettings {
@@ -92,6 +97,7 @@ impl Default for XdsSettings {
             fallback_node_type: None,
             handshake_timeout: Duration::from_secs(5),
             max_connections: 20_000,
+            max_connection_age: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -271,6 +277,7 @@ impl Settings {
             max_connections: self.xds.max_connections,
             first_request: self.xds.handshake_timeout,
             grace: self.shutdown_grace,
+            max_age: Some(self.xds.max_connection_age).filter(|age| !age.is_zero()),
         }
     }
 
@@ -280,6 +287,7 @@ impl Settings {
             max_connections: self.admin.max_connections,
             first_request: self.admin.header_read_timeout,
             grace: self.shutdown_grace,
+            max_age: None,
         }
     }
 

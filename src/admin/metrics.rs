@@ -38,6 +38,8 @@ pub struct LiveState {
     pub stats: Arc<DaemonStats>,
     pub aws_calls: CallCounter,
     pub inventory: watch::Receiver<Arc<Inventory>>,
+    /// This replica's name, the one label that tells replicas apart in a shared Prometheus.
+    pub replica: Arc<str>,
     /// Each listener's connections, by its name (`xds`, `admin`).
     pub connections: Vec<(&'static str, Arc<ConnectionStats>)>,
 }
@@ -95,6 +97,13 @@ impl Metrics {
 
 impl Collector for LiveState {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        family(
+            &mut encoder,
+            MetricType::Gauge,
+            "replica_info",
+            "This replica (ECS task id, or host name); value 1",
+            [(vec![("replica", &*self.replica)], gauge(1))],
+        )?;
         self.encode_discovery(&mut encoder)?;
         self.encode_snapshots(&mut encoder)?;
         self.encode_xds(&mut encoder)?;
@@ -350,6 +359,7 @@ mod tests {
             stats,
             aws_calls: calls,
             inventory,
+            replica: "replica-1".into(),
             connections: vec![("xds", xds)],
         });
         metrics.observe_poll(PollCycle {
@@ -369,6 +379,7 @@ mod tests {
             "ecs_xds_template_reloads_total{outcome=\"failed\",reason=\"settings\"} 1".to_owned(),
             "ecs_xds_template_reloads_total{outcome=\"failed\",reason=\"templates\"} 0".to_owned(),
             "ecs_xds_connections{listener=\"xds\"} 0".to_owned(),
+            "ecs_xds_replica_info{replica=\"replica-1\"} 1".to_owned(),
             "ecs_xds_connections_refused_total{listener=\"xds\"} 0".to_owned(),
             "ecs_xds_poll_cycles_total{outcome=\"failed\"} 1".to_owned(),
             "ecs_xds_poll_duration_seconds_count 1".to_owned(),

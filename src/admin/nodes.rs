@@ -12,6 +12,8 @@ use crate::snapshot::ResourceType;
 /// Every connected Envoy (sorted by node id) and the most recent NACKs of any node.
 #[derive(Debug, Serialize)]
 pub struct NodesView {
+    /// The replica answering (ECS task id, or host name): each replica has its own Envoys.
+    pub replica: String,
     pub nodes: Vec<NodeView>,
     /// Oldest first; kept after the node disconnects.
     pub recent_nacks: Vec<NackView>,
@@ -70,13 +72,14 @@ pub struct NackView {
 }
 
 impl NodesView {
-    pub fn of(registry: &StatusRegistry) -> Self {
+    pub fn of(replica: &str, registry: &StatusRegistry) -> Self {
         let mut nodes: BTreeMap<(String, String), Vec<StreamView>> = BTreeMap::new();
         for stream in registry.streams() {
             let key = (stream.node_id.clone(), stream.node_type.clone());
             nodes.entry(key).or_default().push(StreamView::of(&stream));
         }
         Self {
+            replica: replica.to_owned(),
             nodes: nodes
                 .into_iter()
                 .map(|((node_id, node_type), mut streams)| {
@@ -183,7 +186,8 @@ mod tests {
             },
         );
 
-        let view = serde_json::to_value(NodesView::of(&registry)).unwrap();
+        let view = serde_json::to_value(NodesView::of("replica-1", &registry)).unwrap();
+        assert_eq!(view["replica"], "replica-1");
         let nodes = view["nodes"].as_array().unwrap();
         assert_eq!(nodes.len(), 2);
         assert_eq!(nodes[0]["node_id"], "sidecar-a");
