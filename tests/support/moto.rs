@@ -96,8 +96,14 @@ impl Moto {
     /// JSON (DescribeTasks output exactly as ECS writes it) and for EventBridge, whose SDK the
     /// project does not otherwise need.
     pub fn aws_json(&self, target: &str, body: &serde_json::Value) -> serde_json::Value {
+        // moto routes a request by the service named in its credential scope.
+        let service = match target.split('.').next() {
+            Some("AWSEvents") => "events",
+            Some("AmazonEC2ContainerServiceV20141113") => "ecs",
+            other => panic!("no service known for {other:?}"),
+        };
         let headers = format!(
-            "Content-Type: application/x-amz-json-1.1\r\nX-Amz-Target: {target}\r\nAuthorization: AWS4-HMAC-SHA256 Credential=testing/20260101/{REGION}/x/aws4_request, SignedHeaders=host, Signature=0\r\n"
+            "Content-Type: application/x-amz-json-1.1\r\nX-Amz-Target: {target}\r\nAuthorization: AWS4-HMAC-SHA256 Credential=testing/20260101/{REGION}/{service}/aws4_request, SignedHeaders=host, Signature=0\r\n"
         );
         let (status, text) = self
             .raw_request("POST", "/", &headers, &body.to_string())
