@@ -19,7 +19,7 @@
 //! # async fn demo(settings: ecs_xds::discover::DiscoverSettings) -> Result<(), ecs_xds::discover::DiscoverError> {
 //! use std::sync::Arc;
 //! use ecs_xds::discover::{Aws, Inventory, Poller};
-//! let aws = Aws::connect(settings).await?; // standard credential chain
+//! let aws = Aws::connect(&settings).await?; // standard credential chain
 //! let calls = aws.calls().clone(); // for the metrics layer
 //! let (tx, mut rx) = tokio::sync::watch::channel(Arc::new(Inventory::default()));
 //! tokio::spawn(Poller::new(settings, aws)?.run(tx, std::future::pending()));

@@ -54,11 +54,30 @@ pub(crate) async fn run(
     tx: mpsc::Sender<Signal>,
     stop: CancellationToken,
 ) {
-    let Some(queue) = open(&aws, &settings, &tx, &stop).await else {
-        return;
-    };
-    receive(&aws, &queue, &settings, heartbeat, &tx, &stop).await;
-    let _ = tokio::time::timeout(CLOSE_LIMIT, queue.close(&aws)).await;
+    loop {
+        let Some(queue) = open(&aws, &settings, &tx, &stop).await else {
+            return;
+        };
+        let ended = receive(&aws, &queue, &settings, heartbeat, &tx, &stop).await;
+        let _ = tokio::time::timeout(CLOSE_LIMIT, queue.close(&aws)).await;
+        match ended {
+            Ended::Stopped => return,
+            // Deleted under us (taken for an orphan, say): make it again.
+            Ended::QueueGone => tracing::warn!(queue = %queue.url, "the queue is gone; opening it again"),
+        }
+    }
+}
+
+/// Why receiving ended.
+enum Ended {
+    Stopped,
+    QueueGone,
+}
+
+/// Does `error` say the queue does not exist?
+fn queue_gone(error: &DiscoverError) -> bool {
+    matches!(error, DiscoverError::Aws { code: Some(code), .. }
+        if code.contains("NonExistentQueue") || code.contains("QueueDoesNotExist"))
 }
 
 /// Opens the queue, retrying with backoff; `None` once stopped.
@@ -94,7 +113,7 @@ async fn receive(
     heartbeat: Duration,
     tx: &mpsc::Sender<Signal>,
     stop: &CancellationToken,
-) {
+) -> Ended {
     let mut retry = Retry::default();
     let mut last_beat = Instant::now();
     loop {
@@ -107,21 +126,25 @@ async fn receive(
             }
         }
         let received = tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => return Ended::Stopped,
             received = aws.receive_messages(&queue.url, settings.wait_time) => received,
         };
         let messages = match received {
             Ok(messages) => {
                 if retry.recovered() && tx.send(Signal::Up(queue.url.clone())).await.is_err() {
-                    return;
+                    return Ended::Stopped;
                 }
                 messages
             }
             Err(e) => {
+                let gone = queue_gone(&e);
                 retry.failed(e, tx).await;
                 tokio::select! {
-                    _ = stop.cancelled() => return,
+                    _ = stop.cancelled() => return Ended::Stopped,
                     _ = retry.wait() => {}
+                }
+                if gone {
+                    return Ended::QueueGone;
                 }
                 continue;
             }
@@ -143,14 +166,14 @@ async fn receive(
             done,
         };
         if tx.send(Signal::Batch(batch)).await.is_err() {
-            return;
+            return Ended::Stopped;
         }
         // Discovery keeps the messages until it has applied and published them.
         let flags = tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => return Ended::Stopped,
             answer = answer => match answer {
                 Ok(flags) => flags,
-                Err(_) => return,
+                Err(_) => return Ended::Stopped,
             },
         };
         delete(aws, &queue.url, &messages, &flags).await;
