@@ -14,7 +14,13 @@
 //! It then measures the floor for the same push: the update encoded once and written to N
 //! loopback sockets read by another process (`--sink`). The last line printed is the result:
 //! `xds-load mode=sotw streams=N push_all_ms=... p50_ms=... p99_ms=... rss_mb=... rss_per_stream_kb=...`
+//!
+//! `--churn R --duration D` then soaks the server: R endpoint publishes a second for D, each
+//! measured from the publish to every stream holding it, and the server's RSS before and after
+//! (`xds-load churn ... p99_ms=... rss_change_pct=...`, see `xds-load/churn.rs`).
 
+#[path = "xds-load/churn.rs"]
+mod churn;
 #[path = "xds-load/client.rs"]
 mod client;
 #[path = "xds-load/floor.rs"]
@@ -82,6 +88,12 @@ pub struct Args {
     /// pages after about a second).
     #[arg(long, default_value_t = 3000)]
     idle_ms: u64,
+    /// Churn soak: endpoint publishes per second, for `--duration`, after the single push.
+    #[arg(long, default_value_t = 0)]
+    churn: u32,
+    /// How long the churn soak publishes.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    duration: Duration,
     /// Internal: run as the server child.
     #[arg(long, hide = true)]
     serve: bool,
@@ -248,6 +260,9 @@ async fn run(args: Args) {
     };
     let rss_after = pid.map(rss_kb).unwrap_or(0);
     let cpu_pushed = pid.map(cpu_seconds);
+    if let (Some(child), true) = (&mut child, args.churn > 0) {
+        soak(&args, child, &fleet, pid.unwrap()).await;
+    }
     let update_len = fleet.last_eds_len();
     drop(fleet);
     drop(child);
@@ -304,6 +319,66 @@ async fn run(args: Args) {
     );
 }
 
+/// The churn soak: `--churn` publishes a second for `--duration`, then the latency and memory
+/// figures (`xds-load churn ...`).
+async fn soak(args: &Args, child: &mut Child, fleet: &client::Fleet, pid: u32) {
+    let generations = (args.churn as f64 * args.duration.as_secs_f64()).ceil() as usize;
+    assert!(
+        generations + 2 < 57_000,
+        "generations move a port up from 8000"
+    );
+    let shared = fleet.shared();
+    let _ = shared.churn.set(churn::Churn::new(generations + 1));
+    let churn = shared.churn.get().unwrap();
+    // Settled (the single push's garbage returned) before the first reading.
+    tokio::time::sleep(Duration::from_millis(args.idle_ms)).await;
+    let rss_start = rss_kb(pid);
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(args.churn)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Generation 1 was the single measured push.
+    for g in 2..(2 + generations) as u16 {
+        tick.tick().await;
+        churn.publishing(g);
+        child.say("publish").await;
+        child.line().await;
+    }
+    let publishing = started.elapsed();
+    // Every stream holds the last generation: every publish was answered on every stream.
+    let want = (generations as u64 + 1) * args.streams as u64;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while shared
+        .generations
+        .load(std::sync::atomic::Ordering::Relaxed)
+        < want
+    {
+        assert!(
+            Instant::now() < deadline,
+            "streams did not all catch up within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(args.idle_ms)).await;
+    let rss_end = rss_kb(pid);
+    let (samples, p50, p99, max) = churn.summary();
+    println!(
+        "xds-load churn mode={} streams={} publishes_per_s={} duration_s={:.0} publishes={generations} samples={samples} p50_ms={} p99_ms={} max_ms={} rss_start_mb={:.1} rss_end_mb={:.1} rss_change_pct={:.1}",
+        match args.mode {
+            Mode::Sotw => "sotw",
+            Mode::Delta => "delta",
+        },
+        args.streams,
+        args.churn,
+        publishing.as_secs_f64(),
+        p50.as_millis(),
+        p99.as_millis(),
+        max.as_millis(),
+        rss_start as f64 / 1024.0,
+        rss_end as f64 / 1024.0,
+        (rss_end as f64 - rss_start as f64) / rss_start as f64 * 100.0,
+    );
+}
+
 fn percentile(sorted: &[Duration], p: usize) -> Duration {
     let i = (sorted.len() * p).div_ceil(100).clamp(1, sorted.len()) - 1;
     sorted[i]
@@ -347,6 +422,10 @@ pub struct Shared {
     pub ready: tokio::sync::Semaphore,
     pub done: tokio::sync::Notify,
     pub last_eds_len: std::sync::atomic::AtomicUsize,
+    /// Set for the churn soak.
+    pub churn: std::sync::OnceLock<churn::Churn>,
+    /// Generations received, over every stream (churn soak).
+    pub generations: std::sync::atomic::AtomicU64,
 }
 
 pub type SharedRef = Arc<Shared>;

@@ -192,7 +192,7 @@ impl Daemon {
         let discovery = match inventory {
             Some(fixed) => Discovery::Fixed(fixed),
             None => {
-                let aws = Aws::connect(&settings.aws)
+                let aws = Aws::connect(&settings.discover())
                     .await?
                     .with_call_counter(aws_calls.clone());
                 Discovery::Poll(Box::new(Poller::new(settings.discover(), aws)?))
@@ -217,6 +217,9 @@ impl Daemon {
                 _ if matches!(discovery, Discovery::Fixed(_)) => "a saved inventory".to_owned(),
                 true => "all ECS clusters".to_owned(),
                 false => format!("ECS clusters {:?}", settings.ecs.clusters),
+            } + match (&discovery, &settings.events) {
+                (Discovery::Poll(_), e) if e.enabled => " (event-driven, with a reconcile poll)",
+                _ => "",
             },
             node_types,
         };
@@ -276,7 +279,7 @@ impl Daemon {
             ],
         }));
         let mut stages = Stages::new();
-        let observer = metrics.poll_observer();
+        let observer = metrics.discovery_observer();
         stages.spawn(
             Stage::Discovery,
             discover(self.discovery, inventory_tx, observer, stop.clone()),
@@ -334,7 +337,7 @@ impl Daemon {
 async fn discover(
     discovery: Discovery,
     inventories: watch::Sender<Arc<Inventory>>,
-    observer: crate::discover::PollObserver,
+    observer: crate::discover::Observer,
     stop: CancellationToken,
 ) {
     match discovery {

@@ -10,13 +10,16 @@
 //! - `cloud_map.rs`: one Cloud Map namespace → its part.
 //! - [`poller`]: polls every source each interval, keeps the last good part of a failed source,
 //!   and publishes only complete inventories that changed.
+//! - [`events`] (with `ecs_events.rs` and `reconcile.rs`): with `[events]` on, ECS events from
+//!   SQS applied to the poller's facts as they come, and the full poll only every
+//!   `events.reconcile_interval`.
 //!
 //! # Using it
 //! ```no_run
 //! # async fn demo(settings: ecs_xds::discover::DiscoverSettings) -> Result<(), ecs_xds::discover::DiscoverError> {
 //! use std::sync::Arc;
 //! use ecs_xds::discover::{Aws, Inventory, Poller};
-//! let aws = Aws::connect(&settings.aws).await?; // standard credential chain
+//! let aws = Aws::connect(&settings).await?; // standard credential chain
 //! let calls = aws.calls().clone(); // for the metrics layer
 //! let (tx, mut rx) = tokio::sync::watch::channel(Arc::new(Inventory::default()));
 //! tokio::spawn(Poller::new(settings, aws)?.run(tx, std::future::pending()));
@@ -49,9 +52,12 @@ mod calls;
 mod cloud_map;
 mod ecs;
 mod ecs_calls;
+mod ecs_events;
+pub mod events;
 mod mapping;
 pub mod policy;
 pub mod poller;
+mod reconcile;
 pub mod settings;
 mod table;
 
@@ -60,8 +66,12 @@ pub use calls::{CallCounter, Outcome};
 pub use policy::{
     CircuitBreakers, OutlierDetection, RevisionWeight, RoutePolicy, DEFAULT_RETRY_ON,
 };
-pub use poller::{discover_once, discover_once_with, PollCycle, PollObserver, PollReport, Poller};
-pub use settings::{AwsSettings, CloudMapSettings, DiscoverSettings, EcsSettings, SettingsErrors};
+pub use poller::{
+    discover_once, discover_once_with, Observe, Observer, PollCycle, PollReport, Poller,
+};
+pub use settings::{
+    AwsSettings, CloudMapSettings, DiscoverSettings, EcsSettings, EventsSettings, SettingsErrors,
+};
 
 /// Why discovery (or one source of it) failed. Each variant says which step, so the user can act.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

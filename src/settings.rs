@@ -10,7 +10,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::cache::{NodeTypeResolver, NodeTypeSource};
-use crate::discover::{AwsSettings, CloudMapSettings, DiscoverSettings, EcsSettings};
+use crate::discover::{
+    AwsSettings, CloudMapSettings, DiscoverSettings, EcsSettings, EventsSettings,
+};
 use crate::http_listener::Limits;
 
 /// Everything in the settings file.
@@ -29,6 +31,8 @@ pub struct Settings {
     pub ecs: EcsSettings,
     #[serde(default)]
     pub cloud_map: CloudMapSettings,
+    #[serde(default)]
+    pub events: EventsSettings,
     #[serde(default)]
     pub admin: AdminSettings,
     #[serde(default)]
@@ -49,6 +53,7 @@ impl Default for Settings {
             aws: AwsSettings::default(),
             ecs: EcsSettings::default(),
             cloud_map: CloudMapSettings::default(),
+            events: EventsSettings::default(),
             admin: AdminSettings::default(),
             push: PushSettings::default(),
             shutdown_grace: default_shutdown_grace(),
@@ -300,6 +305,7 @@ impl Settings {
             ("aws", self.aws != other.aws),
             ("ecs", self.ecs != other.ecs),
             ("cloud_map", self.cloud_map != other.cloud_map),
+            ("events", self.events != other.events),
             ("admin", self.admin != other.admin),
             ("push", self.push != other.push),
             (
@@ -319,6 +325,7 @@ impl Settings {
             aws: self.aws.clone(),
             ecs: self.ecs.clone(),
             cloud_map: self.cloud_map.clone(),
+            events: self.events.clone(),
         }
     }
 

@@ -40,6 +40,8 @@ impl Fleet {
             ready: tokio::sync::Semaphore::new(0),
             done: Default::default(),
             last_eds_len: Default::default(),
+            churn: Default::default(),
+            generations: Default::default(),
         });
         let names: Arc<Vec<String>> = Arc::new((0..args.clusters).map(cluster_name).collect());
         let route: Arc<str> = args.route_name.as_str().into();
@@ -101,6 +103,11 @@ impl Fleet {
         l
     }
 
+    /// What the streams share (the churn soak's figures).
+    pub fn shared(&self) -> &SharedRef {
+        &self.shared
+    }
+
     /// Size of the last EDS response a stream received, in bytes.
     pub fn last_eds_len(&self) -> usize {
         self.shared.last_eds_len.load(Ordering::Relaxed)
@@ -131,6 +138,8 @@ struct Progress {
     ready: bool,
     recorded: bool,
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// The endpoint generation this stream holds (churn soak).
+    generation: u16,
 }
 
 impl Progress {
@@ -140,6 +149,20 @@ impl Progress {
             ready: false,
             recorded: false,
             permit: Some(permit),
+            generation: 0,
+        }
+    }
+
+    /// An EDS response of generation `g` (when the churn soak runs and it says).
+    fn generation(&mut self, shared: &Shared, g: Option<u16>) {
+        if let (Some(churn), Some(g)) = (shared.churn.get(), g) {
+            if g > self.generation {
+                churn.reached(self.generation, g);
+                shared
+                    .generations
+                    .fetch_add(u64::from(g - self.generation), Ordering::Relaxed);
+                self.generation = g;
+            }
         }
     }
 
@@ -223,6 +246,9 @@ async fn sotw(
             ..Default::default()
         };
         let _ = tx.send(ack).await;
+        if ty == ResourceType::Endpoint && shared.churn.get().is_some() {
+            progress.generation(&shared, super::churn::generation(&r.resources));
+        }
         progress.received(&shared, ty, r.encoded_len());
     }
     Ok(())
@@ -261,6 +287,10 @@ async fn delta(
             ..Default::default()
         };
         let _ = tx.send(ack).await;
+        if ty == ResourceType::Endpoint && shared.churn.get().is_some() {
+            let resources = r.resources.iter().filter_map(|res| res.resource.as_ref());
+            progress.generation(&shared, super::churn::generation(resources));
+        }
         progress.received(&shared, ty, r.encoded_len());
     }
     Ok(())

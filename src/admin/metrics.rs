@@ -2,7 +2,8 @@
 //!
 //! Most figures already live somewhere (the AWS call counter, the status registry, the cache,
 //! the daemon's counters, the latest inventory), so a [`Collector`] reads them at scrape time
-//! instead of mirroring them. Only the poll-cycle histogram is recorded as events happen.
+//! instead of mirroring them. What discovery reports as it works (poll cycles, ECS events, the
+//! reconcile's corrections, the mode) is recorded as it happens, through [`Observe`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
@@ -19,7 +20,8 @@ use tokio::sync::watch;
 
 use super::stats::{DaemonStats, ReloadFailure};
 use crate::cache::Cache;
-use crate::discover::{CallCounter, Inventory, PollCycle, PollObserver, Source};
+use crate::discover::events::{DetailType, EventOutcome, Mode};
+use crate::discover::{CallCounter, Inventory, Observe, Observer, PollCycle, Source};
 use crate::http_listener::ConnectionStats;
 use crate::snapshot::ResourceType;
 
@@ -29,6 +31,11 @@ pub struct Metrics {
     registry: Registry,
     poll_cycles: Family<Vec<(&'static str, &'static str)>, Counter>,
     poll_duration: Histogram,
+    events_received: Family<Vec<(&'static str, &'static str)>, Counter>,
+    event_lag: Histogram,
+    reconcile_corrections: Counter,
+    reconciles: Counter,
+    mode: Family<Vec<(&'static str, &'static str)>, Gauge>,
 }
 
 /// Where the scrape-time figures come from.
@@ -60,16 +67,65 @@ impl Metrics {
             "Duration of one discovery poll cycle over every source",
             poll_duration.clone(),
         );
+        let events_received = Family::default();
+        registry.register(
+            "events_received",
+            "ECS events received from SQS, by detail type (none: undecodable) and outcome (applied, unchanged, stale, ignored, undecodable, failed)",
+            events_received.clone(),
+        );
+        // 50 ms to about 100 s. The event's time has whole seconds, so a lag reads up to 1 s long.
+        let event_lag = Histogram::new(exponential_buckets(0.05, 2.0, 12));
+        registry.register(
+            "event_lag_seconds",
+            "From an applied ECS event's time to its change being published",
+            event_lag.clone(),
+        );
+        let reconcile_corrections = Counter::default();
+        registry.register(
+            "reconcile_corrections",
+            "Endpoints a reconcile poll (events on) added, removed or changed: what events had missed",
+            reconcile_corrections.clone(),
+        );
+        let reconciles = Counter::default();
+        registry.register(
+            "reconciles",
+            "Reconcile polls run while events were being received",
+            reconciles.clone(),
+        );
+        let mode: Family<Vec<(&'static str, &'static str)>, Gauge> = Family::default();
+        registry.register(
+            "discovery_mode",
+            "1 for the mode discovery is in: polling (events off), events, or fallback (events on, receiving fails: polling)",
+            mode.clone(),
+        );
         registry.register_collector(Box::new(live));
         Self {
             registry,
             poll_cycles,
             poll_duration,
+            events_received,
+            event_lag,
+            reconcile_corrections,
+            reconciles,
+            mode,
         }
     }
 
-    /// Records one poll cycle.
-    pub fn observe_poll(&self, cycle: PollCycle) {
+    /// An observer for [`crate::discover::Poller::with_observer`].
+    pub fn discovery_observer(self: &Arc<Self>) -> Observer {
+        self.clone()
+    }
+
+    /// The exposition text.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+impl Observe for Metrics {
+    fn poll_cycle(&self, cycle: PollCycle) {
         let outcome = if cycle.failed_sources == 0 {
             "ok"
         } else {
@@ -81,17 +137,31 @@ impl Metrics {
         self.poll_duration.observe(cycle.duration.as_secs_f64());
     }
 
-    /// An observer for [`crate::discover::Poller::with_observer`].
-    pub fn poll_observer(self: &Arc<Self>) -> PollObserver {
-        let metrics = self.clone();
-        Arc::new(move |cycle| metrics.observe_poll(cycle))
+    fn event(&self, detail_type: Option<DetailType>, outcome: EventOutcome) {
+        let detail_type = detail_type.map_or("none", DetailType::as_str);
+        self.events_received
+            .get_or_create(&vec![
+                ("detail_type", detail_type),
+                ("outcome", outcome.as_str()),
+            ])
+            .inc();
     }
 
-    /// The exposition text.
-    pub fn encode(&self) -> Result<String, std::fmt::Error> {
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
-        Ok(out)
+    fn event_lag(&self, lag: std::time::Duration) {
+        self.event_lag.observe(lag.as_secs_f64());
+    }
+
+    fn reconciled(&self, corrections: usize) {
+        self.reconciles.inc();
+        self.reconcile_corrections.inc_by(corrections as u64);
+    }
+
+    fn mode(&self, mode: Mode) {
+        for m in Mode::ALL {
+            self.mode
+                .get_or_create(&vec![("mode", m.as_str())])
+                .set(i64::from(m == mode));
+        }
     }
 }
 
@@ -362,10 +432,15 @@ mod tests {
             replica: "replica-1".into(),
             connections: vec![("xds", xds)],
         });
-        metrics.observe_poll(PollCycle {
+        metrics.poll_cycle(PollCycle {
             duration: Duration::from_millis(30),
             failed_sources: 1,
         });
+        metrics.event(Some(DetailType::TaskStateChange), EventOutcome::Applied);
+        metrics.event(None, EventOutcome::Undecodable);
+        metrics.event_lag(Duration::from_millis(700));
+        metrics.reconciled(2);
+        metrics.mode(Mode::Fallback);
 
         let text = metrics.encode().unwrap();
         let version = cache
@@ -386,6 +461,13 @@ mod tests {
             "ecs_xds_inventory_endpoints{health=\"healthy\"} 0".to_owned(),
             format!("ecs_xds_snapshot_version_info{{node_type=\"sidecar\",type=\"cds\",version=\"{version}\"}} 1"),
             "ecs_xds_xds_nacks_total{type=\"eds\"} 0".to_owned(),
+            "ecs_xds_events_received_total{detail_type=\"task_state_change\",outcome=\"applied\"} 1".to_owned(),
+            "ecs_xds_events_received_total{detail_type=\"none\",outcome=\"undecodable\"} 1".to_owned(),
+            "ecs_xds_event_lag_seconds_count 1".to_owned(),
+            "ecs_xds_reconcile_corrections_total 2".to_owned(),
+            "ecs_xds_reconciles_total 1".to_owned(),
+            "ecs_xds_discovery_mode{mode=\"fallback\"} 1".to_owned(),
+            "ecs_xds_discovery_mode{mode=\"events\"} 0".to_owned(),
         ] {
             assert!(text.contains(&line), "missing {line} in:\n{text}");
         }

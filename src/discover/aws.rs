@@ -22,7 +22,7 @@ use aws_smithy_types::config_bag::ConfigBag;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use super::calls::{CallCounter, Outcome};
-use super::settings::AwsSettings;
+use super::settings::DiscoverSettings;
 use super::DiscoverError;
 
 /// How [`Aws::call`] retries a failed request.
@@ -57,6 +57,16 @@ impl RetryPolicy {
     }
 }
 
+/// The clients of event-driven discovery.
+#[derive(Debug, Clone)]
+pub(crate) struct EventClients {
+    pub sqs: aws_sdk_sqs::Client,
+    pub sns: aws_sdk_sns::Client,
+}
+
+/// A request attempt's time limit; SQS's long polls wait up to 20 s more.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// The AWS clients discovery uses, with the retry policy and the call counter. Cheap to clone:
 /// the SDK clients are handles.
 #[derive(Debug, Clone)]
@@ -64,6 +74,9 @@ pub struct Aws {
     pub(crate) ecs: aws_sdk_ecs::Client,
     pub(crate) ec2: aws_sdk_ec2::Client,
     pub(crate) cloud_map: aws_sdk_servicediscovery::Client,
+    /// SQS and SNS, for event-driven discovery (`[events]`); absent on recorded-response clients
+    /// that were not given them.
+    pub(crate) events: Option<EventClients>,
     /// The region written on every endpoint's locality.
     pub(crate) region: String,
     calls: CallCounter,
@@ -71,16 +84,23 @@ pub struct Aws {
 }
 
 impl Aws {
-    /// Loads the standard credential chain and region, honouring `[aws]` and `AWS_ENDPOINT_URL`.
-    pub async fn connect(settings: &AwsSettings) -> Result<Self, DiscoverError> {
+    /// Loads the standard credential chain and region, honouring `[aws]` and `AWS_ENDPOINT_URL`
+    /// (and `events.endpoint_url` for SQS and SNS).
+    pub async fn connect(settings: &DiscoverSettings) -> Result<Self, DiscoverError> {
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
-        if let Some(region) = &settings.region {
+        if let Some(region) = &settings.aws.region {
             loader = loader.region(Region::new(region.clone()));
         }
-        if let Some(url) = &settings.endpoint_url {
+        if let Some(url) = &settings.aws.endpoint_url {
             loader = loader.endpoint_url(url);
         }
-        Self::from_sdk_config(&loader.load().await)
+        let config = loader.load().await;
+        let mut aws = Self::from_sdk_config(&config)?;
+        if let Some(url) = &settings.events.endpoint_url {
+            let events = config.to_builder().endpoint_url(url).build();
+            aws.events = Some(event_clients(&events));
+        }
+        Ok(aws)
     }
 
     /// Builds the clients from a loaded SDK config (tests pass one with explicit credentials).
@@ -92,7 +112,7 @@ impl Aws {
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(Duration::from_secs(3))
-                    .operation_attempt_timeout(Duration::from_secs(20))
+                    .operation_attempt_timeout(ATTEMPT_TIMEOUT)
                     .build(),
             )
             .build();
@@ -107,7 +127,35 @@ impl Aws {
             aws_sdk_ec2::Client::new(&config),
             aws_sdk_servicediscovery::Client::from_conf(cloud_map.build()),
             region,
+        )
+        .with_event_clients(
+            aws_sdk_sqs::Client::new(&config),
+            aws_sdk_sns::Client::new(&config),
         ))
+    }
+
+    /// Uses these SQS and SNS clients for event-driven discovery (retries off, and a request
+    /// timeout that leaves room for SQS long polls).
+    pub fn with_event_clients(
+        mut self,
+        sqs: aws_sdk_sqs::Client,
+        sns: aws_sdk_sns::Client,
+    ) -> Self {
+        let sqs = aws_sdk_sqs::Client::from_conf(
+            sqs.config()
+                .to_builder()
+                .retry_config(RetryConfig::disabled())
+                .timeout_config(long_poll_timeouts())
+                .build(),
+        );
+        let sns = aws_sdk_sns::Client::from_conf(
+            sns.config()
+                .to_builder()
+                .retry_config(RetryConfig::disabled())
+                .build(),
+        );
+        self.events = Some(EventClients { sqs, sns });
+        self
     }
 
     /// Wraps ready-made clients (recorded responses in tests and in the discover-calls example).
@@ -139,6 +187,7 @@ impl Aws {
                     .retry_config(no_retry)
                     .build(),
             ),
+            events: None,
             region: region.into(),
             calls: CallCounter::new(),
             retry: RetryPolicy::default(),
@@ -212,6 +261,25 @@ impl Aws {
             tokio::time::sleep(delay).await;
             attempt += 1;
         }
+    }
+}
+
+fn long_poll_timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .operation_attempt_timeout(ATTEMPT_TIMEOUT + Duration::from_secs(20))
+        .build()
+}
+
+fn event_clients(config: &SdkConfig) -> EventClients {
+    let config = config
+        .to_builder()
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(long_poll_timeouts())
+        .build();
+    EventClients {
+        sqs: aws_sdk_sqs::Client::new(&config),
+        sns: aws_sdk_sns::Client::new(&config),
     }
 }
 

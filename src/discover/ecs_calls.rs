@@ -293,5 +293,6 @@ fn task_facts(t: &aws_sdk_ecs::types::Task) -> TaskFacts {
             .iter()
             .filter_map(|tag| Some((tag.key()?.to_owned(), tag.value()?.to_owned())))
             .collect(),
+        version: Some(t.version()).filter(|v| *v > 0),
     }
 }

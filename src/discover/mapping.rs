@@ -49,6 +49,9 @@ pub(crate) struct TaskFacts {
     pub tags: BTreeMap<String, String>,
     /// Who started the task: for a service's task, its deployment (`ecs-svc/...`).
     pub started_by: Option<String>,
+    /// ECS's `version` of the task, which grows with every change (DescribeTasks and the task
+    /// state change event carry the same one).
+    pub version: Option<i64>,
 }
 
 /// A running container's host port bindings (bridge networking).
@@ -118,13 +121,32 @@ pub(crate) fn service_of<'t>(task: &'t TaskFacts, filter: &ServiceFilter) -> Opt
     filter.allows(service).then_some(service)
 }
 
+/// Whether `task` serves traffic: `Some(false)` while it runs, `Some(true)` while it still runs
+/// but is being stopped (desired STOPPED, or ECS deactivating or stopping it: it serves out its
+/// stop timeout, so it drains), `None` before it runs and once its containers are gone.
+pub(crate) fn serving(task: &TaskFacts) -> Option<bool> {
+    match task.last_status.as_str() {
+        "RUNNING" => Some(task.desired_status == "STOPPED"),
+        "DEACTIVATING" | "STOPPING" => Some(true),
+        _ => None,
+    }
+}
+
+/// Whether `task` is done for good: ECS never runs a task again once it is to be stopped, so
+/// a task with desired status STOPPED that no longer serves (or never did) stays gone.
+pub(crate) fn finished(task: &TaskFacts) -> bool {
+    serving(task).is_none()
+        && (task.desired_status == "STOPPED"
+            || matches!(task.last_status.as_str(), "DEPROVISIONING" | "STOPPED"))
+}
+
 /// Does this task definition need its host's IP (bridge or host networking)?
 pub(crate) fn needs_host_ip(def: &TaskDef) -> bool {
     matches!(def.network_mode, NetworkMode::Bridge | NetworkMode::Host)
 }
 
-/// The endpoints `task` contributes. `draining` is set for tasks whose desired status is
-/// STOPPED while they still run. Problems a human should fix go to `warnings`.
+/// The endpoints `task` contributes, if it is [`serving`]. `draining` is set for tasks being
+/// stopped while they still run. Problems a human should fix go to `warnings`.
 pub(crate) fn map_task(
     ctx: &MappingContext<'_>,
     task: &TaskFacts,
@@ -137,7 +159,7 @@ pub(crate) fn map_task(
     let Some(service) = service_of(task, ctx.filter) else {
         return Vec::new();
     };
-    if task.last_status != "RUNNING" {
+    if serving(task).is_none() {
         return Vec::new();
     }
     let prefix = &ctx.settings.label_prefix;

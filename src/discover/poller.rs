@@ -9,18 +9,20 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 
 use super::assemble::{assemble, Part};
 use super::aws::Aws;
 use super::ecs::{poll_cluster, EcsState};
+use super::events::{DetailType, EventOutcome, Mode};
 use super::settings::{DiscoverSettings, ServiceFilter};
 use super::{cloud_map, DiscoverError, Inventory};
 
 /// One source of the inventory. Its `Ord` is irrelevant: priority is the settings' order.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-enum SourceId {
+pub(crate) enum SourceId {
     Ecs(String),
     CloudMap(String),
 }
@@ -46,18 +48,18 @@ pub struct PollReport {
 
 /// Polls AWS and remembers what fail-static and call efficiency need between polls.
 pub struct Poller {
-    settings: DiscoverSettings,
-    filter: ServiceFilter,
-    aws: Aws,
-    ecs: EcsState,
+    pub(crate) settings: DiscoverSettings,
+    pub(crate) filter: ServiceFilter,
+    pub(crate) aws: Aws,
+    pub(crate) ecs: EcsState,
     /// ECS clusters in priority order: the settings' list, or the last ListClusters answer.
-    ecs_clusters: Vec<String>,
+    pub(crate) ecs_clusters: Vec<String>,
     /// False until ListClusters first succeeds (auto-discovery only).
     ecs_clusters_known: bool,
-    /// The last good part of each source.
-    parts: BTreeMap<SourceId, Part>,
-    published: Option<Arc<Inventory>>,
-    observer: Option<PollObserver>,
+    /// The last good part of each source (ECS parts also re-mapped after events).
+    pub(crate) parts: BTreeMap<SourceId, Part>,
+    pub(crate) published: Option<Arc<Inventory>>,
+    pub(crate) observer: Option<Observer>,
 }
 
 /// What one poll cycle looked like, for metrics.
@@ -68,13 +70,33 @@ pub struct PollCycle {
     pub failed_sources: usize,
 }
 
-/// Called after every poll cycle; the metrics layer records it.
-pub type PollObserver = Arc<dyn Fn(PollCycle) + Send + Sync>;
+/// What discovery reports as it works; the metrics layer records it. Every method does nothing
+/// unless implemented.
+pub trait Observe: Send + Sync {
+    /// A poll cycle over every source ended.
+    fn poll_cycle(&self, _cycle: PollCycle) {}
+    /// A message was received: its event's detail type (`None` when undecodable) and outcome.
+    fn event(&self, _detail_type: Option<DetailType>, _outcome: EventOutcome) {}
+    /// An applied event's change was published, `lag` after the event's time.
+    fn event_lag(&self, _lag: Duration) {}
+    /// A reconcile poll (events on) added, removed or changed `corrections` endpoints.
+    fn reconciled(&self, _corrections: usize) {}
+    /// Discovery is now in `mode`.
+    fn mode(&self, _mode: Mode) {}
+}
+
+/// The observer [`Poller::with_observer`] takes.
+pub type Observer = Arc<dyn Observe>;
 
 impl Poller {
     /// Validates the settings; no AWS call is made yet.
     pub fn new(settings: DiscoverSettings, aws: Aws) -> Result<Self, DiscoverError> {
         settings.validate()?;
+        if settings.events.enabled && aws.events.is_none() {
+            return Err(DiscoverError::Settings(super::SettingsErrors(vec![
+                "events.enabled: these AWS clients have no SQS/SNS client".to_owned(),
+            ])));
+        }
         let auto = settings.ecs.auto_discover_clusters;
         Ok(Self {
             filter: settings.ecs.service_filter(),
@@ -93,8 +115,8 @@ impl Poller {
         })
     }
 
-    /// Reports every poll cycle to `observer`.
-    pub fn with_observer(mut self, observer: PollObserver) -> Self {
+    /// Reports poll cycles, events and the mode to `observer`.
+    pub fn with_observer(mut self, observer: Observer) -> Self {
         self.observer = Some(observer);
         self
     }
@@ -175,7 +197,7 @@ impl Poller {
     }
 
     /// Every source's part in priority order, or `None` if some source has none yet.
-    fn complete_inventory(&self) -> Option<Inventory> {
+    pub fn complete_inventory(&self) -> Option<Inventory> {
         if !self.ecs_clusters_known {
             return None;
         }
@@ -199,8 +221,8 @@ impl Poller {
     pub async fn poll_and_publish(&mut self, tx: &watch::Sender<Arc<Inventory>>) -> bool {
         let started = std::time::Instant::now();
         let report = self.poll().await;
-        if let Some(observe) = &self.observer {
-            observe(PollCycle {
+        if let Some(observer) = &self.observer {
+            observer.poll_cycle(PollCycle {
                 duration: started.elapsed(),
                 failed_sources: report.errors.len(),
             });
@@ -209,16 +231,28 @@ impl Poller {
             tracing::warn!("not publishing: some source has never been discovered successfully");
             return false;
         };
+        let published = self.publish(tx, inventory);
+        if let (true, Some(inventory)) = (published, &self.published) {
+            tracing::info!(
+                clusters = inventory.clusters.len(),
+                endpoints = inventory.endpoint_count(),
+                warnings = inventory.warnings.len(),
+                "publishing a changed inventory"
+            );
+        }
+        published
+    }
+
+    /// Publishes `inventory` if it differs from the last one published; returns whether it did.
+    pub(crate) fn publish(
+        &mut self,
+        tx: &watch::Sender<Arc<Inventory>>,
+        inventory: Inventory,
+    ) -> bool {
         if self.published.as_deref() == Some(&inventory) {
             return false;
         }
         let inventory = Arc::new(inventory);
-        tracing::info!(
-            clusters = inventory.clusters.len(),
-            endpoints = inventory.endpoint_count(),
-            warnings = inventory.warnings.len(),
-            "publishing a changed inventory"
-        );
         // Each warning (a bad tag, a name collision) once, when it appears.
         let known = self.published.as_ref().map(|p| &p.warnings);
         for warning in &inventory.warnings {
@@ -232,7 +266,9 @@ impl Poller {
         true
     }
 
-    /// Polls every `ecs.poll_interval` until `shutdown` completes, publishing to `tx`.
+    /// Runs until `shutdown` completes, publishing to `tx`: polls every `ecs.poll_interval`,
+    /// or, with `[events]` on, applies ECS events as they come and polls every
+    /// `events.reconcile_interval` (see [`crate::discover::events`]).
     ///
     /// The channel's initial value is the caller's placeholder: receivers should wait for
     /// `changed()` before trusting it. A poll in progress is abandoned at shutdown.
@@ -241,6 +277,12 @@ impl Poller {
         tx: watch::Sender<Arc<Inventory>>,
         shutdown: impl Future<Output = ()>,
     ) {
+        if self.settings.events.enabled {
+            return self.run_with_events(tx, shutdown).await;
+        }
+        if let Some(observer) = &self.observer {
+            observer.mode(Mode::Polling);
+        }
         let mut interval = tokio::time::interval(self.settings.ecs.poll_interval);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
@@ -261,7 +303,7 @@ impl Poller {
 /// every source once. Any failed source is an error (the first one; all are logged).
 pub async fn discover_once(settings: &DiscoverSettings) -> Result<Inventory, DiscoverError> {
     settings.validate()?;
-    let aws = Aws::connect(&settings.aws).await?;
+    let aws = Aws::connect(settings).await?;
     discover_once_with(settings, aws).await
 }
 

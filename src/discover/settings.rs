@@ -1,4 +1,4 @@
-//! The `[aws]`, `[ecs]` and `[cloud_map]` sections of the daemon's TOML settings.
+//! The `[aws]`, `[ecs]`, `[cloud_map]` and `[events]` sections of the daemon's TOML settings.
 //!
 //! Loading is two-phase, like the rest of the settings: serde rejects unknown keys and wrong
 //! types, then [`DiscoverSettings::validate`] checks the values and reports *every* problem at
@@ -9,8 +9,9 @@ use std::time::Duration;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
 
-/// Everything the discover stage reads from the daemon settings: the `[aws]`, `[ecs]` and
-/// `[cloud_map]` sections of the settings file, which `Settings::discover` gathers here.
+/// Everything the discover stage reads from the daemon settings: the `[aws]`, `[ecs]`,
+/// `[cloud_map]` and `[events]` sections of the settings file, which `Settings::discover`
+/// gathers here.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiscoverSettings {
@@ -20,6 +21,8 @@ pub struct DiscoverSettings {
     pub ecs: EcsSettings,
     #[serde(default)]
     pub cloud_map: CloudMapSettings,
+    #[serde(default)]
+    pub events: EventsSettings,
 }
 
 /// `[aws]`: where AWS is. Credentials always come from the standard chain (env, profile, ECS
@@ -102,6 +105,111 @@ impl Default for CloudMapSettings {
     }
 }
 
+/// `[events]`: event-driven discovery. ECS events reach ecs-xds through SQS (EventBridge rule →
+/// SNS topic → one queue per replica, or EventBridge rule → one fixed queue); the full poll then
+/// runs only every `reconcile_interval`. Off by default: polling alone needs nothing but ECS
+/// read permissions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsSettings {
+    pub enabled: bool,
+    /// A queue the EventBridge rule targets directly, read as is (one replica, or a queue the
+    /// operator manages). Exactly one of `queue_url` and `topic_arn` when enabled.
+    pub queue_url: Option<String>,
+    /// The SNS topic the EventBridge rule targets: each replica creates its own queue,
+    /// subscribes it, and removes both at shutdown, so every replica sees every event.
+    pub topic_arn: Option<String>,
+    /// Name prefix of the per-replica queues (`topic_arn` only); the replica's id follows it.
+    pub queue_prefix: String,
+    /// How often the full poll runs while events arrive (jittered by up to a tenth).
+    #[serde(with = "humantime_serde")]
+    pub reconcile_interval: Duration,
+    /// SQS long-poll wait per ReceiveMessage, 1 to 20 seconds.
+    #[serde(with = "humantime_serde")]
+    pub wait_time: Duration,
+    /// A per-replica queue whose heartbeat tag is older than this belongs to a replica that no
+    /// longer runs, and is deleted (with its subscription) by the next replica to start.
+    #[serde(with = "humantime_serde")]
+    pub orphan_after: Duration,
+    /// SQS and SNS endpoint, when it differs from `aws.endpoint_url` (an emulator, a proxy).
+    pub endpoint_url: Option<String>,
+}
+
+impl Default for EventsSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            queue_url: None,
+            topic_arn: None,
+            queue_prefix: "ecs-xds-".to_owned(),
+            reconcile_interval: Duration::from_secs(300),
+            wait_time: Duration::from_secs(20),
+            orphan_after: Duration::from_secs(3600),
+            endpoint_url: None,
+        }
+    }
+}
+
+/// SQS queue names are at most 80 characters; the prefix leaves room for a replica id.
+const MAX_QUEUE_PREFIX: usize = 40;
+
+impl EventsSettings {
+    fn validate(&self, errors: &mut Vec<String>) {
+        if let Some(url) = &self.endpoint_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                errors.push(format!(
+                    "events.endpoint_url: `{url}` is not an http(s) URL"
+                ));
+            }
+        }
+        if !self.enabled {
+            return;
+        }
+        match (&self.queue_url, &self.topic_arn) {
+            (None, None) => errors.push(
+                "events.enabled: needs events.queue_url (a queue the EventBridge rule targets) or events.topic_arn (an SNS topic it targets)".to_owned(),
+            ),
+            (Some(_), Some(_)) => errors.push(
+                "events.queue_url: give either queue_url or topic_arn, not both".to_owned(),
+            ),
+            (Some(url), None) if !(url.starts_with("http://") || url.starts_with("https://")) => {
+                errors.push(format!("events.queue_url: `{url}` is not an SQS queue URL"))
+            }
+            (None, Some(arn)) if !arn.starts_with("arn:") || !arn.contains(":sns:") => {
+                errors.push(format!("events.topic_arn: `{arn}` is not an SNS topic ARN"))
+            }
+            _ => {}
+        }
+        let prefix = &self.queue_prefix;
+        let allowed = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+        if prefix.is_empty() || prefix.len() > MAX_QUEUE_PREFIX || !prefix.chars().all(allowed) {
+            errors.push(format!(
+                "events.queue_prefix: `{prefix}` must be 1 to {MAX_QUEUE_PREFIX} of A-Z a-z 0-9 - _"
+            ));
+        }
+        if self.reconcile_interval < Duration::from_secs(1) {
+            errors.push(format!(
+                "events.reconcile_interval: {} is below the 1s minimum",
+                humantime::format_duration(self.reconcile_interval)
+            ));
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(20)).contains(&self.wait_time)
+            || self.wait_time.subsec_nanos() != 0
+        {
+            errors.push(format!(
+                "events.wait_time: {} is not a whole number of seconds from 1s to 20s",
+                humantime::format_duration(self.wait_time)
+            ));
+        }
+        if self.orphan_after < Duration::from_secs(120) {
+            errors.push(format!(
+                "events.orphan_after: {} is below the 2m minimum",
+                humantime::format_duration(self.orphan_after)
+            ));
+        }
+    }
+}
+
 /// Every problem found in the discover settings, one per line, each with its key path.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}", .0.join("\n"))]
@@ -170,6 +278,7 @@ impl DiscoverSettings {
                 errors.push(format!("cloud_map.namespaces[{i}]: `{ns}` is listed twice"));
             }
         }
+        self.events.validate(&mut errors);
         if errors.is_empty() {
             Ok(())
         } else {
@@ -365,6 +474,72 @@ mod tests {
             );
         }
         assert_eq!(errors.len(), expected_prefixes.len(), "{errors:#?}");
+    }
+
+    #[test]
+    fn events_are_off_by_default_and_need_exactly_one_queue_or_topic() {
+        let s = parse("").unwrap();
+        assert!(!s.events.enabled);
+        assert_eq!(s.events.reconcile_interval, Duration::from_secs(300));
+        assert_eq!(s.events.queue_prefix, "ecs-xds-");
+        let fixed = parse("[events]\nenabled = true\nqueue_url = \"https://sqs.us-east-1.amazonaws.com/1/q\"\nreconcile_interval = \"10m\"\n").unwrap();
+        assert!(fixed.validate().is_ok());
+        assert_eq!(fixed.events.reconcile_interval, Duration::from_secs(600));
+        let fan_out =
+            parse("[events]\nenabled = true\ntopic_arn = \"arn:aws:sns:us-east-1:1:ecs\"\n")
+                .unwrap();
+        assert!(fan_out.validate().is_ok());
+        for (text, error) in [
+            ("enabled = true", "events.enabled: needs"),
+            (
+                "enabled = true\nqueue_url = \"https://q\"\ntopic_arn = \"arn:aws:sns:r:1:t\"",
+                "events.queue_url: give either",
+            ),
+            (
+                "enabled = true\ntopic_arn = \"ecs\"",
+                "events.topic_arn: `ecs`",
+            ),
+            ("enabled = true\nqueue_url = \"q\"", "events.queue_url: `q`"),
+        ] {
+            let errors = parse(&format!("[events]\n{text}\n"))
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .0;
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            assert!(errors[0].starts_with(error), "{errors:?}");
+        }
+    }
+
+    #[test]
+    fn events_values_are_checked_with_their_key_paths() {
+        let s = parse(
+            r#"
+            [events]
+            enabled = true
+            topic_arn = "arn:aws:sns:us-east-1:1:ecs"
+            queue_prefix = "bad prefix!"
+            reconcile_interval = "10ms"
+            wait_time = "25s"
+            orphan_after = "1m"
+            endpoint_url = "localhost"
+            "#,
+        )
+        .unwrap();
+        let errors = s.validate().unwrap_err().0;
+        for key in [
+            "events.endpoint_url",
+            "events.queue_prefix",
+            "events.reconcile_interval",
+            "events.wait_time",
+            "events.orphan_after",
+        ] {
+            assert!(
+                errors.iter().any(|e| e.starts_with(key)),
+                "{key} in {errors:#?}"
+            );
+        }
+        assert_eq!(errors.len(), 5, "{errors:#?}");
     }
 
     #[test]

@@ -6,7 +6,9 @@
 pub mod backend;
 pub mod daemon;
 pub mod envoy;
+pub mod events;
 pub mod fake_aws;
+pub mod fault_proxy;
 pub mod grpc;
 pub mod moto;
 pub mod templates;

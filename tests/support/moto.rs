@@ -91,13 +91,45 @@ impl Moto {
         assert!(status < 300, "POST {path}: HTTP {status}: {text}");
     }
 
+    /// One AWS JSON-protocol request (`target` as in `X-Amz-Target`, e.g.
+    /// `AWSEvents.PutEvents`), answered with moto's own JSON. For what the SDK cannot give as
+    /// JSON (DescribeTasks output exactly as ECS writes it) and for EventBridge, whose SDK the
+    /// project does not otherwise need.
+    pub fn aws_json(&self, target: &str, body: &serde_json::Value) -> serde_json::Value {
+        // moto routes a request by the service named in its credential scope.
+        let service = match target.split('.').next() {
+            Some("AWSEvents") => "events",
+            Some("AmazonEC2ContainerServiceV20141113") => "ecs",
+            other => panic!("no service known for {other:?}"),
+        };
+        let headers = format!(
+            "Content-Type: application/x-amz-json-1.1\r\nX-Amz-Target: {target}\r\nAuthorization: AWS4-HMAC-SHA256 Credential=testing/20260101/{REGION}/{service}/aws4_request, SignedHeaders=host, Signature=0\r\n"
+        );
+        let (status, text) = self
+            .raw_request("POST", "/", &headers, &body.to_string())
+            .expect("moto AWS request");
+        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        assert!(status < 300, "{target}: HTTP {status}: {body}");
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null)
+    }
+
     /// A minimal HTTP/1.0 client, only ever for 127.0.0.1.
     fn request(&self, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+        self.raw_request(method, path, "Content-Type: application/json\r\n", body)
+    }
+
+    fn raw_request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &str,
+        body: &str,
+    ) -> std::io::Result<(u16, String)> {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
         write!(
             stream,
-            "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{headers}Content-Length: {}\r\n\r\n{body}",
             body.len()
         )?;
         let mut response = String::new();

@@ -1,0 +1,410 @@
+//! Event-driven discovery end to end: moto server (ECS, EventBridge, SQS, SNS), the real
+//! `ecs-xds run` binary and a real Envoy 1.40. ECS events are made from moto's own
+//! DescribeTasks output and routed by moto's EventBridge to SQS (or published to SNS as
+//! EventBridge would); the poll interval is far longer than each test, so what reaches Envoy
+//! came through events, unless the test says otherwise.
+//!
+//! Safety: the endpoints are the 10.x addresses moto invents. They are only read from Envoy's
+//! admin API and the daemon's; nothing connects to them.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use aws_sdk_ecs::types::LaunchType;
+use support::daemon::Running;
+use support::envoy::{free_port, AdsMode, Envoy};
+use support::events::{
+    publish_task_event, put_task_event, queued, routed_queue, sns, sqs, task_detail,
+};
+use support::fault_proxy::FaultProxy;
+use support::moto::{awsvpc_network, running_task_ips, Moto};
+use support::templates::egress_sidecar;
+
+/// Settings polling (and reconciling) every `poll` / `reconcile`, reading events as `events`
+/// (TOML lines of the `[events]` section).
+fn write_config(dir: &Path, moto: &Moto, poll: &str, reconcile: &str, events: &str) -> PathBuf {
+    let config = dir.join("ecs-xds.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[xds]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[aws]\nendpoint_url = \"{}\"\n\
+             [ecs]\nclusters = [\"demo\"]\npoll_interval = \"{poll}\"\n\
+             [events]\nenabled = true\nreconcile_interval = \"{reconcile}\"\nwait_time = \"1s\"\n{events}\n",
+            moto.endpoint
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("templates")).unwrap();
+    std::fs::write(
+        dir.join("templates/sidecar.toml"),
+        egress_sidecar(free_port(), "egress", 1),
+    )
+    .unwrap();
+    config
+}
+
+/// The endpoint addresses Envoy holds for `cluster`.
+async fn envoy_ips(envoy: &Envoy, cluster: &str) -> BTreeSet<String> {
+    let v = envoy.versions().await;
+    v.endpoints
+        .iter()
+        .find(|(name, _)| name == cluster)
+        .map(|(_, addrs)| {
+            addrs
+                .iter()
+                .map(|a| a.rsplit_once(':').unwrap().0.to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn wait_for_ips(envoy: &Envoy, want: &BTreeSet<String>, limit: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let have = envoy_ips(envoy, "web").await;
+        if have == *want {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "Envoy's web endpoints {have:?}, expected {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn get(admin: SocketAddr, path: &str) -> String {
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let response = client
+        .get(format!("http://{admin}{path}"))
+        .send()
+        .await
+        .unwrap();
+    response.text().await.unwrap()
+}
+
+/// The value of the metric line starting with `prefix` (0 when absent).
+async fn metric(admin: SocketAddr, prefix: &str) -> f64 {
+    let metrics = get(admin, "/metrics").await;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn wait_for_metric(admin: SocketAddr, prefix: &str, at_least: f64, limit: Duration) {
+    let started = Instant::now();
+    loop {
+        let value = metric(admin, prefix).await;
+        if value >= at_least {
+            return;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{prefix} is {value}, expected at least {at_least}:\n{}",
+            get(admin, "/metrics").await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+const EVENTS_MODE: &str = "ecs_xds_discovery_mode{mode=\"events\"} ";
+const TASK_EVENTS: &str = "ecs_xds_events_received_total{detail_type=\"task_state_change\",";
+
+async fn run_web_task(ecs: &aws_sdk_ecs::Client, seed: &serde_json::Value) -> String {
+    let out = ecs
+        .run_task()
+        .cluster("demo")
+        .task_definition(
+            seed["ecs"]["services"]["web"]["task_definition"]
+                .as_str()
+                .unwrap(),
+        )
+        .launch_type(LaunchType::Fargate)
+        .group("service:web")
+        .network_configuration(awsvpc_network(seed))
+        .send()
+        .await
+        .unwrap();
+    out.tasks()[0].task_arn().unwrap().to_owned()
+}
+
+async fn stop_task(ecs: &aws_sdk_ecs::Client, arn: &str) {
+    ecs.stop_task()
+        .cluster("demo")
+        .task(arn)
+        .send()
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_started_and_stopped_reaches_envoy_through_events_alone_through_duplicates_reordering_and_garbage(
+) {
+    let moto = Moto::start();
+    let seed = moto.seed(&["--tasks-per-service", "1"]);
+    let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config().await);
+    let queue = routed_queue(&moto, "ecs-events").await;
+    let dir = tempfile::tempdir().unwrap();
+    let events = format!("queue_url = \"{queue}\"");
+    let config = write_config(dir.path(), &moto, "1h", "1h", &events);
+    let daemon = Running::start(&config).await;
+    let envoy = Envoy::start("sidecar-app1", daemon.xds, AdsMode::Sotw).await;
+    let initial = running_task_ips(&ecs, "web").await;
+    wait_for_ips(&envoy, &initial, Duration::from_secs(20)).await;
+    wait_for_metric(daemon.admin, EVENTS_MODE, 1.0, Duration::from_secs(10)).await;
+
+    // Started: its event, twice (SQS and EventBridge deliver at least once).
+    let arn = run_web_task(&ecs, &seed).await;
+    let running = task_detail(&moto, "demo", &arn, 2);
+    put_task_event(&moto, &running);
+    put_task_event(&moto, &running);
+    let started = running_task_ips(&ecs, "web").await;
+    assert_eq!(started.len(), 2);
+    let took = wait_for_ips(&envoy, &started, Duration::from_secs(5)).await;
+    eprintln!("a started task reached Envoy {took:?} after its event");
+
+    // Something that is no event at all.
+    sqs(&moto)
+        .await
+        .send_message()
+        .queue_url(&queue)
+        .message_body("this is not an EventBridge event")
+        .send()
+        .await
+        .unwrap();
+
+    // Stopped, and the older RUNNING event delivered again after the stop.
+    stop_task(&ecs, &arn).await;
+    let stopped = task_detail(&moto, "demo", &arn, 3);
+    assert_eq!(stopped["lastStatus"], "STOPPED");
+    put_task_event(&moto, &stopped);
+    put_task_event(&moto, &running);
+    wait_for_ips(&envoy, &initial, Duration::from_secs(5)).await;
+    let metrics = daemon.admin;
+    wait_for_metric(
+        metrics,
+        &format!("{TASK_EVENTS}outcome=\"stale\"}} "),
+        2.0,
+        Duration::from_secs(5),
+    )
+    .await;
+    let undecodable =
+        "ecs_xds_events_received_total{detail_type=\"none\",outcome=\"undecodable\"} ";
+    wait_for_metric(metrics, undecodable, 1.0, Duration::from_secs(5)).await;
+    assert!(
+        daemon.log().contains("undecodable SQS message"),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(
+        envoy_ips(&envoy, "web").await,
+        initial,
+        "the stale RUNNING did not bring it back"
+    );
+    assert_eq!(
+        metric(metrics, &format!("{TASK_EVENTS}outcome=\"applied\"}} ")).await,
+        2.0
+    );
+    // One poll in all (at start): the changes came through events alone.
+    let list_tasks = "ecs_xds_aws_requests_total{operation=\"ListTasks\",outcome=\"ok\"} ";
+    assert_eq!(metric(metrics, list_tasks).await, 1.0);
+    assert!(metric(metrics, "ecs_xds_event_lag_seconds_count ").await >= 2.0);
+    // Every message was deleted: applied, stale or undecodable.
+    let sqs = sqs(&moto).await;
+    let started = Instant::now();
+    while queued(&sqs, &queue).await > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "messages left in the queue"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    envoy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_no_event_announced_appears_at_the_next_reconcile_and_is_counted() {
+    let moto = Moto::start();
+    let seed = moto.seed(&["--tasks-per-service", "1"]);
+    let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config().await);
+    let queue = routed_queue(&moto, "ecs-events").await;
+    let dir = tempfile::tempdir().unwrap();
+    let events = format!("queue_url = \"{queue}\"");
+    let config = write_config(dir.path(), &moto, "1h", "2s", &events);
+    let daemon = Running::start(&config).await;
+    let envoy = Envoy::start("sidecar-app1", daemon.xds, AdsMode::Sotw).await;
+    wait_for_ips(
+        &envoy,
+        &running_task_ips(&ecs, "web").await,
+        Duration::from_secs(20),
+    )
+    .await;
+    wait_for_metric(daemon.admin, EVENTS_MODE, 1.0, Duration::from_secs(10)).await;
+
+    // A task starts and its event is lost.
+    run_web_task(&ecs, &seed).await;
+    let want = running_task_ips(&ecs, "web").await;
+    let took = wait_for_ips(&envoy, &want, Duration::from_secs(5)).await;
+    eprintln!("the reconcile found the unannounced task {took:?} later");
+    wait_for_metric(
+        daemon.admin,
+        "ecs_xds_reconcile_corrections_total ",
+        1.0,
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(daemon
+        .log()
+        .contains("corrected endpoints that events had missed"));
+    envoy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_sqs_unreachable_discovery_polls_keeps_every_endpoint_and_returns_to_events() {
+    let moto = Moto::start();
+    let seed = moto.seed(&["--tasks-per-service", "1"]);
+    let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config().await);
+    let queue = routed_queue(&moto, "ecs-events").await;
+    let proxy = FaultProxy::start(moto.port).await;
+    let dir = tempfile::tempdir().unwrap();
+    // SQS through the proxy; ECS direct. Polling every second only while events fail.
+    let events = format!(
+        "queue_url = \"{queue}\"\nendpoint_url = \"{}\"",
+        proxy.endpoint()
+    );
+    let config = write_config(dir.path(), &moto, "1s", "1h", &events);
+    let daemon = Running::start(&config).await;
+    let envoy = Envoy::start("sidecar-app1", daemon.xds, AdsMode::Sotw).await;
+    let initial = running_task_ips(&ecs, "web").await;
+    wait_for_ips(&envoy, &initial, Duration::from_secs(20)).await;
+    wait_for_metric(daemon.admin, EVENTS_MODE, 1.0, Duration::from_secs(10)).await;
+    let before = envoy.versions().await;
+
+    proxy.set_up(false);
+    daemon
+        .wait_for_log(
+            "receiving ECS events failed; polling until it works again",
+            Duration::from_secs(15),
+        )
+        .await;
+    wait_for_metric(
+        daemon.admin,
+        "ecs_xds_discovery_mode{mode=\"fallback\"} ",
+        1.0,
+        Duration::from_secs(2),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(envoy.versions().await, before, "no endpoint lost");
+    // A change while events are down: the fallback polls find it.
+    let arn = run_web_task(&ecs, &seed).await;
+    let started = running_task_ips(&ecs, "web").await;
+    wait_for_ips(&envoy, &started, Duration::from_secs(5)).await;
+
+    proxy.set_up(true);
+    daemon
+        .wait_for_log("receiving ECS events again", Duration::from_secs(40))
+        .await;
+    assert_eq!(
+        daemon.log().matches("receiving ECS events failed").count(),
+        1,
+        "logged once"
+    );
+    // Back on events (the next poll is an hour away): a stop reaches Envoy through its event.
+    stop_task(&ecs, &arn).await;
+    put_task_event(&moto, &task_detail(&moto, "demo", &arn, 3));
+    wait_for_ips(&envoy, &initial, Duration::from_secs(5)).await;
+    envoy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_from_the_same_settings_both_apply_one_event_and_clean_up_their_queues() {
+    let moto = Moto::start();
+    let seed = moto.seed(&["--tasks-per-service", "1"]);
+    let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config().await);
+    let sns = sns(&moto).await;
+    let sqs = sqs(&moto).await;
+    let topic = sns.create_topic().name("ecs-events").send().await.unwrap();
+    let topic = topic.topic_arn().unwrap().to_owned();
+    // A queue a crashed replica left behind, its heartbeat long past.
+    let orphan = sqs
+        .create_queue()
+        .queue_name("ecs-xds-crashed-1")
+        .tags("ecs-xds:heartbeat", "1000")
+        .send()
+        .await
+        .unwrap();
+    let orphan = orphan.queue_url().unwrap().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let events = format!("topic_arn = \"{topic}\"");
+    let config = write_config(dir.path(), &moto, "1h", "1h", &events);
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let daemon = Running::start(&config).await;
+        wait_for_metric(daemon.admin, EVENTS_MODE, 1.0, Duration::from_secs(15)).await;
+        replicas.push(daemon);
+    }
+    let queues = |sqs: aws_sdk_sqs::Client| async move {
+        let out = sqs
+            .list_queues()
+            .queue_name_prefix("ecs-xds-")
+            .send()
+            .await
+            .unwrap();
+        out.queue_urls().to_vec()
+    };
+    let own = queues(sqs.clone()).await;
+    assert_eq!(
+        own.len(),
+        2,
+        "one queue per replica, the orphan removed: {own:?}"
+    );
+    assert!(!own.contains(&orphan));
+
+    let arn = run_web_task(&ecs, &seed).await;
+    let detail = task_detail(&moto, "demo", &arn, 2);
+    publish_task_event(&sns, &topic, &detail).await;
+    let ip = detail["attachments"][0]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "privateIPv4Address")
+        .unwrap()["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for daemon in &replicas {
+        let started = Instant::now();
+        while !get(daemon.admin, "/snapshot/sidecar").await.contains(&ip) {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "a replica missed the event"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    for mut daemon in replicas {
+        daemon.terminate();
+        let status = tokio::time::timeout(Duration::from_secs(15), daemon.child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(status.success(), "{status}");
+        assert!(
+            daemon.log().contains("removed this replica's queue"),
+            "{}",
+            daemon.log()
+        );
+    }
+    assert!(
+        queues(sqs).await.is_empty(),
+        "both queues removed at shutdown"
+    );
+}
