@@ -29,9 +29,9 @@ use crate::admin::push::{PushApi, TokenRequired};
 use crate::admin::{self, metrics::LiveState, AdminState, DaemonStats, Metrics};
 use crate::cache::Cache;
 use crate::discover::{Aws, CallCounter, DiscoverError, Inventory, InventoryFileError, Poller};
-use crate::push::{PushCommand, Pushes, StoreError};
+use crate::push::{PushCommand, Pushes, Refresher, StoreError};
 use crate::serve::XdsServer;
-use crate::settings::{Settings, SettingsError};
+use crate::settings::{PushStore, Settings, SettingsError};
 use crate::synthesize::templates::{TemplateErrors, Templates};
 use crate::synthesize::Synthesizer;
 pub use supervise::Stage;
@@ -156,6 +156,8 @@ pub struct Daemon {
     server: XdsServer,
     push_api: Option<PushApi>,
     push_commands: mpsc::Receiver<PushCommand>,
+    /// With the shared push store: its lister, and the way to the synthesis stage it sends to.
+    push_refresher: Option<(Refresher, mpsc::Sender<PushCommand>)>,
     stats: Arc<DaemonStats>,
     aws_calls: CallCounter,
     first_line: synthesis::FirstLine,
@@ -171,17 +173,29 @@ impl Daemon {
         let node_types: Vec<String> = templates.node_types().map(str::to_owned).collect();
         // The push API's handlers talk to the synthesis stage, which owns the pushes.
         let (push_tx, push_commands) = mpsc::channel::<PushCommand>(16);
+        let push_tx_refresh = push_tx.clone();
         let mut synthesizer = Synthesizer::new(templates);
+        let mut push_refresher = None;
         let (push_api, pushes) = match settings.push.enabled {
             false => (None, None),
             true => {
                 let token = settings.admin.token();
                 let max = settings.push.max_body_bytes;
                 let api = PushApi::new(push_tx, settings.admin.listen, token, max)?;
-                let dir = settings.push_state_path(config);
-                let pushes = Pushes::open(&dir)?;
-                let node_types: Vec<&str> = pushes.store().iter().map(|(n, _)| n).collect();
-                tracing::info!(dir = %dir.display(), ?node_types, "REST push enabled; persisted pushes loaded");
+                let pushes = match &settings.push.store {
+                    None => Pushes::open(&settings.push_state_path(config))?,
+                    Some(PushStore::S3 { bucket, prefix }) => {
+                        let objects = Aws::connect(&settings.discover())
+                            .await?
+                            .objects(bucket, prefix)?;
+                        let (pushes, refresher) =
+                            Pushes::shared(objects, settings.push.refresh_interval);
+                        push_refresher = Some(refresher);
+                        pushes
+                    }
+                };
+                let node_types: Vec<&str> = pushes.iter().map(|(n, _)| n).collect();
+                tracing::info!(store = %pushes.location(), ?node_types, "REST push enabled; persisted pushes loaded");
                 pushes.load_into(&mut synthesizer);
                 (Some(api), Some(pushes))
             }
@@ -234,6 +248,7 @@ impl Daemon {
             cache,
             synthesis,
             server,
+            push_refresher: push_refresher.map(|r| (r, push_tx_refresh)),
             push_api,
             push_commands,
             stats,
@@ -298,6 +313,9 @@ impl Daemon {
             stop.clone(),
         );
         stages.spawn(Stage::Synthesis, synthesis);
+        if let Some((refresher, commands)) = self.push_refresher {
+            stages.spawn(Stage::PushRefresh, refresher.run(commands, stop.clone()));
+        }
 
         let mut admin_router = admin::router(AdminState {
             cache: self.cache,

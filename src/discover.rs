@@ -1,6 +1,6 @@
 //! Discover: AWS (ECS, Cloud Map) in, one complete [`Inventory`] out.
 //!
-//! This is the only module that talks to AWS, and no AWS SDK type leaves it: the [`Inventory`]
+//! This is the only module that talks to AWS (the push store's S3 objects included), and no AWS SDK type leaves it: the [`Inventory`]
 //! is plain data (serializable as JSON for `ecs-xds discover --json` and `render --inventory`).
 //!
 //! - [`settings`]: the `[aws]`, `[ecs]`, `[cloud_map]` settings sections.
@@ -10,6 +10,8 @@
 //! - `cloud_map.rs`: one Cloud Map namespace → its part.
 //! - [`poller`]: polls every source each interval, keeps the last good part of a failed source,
 //!   and publishes only complete inventories that changed.
+//! - `s3_objects.rs`: the S3 requests of the shared push store (`push` decides what the
+//!   objects mean; the requests live here with every other AWS call).
 //! - [`events`] (with `ecs_events.rs` and `reconcile.rs`): with `[events]` on, ECS events from
 //!   SQS applied to the poller's facts as they come, and the full poll only every
 //!   `events.reconcile_interval`.
@@ -58,6 +60,7 @@ mod mapping;
 pub mod policy;
 pub mod poller;
 mod reconcile;
+mod s3_objects;
 pub mod settings;
 mod table;
 
@@ -69,6 +72,7 @@ pub use policy::{
 pub use poller::{
     discover_once, discover_once_with, Observe, Observer, PollCycle, PollReport, Poller,
 };
+pub use s3_objects::{Condition, Object, Objects, Written};
 pub use settings::{
     AwsSettings, CloudMapSettings, DiscoverSettings, EcsSettings, EventsSettings, SettingsErrors,
 };

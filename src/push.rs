@@ -4,6 +4,8 @@
 //! - this file: the body format ([`parse`] → [`PushedResources`]), node type names, and the
 //!   commands the HTTP handlers send to the synthesis loop.
 //! - [`store`]: one JSON file per node type in the state directory, written atomically.
+//! - [`shared`]: or one S3 object per node type, shared by every replica, written
+//!   conditionally and re-read every `push.refresh_interval`.
 //! - [`apply`]: what the synthesis loop does with a command: check the merged snapshot, persist,
 //!   publish; on any failure nothing changes.
 //!
@@ -23,6 +25,7 @@
 //! and name; the others are added.
 
 pub mod apply;
+pub mod shared;
 pub mod store;
 
 use std::fmt;
@@ -36,7 +39,8 @@ use crate::snapshot::InconsistentSnapshot;
 pub use crate::synthesize::{Counts, PushedResources};
 
 pub use apply::Pushes;
-pub use store::{PersistedStore, StoreError};
+pub use shared::Refresher;
+pub use store::{PersistedStore, StoreError, Stored};
 
 /// One problem in a pushed body, at a field path like `listeners[0].address.socket_address.port_value`
 /// ("" for the whole body).
@@ -172,6 +176,8 @@ pub enum PushCommand {
         node_type: String,
         body: Bytes,
         resources: PushedResources,
+        /// The client's `If-Match`: apply only over the push of that version (`*`: any).
+        if_match: Option<String>,
         reply: oneshot::Sender<Result<PutOutcome, Refused>>,
     },
     /// Remove the node type's pushed resources.
@@ -179,17 +185,21 @@ pub enum PushCommand {
         node_type: String,
         reply: oneshot::Sender<Result<(), Refused>>,
     },
-    /// The persisted body of the node type's push.
+    /// The node type's push, as persisted.
     Get {
         node_type: String,
-        reply: oneshot::Sender<Option<Bytes>>,
+        reply: oneshot::Sender<Option<Stored>>,
     },
+    /// A listing of the shared store (from its [`Refresher`], not from the API).
+    Refresh(shared::Refresh),
 }
 
 /// What an accepted PUT did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PutOutcome {
     pub version: Option<String>,
+    /// The push's content version, for `ETag` and a later `If-Match`.
+    pub etag: String,
     pub counts: Counts,
     /// Findings of the node type after the push (e.g. a route to a cluster nobody serves).
     pub warnings: Vec<String>,
@@ -215,6 +225,12 @@ pub enum Refused {
     /// The state file could not be written; the push was not applied.
     #[error("cannot persist the push: {0}")]
     Persist(#[source] StoreError),
+    /// The shared store could not be reached; nothing was changed (fail static).
+    #[error("the shared push store is unavailable, nothing was changed: {0}")]
+    Unavailable(#[source] StoreError),
+    /// `If-Match` named another version than the node type's push (it changed meanwhile).
+    #[error("the push of node type {0:?} is not the version If-Match names (it changed meanwhile): GET it and retry")]
+    Changed(String),
     /// The synthesis loop is gone (shutting down).
     #[error("shutting down")]
     Stopped,

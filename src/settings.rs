@@ -173,6 +173,23 @@ pub struct PushSettings {
     pub state_dir: PathBuf,
     /// Larger request bodies are refused with 413.
     pub max_body_bytes: usize,
+    /// Where pushes are kept: `state_dir` (the default), or one S3 prefix every replica shares.
+    pub store: Option<PushStore>,
+    /// With a shared store, how often each replica lists it for pushes made on other replicas.
+    #[serde(with = "humantime_serde")]
+    pub refresh_interval: Duration,
+}
+
+/// `push.store`: `{ s3 = { bucket = "...", prefix = "ecs-xds/push/" } }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum PushStore {
+    S3 {
+        bucket: String,
+        /// Put before every object's key (`{prefix}{node_type}.json`); end it with `/`.
+        #[serde(default)]
+        prefix: String,
+    },
 }
 
 impl Default for PushSettings {
@@ -181,6 +198,8 @@ impl Default for PushSettings {
             enabled: false,
             state_dir: PathBuf::from("state"),
             max_body_bytes: 1024 * 1024,
+            store: None,
+            refresh_interval: Duration::from_secs(2),
         }
     }
 }
@@ -236,6 +255,14 @@ impl Settings {
         }
         if settings.push.state_dir.as_os_str().is_empty() {
             problems.push("push.state_dir: empty path".to_owned());
+        }
+        if let Some(PushStore::S3 { bucket, .. }) = &settings.push.store {
+            if bucket.is_empty() {
+                problems.push("push.store.s3.bucket: empty bucket name".to_owned());
+            }
+        }
+        if settings.push.refresh_interval.is_zero() {
+            problems.push("push.refresh_interval: must be greater than 0".to_owned());
         }
         for (key, value) in [
             ("xds.max_connections", settings.xds.max_connections),

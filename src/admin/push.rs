@@ -7,21 +7,22 @@
 //!
 //! | request | answer |
 //! | --- | --- |
-//! | `PUT` a valid body | 200 `{"node_type", "version", "resources": {counts}, "warnings": [...]}` |
+//! | `PUT` a valid body | 200 `{"node_type", "version", "etag", "resources": {counts}, "warnings": [...]}`, header `ETag` |
+//! | `PUT` with `If-Match` naming another version than the push held | 409 |
 //! | `PUT` an invalid body | 400 `{"error", "path", "errors": [{"error", "path"}...]}` |
 //! | `PUT` with a dangling reference | 400 `{"error", "path"}` naming it |
 //! | a body over `push.max_body_bytes` | 413 |
-//! | `GET` | 200, the body as it was PUT; 404 if nothing is pushed |
+//! | `GET` | 200, the body as it was PUT, with its `ETag`; 404 if nothing is pushed |
 //! | `DELETE` | 204; 404 if nothing is pushed |
 //! | no or a wrong bearer token (when one is needed) | 401 with `WWW-Authenticate: Bearer` |
-//! | before the first complete inventory | 503 with `Retry-After` |
+//! | before the first complete inventory, or the shared store unreachable | 503 with `Retry-After` |
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -113,6 +114,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 async fn put_push(
     State(api): State<PushApi>,
     Path(node_type): Path<String>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     if let Err(message) = check_node_type(&node_type) {
@@ -130,22 +132,31 @@ async fn put_push(
             return json_response(StatusCode::BAD_REQUEST, &value);
         }
     };
+    let if_match = headers
+        .get(header::IF_MATCH)
+        .map(|v| v.to_str().unwrap_or("").to_owned());
     let ask = |reply| PushCommand::Put {
         node_type: node_type.clone(),
         body,
         resources,
+        if_match,
         reply,
     };
     match command(&api, ask).await {
-        Ok(outcome) => json_response(
-            StatusCode::OK,
-            &json!({
-                "node_type": node_type,
-                "version": outcome.version,
-                "resources": outcome.counts,
-                "warnings": outcome.warnings,
-            }),
-        ),
+        Ok(outcome) => {
+            let mut response = json_response(
+                StatusCode::OK,
+                &json!({
+                    "node_type": node_type,
+                    "version": outcome.version,
+                    "etag": outcome.etag,
+                    "resources": outcome.counts,
+                    "warnings": outcome.warnings,
+                }),
+            );
+            insert_etag(&mut response, &outcome.etag);
+            response
+        }
         Err(refused) => refused_response(&refused),
     }
 }
@@ -163,7 +174,15 @@ async fn get_push(State(api): State<PushApi>, Path(node_type): Path<String>) -> 
         return refused_response(&Refused::Stopped);
     }
     match answer.await {
-        Ok(Some(body)) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Ok(Some(stored)) => {
+            let mut response = (
+                [(header::CONTENT_TYPE, "application/json")],
+                stored.body.clone(),
+            )
+                .into_response();
+            insert_etag(&mut response, &stored.etag());
+            response
+        }
         Ok(None) => refused_response(&Refused::NotFound(node_type)),
         Err(_) => refused_response(&Refused::Stopped),
     }
@@ -201,7 +220,10 @@ fn refused_response(refused: &Refused) -> Response {
         Refused::NotFound(_) => (StatusCode::NOT_FOUND, ""),
         Refused::Inconsistent { path, .. } => (StatusCode::BAD_REQUEST, path.as_str()),
         Refused::Persist(_) => (StatusCode::INTERNAL_SERVER_ERROR, ""),
-        Refused::NotReady | Refused::Stopped => (StatusCode::SERVICE_UNAVAILABLE, ""),
+        Refused::Changed(_) => (StatusCode::CONFLICT, ""),
+        Refused::NotReady | Refused::Stopped | Refused::Unavailable(_) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "")
+        }
     };
     let mut response = error(status, path, &refused.to_string());
     if status == StatusCode::SERVICE_UNAVAILABLE {
@@ -209,6 +231,13 @@ fn refused_response(refused: &Refused) -> Response {
         response.headers_mut().insert(header::RETRY_AFTER, retry);
     }
     response
+}
+
+/// `ETag: "<version>"`, the form `If-Match` gives back.
+fn insert_etag(response: &mut Response, etag: &str) {
+    if let Ok(value) = HeaderValue::from_str(&format!("\"{etag}\"")) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
 }
 
 fn error(status: StatusCode, path: &str, message: &str) -> Response {

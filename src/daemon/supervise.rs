@@ -25,15 +25,18 @@ pub enum Stage {
     Admin,
     /// File watching and SIGHUP → reload requests.
     Reload,
+    /// Listing the shared push store (`push.store.s3` only).
+    PushRefresh,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 5] = [
+    pub const ALL: [Stage; 6] = [
         Stage::Discovery,
         Stage::Synthesis,
         Stage::Xds,
         Stage::Admin,
         Stage::Reload,
+        Stage::PushRefresh,
     ];
 
     pub fn name(self) -> &'static str {
@@ -43,6 +46,7 @@ impl Stage {
             Stage::Xds => "xds",
             Stage::Admin => "admin",
             Stage::Reload => "reload",
+            Stage::PushRefresh => "push-refresh",
         }
     }
 
@@ -54,6 +58,7 @@ impl Stage {
             Stage::Xds => 12,
             Stage::Admin => 13,
             Stage::Reload => 14,
+            Stage::PushRefresh => 15,
         }
     }
 }

@@ -81,7 +81,7 @@ impl SynthesisStage {
                     }
                     self.on_inventory(inventory).await;
                 }
-                Some(command) = push_commands.recv() => self.on_push(command),
+                Some(command) = push_commands.recv() => self.on_push(command).await,
                 Some(()) = reloads.recv() => self.on_reload(),
                 _ = stop.cancelled() => return,
             }
@@ -101,15 +101,22 @@ impl SynthesisStage {
     }
 
     /// A new complete inventory: synthesize and publish it; the first makes the daemon ready.
+    /// Before the shared push store is first read, it is only kept: publishing without the
+    /// pushes would take them away from every Envoy.
     async fn on_inventory(&mut self, inventory: Arc<Inventory>) {
+        self.last = Some(inventory.clone());
+        if !self.pushes.as_ref().is_none_or(Pushes::loaded) {
+            tracing::info!("holding the first snapshots until the shared push store is read");
+            return;
+        }
         let synthesis = self.synthesizer.synthesize(&inventory);
         self.publish(synthesis);
-        self.last = Some(inventory);
         self.readiness.first_inventory_published().await;
     }
 
-    /// A push command from the admin API (with push disabled there are none).
-    fn on_push(&mut self, command: PushCommand) {
+    /// A push command: from the admin API, or a listing of the shared store (with push
+    /// disabled there are none).
+    async fn on_push(&mut self, command: PushCommand) {
         let Some(pushes) = self.pushes.as_mut() else {
             return;
         };
@@ -121,9 +128,14 @@ impl SynthesisStage {
             last,
             ..
         } = self;
-        pushes.handle(command, synthesizer, last.as_deref(), |synthesis| {
+        let published = pushes.handle(command, synthesizer, last.as_deref(), |synthesis| {
             publish(publisher, readiness, findings, synthesis)
         });
+        published.await;
+        // The shared store's first listing is what the held inventory waited for.
+        if pushes.loaded() && last.is_some() {
+            readiness.first_inventory_published().await;
+        }
     }
 
     /// SIGHUP or a changed file: re-read the templates; a failed reload keeps the running ones.

@@ -77,6 +77,8 @@ pub struct Aws {
     /// SQS and SNS, for event-driven discovery (`[events]`); absent on recorded-response clients
     /// that were not given them.
     pub(crate) events: Option<EventClients>,
+    /// S3, for the shared push store; absent on recorded-response clients.
+    pub(crate) s3: Option<aws_sdk_s3::Client>,
     /// The region written on every endpoint's locality.
     pub(crate) region: String,
     calls: CallCounter,
@@ -122,7 +124,14 @@ impl Aws {
         if custom_endpoint {
             cloud_map = cloud_map.interceptor(NoEndpointPrefix);
         }
-        Ok(Self::from_clients(
+        // An emulator on 127.0.0.1 has no per-bucket host names: address buckets by path.
+        let s3 = aws_sdk_s3::config::Builder::from(&config)
+            .force_path_style(
+                config.endpoint_url().is_some()
+                    || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some(),
+            )
+            .build();
+        let mut aws = Self::from_clients(
             aws_sdk_ecs::Client::new(&config),
             aws_sdk_ec2::Client::new(&config),
             aws_sdk_servicediscovery::Client::from_conf(cloud_map.build()),
@@ -131,7 +140,9 @@ impl Aws {
         .with_event_clients(
             aws_sdk_sqs::Client::new(&config),
             aws_sdk_sns::Client::new(&config),
-        ))
+        );
+        aws.s3 = Some(aws_sdk_s3::Client::from_conf(s3));
+        Ok(aws)
     }
 
     /// Uses these SQS and SNS clients for event-driven discovery (retries off, and a request
@@ -188,6 +199,7 @@ impl Aws {
                     .build(),
             ),
             events: None,
+            s3: None,
             region: region.into(),
             calls: CallCounter::new(),
             retry: RetryPolicy::default(),

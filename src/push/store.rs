@@ -29,6 +29,22 @@ pub struct Stored {
     pub resources: Arc<PushedResources>,
 }
 
+impl Stored {
+    /// The push's version for `ETag` and `If-Match`: a hash of the body, so every replica
+    /// holding the same push gives the same one.
+    pub fn etag(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(&self.body);
+        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Whether an `If-Match` value (quotes optional; `*` for any) names this push.
+    pub fn matches(&self, if_match: &str) -> bool {
+        let wanted = if_match.trim().trim_matches('"');
+        wanted == "*" || wanted == self.etag()
+    }
+}
+
 /// Why the state directory could not be loaded or written.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -58,6 +74,9 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
+    /// The shared store on S3 could not be read or written.
+    #[error("shared push store: {0}")]
+    Shared(#[source] crate::discover::DiscoverError),
 }
 
 impl PersistedStore {

@@ -25,7 +25,7 @@ fn synthesis_loop(
     pushes.load_into(&mut synthesizer);
     tokio::spawn(async move {
         while let Some(command) = rx.recv().await {
-            pushes.handle(command, &mut synthesizer, inventory.as_ref(), |_| {});
+            (pushes.handle(command, &mut synthesizer, inventory.as_ref(), |_| {})).await;
         }
     });
     tx
@@ -74,6 +74,56 @@ async fn send(
     }
 }
 
+/// A PUT with `If-Match: value`.
+async fn put_if_match(router: &Router, value: &str, body: Vec<u8>) -> Answer {
+    let request = Request::builder()
+        .method(Method::PUT)
+        .uri("/resources/sidecar")
+        .header(header::IF_MATCH, value)
+        .body(Body::from(body))
+        .unwrap();
+    let response = router.clone().call(request).await.unwrap();
+    let (status, headers) = (response.status(), response.headers().clone());
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+#[tokio::test]
+async fn if_match_applies_a_put_only_over_the_version_it_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = api(dir.path(), None, 1 << 20);
+    let nothing_yet = put_if_match(&router, "*", a_push()).await;
+    assert_eq!(nothing_yet.status, StatusCode::CONFLICT);
+    let first = send(&router, Method::PUT, "/resources/sidecar", None, a_push()).await;
+    let etag = first.headers[header::ETAG].to_str().unwrap().to_owned();
+    let second_body =
+        body(&json!({"version": "v2", "clusters": [static_cluster("backend", 9001)]}));
+    let stale = put_if_match(&router, "\"0000000000000000\"", second_body.clone()).await;
+    assert_eq!(stale.status, StatusCode::CONFLICT);
+    assert!(
+        stale.json()["error"].as_str().unwrap().contains("If-Match"),
+        "{:?}",
+        stale.body
+    );
+    let get = send(&router, Method::GET, "/resources/sidecar", None, vec![]).await;
+    assert_eq!(get.body, a_push(), "a refused PUT changes nothing");
+    let current = put_if_match(&router, &etag, second_body.clone()).await;
+    assert_eq!(current.status, StatusCode::OK, "{:?}", current.body);
+    assert_ne!(current.headers[header::ETAG], etag.as_str());
+    let again = put_if_match(&router, &etag, second_body).await;
+    assert_eq!(
+        again.status,
+        StatusCode::CONFLICT,
+        "the old version is gone"
+    );
+}
+
 fn a_push() -> Vec<u8> {
     body(&json!({
         "version": "v1",
@@ -89,19 +139,24 @@ async fn put_get_delete_round_trip() {
     let router = api(dir.path(), None, 1 << 20);
     let put = send(&router, Method::PUT, "/resources/sidecar", None, a_push()).await;
     assert_eq!(put.status, StatusCode::OK, "{:?}", put.body);
+    let etag = put.json()["etag"].as_str().unwrap().to_owned();
+    assert_eq!(etag.len(), 16, "{etag}");
     assert_eq!(
         put.json(),
         json!({
             "node_type": "sidecar",
             "version": "v1",
+            "etag": etag,
             "resources": {"listeners": 1, "clusters": 1, "endpoints": 0, "routes": 1},
             "warnings": [],
         })
     );
+    assert_eq!(put.headers[header::ETAG], format!("\"{etag}\""));
     assert!(dir.path().join("sidecar.json").exists());
     let get = send(&router, Method::GET, "/resources/sidecar", None, vec![]).await;
     assert_eq!(get.status, StatusCode::OK);
     assert_eq!(get.body, a_push());
+    assert_eq!(get.headers[header::ETAG], format!("\"{etag}\""));
     let delete = send(&router, Method::DELETE, "/resources/sidecar", None, vec![]).await;
     assert_eq!(delete.status, StatusCode::NO_CONTENT);
     assert!(!dir.path().join("sidecar.json").exists());
