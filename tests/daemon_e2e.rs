@@ -46,41 +46,6 @@ fn write_config(dir: &Path, moto: &Moto, xds: SocketAddr, egress_port: u16) -> s
     config
 }
 
-/// The endpoint addresses Envoy holds for `cluster` (read from its admin API only).
-async fn envoy_ips(envoy: &Envoy, cluster: &str) -> BTreeSet<String> {
-    let v = envoy.versions().await;
-    v.endpoints
-        .iter()
-        .find(|(name, _)| name == cluster)
-        .map(|(_, addrs)| {
-            addrs
-                .iter()
-                .map(|a| a.rsplit_once(':').unwrap().0.to_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-async fn wait_for_ips(
-    envoy: &Envoy,
-    cluster: &str,
-    want: &BTreeSet<String>,
-    limit: Duration,
-) -> Duration {
-    let started = Instant::now();
-    loop {
-        let have = envoy_ips(envoy, cluster).await;
-        if have == *want {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < limit,
-            "Envoy's {cluster} endpoints {have:?}, expected {want:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_follows_ecs_through_ecs_xds_run_and_a_restart_repushes_nothing() {
     let moto = Moto::start();
@@ -112,7 +77,9 @@ async fn envoy_follows_ecs_through_ecs_xds_run_and_a_restart_repushes_nothing() 
     for service in ["orders", "web"] {
         let want = running_task_ips(&ecs, service).await;
         assert_eq!(want.len(), 2);
-        wait_for_ips(&envoy, service, &want, Duration::from_secs(10)).await;
+        envoy
+            .wait_for_ips(service, &want, Duration::from_secs(10))
+            .await;
     }
 
     // Scale web up: Envoy has the new task within one poll interval plus 1 s.
@@ -131,7 +98,9 @@ async fn envoy_follows_ecs_through_ecs_xds_run_and_a_restart_repushes_nothing() 
         .unwrap();
     let want = running_task_ips(&ecs, "web").await;
     assert_eq!(want.len(), 3);
-    let took = wait_for_ips(&envoy, "web", &want, INTERVAL + Duration::from_secs(1)).await;
+    let took = envoy
+        .wait_for_ips("web", &want, INTERVAL + Duration::from_secs(1))
+        .await;
     eprintln!("scale up reached Envoy in {took:?}");
 
     // Scale web down by one.
@@ -144,7 +113,9 @@ async fn envoy_follows_ecs_through_ecs_xds_run_and_a_restart_repushes_nothing() 
         .unwrap();
     let want = running_task_ips(&ecs, "web").await;
     assert_eq!(want.len(), 2);
-    let took = wait_for_ips(&envoy, "web", &want, INTERVAL + Duration::from_secs(1)).await;
+    let took = envoy
+        .wait_for_ips("web", &want, INTERVAL + Duration::from_secs(1))
+        .await;
     eprintln!("scale down reached Envoy in {took:?}");
 
     // Restart ecs-xds: same inventory, same versions, so Envoy accepts no update at all.
@@ -282,7 +253,9 @@ async fn with_the_emulator_stopped_envoy_keeps_every_endpoint_and_ecs_xds_recove
     let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config().await);
     let want = running_task_ips(&ecs, "web").await;
     assert_eq!(want.len(), 2);
-    wait_for_ips(&envoy, "web", &want, Duration::from_secs(20)).await;
+    envoy
+        .wait_for_ips("web", &want, Duration::from_secs(20))
+        .await;
     envoy.stop().await;
 }
 

@@ -47,36 +47,6 @@ fn write_config(dir: &Path, moto: &Moto, poll: &str, reconcile: &str, events: &s
     config
 }
 
-/// The endpoint addresses Envoy holds for `cluster`.
-async fn envoy_ips(envoy: &Envoy, cluster: &str) -> BTreeSet<String> {
-    let v = envoy.versions().await;
-    v.endpoints
-        .iter()
-        .find(|(name, _)| name == cluster)
-        .map(|(_, addrs)| {
-            addrs
-                .iter()
-                .map(|a| a.rsplit_once(':').unwrap().0.to_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-async fn wait_for_ips(envoy: &Envoy, want: &BTreeSet<String>, limit: Duration) -> Duration {
-    let started = Instant::now();
-    loop {
-        let have = envoy_ips(envoy, "web").await;
-        if have == *want {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < limit,
-            "Envoy's web endpoints {have:?}, expected {want:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 async fn get(admin: SocketAddr, path: &str) -> String {
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let response = client
@@ -156,7 +126,9 @@ async fn a_task_started_and_stopped_reaches_envoy_through_events_alone_through_d
     let daemon = Running::start(&config).await;
     let envoy = Envoy::start("sidecar-app1", daemon.xds, AdsMode::Sotw).await;
     let initial = running_task_ips(&ecs, "web").await;
-    wait_for_ips(&envoy, &initial, Duration::from_secs(20)).await;
+    envoy
+        .wait_for_ips("web", &initial, Duration::from_secs(20))
+        .await;
     wait_for_metric(daemon.admin, EVENTS_MODE, 1.0, Duration::from_secs(10)).await;
 
     // Started: its event, twice (SQS and EventBridge deliver at least once).
@@ -166,7 +138,9 @@ async fn a_task_started_and_stopped_reaches_envoy_through_events_alone_through_d
     put_task_event(&moto, &running);
     let started = running_task_ips(&ecs, "web").await;
     assert_eq!(started.len(), 2);
-    let took = wait_for_ips(&envoy, &started, Duration::from_secs(5)).await;
+    let took = envoy
+        .wait_for_ips("web", &started, Duration::from_secs(5))
+        .await;
     eprintln!("a started task reached Envoy {took:?} after its event");
 
     // Something that is no event at all.
@@ -185,7 +159,9 @@ async fn a_task_started_and_stopped_reaches_envoy_through_events_alone_through_d
     assert_eq!(stopped["lastStatus"], "STOPPED");
     put_task_event(&moto, &stopped);
     put_task_event(&moto, &running);
-    wait_for_ips(&envoy, &initial, Duration::from_secs(5)).await;
+    envoy
+        .wait_for_ips("web", &initial, Duration::from_secs(5))
+        .await;
     let metrics = daemon.admin;
     wait_for_metric(
         metrics,
@@ -203,7 +179,7 @@ async fn a_task_started_and_stopped_reaches_envoy_through_events_alone_through_d
         daemon.log()
     );
     assert_eq!(
-        envoy_ips(&envoy, "web").await,
+        envoy.endpoint_ips("web").await,
         initial,
         "the stale RUNNING did not bring it back"
     );
@@ -239,18 +215,21 @@ async fn a_change_no_event_announced_appears_at_the_next_reconcile_and_is_counte
     let config = write_config(dir.path(), &moto, "1h", "2s", &events);
     let daemon = Running::start(&config).await;
     let envoy = Envoy::start("sidecar-app1", daemon.xds, AdsMode::Sotw).await;
-    wait_for_ips(
-        &envoy,
-        &running_task_ips(&ecs, "web").await,
-        Duration::from_secs(20),
-    )
-    .await;
+    envoy
+        .wait_for_ips(
+            "web",
+            &running_task_ips(&ecs, "web").await,
+            Duration::from_secs(20),
+        )
+        .await;
     wait_for_metric(daemon.admin, EVENTS_MODE, 1.0, Duration::from_secs(10)).await;
 
     // A task starts and its event is lost.
     run_web_task(&ecs, &seed).await;
     let want = running_task_ips(&ecs, "web").await;
-    let took = wait_for_ips(&envoy, &want, Duration::from_secs(5)).await;
+    let took = envoy
+        .wait_for_ips("web", &want, Duration::from_secs(5))
+        .await;
     eprintln!("the reconcile found the unannounced task {took:?} later");
     wait_for_metric(
         daemon.admin,
@@ -282,7 +261,9 @@ async fn with_sqs_unreachable_discovery_polls_keeps_every_endpoint_and_returns_t
     let daemon = Running::start(&config).await;
     let envoy = Envoy::start("sidecar-app1", daemon.xds, AdsMode::Sotw).await;
     let initial = running_task_ips(&ecs, "web").await;
-    wait_for_ips(&envoy, &initial, Duration::from_secs(20)).await;
+    envoy
+        .wait_for_ips("web", &initial, Duration::from_secs(20))
+        .await;
     wait_for_metric(daemon.admin, EVENTS_MODE, 1.0, Duration::from_secs(10)).await;
     let before = envoy.versions().await;
 
@@ -305,7 +286,9 @@ async fn with_sqs_unreachable_discovery_polls_keeps_every_endpoint_and_returns_t
     // A change while events are down: the fallback polls find it.
     let arn = run_web_task(&ecs, &seed).await;
     let started = running_task_ips(&ecs, "web").await;
-    wait_for_ips(&envoy, &started, Duration::from_secs(5)).await;
+    envoy
+        .wait_for_ips("web", &started, Duration::from_secs(5))
+        .await;
 
     proxy.set_up(true);
     daemon
@@ -319,7 +302,9 @@ async fn with_sqs_unreachable_discovery_polls_keeps_every_endpoint_and_returns_t
     // Back on events (the next poll is an hour away): a stop reaches Envoy through its event.
     stop_task(&ecs, &arn).await;
     put_task_event(&moto, &task_detail(&moto, "demo", &arn, 3));
-    wait_for_ips(&envoy, &initial, Duration::from_secs(5)).await;
+    envoy
+        .wait_for_ips("web", &initial, Duration::from_secs(5))
+        .await;
     envoy.stop().await;
 }
 

@@ -4,6 +4,7 @@
 //! Each Envoy gets its own base id and an admin port chosen by the kernel, so tests run in
 //! parallel; it is killed by pid when dropped.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -55,6 +56,21 @@ impl Envoy {
         Envoy::start_with(node_id, xds, mode, None).await
     }
 
+    /// [`Envoy::start`] with the xDS cluster's endpoints at every one of `replicas` (as an
+    /// Envoy behind Cloud Map DNS naming several ecs-xds tasks sees them), round robin.
+    pub async fn start_with_replicas(node_id: &str, replicas: &[SocketAddr]) -> Envoy {
+        let mut config = bootstrap_json(node_id, replicas[0], AdsMode::Sotw);
+        let endpoints: Vec<Value> = (replicas.iter())
+            .map(|r| {
+                json!({ "endpoint": { "address": { "socket_address": {
+                "address": r.ip().to_string(), "port_value": r.port() } } } })
+            })
+            .collect();
+        config["static_resources"]["clusters"][0]["load_assignment"]["endpoints"] =
+            json!([{ "lb_endpoints": endpoints }]);
+        Envoy::start_config(config, AdsMode::Sotw).await
+    }
+
     /// [`Envoy::start`] for an Envoy that states `zone` (`node.locality.zone`), as the
     /// deploy/ecs bootstrap does from the task metadata.
     pub async fn start_in_zone(node_id: &str, xds: SocketAddr, zone: &str) -> Envoy {
@@ -67,13 +83,17 @@ impl Envoy {
         mode: AdsMode,
         zone: Option<&str>,
     ) -> Envoy {
-        let dir = tempfile::tempdir().unwrap();
-        let bootstrap = dir.path().join("bootstrap.json");
-        let admin_path = dir.path().join("admin-address");
         let mut config = bootstrap_json(node_id, xds, mode);
         if let Some(zone) = zone {
             config["node"]["locality"] = json!({ "zone": zone });
         }
+        Envoy::start_config(config, mode).await
+    }
+
+    async fn start_config(config: Value, mode: AdsMode) -> Envoy {
+        let dir = tempfile::tempdir().unwrap();
+        let bootstrap = dir.path().join("bootstrap.json");
+        let admin_path = dir.path().join("admin-address");
         std::fs::write(&bootstrap, config.to_string()).unwrap();
         let base_id = std::process::id() * 100 + BASE_ID.fetch_add(1, Ordering::Relaxed);
         let child = Command::new(envoy_binary())
@@ -169,6 +189,40 @@ impl Envoy {
     }
 
     /// Polls `check` until it returns true, failing after `limit`.
+    /// The endpoint addresses (IPs) Envoy holds for `cluster`, read from its admin API only.
+    pub async fn endpoint_ips(&self, cluster: &str) -> BTreeSet<String> {
+        let v = self.versions().await;
+        (v.endpoints.iter())
+            .find(|(name, _)| name == cluster)
+            .map(|(_, addrs)| {
+                (addrs.iter())
+                    .map(|a| a.rsplit_once(':').unwrap().0.to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Waits until Envoy holds exactly `want` for `cluster`; returns how long it took.
+    pub async fn wait_for_ips(
+        &self,
+        cluster: &str,
+        want: &BTreeSet<String>,
+        limit: Duration,
+    ) -> Duration {
+        let started = Instant::now();
+        loop {
+            let have = self.endpoint_ips(cluster).await;
+            if have == *want {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < limit,
+                "Envoy's {cluster} endpoints {have:?}, expected {want:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn wait_for<F, Fut>(&self, what: &str, limit: Duration, mut check: F)
     where
         F: FnMut() -> Fut,
