@@ -33,7 +33,6 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use aws_sdk_ecs::types::LaunchType;
 use clap::Parser;
 
 #[derive(Debug, Parser)]
@@ -50,20 +49,8 @@ struct Args {
 }
 
 fn main() {
-    // The daemon inside this tool talks only to the emulator on 127.0.0.1: dummy credentials,
-    // a region, and no instance-metadata probing, whatever the caller's environment holds. Set
-    // before the runtime starts any thread.
-    for (key, value) in [
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-    ] {
-        std::env::set_var(key, value);
-    }
-    for key in ["AWS_PROFILE", "AWS_SESSION_TOKEN"] {
-        std::env::remove_var(key);
-    }
+    // Before the runtime starts any thread.
+    moto::use_emulator_environment();
     tokio::runtime::Runtime::new()
         .expect("tokio runtime")
         .block_on(run(Args::parse()));
@@ -233,21 +220,7 @@ fn write_config(
 }
 
 async fn run_web_task(ecs: &aws_sdk_ecs::Client, seed: &serde_json::Value) -> String {
-    let out = ecs
-        .run_task()
-        .cluster("demo")
-        .task_definition(
-            seed["ecs"]["services"]["web"]["task_definition"]
-                .as_str()
-                .unwrap(),
-        )
-        .launch_type(LaunchType::Fargate)
-        .group("service:web")
-        .network_configuration(moto::awsvpc_network(seed))
-        .send()
-        .await
-        .unwrap();
-    out.tasks()[0].task_arn().unwrap().to_owned()
+    moto::run_service_task(ecs, seed, "web").await
 }
 
 /// The running `web` tasks' endpoints, `ip:8080`, from ECS.

@@ -11,10 +11,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use aws_sdk_ecs::types::LaunchType;
 use support::daemon::Running;
 use support::envoy::{free_port, AdsMode, Envoy};
-use support::moto::{awsvpc_network, running_task_ips, Moto};
+use support::moto::{run_service_task, running_task_ips, Moto};
 use support::templates::egress_sidecar;
 
 const INTERVAL: Duration = Duration::from_secs(1);
@@ -83,19 +82,7 @@ async fn envoy_follows_ecs_through_ecs_xds_run_and_a_restart_repushes_nothing() 
     }
 
     // Scale web up: Envoy has the new task within one poll interval plus 1 s.
-    ecs.run_task()
-        .cluster("demo")
-        .task_definition(
-            seed["ecs"]["services"]["web"]["task_definition"]
-                .as_str()
-                .unwrap(),
-        )
-        .launch_type(LaunchType::Fargate)
-        .group("service:web")
-        .network_configuration(awsvpc_network(&seed))
-        .send()
-        .await
-        .unwrap();
+    run_service_task(&ecs, &seed, "web").await;
     let want = running_task_ips(&ecs, "web").await;
     assert_eq!(want.len(), 3);
     let took = envoy

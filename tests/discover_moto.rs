@@ -6,7 +6,6 @@ mod support;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use aws_sdk_ecs::types::LaunchType;
 use ecs_xds::discover::{Aws, DiscoverSettings, Health, Inventory, LbPolicy, Poller};
 use serde_json::Value;
 use support::moto::Moto;
@@ -94,28 +93,8 @@ async fn inventory_follows_fargate_tasks_scaled_up_and_down() {
 
     // Scale web up by one.
     let ecs = aws_sdk_ecs::Client::new(&config);
-    let network = support::moto::awsvpc_network(&seed);
-    let started = ecs
-        .run_task()
-        .cluster("demo")
-        .task_definition(
-            seed["ecs"]["services"]["web"]["task_definition"]
-                .as_str()
-                .unwrap(),
-        )
-        .launch_type(LaunchType::Fargate)
-        .group("service:web")
-        .network_configuration(network)
-        .send()
-        .await
-        .unwrap();
-    let new_id = started.tasks()[0]
-        .task_arn()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let started = support::moto::run_service_task(&ecs, &seed, "web").await;
+    let new_id = started.rsplit('/').next().unwrap().to_owned();
     assert!(poller.poll_and_publish(&tx).await);
     let inv = rx.borrow_and_update().clone();
     let mut expected = task_ids(&seed, "web");

@@ -13,14 +13,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use aws_sdk_ecs::types::LaunchType;
 use support::daemon::Running;
 use support::envoy::{free_port, AdsMode, Envoy};
 use support::events::{
     publish_task_event, put_task_event, queued, routed_queue, sns, sqs, task_detail,
 };
 use support::fault_proxy::FaultProxy;
-use support::moto::{awsvpc_network, running_task_ips, Moto};
+use support::moto::{run_service_task, running_task_ips, Moto};
 use support::templates::egress_sidecar;
 
 /// Settings polling (and reconciling) every `poll` / `reconcile`, reading events as `events`
@@ -86,21 +85,7 @@ const EVENTS_MODE: &str = "ecs_xds_discovery_mode{mode=\"events\"} ";
 const TASK_EVENTS: &str = "ecs_xds_events_received_total{detail_type=\"task_state_change\",";
 
 async fn run_web_task(ecs: &aws_sdk_ecs::Client, seed: &serde_json::Value) -> String {
-    let out = ecs
-        .run_task()
-        .cluster("demo")
-        .task_definition(
-            seed["ecs"]["services"]["web"]["task_definition"]
-                .as_str()
-                .unwrap(),
-        )
-        .launch_type(LaunchType::Fargate)
-        .group("service:web")
-        .network_configuration(awsvpc_network(seed))
-        .send()
-        .await
-        .unwrap();
-    out.tasks()[0].task_arn().unwrap().to_owned()
+    run_service_task(ecs, seed, "web").await
 }
 
 async fn stop_task(ecs: &aws_sdk_ecs::Client, arn: &str) {

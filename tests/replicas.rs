@@ -8,11 +8,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use aws_sdk_ecs::types::LaunchType;
 use support::backend::Backend;
 use support::daemon::Running;
 use support::envoy::{free_port, AdsMode, Envoy};
-use support::moto::{awsvpc_network, running_task_ips, Moto};
+use support::moto::{run_service_task, running_task_ips, Moto};
 use support::templates::egress_sidecar;
 
 const BACKEND: &str = "cloudmap.backend.demo.local";
@@ -176,19 +175,7 @@ async fn envoy_fails_over_to_the_other_replica_with_no_config_update_and_follows
     }
 
     // An ECS change reaches Envoy through the survivor.
-    ecs.run_task()
-        .cluster("demo")
-        .task_definition(
-            seed["ecs"]["services"]["web"]["task_definition"]
-                .as_str()
-                .unwrap(),
-        )
-        .launch_type(LaunchType::Fargate)
-        .group("service:web")
-        .network_configuration(awsvpc_network(&seed))
-        .send()
-        .await
-        .unwrap();
+    run_service_task(&ecs, &seed, "web").await;
     let web = running_task_ips(&ecs, "web").await;
     assert_eq!(web.len(), 2);
     envoy

@@ -30,16 +30,12 @@ use envoy_types::pb::envoy::config::route::v3::{
     weighted_cluster::ClusterWeight,
     RouteAction, RouteConfiguration, VirtualHost, WeightedCluster,
 };
-use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    http_connection_manager::RouteSpecifier, http_filter, HttpConnectionManager, HttpFilter, Rds,
-};
 use envoy_types::pb::google::protobuf::UInt32Value;
 use envoy_types::util::pack_any;
 use prost::Message;
 use prost_reflect::DynamicMessage;
 
-use super::ads_config_source;
+use super::listeners::rds_connection_manager;
 use super::routes::{live_weights, route, running_revisions, with_policy};
 use crate::discover::{self, RoutePolicy};
 
@@ -59,21 +55,8 @@ pub fn revision_cluster(name: &str, revision: u32) -> String {
 
 /// The listener a client dialing `xds:///{name}` asks for.
 pub fn client_listener(name: &str) -> Listener {
-    let hcm = HttpConnectionManager {
-        route_specifier: Some(RouteSpecifier::Rds(Rds {
-            config_source: Some(ads_config_source()),
-            route_config_name: name.to_owned(),
-        })),
-        // gRPC refuses a connection manager without filters; the router must be last.
-        http_filters: vec![HttpFilter {
-            name: "envoy.filters.http.router".into(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
-                Router::default(),
-            ))),
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
+    // gRPC refuses a connection manager without filters; the router must be last.
+    let hcm = rds_connection_manager("", name);
     Listener {
         name: name.to_owned(),
         api_listener: Some(ApiListener {

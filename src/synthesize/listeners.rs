@@ -14,10 +14,11 @@ use envoy_types::util::pack_any;
 use super::ads_config_source;
 use super::endpoints::socket_address;
 
-/// An HTTP listener on `ip:port` whose routes come over ADS as `route_config`.
-pub fn http_listener(name: &str, ip: &str, port: u16, route_config: &str) -> Listener {
-    let hcm = HttpConnectionManager {
-        stat_prefix: name.to_owned(),
+/// A connection manager whose routes come over ADS as `route_config`, with the router as its
+/// only (and last) filter: what Envoy listeners and gRPC API listeners both need.
+pub fn rds_connection_manager(stat_prefix: &str, route_config: &str) -> HttpConnectionManager {
+    HttpConnectionManager {
+        stat_prefix: stat_prefix.to_owned(),
         route_specifier: Some(RouteSpecifier::Rds(Rds {
             config_source: Some(ads_config_source()),
             route_config_name: route_config.to_owned(),
@@ -30,7 +31,12 @@ pub fn http_listener(name: &str, ip: &str, port: u16, route_config: &str) -> Lis
             ..Default::default()
         }],
         ..Default::default()
-    };
+    }
+}
+
+/// An HTTP listener on `ip:port` whose routes come over ADS as `route_config`.
+pub fn http_listener(name: &str, ip: &str, port: u16, route_config: &str) -> Listener {
+    let hcm = rds_connection_manager(name, route_config);
     Listener {
         name: name.to_owned(),
         address: Some(socket_address(ip, port)),

@@ -210,6 +210,47 @@ pub fn awsvpc_network(seed: &serde_json::Value) -> NetworkConfiguration {
         .build()
 }
 
+/// For a process whose AWS clients talk only to the emulator (the benchmark tools): dummy
+/// credentials, a region and no instance-metadata probing, whatever the caller's environment
+/// holds. Call before any thread starts (it sets environment variables).
+pub fn use_emulator_environment() {
+    for (key, value) in [
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", REGION),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ] {
+        std::env::set_var(key, value);
+    }
+    for key in ["AWS_PROFILE", "AWS_SESSION_TOKEN"] {
+        std::env::remove_var(key);
+    }
+}
+
+/// Starts one more Fargate task of `service` in the seeded cluster (as the service's scheduler
+/// would, with its group); returns the task ARN.
+pub async fn run_service_task(
+    ecs: &aws_sdk_ecs::Client,
+    seed: &serde_json::Value,
+    service: &str,
+) -> String {
+    let out = ecs
+        .run_task()
+        .cluster("demo")
+        .task_definition(
+            seed["ecs"]["services"][service]["task_definition"]
+                .as_str()
+                .unwrap(),
+        )
+        .launch_type(aws_sdk_ecs::types::LaunchType::Fargate)
+        .group(format!("service:{service}"))
+        .network_configuration(awsvpc_network(seed))
+        .send()
+        .await
+        .unwrap();
+    out.tasks()[0].task_arn().unwrap().to_owned()
+}
+
 /// The ENI address of each running task of `service` in the seeded cluster, from ECS itself.
 pub async fn running_task_ips(ecs: &aws_sdk_ecs::Client, service: &str) -> BTreeSet<String> {
     let listed = ecs.list_tasks().cluster("demo").send().await.unwrap();
