@@ -243,7 +243,12 @@ impl Refresher {
     pub async fn run(self, commands: mpsc::Sender<PushCommand>, stop: CancellationToken) {
         let (mut first, mut failing) = (true, false);
         loop {
-            match self.list().await {
+            // A listing against an unreachable S3 can take its timeouts: never hold up a stop.
+            let listed = tokio::select! {
+                listed = self.list() => listed,
+                _ = stop.cancelled() => return,
+            };
+            match listed {
                 Ok(refresh) => {
                     if failing {
                         tracing::info!(store = %self.objects.location("*"), "shared push store reachable again");
