@@ -94,9 +94,7 @@ impl Canon {
                 out.extend_from_slice(&start[..start.len() - buf.len()]);
                 continue;
             }
-            let len = usize::try_from(decode_varint(&mut buf).ok()?).ok()?;
-            let payload = buf.get(..len)?;
-            buf.advance(len);
+            let payload = length_delimited(&mut buf)?;
             let inner = match desc.get_field(tag).map(|f| (f.is_map(), f.kind())) {
                 Some((is_map, Kind::Message(m)))
                     if is_map || self.unordered.contains(m.full_name()) =>
@@ -146,16 +144,9 @@ impl Canon {
                 }
                 continue;
             }
-            let Some(len) = decode_varint(&mut buf)
-                .ok()
-                .and_then(|l| usize::try_from(l).ok())
-            else {
+            let Some(payload) = length_delimited(&mut buf) else {
                 return false;
             };
-            let Some(payload) = buf.get(..len) else {
-                return false;
-            };
-            buf.advance(len);
             let whole = &start[..start.len() - buf.len()];
             match desc.get_field(tag).map(|f| (f.is_map(), f.kind())) {
                 Some((true, Kind::Message(m))) => {
@@ -186,16 +177,9 @@ impl Canon {
             let Ok(key) = decode_varint(&mut buf) else {
                 return false;
             };
-            let Some(len) = decode_varint(&mut buf)
-                .ok()
-                .and_then(|l| usize::try_from(l).ok())
-            else {
+            let Some(payload) = length_delimited(&mut buf) else {
                 return false;
             };
-            let Some(payload) = buf.get(..len) else {
-                return false;
-            };
-            buf.advance(len);
             if key & 7 != 2 {
                 return false;
             }
@@ -230,9 +214,7 @@ impl Canon {
             if key & 7 != 2 {
                 return None;
             }
-            let len = usize::try_from(decode_varint(&mut buf).ok()?).ok()?;
-            let payload = buf.get(..len)?;
-            buf.advance(len);
+            let payload = length_delimited(&mut buf)?;
             match key >> 3 {
                 1 => type_url = payload,
                 2 => value = payload,
@@ -253,6 +235,14 @@ fn field(tag: u32, payload: &[u8]) -> Vec<u8> {
     encode_varint(payload.len() as u64, &mut out);
     out.extend_from_slice(payload);
     out
+}
+
+/// The payload of a length-delimited field whose key was just read; `buf` moves past it.
+fn length_delimited<'a>(buf: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let len = usize::try_from(decode_varint(buf).ok()?).ok()?;
+    let payload = buf.get(..len)?;
+    buf.advance(len);
+    Some(payload)
 }
 
 fn skip(buf: &mut &[u8], wire_type: u64) -> Option<()> {
