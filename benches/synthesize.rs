@@ -62,6 +62,7 @@ fn inventory() -> Inventory {
                 ..Default::default()
             },
             route: Default::default(),
+            backends: None,
             endpoints,
         };
         (name, cluster)

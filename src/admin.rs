@@ -7,7 +7,8 @@
 //! - `/metrics`: Prometheus/OpenMetrics text ([`metrics`]).
 //! - `/nodes`: every connected Envoy and, per resource type, what it was sent, ACKed and
 //!   rejected ([`nodes`]).
-//! - `/snapshot/{node_type}`: the resources a node type is served, as Envoy JSON.
+//! - `/snapshot/{node_type}`: the resources a node type is served, as Envoy JSON (`?zone=` and
+//!   `?service=` for an Envoy in that zone, of that service).
 //! - `/resources/{node_type}`: the REST push API, when `push.enabled` ([`push`]).
 //!
 //! Every view reads the live state (cache, status registry, counters) at request time, so there
@@ -110,14 +111,22 @@ async fn metrics(State(state): State<AdminState>) -> Response {
 }
 
 async fn nodes(State(state): State<AdminState>) -> Json<nodes::NodesView> {
-    Json(nodes::NodesView::of(&state.replica, state.cache.status()))
+    let cache = &state.cache;
+    let backend_set = |node_type: &str, service: &str| cache.backend_set(node_type, service);
+    Json(nodes::NodesView::of(
+        &state.replica,
+        cache.status(),
+        backend_set,
+    ))
 }
 
-/// `?zone=`: what an Envoy in that zone is served.
+/// `?zone=`, `?service=`: what an Envoy in that zone, of that service, is served.
 #[derive(Debug, serde::Deserialize)]
 struct ZoneQuery {
     #[serde(default)]
     zone: String,
+    #[serde(default)]
+    service: String,
 }
 
 async fn snapshot(
@@ -125,10 +134,12 @@ async fn snapshot(
     Path(node_type): Path<String>,
     Query(query): Query<ZoneQuery>,
 ) -> Response {
-    match state.cache.snapshot_in(&node_type, &query.zone) {
+    let cache = &state.cache;
+    match cache.snapshot_for(&node_type, &query.service, &query.zone) {
         Some(snapshot) => {
             let mut json = snapshot.to_envoy_json();
-            json["zones"] = json!(state.cache.zones(&node_type));
+            json["zones"] = json!(cache.zones(&node_type));
+            json["backends"] = json!(cache.backend_set(&node_type, &query.service));
             Json(json).into_response()
         }
         None => (

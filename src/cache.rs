@@ -10,6 +10,11 @@
 //! A zone the publish has no snapshot for (a node type that is not zone-aware, or a zone none
 //! of its endpoints are in) gets the node type's plain snapshot; streams in one zone share one
 //! snapshot, computed once.
+//!
+//! Channels are keyed by the Envoy's service too ("" for none): a service that declares its
+//! backends gets its backend set's snapshot, any other the node type's whole scope. The key is
+//! the service, not the set, so a stream never changes channels: when a service's declaration
+//! changes, the next publish puts the other set's snapshot on its channel.
 
 mod node_type;
 mod status;
@@ -20,7 +25,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use tokio::sync::watch;
 
-pub use node_type::{NodeTypeResolver, NodeTypeSource};
+pub use node_type::{service_of, NodeTypeResolver, NodeTypeSource, SERVICE_METADATA_KEY};
 pub use status::{Counters, Nack, NotFound, StatusRegistry, StreamStatus, TypeStatus};
 
 use crate::snapshot::{InconsistentSnapshot, ResourceType, Snapshot};
@@ -61,22 +66,69 @@ struct Inner {
 
 #[derive(Debug, Default)]
 struct State {
-    /// By (node type, zone).
-    channels: BTreeMap<(String, String), watch::Sender<Option<Arc<Snapshot>>>>,
+    /// By (node type, service, zone).
+    channels: BTreeMap<(String, String, String), watch::Sender<Option<Arc<Snapshot>>>>,
     /// The latest publish of each node type.
     published: BTreeMap<String, NodeSnapshots>,
 }
 
-/// One node type's snapshots: the plain one and the zone-aware ones by zone.
+/// What one publish gives a node type.
+#[derive(Debug)]
+pub struct NodeTypeSnapshots {
+    /// The whole scope, for an Envoy that states no zone.
+    pub plain: Snapshot,
+    /// The whole scope by zone, for a zone-aware node type.
+    pub zones: BTreeMap<String, Snapshot>,
+    /// By backend set key: that set's snapshot, and by zone.
+    pub backend_sets: BTreeMap<String, (Snapshot, BTreeMap<String, Snapshot>)>,
+    /// By service (what an Envoy states as its own): its backend set's key.
+    pub callers: BTreeMap<String, String>,
+}
+
+impl NodeTypeSnapshots {
+    /// Just the whole scope, for every Envoy.
+    pub fn plain(plain: Snapshot) -> Self {
+        NodeTypeSnapshots {
+            plain,
+            zones: BTreeMap::new(),
+            backend_sets: BTreeMap::new(),
+            callers: BTreeMap::new(),
+        }
+    }
+}
+
+/// A plain snapshot and its zone-aware ones by zone.
 #[derive(Debug, Clone)]
-struct NodeSnapshots {
+struct Zoned {
     plain: Arc<Snapshot>,
     zones: BTreeMap<String, Arc<Snapshot>>,
 }
 
-impl NodeSnapshots {
+impl Zoned {
+    fn new(plain: Snapshot, zones: BTreeMap<String, Snapshot>) -> Zoned {
+        Zoned {
+            plain: Arc::new(plain),
+            zones: zones.into_iter().map(|(z, s)| (z, Arc::new(s))).collect(),
+        }
+    }
+
     fn for_zone(&self, zone: &str) -> &Arc<Snapshot> {
         self.zones.get(zone).unwrap_or(&self.plain)
+    }
+}
+
+/// One node type's published snapshots.
+#[derive(Debug, Clone)]
+struct NodeSnapshots {
+    whole: Zoned,
+    sets: BTreeMap<String, Zoned>,
+    callers: BTreeMap<String, String>,
+}
+
+impl NodeSnapshots {
+    fn for_service(&self, service: &str) -> &Zoned {
+        let set = self.callers.get(service).and_then(|key| self.sets.get(key));
+        set.unwrap_or(&self.whole)
     }
 }
 
@@ -111,15 +163,33 @@ impl Cache {
 
     /// The current snapshot of a node type for an Envoy in `zone`.
     pub fn snapshot_in(&self, node_type: &str, zone: &str) -> Option<Arc<Snapshot>> {
+        self.snapshot_for(node_type, "", zone)
+    }
+
+    /// The current snapshot of a node type for an Envoy of `service` ("" for none) in `zone`.
+    pub fn snapshot_for(
+        &self,
+        node_type: &str,
+        service: &str,
+        zone: &str,
+    ) -> Option<Arc<Snapshot>> {
         let state = self.inner.state.read().unwrap();
         let published = state.published.get(node_type)?;
-        Some(published.for_zone(zone).clone())
+        Some(published.for_service(service).for_zone(zone).clone())
+    }
+
+    /// The backend set (its key) the Envoys of `service` are on; `None`: the whole scope.
+    pub fn backend_set(&self, node_type: &str, service: &str) -> Option<String> {
+        let state = self.inner.state.read().unwrap();
+        let published = state.published.get(node_type)?;
+        let key = published.callers.get(service)?;
+        published.sets.contains_key(key).then(|| key.clone())
     }
 
     /// The zones a node type has snapshots of its own for (zone-aware node types only).
     pub fn zones(&self, node_type: &str) -> Vec<String> {
         let state = self.inner.state.read().unwrap();
-        let zones = state.published.get(node_type).map(|p| p.zones.keys());
+        let zones = state.published.get(node_type).map(|p| p.whole.zones.keys());
         zones.into_iter().flatten().cloned().collect()
     }
 
@@ -136,10 +206,11 @@ impl Cache {
             .resolve(node, |ty| self.snapshot(ty).is_some())
     }
 
-    /// Watches a node type's snapshot for an Envoy in `zone` ("" for none). A node type nobody
-    /// has published yet is logged once; its streams wait until it is published.
-    pub fn watch(&self, node_type: &str, zone: &str) -> SnapshotWatch {
-        let key = (node_type.to_owned(), zone.to_owned());
+    /// Watches a node type's snapshot for an Envoy of `service` in `zone` ("" for none). A
+    /// node type nobody has published yet is logged once; its streams wait until it is
+    /// published.
+    pub fn watch(&self, node_type: &str, service: &str, zone: &str) -> SnapshotWatch {
+        let key = (node_type.to_owned(), service.to_owned(), zone.to_owned());
         let existing = self
             .inner
             .state
@@ -153,7 +224,7 @@ impl Cache {
             let current = state
                 .published
                 .get(node_type)
-                .map(|p| p.for_zone(zone).clone());
+                .map(|p| p.for_service(service).for_zone(zone).clone());
             let sender = state
                 .channels
                 .entry(key)
@@ -204,29 +275,53 @@ impl Publisher {
         plain: Snapshot,
         zones: BTreeMap<String, Snapshot>,
     ) -> Result<Published, InconsistentSnapshot> {
-        plain.check_consistency()?;
-        for snapshot in zones.values() {
+        let mut snapshots = NodeTypeSnapshots::plain(plain);
+        snapshots.zones = zones;
+        self.publish_all(node_type, snapshots)
+    }
+
+    /// Publishes all of a node type's snapshots: the whole scope's and each backend set's,
+    /// each checked for consistency first (nothing is published if one fails). What it
+    /// reports is about the whole scope's plain snapshot; each channel's streams are woken only
+    /// if their own snapshot changed.
+    pub fn publish_all(
+        &self,
+        node_type: &str,
+        snapshots: NodeTypeSnapshots,
+    ) -> Result<Published, InconsistentSnapshot> {
+        let NodeTypeSnapshots {
+            plain,
+            zones,
+            backend_sets,
+            callers,
+        } = snapshots;
+        let each_set = backend_sets
+            .values()
+            .flat_map(|(p, z)| z.values().chain([p]));
+        for snapshot in zones.values().chain([&plain]).chain(each_set) {
             snapshot.check_consistency()?;
         }
         let published = NodeSnapshots {
-            plain: Arc::new(plain),
-            zones: zones.into_iter().map(|(z, s)| (z, Arc::new(s))).collect(),
+            whole: Zoned::new(plain, zones),
+            sets: (backend_sets.into_iter())
+                .map(|(key, (plain, zones))| (key, Zoned::new(plain, zones)))
+                .collect(),
+            callers,
         };
         let mut state = self.cache.inner.state.write().unwrap();
-        let plain_key = (node_type.to_owned(), String::new());
+        let plain_key = (node_type.to_owned(), String::new(), String::new());
         state
             .channels
-            .entry(plain_key)
+            .entry(plain_key.clone())
             .or_insert_with(|| watch::channel(None).0);
         let mut outcome = Published::Unchanged;
-        let start = (node_type.to_owned(), String::new());
-        for ((_, zone), sender) in state
+        for ((_, service, zone), sender) in state
             .channels
-            .range(start..)
-            .take_while(|((n, _), _)| n == node_type)
+            .range(plain_key..)
+            .take_while(|((n, _, _), _)| n == node_type)
         {
-            let changed = offer(sender, published.for_zone(zone));
-            if zone.is_empty() {
+            let changed = offer(sender, published.for_service(service).for_zone(zone));
+            if service.is_empty() && zone.is_empty() {
                 outcome = changed;
             }
         }

@@ -50,6 +50,7 @@ use serde::{Deserialize, Serialize};
 
 mod assemble;
 mod aws;
+pub mod backends;
 mod calls;
 mod cloud_map;
 mod ecs;
@@ -157,6 +158,10 @@ pub struct Cluster {
     /// The generated route's settings the service asks for (timeouts, retries, weights).
     #[serde(default, skip_serializing_if = "RoutePolicy::is_empty")]
     pub route: RoutePolicy,
+    /// What this service calls (`<prefix>backends`, see [`backends`]): its Envoys are served
+    /// only these clusters. `None`: not declared, so they get the node type's whole scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backends: Option<Vec<String>>,
     /// Sorted by (address, port); may be empty only for Cloud Map services with no instances.
     pub endpoints: Vec<Endpoint>,
 }

@@ -67,6 +67,10 @@ enum Command {
         /// The node type (a template file name without `.toml`).
         #[arg(long)]
         node_type: String,
+        /// What the sidecar of this service gets (its `node.cluster`): only its declared
+        /// backends, if it declares them.
+        #[arg(long)]
+        service: Option<String>,
         /// A saved inventory (`ecs-xds discover --json`) instead of live discovery.
         #[arg(long)]
         inventory: Option<PathBuf>,
@@ -103,9 +107,15 @@ fn main() -> ExitCode {
         Command::Render {
             config,
             node_type,
+            service,
             inventory,
             format,
-        } => runtime.block_on(render(&config, &node_type, inventory.as_deref(), format)),
+        } => runtime.block_on(render(
+            &config,
+            (&node_type, service.as_deref()),
+            inventory.as_deref(),
+            format,
+        )),
     };
     match done {
         Ok(()) => ExitCode::SUCCESS,
@@ -165,7 +175,7 @@ async fn run(config: &Path, saved: Option<&Path>) -> Result<(), DaemonError> {
 
 async fn render(
     config: &Path,
-    node_type: &str,
+    (node_type, service): (&str, Option<&str>),
     saved: Option<&Path>,
     format: Format,
 ) -> Result<(), DaemonError> {
@@ -178,12 +188,21 @@ async fn render(
     for finding in &synthesis.findings {
         eprintln!("warning: {finding}");
     }
-    let Some(snapshot) = synthesis.snapshots.get(node_type) else {
+    let Some((snapshot, set)) = synthesis.snapshot_of_service(node_type, service.unwrap_or(""))
+    else {
         return Err(DaemonError::UnknownNodeType {
             node_type: node_type.to_owned(),
             known: templates.node_types().map(str::to_owned).collect(),
         });
     };
+    if let Some(service) = service {
+        match set {
+            Some(set) => eprintln!("service {service:?} declares its backends: {set:?}"),
+            None => eprintln!(
+                "service {service:?} declares no backends (or is not discovered): it gets node type {node_type:?}'s whole scope"
+            ),
+        }
+    }
     let rendered = snapshot.to_envoy_json();
     let text = match format {
         Format::Json => serde_json::to_string_pretty(&rendered).expect("JSON values print"),

@@ -30,6 +30,7 @@ fn inventory() -> Inventory {
             port_name: None,
             overrides: Default::default(),
             route: Default::default(),
+            backends: None,
             endpoints: vec![endpoint("10.0.0.1"), endpoint("10.0.0.2")],
         },
     );

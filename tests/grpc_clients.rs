@@ -95,6 +95,7 @@ fn grpc_service(name: &str, servers: &[(&GrpcServer, u32)], weights: &[(u32, u32
                 .collect(),
             ..Default::default()
         },
+        backends: None,
         endpoints: servers
             .iter()
             .map(|(server, revision)| Endpoint {

@@ -48,6 +48,7 @@ fn service(name: &str, endpoints: Vec<Endpoint>) -> Cluster {
         port_name: None,
         overrides: ClusterOverrides::default(),
         route: RoutePolicy::default(),
+        backends: None,
         endpoints,
     }
 }

@@ -38,6 +38,16 @@ pub struct NotFoundView {
 pub struct NodeView {
     pub node_id: String,
     pub node_type: String,
+    /// The service it says it is (`node.cluster`, or `node.metadata["ecs-xds.service"]`);
+    /// absent when it states none.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub service: String,
+    /// The zone it states; absent when none.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub zone: String,
+    /// The backend set it is served (its service's declared backends, joined by `,`); `null`:
+    /// the node type's whole scope.
+    pub backends: Option<String>,
     pub streams: Vec<StreamView>,
 }
 
@@ -72,21 +82,35 @@ pub struct NackView {
 }
 
 impl NodesView {
-    pub fn of(replica: &str, registry: &StatusRegistry) -> Self {
-        let mut nodes: BTreeMap<(String, String), Vec<StreamView>> = BTreeMap::new();
+    /// `backend_set` says which backend set a (node type, service) is on.
+    pub fn of(
+        replica: &str,
+        registry: &StatusRegistry,
+        backend_set: impl Fn(&str, &str) -> Option<String>,
+    ) -> Self {
+        type Key = (String, String, String, String);
+        let mut nodes: BTreeMap<Key, Vec<StreamView>> = BTreeMap::new();
         for stream in registry.streams() {
-            let key = (stream.node_id.clone(), stream.node_type.clone());
+            let key = (
+                stream.node_id.clone(),
+                stream.node_type.clone(),
+                stream.caller.clone(),
+                stream.zone.clone(),
+            );
             nodes.entry(key).or_default().push(StreamView::of(&stream));
         }
         Self {
             replica: replica.to_owned(),
             nodes: nodes
                 .into_iter()
-                .map(|((node_id, node_type), mut streams)| {
+                .map(|((node_id, node_type, service, zone), mut streams)| {
                     streams.sort_by_key(|s| (s.service, s.mode));
                     NodeView {
+                        backends: backend_set(&node_type, &service),
                         node_id,
                         node_type,
+                        service,
+                        zone,
                         streams,
                     }
                 })
@@ -158,6 +182,7 @@ mod tests {
             node_id: node_id.into(),
             node_type: "sidecar".into(),
             zone: String::new(),
+            caller: String::new(),
             service,
             mode: "sotw",
             types: Default::default(),
@@ -186,7 +211,8 @@ mod tests {
             },
         );
 
-        let view = serde_json::to_value(NodesView::of("replica-1", &registry)).unwrap();
+        let view =
+            serde_json::to_value(NodesView::of("replica-1", &registry, |_, _| None)).unwrap();
         assert_eq!(view["replica"], "replica-1");
         let nodes = view["nodes"].as_array().unwrap();
         assert_eq!(nodes.len(), 2);

@@ -57,6 +57,24 @@ impl NodeTypeResolver {
     }
 }
 
+/// The node metadata key naming the Envoy's service, when `node.cluster` is used for something
+/// else (such as the node type).
+pub const SERVICE_METADATA_KEY: &str = "ecs-xds.service";
+
+/// The service an Envoy belongs to, which picks its backend set: `node.metadata["ecs-xds.service"]`
+/// if it is a string, else `node.cluster` (Envoy's `--service-cluster`); "" for none.
+pub fn service_of(node: &Node) -> String {
+    let from_metadata = node
+        .metadata
+        .as_ref()
+        .and_then(|m| m.fields.get(SERVICE_METADATA_KEY))
+        .and_then(|v| match &v.kind {
+            Some(Kind::StringValue(s)) => Some(s.clone()),
+            _ => None,
+        });
+    from_metadata.unwrap_or_else(|| node.cluster.clone())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,6 +113,23 @@ mod tests {
             .into(),
         });
         assert_eq!(r.resolve(&n, |_| true), "edge");
+    }
+
+    #[test]
+    fn the_service_is_node_cluster_unless_metadata_names_it() {
+        assert_eq!(service_of(&node("sidecar-1", "web")), "web");
+        let mut n = node("sidecar-1", "sidecar");
+        n.metadata = Some(Struct {
+            fields: [(
+                SERVICE_METADATA_KEY.to_string(),
+                Value {
+                    kind: Some(Kind::StringValue("orders".into())),
+                },
+            )]
+            .into(),
+        });
+        assert_eq!(service_of(&n), "orders");
+        assert_eq!(service_of(&node("sidecar-1", "")), "");
     }
 
     #[test]

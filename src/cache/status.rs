@@ -54,6 +54,9 @@ pub struct StreamStatus {
     pub node_type: String,
     /// The zone the node states (`node.locality.zone`), "" for none.
     pub zone: String,
+    /// The service the node says it is ([`super::service_of`]), "" for none: which backend set
+    /// it gets.
+    pub caller: String,
     /// `ads`, `cds`, `eds`, `lds`, `rds` or `sds`.
     pub service: &'static str,
     /// `sotw` or `delta`.

@@ -23,7 +23,7 @@ fn publishing_identical_content_changes_nothing_and_wakes_nobody() {
         publisher.publish("sidecar", snapshot(1)).unwrap(),
         Published::Changed(ResourceType::ALL.to_vec())
     );
-    let mut watch = cache.watch("sidecar", "");
+    let mut watch = cache.watch("sidecar", "", "");
     watch.borrow_and_update();
     assert_eq!(
         publisher.publish("sidecar", snapshot(1)).unwrap(),
@@ -36,9 +36,9 @@ fn publishing_identical_content_changes_nothing_and_wakes_nobody() {
 fn publishing_new_content_reports_only_the_changed_types_and_wakes_watchers() {
     let (cache, publisher) = Cache::new(NodeTypeResolver::default());
     publisher.publish("sidecar", snapshot(1)).unwrap();
-    let mut watch = cache.watch("sidecar", "");
+    let mut watch = cache.watch("sidecar", "", "");
     watch.borrow_and_update();
-    let other = cache.watch("ingress", "");
+    let other = cache.watch("ingress", "", "");
     assert_eq!(
         publisher.publish("sidecar", snapshot(2)).unwrap(),
         Published::Changed(vec![ResourceType::Endpoint])
@@ -80,8 +80,8 @@ fn unknown_node_types_fall_back_when_configured() {
 #[test]
 fn each_zone_gets_its_own_snapshot_or_the_plain_one_and_only_its_streams_wake() {
     let (cache, publisher) = Cache::new(NodeTypeResolver::default());
-    let mut a = cache.watch("sidecar", "zone-a");
-    let mut c = cache.watch("sidecar", "zone-c");
+    let mut a = cache.watch("sidecar", "", "zone-a");
+    let mut c = cache.watch("sidecar", "", "zone-c");
     let zones = BTreeMap::from([("zone-a".to_owned(), snapshot(2))]);
     publisher
         .publish_zoned("sidecar", snapshot(1), zones)
@@ -147,5 +147,57 @@ fn an_inconsistent_zone_snapshot_refuses_the_whole_publish() {
     assert_eq!(
         served.version(ResourceType::Endpoint),
         snapshot(1).version(ResourceType::Endpoint)
+    );
+}
+
+#[test]
+fn a_declaring_services_streams_get_its_set_and_follow_a_changed_declaration() {
+    let (cache, publisher) = Cache::new(NodeTypeResolver::default());
+    let mut web = cache.watch("sidecar", "web", "");
+    let mut other = cache.watch("sidecar", "billing", "");
+    let publish = |web_set: &str| {
+        let mut snapshots = NodeTypeSnapshots::plain(snapshot(1));
+        for (key, port) in [("orders", 2), ("orders,payments", 3)] {
+            snapshots
+                .backend_sets
+                .insert(key.into(), (snapshot(port), BTreeMap::new()));
+        }
+        snapshots.callers.insert("web".into(), web_set.into());
+        publisher.publish_all("sidecar", snapshots).unwrap()
+    };
+    let version = |w: &mut SnapshotWatch| {
+        let current = w.borrow_and_update().clone().unwrap();
+        current.version(ResourceType::Endpoint).clone()
+    };
+    publish("orders");
+    assert_eq!(
+        version(&mut web),
+        *snapshot(2).version(ResourceType::Endpoint)
+    );
+    assert_eq!(
+        version(&mut other),
+        *snapshot(1).version(ResourceType::Endpoint)
+    );
+    assert_eq!(
+        cache.backend_set("sidecar", "web").as_deref(),
+        Some("orders")
+    );
+    assert_eq!(cache.backend_set("sidecar", "billing"), None);
+
+    // The same publish again wakes nobody; a changed declaration wakes only `web`.
+    assert_eq!(publish("orders"), Published::Unchanged);
+    assert!(!web.has_changed().unwrap());
+    publish("orders,payments");
+    assert!(!other.has_changed().unwrap());
+    assert_eq!(
+        version(&mut web),
+        *snapshot(3).version(ResourceType::Endpoint)
+    );
+    assert_eq!(
+        cache
+            .snapshot_for("sidecar", "web", "zone-x")
+            .unwrap()
+            .version(ResourceType::Endpoint),
+        snapshot(3).version(ResourceType::Endpoint)
     );
 }

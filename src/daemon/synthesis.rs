@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::reload::Reloader;
 use super::Readiness;
-use crate::cache::Publisher;
+use crate::cache::{NodeTypeSnapshots, Publisher};
 use crate::discover::Inventory;
 use crate::push::{PushCommand, Pushes};
 use crate::synthesize::{Finding, Synthesis, Synthesizer};
@@ -186,9 +186,18 @@ fn publish(
     }
     *known_findings = synthesis.findings;
     let mut zones = synthesis.zones;
+    let mut backend_sets = synthesis.backend_sets;
     for (node_type, snapshot) in synthesis.snapshots {
-        let zoned = zones.remove(&node_type).unwrap_or_default();
-        if let Err(e) = publisher.publish_zoned(&node_type, snapshot, zoned) {
+        let sets = backend_sets.remove(&node_type).unwrap_or_default();
+        let snapshots = NodeTypeSnapshots {
+            plain: snapshot,
+            zones: zones.remove(&node_type).unwrap_or_default(),
+            backend_sets: (sets.sets.into_iter())
+                .map(|(key, set)| (key, (set.snapshot, set.zones)))
+                .collect(),
+            callers: sets.callers,
+        };
+        if let Err(e) = publisher.publish_all(&node_type, snapshots) {
             tracing::error!(%node_type, error = %e, "snapshot refused; still serving the previous one");
         }
     }

@@ -45,6 +45,7 @@ impl Part {
                     port_name: m.port_name.clone(),
                     overrides: m.overrides.clone(),
                     route: m.route.clone(),
+                    backends: m.backends.clone(),
                     endpoints: Vec::new(),
                 });
             if cluster.source == source {
@@ -121,6 +122,7 @@ pub(crate) fn assemble<'a>(parts: impl IntoIterator<Item = &'a Part>) -> Invento
             }
         }
     }
+    warnings.extend(super::backends::unmatched(&clusters));
     for w in &warnings {
         tracing::debug!(warning = %w, "inventory warning");
     }
@@ -163,6 +165,7 @@ mod tests {
                 deployment: None,
             },
             route: Default::default(),
+            backends: None,
             revision,
         }
     }

@@ -96,6 +96,7 @@ pub(crate) async fn poll_namespace(
             port_name: None,
             overrides: ClusterOverrides::default(),
             route: Default::default(),
+            backends: None,
             endpoints: Vec::new(),
         };
         if out.instances().len() >= MAX_INSTANCES as usize {

@@ -110,6 +110,7 @@ pub(crate) struct Mapped {
     pub port_name: Option<String>,
     pub overrides: ClusterOverrides,
     pub route: RoutePolicy,
+    pub backends: Option<Vec<String>>,
     pub endpoint: Endpoint,
     /// Task-definition revision: the newest revision's overrides win for the cluster.
     pub revision: i32,
@@ -294,6 +295,15 @@ pub(crate) fn map_task(
     });
     let (route, circuit_breakers, outlier_detection, zone_aware) =
         policy::parse(|key| lookup(key, any), |w| warn(format!("{prefix}{w}")));
+    let backends = lookup("backends", any).and_then(|v| {
+        super::backends::parse(&v)
+            .map_err(|e| {
+                warn(format!(
+                    "{prefix}backends=`{v}`: {e}; its Envoys get the node type's whole scope"
+                ))
+            })
+            .ok()
+    });
     let http2_label = lookup("http2", any).and_then(|v| {
         parse_bool(&v)
             .map_err(|v| {
@@ -380,6 +390,7 @@ pub(crate) fn map_task(
                 zone_aware,
             },
             route: route.clone(),
+            backends: backends.clone(),
             endpoint: Endpoint {
                 address,
                 port,

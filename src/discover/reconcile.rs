@@ -281,6 +281,7 @@ mod tests {
             port_name: None,
             overrides: Default::default(),
             route: Default::default(),
+            backends: None,
             endpoints: endpoints
                 .iter()
                 .map(|(id, health)| Endpoint {

@@ -82,6 +82,7 @@ mod tests {
                 port_name: None,
                 overrides: ClusterOverrides::default(),
                 route: Default::default(),
+                backends: None,
                 endpoints: vec![Endpoint {
                     address: "10.0.0.1".into(),
                     port: 8080,
@@ -108,6 +109,7 @@ mod tests {
                 port_name: None,
                 overrides: ClusterOverrides::default(),
                 route: Default::default(),
+                backends: None,
                 endpoints: vec![],
             },
         );

@@ -19,11 +19,19 @@ pub(super) fn fetch(
         .as_ref()
         .ok_or_else(|| Status::invalid_argument("a fetch request must carry node"))?;
     let node_type = cache.resolve_node_type(node);
-    let snapshot = cache.snapshot(&node_type).ok_or_else(|| {
-        Status::unavailable(format!(
-            "no snapshot has been published for node type {node_type:?}"
-        ))
-    })?;
+    let zone = node
+        .locality
+        .as_ref()
+        .map(|l| l.zone.as_str())
+        .unwrap_or_default();
+    let service = crate::cache::service_of(node);
+    let snapshot = cache
+        .snapshot_for(&node_type, &service, zone)
+        .ok_or_else(|| {
+            Status::unavailable(format!(
+                "no snapshot has been published for node type {node_type:?}"
+            ))
+        })?;
     let current = snapshot.of(ty);
     let resources = match Subscription::from_names(ty, &req.resource_names, None) {
         Subscription::Wildcard => current.resources().values().collect::<Vec<_>>(),

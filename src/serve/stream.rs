@@ -158,10 +158,13 @@ fn start<'a, P: Protocol>(
         .as_ref()
         .map(|l| l.zone.clone())
         .unwrap_or_default();
+    // Its service picks its backend set, if that service declares one.
+    let caller = crate::cache::service_of(node);
     let stream_id = cache.status().connect(StreamStatus {
         node_id: node_id.clone(),
         node_type: node_type.clone(),
         zone: zone.clone(),
+        caller: caller.clone(),
         service,
         mode: P::MODE,
         types: Default::default(),
@@ -174,7 +177,7 @@ fn start<'a, P: Protocol>(
         node_id,
         node_type,
     };
-    let mut snapshots = cache.watch(&ctx.node_type, &zone);
+    let mut snapshots = cache.watch(&ctx.node_type, &caller, &zone);
     let current = snapshots.borrow_and_update().clone();
     if let Some(snapshot) = current {
         state.on_snapshot(&ctx, snapshot);

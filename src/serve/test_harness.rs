@@ -135,6 +135,7 @@ fn connect<P: Tested>(cache: &Cache, only: Option<ResourceType>) -> StreamContex
         node_id: NODE_ID.into(),
         node_type: NODE_TYPE.into(),
         zone: String::new(),
+        caller: String::new(),
         service: super::service_name(only),
         mode: P::MODE,
         types: Default::default(),

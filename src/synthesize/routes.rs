@@ -5,11 +5,12 @@
 
 use std::collections::BTreeSet;
 
-use envoy_types::pb::envoy::config::core::v3::Metadata;
+use envoy_types::pb::envoy::config::core::v3::{data_source, DataSource, Metadata};
 use envoy_types::pb::envoy::config::route::v3::{
     header_matcher::HeaderMatchSpecifier, route::Action, route_action::ClusterSpecifier,
-    route_match::PathSpecifier, weighted_cluster::ClusterWeight, HeaderMatcher, RetryPolicy, Route,
-    RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster,
+    route_match::PathSpecifier, weighted_cluster::ClusterWeight, DirectResponseAction,
+    HeaderMatcher, RetryPolicy, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost,
+    WeightedCluster,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher::MatchPattern, StringMatcher};
 use envoy_types::pb::google::protobuf::{Struct, UInt32Value};
@@ -23,18 +24,53 @@ use crate::discover::{self, RevisionWeight, RoutePolicy, DEFAULT_RETRY_ON};
 /// (`x-ecs-xds-revision: 12`), for testing a canary before it takes traffic.
 pub const REVISION_HEADER: &str = "x-ecs-xds-revision";
 
-/// The generated route configuration for `clusters` (name, discovered cluster), in order.
+/// The generated route configuration for `clusters` (name, discovered cluster), in order, and
+/// for each of `missing` (declared backends nobody serves) a virtual host answering 503.
 pub fn generated_routes(
     spec: &GeneratedRoutes,
     defaults: &RouteAction,
     clusters: &[(&str, &discover::Cluster)],
+    missing: &[String],
 ) -> RouteConfiguration {
+    let served = clusters
+        .iter()
+        .map(|(name, cluster)| virtual_host(spec, defaults, name, cluster));
+    let unserved = missing.iter().map(|name| not_discovered(spec, name));
     RouteConfiguration {
         name: spec.name.clone(),
-        virtual_hosts: clusters
-            .iter()
-            .map(|(name, cluster)| virtual_host(spec, defaults, name, cluster))
-            .collect(),
+        virtual_hosts: served.chain(unserved).collect(),
+        ..Default::default()
+    }
+}
+
+fn domains(spec: &GeneratedRoutes, name: &str) -> Vec<String> {
+    std::iter::once(name.to_owned())
+        .chain(spec.ports.iter().map(|port| format!("{name}:{port}")))
+        .collect()
+}
+
+/// A declared backend that is not discovered: an app calling it gets a 503 saying so (rather
+/// than the 404 of a name nobody declared), and starts reaching it once it is discovered.
+fn not_discovered(spec: &GeneratedRoutes, name: &str) -> VirtualHost {
+    let body = format!("ecs-xds: backend {name:?} is declared but not discovered\n");
+    VirtualHost {
+        name: name.to_owned(),
+        domains: domains(spec, name),
+        routes: vec![Route {
+            r#match: Some(RouteMatch {
+                path_specifier: Some(PathSpecifier::Prefix("/".into())),
+                ..Default::default()
+            }),
+            action: Some(Action::DirectResponse(DirectResponseAction {
+                status: 503,
+                body: Some(DataSource {
+                    specifier: Some(data_source::Specifier::InlineString(body)),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }],
         ..Default::default()
     }
 }
@@ -45,9 +81,7 @@ fn virtual_host(
     name: &str,
     cluster: &discover::Cluster,
 ) -> VirtualHost {
-    let domains = std::iter::once(name.to_owned())
-        .chain(spec.ports.iter().map(|port| format!("{name}:{port}")))
-        .collect();
+    let domains = domains(spec, name);
     let action = with_policy(defaults.clone(), &cluster.route);
     let split = live_weights(cluster);
     let mut routes: Vec<Route> = Vec::new();

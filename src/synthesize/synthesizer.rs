@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 
+use super::backend_sets::{by_service, BackendSet, BackendSets, Declarations, Selection};
 use super::clusters::discovered_cluster;
 use super::endpoints::{discovered_load_assignment, splits};
 use super::grpc::{
@@ -33,6 +34,9 @@ pub struct Synthesis {
     /// zone is served. It shares every resource with the plain snapshot except the endpoints
     /// of the clusters that zone holds only part of.
     pub zones: BTreeMap<String, BTreeMap<String, Snapshot>>,
+    /// For node types some of whose services declare their backends: the snapshot of each
+    /// backend set, and which services are on which (see `backend_sets.rs`).
+    pub backend_sets: BTreeMap<String, BackendSets>,
     /// Warnings a human should look at (routes to clusters that are not discovered, ...),
     /// in node type order.
     pub findings: Vec<Finding>,
@@ -88,8 +92,9 @@ struct Encodings {
     /// By (cluster name, zone for which priorities were set, "" for none), from its endpoints
     /// and whether it splits by revision (the same for every node type).
     endpoints: Memo<(String, String), (Vec<discover::Endpoint>, bool)>,
-    /// By node type, from its clusters in scope: name, route policy, running revisions.
-    generated: Memo<String, Vec<RouteInputs>>,
+    /// By (node type, backend set; `None` for the whole scope), from its clusters: name,
+    /// route policy, running revisions; and the declared backends it answers 503 for.
+    generated: Memo<(String, Option<String>), (Vec<RouteInputs>, Vec<String>)>,
     /// gRPC node types' listener and route configuration of each cluster, by (node type,
     /// cluster name).
     grpc_listeners: Memo<(String, String), ()>,
@@ -175,6 +180,8 @@ impl Synthesizer {
     /// before they are accepted; `Cache::publish` checks every snapshot again.
     pub fn synthesize(&mut self, inventory: &Inventory) -> Synthesis {
         let mut out = Synthesis::default();
+        let declarations = Declarations::of(inventory);
+        let services = by_service(inventory);
         let node_types: std::collections::BTreeSet<&str> = self
             .templates
             .node_types()
@@ -185,7 +192,7 @@ impl Synthesizer {
             let (snapshot, discovered_eds) = match (self.templates.get(node_type), pushed) {
                 (Some(template), _) => self
                     .encodings
-                    .node_snapshot(node_type, template, pushed, inventory, &mut out),
+                    .node_snapshot(node_type, template, pushed, inventory, None, &mut out),
                 (None, Some(pushed)) => {
                     let (builder, fresh) = pushed.add_to(node_type, Snapshot::builder(), &mut out);
                     let snapshot = builder.build();
@@ -199,13 +206,26 @@ impl Synthesizer {
                 Some(pushed) => pushed.route_findings(node_type, &snapshot, &mut out),
                 None => debug_assert_eq!(snapshot.check_consistency(), Ok(()), "{node_type}"),
             }
-            if self.templates.get(node_type).is_some_and(|t| t.zone_aware) {
+            let template = self.templates.get(node_type);
+            if template.is_some_and(|t| t.zone_aware) {
                 let zones = self
                     .encodings
                     .zone_snapshots(&snapshot, &discovered_eds, &mut out);
                 out.zones.insert(node_type.to_owned(), zones);
             }
             out.snapshots.insert(node_type.to_owned(), snapshot);
+            // gRPC clients ask for each target by name: they get only what they dial anyway.
+            if let Some(template) = template.filter(|t| !t.grpc && !declarations.sets.is_empty()) {
+                let sets = self.encodings.backend_sets(
+                    node_type,
+                    template,
+                    pushed,
+                    inventory,
+                    (&declarations, &services),
+                    &mut out,
+                );
+                out.backend_sets.insert(node_type.to_owned(), sets);
+            }
         }
         self.encodings.clusters.end_round();
         self.encodings.endpoints.end_round();
@@ -217,14 +237,57 @@ impl Synthesizer {
 }
 
 impl Encodings {
-    /// The node type's snapshot, and the discovered clusters it serves their discovered
-    /// endpoints for (what zone-aware priorities apply to).
+    /// The snapshot of every backend set declared in the inventory, for one node type.
+    fn backend_sets(
+        &mut self,
+        node_type: &str,
+        template: &NodeTemplate,
+        pushed: Option<&Pushed>,
+        inventory: &Inventory,
+        (declarations, services): (
+            &Declarations,
+            &BTreeMap<&str, Vec<(&String, &discover::Cluster)>>,
+        ),
+        out: &mut Synthesis,
+    ) -> BackendSets {
+        let also: std::collections::BTreeSet<&str> = template
+            .route_clusters
+            .iter()
+            .map(|(c, _)| c.as_str())
+            .collect();
+        let mut sets = BTreeMap::new();
+        for (key, patterns) in &declarations.sets {
+            let selection = Selection::new(key, patterns, inventory, services, &also);
+            let (snapshot, discovered_eds) = self.node_snapshot(
+                node_type,
+                template,
+                pushed,
+                inventory,
+                Some(&selection),
+                out,
+            );
+            let zones = match template.zone_aware {
+                true => self.zone_snapshots(&snapshot, &discovered_eds, out),
+                false => BTreeMap::new(),
+            };
+            sets.insert(key.clone(), BackendSet { snapshot, zones });
+        }
+        BackendSets {
+            sets,
+            callers: declarations.callers.clone(),
+        }
+    }
+
+    /// The node type's snapshot (of one backend set's clusters, or of its whole scope), and
+    /// the discovered clusters it serves their discovered endpoints for (what zone-aware
+    /// priorities apply to).
     fn node_snapshot<'i>(
         &mut self,
         node_type: &str,
         template: &NodeTemplate,
         pushed: Option<&Pushed>,
         inventory: &'i Inventory,
+        selection: Option<&Selection<'i>>,
         out: &mut Synthesis,
     ) -> (Snapshot, Vec<&'i discover::Cluster>) {
         let class = self.defaults_of[node_type];
@@ -236,14 +299,21 @@ impl Encodings {
         let mut fresh_endpoints = Vec::new();
         let mut in_scope = Vec::new();
         let mut discovered_eds = Vec::new();
-        for (name, cluster) in &inventory.clusters {
+        let candidates: Vec<(&String, &discover::Cluster)> = match selection {
+            Some(selection) => selection.clusters.clone(),
+            None => inventory.clusters.iter().collect(),
+        };
+        for (name, cluster) in candidates {
             if !template.scope.contains(name) {
                 continue;
             }
             if statics.contains(name.as_str()) {
-                out.findings.push(finding(node_type, template, format!(
-                    "template cluster {name:?} has the name of a discovered cluster; the template's is served"
-                )));
+                // Reported once, by the whole scope's snapshot.
+                if selection.is_none() {
+                    out.findings.push(finding(node_type, template, format!(
+                        "template cluster {name:?} has the name of a discovered cluster; the template's is served"
+                    )));
+                }
                 continue;
             }
             in_scope.push((name.as_str(), cluster));
@@ -275,15 +345,20 @@ impl Encodings {
         let mut fresh_generated = None;
         let generated = template.generated_routes.as_ref();
         if let Some(spec) = generated.filter(|g| !replaced(ResourceType::Route, &g.name)) {
-            let key = node_type.to_owned();
+            let key = (node_type.to_owned(), selection.map(|s| s.key.to_owned()));
+            let missing = selection.map_or_else(Vec::new, |s| s.missing(&in_scope, &statics));
             let inputs: Vec<RouteInputs> =
                 in_scope.iter().map(|(n, c)| route_inputs(n, c)).collect();
-            builder = match self.generated.get(&key, |kept| *kept == inputs) {
+            builder = match self
+                .generated
+                .get(&key, |kept| kept.0 == inputs && kept.1 == missing)
+            {
                 Some(shared) => builder.shared(ResourceType::Route, shared),
                 None => {
-                    fresh_generated = Some((key, spec.name.clone(), inputs));
                     let defaults = &template.route_defaults;
-                    builder.route(generated_routes(spec, defaults, &in_scope))
+                    let routes = generated_routes(spec, defaults, &in_scope, &missing);
+                    fresh_generated = Some((key, spec.name.clone(), (inputs, missing)));
+                    builder.route(routes)
                 }
             };
         }
@@ -348,9 +423,14 @@ impl Encodings {
                 }
             }
         }
-        let mut served_statics = statics;
-        served_statics.extend(pushed.into_iter().flat_map(|p| p.cluster_names()));
-        route_findings(node_type, template, inventory, &served_statics, out);
+        match selection {
+            None => {
+                let mut served_statics = statics;
+                served_statics.extend(pushed.into_iter().flat_map(|p| p.cluster_names()));
+                route_findings(node_type, template, inventory, &served_statics, out);
+            }
+            Some(selection) => out_of_scope(node_type, template, selection, out),
+        }
         (snapshot, discovered_eds)
     }
 }
@@ -608,6 +688,26 @@ fn route_findings(
     }
 }
 
+/// A declared backend that is discovered but outside the node type's scope is served as not
+/// discovered (503); someone should widen the scope or fix the declaration.
+fn out_of_scope(
+    node_type: &str,
+    template: &NodeTemplate,
+    selection: &Selection<'_>,
+    out: &mut Synthesis,
+) {
+    for (name, _) in &selection.clusters {
+        let declared = selection.patterns.iter().any(|p| p.item == **name);
+        if declared && !template.scope.contains(name) {
+            let message = format!(
+                "backend set {:?}: cluster {name:?} is discovered, but this node type's [scope] leaves it out; its route answers 503",
+                selection.key
+            );
+            out.findings.push(finding(node_type, template, message));
+        }
+    }
+}
+
 fn finding(node_type: &str, template: &NodeTemplate, message: String) -> Finding {
     Finding {
         node_type: node_type.to_owned(),
@@ -681,6 +781,8 @@ impl<K: Hash + Eq + Clone, I> Memo<K, I> {
     }
 }
 
+#[cfg(test)]
+mod backend_tests;
 #[cfg(test)]
 mod grpc_tests;
 #[cfg(test)]

@@ -78,6 +78,7 @@ pub(crate) fn service(name: &str, ips: &[&str]) -> discover::Cluster {
         port_name: None,
         overrides: ClusterOverrides::default(),
         route: Default::default(),
+        backends: None,
         endpoints: ips
             .iter()
             .map(|ip| endpoint(ip, Health::Healthy, "eu-west-1a", 1))

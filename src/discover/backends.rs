@@ -1,0 +1,121 @@
+//! Declared backends: what a service calls, from `<prefix>backends` (service tag, then task
+//! tag, then container label), as App Mesh's virtual node `backends` were.
+//!
+//! The value is a list of cluster names or globs (`orders payments.grpc billing-*`), separated
+//! by spaces or commas, since ECS tag values cannot hold a comma. An item matches a cluster by
+//! its name, or every cluster of an ECS service by the service's name (`orders` covers
+//! `orders.http` and `orders.grpc`). An empty value declares that the service calls nothing.
+//!
+//! Only parsed and checked here; synthesis decides what a service's Envoy is served.
+
+use std::collections::BTreeMap;
+
+use globset::{Glob, GlobMatcher};
+
+use super::{Cluster, Source};
+
+/// The normalized items of a `backends` value: sorted, each once, every one a valid glob. Two
+/// services with the same items share one snapshot.
+pub(crate) fn parse(value: &str) -> Result<Vec<String>, String> {
+    let mut items: Vec<String> = value
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|item| !item.is_empty())
+        .map(str::to_owned)
+        .collect();
+    for item in &items {
+        Glob::new(item).map_err(|e| format!("`{item}` is not a name or glob: {e}"))?;
+    }
+    items.sort();
+    items.dedup();
+    Ok(items)
+}
+
+/// One declared item, compiled.
+#[derive(Debug, Clone)]
+pub struct BackendPattern {
+    pub item: String,
+    matcher: GlobMatcher,
+}
+
+impl BackendPattern {
+    /// Compiles an item [`parse`] accepted (an invalid one matches nothing).
+    pub fn new(item: &str) -> BackendPattern {
+        let glob = Glob::new(item).unwrap_or_else(|_| Glob::new("").expect("empty glob"));
+        BackendPattern {
+            item: item.to_owned(),
+            matcher: glob.compile_matcher(),
+        }
+    }
+
+    /// A plain name rather than a glob: one that matches nothing is reported, and its route
+    /// answers 503.
+    pub fn is_literal(&self) -> bool {
+        !self.item.contains(['*', '?', '[', '{'])
+    }
+
+    /// True when `cluster` is this item's: by cluster name, or by its ECS service's name.
+    pub fn matches(&self, cluster: &Cluster) -> bool {
+        self.matcher.is_match(&cluster.name)
+            || matches!(&cluster.source, Source::Ecs { service, .. } if self.matcher.is_match(service))
+    }
+}
+
+/// Every item of every declaration that names no discovered cluster, as inventory warnings.
+pub(crate) fn unmatched(clusters: &BTreeMap<String, Cluster>) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for cluster in clusters.values() {
+        for item in cluster.backends.iter().flatten() {
+            let pattern = BackendPattern::new(item);
+            if !clusters.values().any(|c| pattern.matches(c)) {
+                let answer = match pattern.is_literal() {
+                    true => "its route answers 503 until it is discovered",
+                    false => "it adds nothing",
+                };
+                warnings.push(format!(
+                    "{}: backends names `{item}`, which matches no discovered cluster; {answer}",
+                    cluster.source
+                ));
+            }
+        }
+    }
+    warnings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_are_split_on_spaces_and_commas_sorted_and_deduplicated() {
+        assert_eq!(
+            parse("payments.grpc orders,orders  billing-*").unwrap(),
+            ["billing-*", "orders", "payments.grpc"]
+        );
+        assert_eq!(parse("").unwrap(), Vec::<String>::new());
+        let bad = parse("orders a[b").unwrap_err();
+        assert!(bad.contains("`a[b`"), "{bad}");
+    }
+
+    #[test]
+    fn an_item_matches_a_cluster_name_or_its_ecs_service() {
+        let cluster = |name: &str, service: &str| Cluster {
+            name: name.into(),
+            source: Source::Ecs {
+                ecs_cluster: "prod".into(),
+                service: service.into(),
+            },
+            port_name: None,
+            overrides: Default::default(),
+            route: Default::default(),
+            backends: None,
+            endpoints: Vec::new(),
+        };
+        let grpc = cluster("orders.grpc", "orders");
+        assert!(BackendPattern::new("orders").matches(&grpc));
+        assert!(BackendPattern::new("orders.grpc").matches(&grpc));
+        assert!(BackendPattern::new("ord*").matches(&grpc));
+        assert!(!BackendPattern::new("orders.http").matches(&grpc));
+        assert!(BackendPattern::new("orders").is_literal());
+        assert!(!BackendPattern::new("ord*").is_literal());
+    }
+}
