@@ -44,7 +44,9 @@ impl Declarations {
             let Some(items) = &cluster.backends else {
                 continue;
             };
-            let key = items.join(",");
+            // Discovery sorts them; a hand-written inventory may not have.
+            let items: BTreeSet<&str> = items.iter().map(String::as_str).collect();
+            let key = items.iter().copied().collect::<Vec<_>>().join(",");
             out.sets
                 .entry(key.clone())
                 .or_insert_with(|| items.iter().map(|i| BackendPattern::new(i)).collect());

@@ -77,6 +77,19 @@ impl Envoy {
         Envoy::start_with(node_id, xds, AdsMode::Sotw, Some(zone)).await
     }
 
+    /// [`Envoy::start`] for an Envoy of ECS service `service` (`node.cluster`, as the
+    /// deploy/ecs bootstrap sets it from the task metadata), which picks its backend set.
+    pub async fn start_of_service(
+        node_id: &str,
+        xds: SocketAddr,
+        mode: AdsMode,
+        service: &str,
+    ) -> Envoy {
+        let mut config = bootstrap_json(node_id, xds, mode);
+        config["node"]["cluster"] = json!(service);
+        Envoy::start_config(config, mode).await
+    }
+
     async fn start_with(
         node_id: &str,
         xds: SocketAddr,

@@ -1,0 +1,267 @@
+//! Declared backends with a real Envoy 1.40: a service tagged `ecs-xds.backends` has its
+//! Envoys served only those clusters, the others everything in scope.
+//! - From a saved inventory (`run --inventory`) with HTTP backends on 127.0.0.1, so requests
+//!   really flow: a declared backend answers, an undeclared one is 404 (no virtual host), a
+//!   declared one nobody runs is 503.
+//! - From moto: changing the service's tag reaches its Envoy without a restart, and a change to
+//!   a service outside its set sends it nothing. Only the config is read there: the endpoints
+//!   are moto's 10.x addresses.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ecs_xds::discover::{Cluster, Endpoint, Health, Inventory, Locality, Source};
+use support::backend::Backend;
+use support::daemon::{ecs_xds_command, Running};
+use support::envoy::{free_port, AdsMode, Envoy};
+use support::moto::{run_service_task, Moto};
+use support::templates::egress_sidecar;
+
+fn service(name: &str, backend: Option<&Backend>, backends: Option<&str>) -> Cluster {
+    Cluster {
+        name: name.into(),
+        source: Source::Ecs {
+            ecs_cluster: "prod".into(),
+            service: name.into(),
+        },
+        port_name: None,
+        overrides: Default::default(),
+        route: Default::default(),
+        backends: backends.map(|b| b.split(' ').map(str::to_owned).collect()),
+        endpoints: backend
+            .map(|b| Endpoint {
+                address: b.addr.ip().to_string(),
+                port: b.addr.port(),
+                health: Health::Healthy,
+                locality: Locality {
+                    region: "us-east-1".into(),
+                    zone: None,
+                },
+                weight: 1,
+                id: format!("task-{name}"),
+                revision: Some(1),
+                deployment: None,
+            })
+            .into_iter()
+            .collect(),
+    }
+}
+
+fn write_templates(dir: &Path, egress: u16) {
+    std::fs::create_dir_all(dir.join("templates")).unwrap();
+    std::fs::write(
+        dir.join("templates/sidecar.toml"),
+        egress_sidecar(egress, "egress", 1),
+    )
+    .unwrap();
+}
+
+/// The cluster names Envoy's `/clusters` lists (static and dynamic).
+async fn listed_clusters(envoy: &Envoy) -> BTreeSet<String> {
+    let text = envoy.admin_get("/clusters").await;
+    text.lines()
+        .filter_map(|l| l.split("::").next())
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|n| n.to_string()).collect()
+}
+
+async fn wait_for_clusters(envoy: &Envoy, wanted: &[&str]) {
+    let wanted = set(wanted);
+    envoy
+        .wait_for("its clusters", Duration::from_secs(20), || async {
+            listed_clusters(envoy).await == wanted
+        })
+        .await;
+}
+
+async fn get(egress: u16, host: &str) -> (u16, String) {
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let response = http
+        .get(format!("http://127.0.0.1:{egress}/"))
+        .header("host", host)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declaring_service_gets_only_its_backends_and_others_get_everything() {
+    let (orders, payments, billing) = (
+        Backend::start("orders").await,
+        Backend::start("payments").await,
+        Backend::start("billing").await,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ecs-xds.toml");
+    std::fs::write(
+        &config,
+        "[xds]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let (web_egress, billing_egress) = (free_port(), free_port());
+    // Each Envoy gets the same template, so each needs its own egress port: two node types.
+    write_templates(dir.path(), web_egress);
+    std::fs::write(
+        dir.path().join("templates/other.toml"),
+        egress_sidecar(billing_egress, "egress", 1),
+    )
+    .unwrap();
+    let clusters = [
+        service("web", None, Some("orders payments ghost")),
+        service("orders", Some(&orders), None),
+        service("payments", Some(&payments), None),
+        service("billing", Some(&billing), None),
+    ];
+    let inventory = Inventory {
+        clusters: clusters.into_iter().map(|c| (c.name.clone(), c)).collect(),
+        warnings: Vec::new(),
+    };
+    let path: PathBuf = dir.path().join("inventory.json");
+    std::fs::write(&path, serde_json::to_string(&inventory).unwrap()).unwrap();
+    let mut command = ecs_xds_command(&config);
+    command.arg("--inventory").arg(&path);
+    let daemon = Running::start_command(command).await;
+
+    let web = Envoy::start_of_service("sidecar-web1", daemon.xds, AdsMode::Sotw, "web").await;
+    let other =
+        Envoy::start_of_service("other-billing1", daemon.xds, AdsMode::Delta, "billing").await;
+    wait_for_clusters(&web, &["ecs-xds", "orders", "payments"]).await;
+    wait_for_clusters(&other, &["ecs-xds", "billing", "orders", "payments", "web"]).await;
+
+    // Through the web Envoy: a declared backend answers, an undeclared one has no virtual
+    // host (404), a declared one nobody runs says so with a 503.
+    let answered = |want: &'static str| {
+        move |(status, body): (u16, String)| status == 200 && body.contains(want)
+    };
+    web.wait_for("orders through egress", Duration::from_secs(10), || async {
+        answered("orders")(get(web_egress, "orders").await)
+    })
+    .await;
+    assert!(answered("payments")(get(web_egress, "payments").await));
+    assert_eq!(get(web_egress, "billing").await.0, 404);
+    let (status, body) = get(web_egress, "ghost").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("\"ghost\" is declared but not discovered"),
+        "{body}"
+    );
+    assert!(answered("billing")(get(billing_egress, "billing").await));
+
+    // /nodes says which set each Envoy is on.
+    let nodes: serde_json::Value = reqwest::get(format!("http://{}/nodes", daemon.admin))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let node = |id: &str| {
+        nodes["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["node_id"] == id)
+            .unwrap_or_else(|| panic!("{id} in {nodes}"))
+            .clone()
+    };
+    assert_eq!(node("sidecar-web1")["service"], "web");
+    assert_eq!(node("sidecar-web1")["backends"], "ghost,orders,payments");
+    assert_eq!(node("other-billing1")["backends"], serde_json::Value::Null);
+}
+
+/// Sum of an Envoy's CDS and EDS `update_success` counters.
+async fn cds_eds_updates(envoy: &Envoy, clusters: &[&str]) -> u64 {
+    let mut total = envoy.stat("cluster_manager.cds.update_success").await;
+    for cluster in clusters {
+        total += envoy
+            .stat(&format!("cluster.{cluster}.eds.update_success"))
+            .await;
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_tag_reaches_the_envoy_and_an_unrelated_change_sends_it_nothing() {
+    use aws_sdk_ecs::types::Tag;
+    let moto = Moto::start();
+    let seed = moto.seed(&["--tasks-per-service", "1"]);
+    let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config().await);
+    let described = ecs
+        .describe_services()
+        .cluster("demo")
+        .services("web")
+        .send()
+        .await
+        .unwrap();
+    let arn = described.services()[0].service_arn().unwrap().to_owned();
+    let tag = |value: &str| {
+        let ecs = ecs.clone();
+        let arn = arn.clone();
+        let value = value.to_owned();
+        async move {
+            let tag = Tag::builder().key("ecs-xds.backends").value(value).build();
+            ecs.tag_resource()
+                .resource_arn(arn)
+                .tags(tag)
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    tag("orders ghost").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ecs-xds.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[xds]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[aws]\nendpoint_url = \"{}\"\n[ecs]\nclusters = [\"demo\"]\npoll_interval = \"1s\"\n",
+            moto.endpoint
+        ),
+    )
+    .unwrap();
+    write_templates(dir.path(), free_port());
+    let daemon = Running::start(&config).await;
+    let web = Envoy::start_of_service("sidecar-web1", daemon.xds, AdsMode::Sotw, "web").await;
+    let whole = Envoy::start_of_service("sidecar-x", daemon.xds, AdsMode::Sotw, "x").await;
+    // Only the xDS cluster is static: the egress port of `whole` is never used.
+    wait_for_clusters(&web, &["ecs-xds", "orders"]).await;
+    daemon
+        .wait_for_log(
+            "backends names `ghost`, which matches no discovered cluster",
+            Duration::from_secs(5),
+        )
+        .await;
+
+    // A backend added by tag appears; with it replaced, the one left out goes.
+    tag("orders api").await;
+    wait_for_clusters(&web, &["api.grpc", "api.http", "ecs-xds", "orders"]).await;
+    tag("api.http").await;
+    wait_for_clusters(&web, &["api.http", "ecs-xds"]).await;
+    web.wait_for("the set's ACK", Duration::from_secs(10), || async {
+        let v = web.versions().await;
+        v.eds.iter().all(|(_, version)| !version.is_empty())
+    })
+    .await;
+
+    // One more `orders` task, outside web's set: the whole-scope Envoy gets it, web nothing.
+    let before = cds_eds_updates(&web, &["api.http"]).await;
+    let orders_before = whole.endpoint_ips("orders").await.len();
+    run_service_task(&ecs, &seed, "orders").await;
+    whole
+        .wait_for("the new orders task", Duration::from_secs(20), || async {
+            whole.endpoint_ips("orders").await.len() == orders_before + 1
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(cds_eds_updates(&web, &["api.http"]).await, before);
+    assert_eq!(listed_clusters(&web).await, set(&["api.http", "ecs-xds"]));
+}
