@@ -14,7 +14,7 @@ pub mod hash;
 mod render;
 mod resource_type;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -138,6 +138,10 @@ impl TypeResources {
 #[derive(Debug)]
 pub struct Snapshot {
     types: [TypeResources; ResourceType::COUNT],
+    /// For an on-demand node type: the clusters a wildcard CDS subscription gets. Envoy asks
+    /// for any other by name (on-demand CDS, delta only) the first time a request needs it.
+    /// `None`: every cluster.
+    wildcard_clusters: Option<BTreeSet<Arc<str>>>,
     /// Unique per built snapshot (unlike its address, never reused), keying `changes`.
     id: u64,
     /// Recent answers of [`Snapshot::changes_since`]: every stream that last got the same
@@ -174,6 +178,28 @@ impl Snapshot {
     /// The version of one type.
     pub fn version(&self, ty: ResourceType) -> &Arc<str> {
         self.of(ty).version()
+    }
+
+    /// True when only some clusters go to a wildcard subscription (an on-demand node type).
+    pub fn is_on_demand(&self) -> bool {
+        self.wildcard_clusters.is_some()
+    }
+
+    /// The clusters a wildcard subscription gets, for an on-demand snapshot.
+    pub fn wildcard_clusters(&self) -> Option<&BTreeSet<Arc<str>>> {
+        self.wildcard_clusters.as_ref()
+    }
+
+    /// Whether a delta wildcard subscription covers `name`: every resource, except an
+    /// on-demand snapshot's clusters outside [`Snapshot::wildcard_clusters`]. A name the
+    /// snapshot does not have is covered, so that the client is told it is gone.
+    pub fn in_wildcard(&self, ty: ResourceType, name: &str) -> bool {
+        match (&self.wildcard_clusters, ty) {
+            (Some(wildcard), ResourceType::Cluster) => {
+                wildcard.contains(name) || self.of(ty).get(name).is_none()
+            }
+            _ => true,
+        }
     }
 
     /// True when every type has the same version in both snapshots (same content).
@@ -228,6 +254,7 @@ impl Snapshot {
 #[derive(Debug, Default)]
 pub struct SnapshotBuilder {
     types: [BTreeMap<Arc<str>, Arc<EncodedResource>>; ResourceType::COUNT],
+    wildcard_clusters: Option<BTreeSet<Arc<str>>>,
 }
 
 impl SnapshotBuilder {
@@ -261,6 +288,13 @@ impl SnapshotBuilder {
         self.encoded(ResourceType::Secret, &name, &secret)
     }
 
+    /// Makes the snapshot on-demand: a wildcard CDS subscription gets only `names` (see
+    /// [`Snapshot::wildcard_clusters`]).
+    pub fn wildcard_clusters(mut self, names: impl IntoIterator<Item = Arc<str>>) -> Self {
+        self.wildcard_clusters = Some(names.into_iter().collect());
+        self
+    }
+
     /// True when a resource of type `ty` named `name` has been added.
     pub fn has(&self, ty: ResourceType, name: &str) -> bool {
         self.types[ty.index()].contains_key(name)
@@ -282,13 +316,26 @@ impl SnapshotBuilder {
     /// Finishes the snapshot: computes each type's version. A later resource with the same
     /// name as an earlier one has replaced it.
     pub fn build(self) -> Snapshot {
-        let types = self.types.map(|resources| TypeResources {
+        let mut types = self.types.map(|resources| TypeResources {
             version: hash::type_version(resources.values().map(|r| (&*r.name, r.hash))).into(),
             resources,
         });
+        if let Some(wildcard) = &self.wildcard_clusters {
+            // What a wildcard subscription gets is part of what is served: a change to it is a
+            // new CDS version, which wakes the streams.
+            let cds = &mut types[ResourceType::Cluster.index()];
+            let marked: Vec<String> = wildcard
+                .iter()
+                .map(|n| format!("\0wildcard\0{n}"))
+                .collect();
+            let entries = (cds.resources.values().map(|r| (&*r.name, r.hash)))
+                .chain(marked.iter().map(|n| (n.as_str(), 0)));
+            cds.version = hash::type_version(entries).into();
+        }
         static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Snapshot {
             types,
+            wildcard_clusters: self.wildcard_clusters,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             changes: Mutex::default(),
         }

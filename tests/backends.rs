@@ -265,3 +265,93 @@ async fn a_changed_tag_reaches_the_envoy_and_an_unrelated_change_sends_it_nothin
     assert_eq!(cds_eds_updates(&web, &["api.http"]).await, before);
     assert_eq!(listed_clusters(&web).await, set(&["api.http", "ecs-xds"]));
 }
+
+/// The egress template of an on-demand node type: the `on_demand` filter with `odcds` before
+/// the router, as the README shows it.
+fn on_demand_sidecar(egress: u16) -> String {
+    format!(
+        r#"
+[on_demand]
+enabled = true
+
+[cluster_defaults]
+connect_timeout = "1s"
+
+[generated_routes]
+name = "egress"
+
+[[listeners]]
+name = "egress"
+address = {{ socket_address = {{ address = "127.0.0.1", port_value = {egress} }} }}
+[[listeners.filter_chains]]
+[[listeners.filter_chains.filters]]
+name = "envoy.filters.network.http_connection_manager"
+[listeners.filter_chains.filters.typed_config]
+"@type" = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+stat_prefix = "egress"
+rds = {{ route_config_name = "egress", config_source = {{ ads = {{}}, resource_api_version = "V3" }} }}
+[[listeners.filter_chains.filters.typed_config.http_filters]]
+name = "envoy.filters.http.on_demand"
+typed_config = {{ "@type" = "type.googleapis.com/envoy.extensions.filters.http.on_demand.v3.OnDemand", odcds = {{ source = {{ ads = {{}}, resource_api_version = "V3" }}, timeout = "5s" }} }}
+[[listeners.filter_chains.filters.typed_config.http_filters]]
+name = "envoy.filters.http.router"
+typed_config = {{ "@type" = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_demand_a_cluster_is_loaded_by_its_first_request_and_others_never() {
+    let (orders, payments, billing) = (
+        Backend::start("orders").await,
+        Backend::start("payments").await,
+        Backend::start("billing").await,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ecs-xds.toml");
+    std::fs::write(
+        &config,
+        "[xds]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let egress = free_port();
+    std::fs::create_dir_all(dir.path().join("templates")).unwrap();
+    std::fs::write(
+        dir.path().join("templates/sidecar.toml"),
+        on_demand_sidecar(egress),
+    )
+    .unwrap();
+    let clusters = [
+        service("orders", Some(&orders), None),
+        service("payments", Some(&payments), None),
+        service("billing", Some(&billing), None),
+    ];
+    let inventory = Inventory {
+        clusters: clusters.into_iter().map(|c| (c.name.clone(), c)).collect(),
+        warnings: Vec::new(),
+    };
+    let path: PathBuf = dir.path().join("inventory.json");
+    std::fs::write(&path, serde_json::to_string(&inventory).unwrap()).unwrap();
+    let mut command = ecs_xds_command(&config);
+    command.arg("--inventory").arg(&path);
+    let daemon = Running::start_command(command).await;
+    let envoy = Envoy::start("sidecar-app1", daemon.xds, AdsMode::Delta).await;
+    envoy
+        .wait_for("the routes", Duration::from_secs(20), || async {
+            envoy.versions().await.rds.len() == 1
+                && envoy.stat("listener_manager.total_listeners_active").await == 1
+        })
+        .await;
+    assert_eq!(listed_clusters(&envoy).await, set(&["ecs-xds"]));
+
+    // The first request to `orders` succeeds; it alone is then loaded.
+    let (status, body) = get(egress, "orders").await;
+    assert_eq!((status, body.contains("orders")), (200, true), "{body}");
+    assert_eq!(listed_clusters(&envoy).await, set(&["ecs-xds", "orders"]));
+    assert!(get(egress, "payments").await.1.contains("payments"));
+    assert_eq!(
+        listed_clusters(&envoy).await,
+        set(&["ecs-xds", "orders", "payments"])
+    );
+    assert!(!listed_clusters(&envoy).await.contains("billing"));
+}

@@ -84,6 +84,8 @@ impl DeltaState {
             Some(snapshot) => snapshot.of(ty).intern(name),
             None => Arc::from(name),
         };
+        // On-demand snapshots: a wildcard subscription covers only some clusters.
+        let covered = |name: &str| known.as_ref().is_none_or(|s| s.in_wildcard(ty, name));
         let state = self.types[ty.index()].get_or_insert_with(TypeState::default);
         if first {
             state.wildcard = ty.is_wildcard_by_default() && req.resource_names_subscribe.is_empty();
@@ -101,12 +103,15 @@ impl DeltaState {
             if name == "*" {
                 if !state.wildcard {
                     let names = &state.names;
-                    state.held.pin_all(ty, |n| names.contains(n), |_| true);
+                    state
+                        .held
+                        .pin_all(ty, |n| names.contains(n), |n| covered(n));
                 }
                 state.wildcard = true;
             } else {
                 let name = intern(name);
-                let wanted_before = state.wildcard || state.names.contains(&name);
+                let wanted_before =
+                    (state.wildcard && covered(&name)) || state.names.contains(&name);
                 state.held.pin(ty, &name, wanted_before, true);
                 if ty.is_wildcard_by_default() && !state.held.diff_names().any(|n| *n == name) {
                     // A listener or cluster asked for by name is looked at in the next push
@@ -131,7 +136,7 @@ impl DeltaState {
             } else {
                 Arc::make_mut(&mut state.names).remove(name);
                 state.forced.remove(name);
-                match state.wildcard {
+                match state.wildcard && covered(name) {
                     // Still wanted through the wildcard: resend it if asked again.
                     true => state.held.set(intern(name), None),
                     false => state.held.forget(name),
@@ -226,7 +231,9 @@ impl DeltaState {
         let first_answer = state.synced.is_none();
         state.synced = Some(version.clone());
         let current = snapshot.of(ty);
-        let wanted = |name: &str| state.wildcard || state.names.contains(name);
+        let wanted = |name: &str| {
+            (state.wildcard && snapshot.in_wildcard(ty, name)) || state.names.contains(name)
+        };
         let held = |name: &str| state.held.get(ty, name, wanted(name));
         // Only these names can differ from what the client holds: what changed since its base
         // snapshot, where it differs from that base, and what it asked for again.
@@ -260,7 +267,9 @@ impl DeltaState {
         // A listener or cluster subscribed by name that does not exist is said so, as the
         // protocol has it: a resource with the name and nothing else (gRPC clients subscribe
         // these by name). Once: the name then leaves the candidates until it changes.
-        let absent: Vec<Arc<str>> = match ty.is_wildcard_by_default() && !state.wildcard {
+        // On-demand, Envoy asks by name on a wildcard stream too.
+        let by_name = !state.wildcard || snapshot.is_on_demand();
+        let absent: Vec<Arc<str>> = match ty.is_wildcard_by_default() && by_name {
             true => candidates
                 .iter()
                 .filter(|name| state.names.contains(name))
@@ -275,9 +284,10 @@ impl DeltaState {
         let before = send.then(|| state.held.clone());
         // Sent or not, the client now holds this snapshot's version of every name it wants.
         let (names, wildcard) = (&state.names, state.wildcard);
+        let covered = |n: &str| wildcard && snapshot.in_wildcard(ty, n);
         state
             .held
-            .rebase(snapshot.clone(), |n| wildcard || names.contains(n));
+            .rebase(snapshot.clone(), |n| covered(n) || names.contains(n));
         let before = before?;
         state.forced.clear();
         let nonce = self.common.nonce();

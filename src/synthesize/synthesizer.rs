@@ -384,6 +384,14 @@ impl Encodings {
         if let Some(pushed) = pushed {
             (builder, filled) = pushed.add_to(node_type, builder, out);
         }
+        if template.on_demand && selection.is_none() {
+            // Up front: the template's own clusters, pushed ones, and those its routes name.
+            // Every other one is asked for by name, when a request first needs it.
+            let own = (statics.iter().copied())
+                .chain(pushed.into_iter().flat_map(|p| p.cluster_names()))
+                .chain(template.route_clusters.iter().map(|(c, _)| c.as_str()));
+            builder = builder.wildcard_clusters(own.map(Arc::from));
+        }
         let snapshot = builder.build();
 
         let encoded = |ty: ResourceType, name: &str| {
@@ -591,6 +599,9 @@ impl Encodings {
             if split.is_empty() {
                 // It would be the plain snapshot, which a zone without one of its own gets.
                 continue;
+            }
+            if let Some(wildcard) = base.wildcard_clusters() {
+                builder = builder.wildcard_clusters(wildcard.iter().cloned());
             }
             for ty in ResourceType::ALL {
                 for (name, resource) in base.of(ty).resources() {

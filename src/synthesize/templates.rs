@@ -28,6 +28,7 @@
 //! with its file, line and field path. Synthesis owns each discovered cluster's name, type and
 //! endpoints, so `cluster_defaults` may not set them.
 
+mod on_demand;
 pub(crate) mod toml_json;
 
 use std::collections::BTreeMap;
@@ -74,6 +75,9 @@ pub struct NodeTemplate {
     /// cluster in scope also gets the listener and route configuration a client dialing
     /// `xds:///<cluster>` asks for, and clusters as gRPC takes them (see `grpc.rs`).
     pub grpc: bool,
+    /// Envoys get the template's own clusters up front and ask for each discovered one the
+    /// first time a request needs it (`[on_demand] enabled = true`; see `on_demand.rs`).
+    pub on_demand: bool,
     pub scope: Scope,
     pub generated_routes: Option<GeneratedRoutes>,
     /// Clusters the template's routes send to: (cluster, route configuration).
@@ -287,6 +291,7 @@ const SECTIONS: &[&str] = &[
     "route_defaults",
     "zone_aware",
     "grpc",
+    "on_demand",
     "scope",
     "generated_routes",
 ];
@@ -318,7 +323,7 @@ const OWNED_CLUSTER_FIELDS: &[&str] = &[
     "loadAssignment",
 ];
 
-/// `[zone_aware]` and `[grpc]`: a switch.
+/// `[zone_aware]`, `[grpc]` and `[on_demand]`: a switch.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ZoneAware {
@@ -387,6 +392,8 @@ impl NodeTemplate {
         let zone_aware =
             section::<ZoneAware>(&root, "zone_aware", &mut errors).is_some_and(|z| z.enabled);
         let grpc = section::<ZoneAware>(&root, "grpc", &mut errors).is_some_and(|g| g.enabled);
+        let on_demand =
+            section::<ZoneAware>(&root, "on_demand", &mut errors).is_some_and(|o| o.enabled);
         let scope = scope(root.get("scope"), &mut errors);
         let generated_routes = section::<GeneratedRoutes>(&root, "generated_routes", &mut errors);
         let mut template = NodeTemplate {
@@ -399,6 +406,7 @@ impl NodeTemplate {
             route_defaults,
             zone_aware,
             grpc,
+            on_demand,
             scope,
             generated_routes,
         };
@@ -406,6 +414,9 @@ impl NodeTemplate {
         // does not also show up as a dangling reference.
         if errors.is_empty() {
             errors.extend(template.check_references());
+        }
+        if errors.is_empty() && template.on_demand {
+            errors.extend(on_demand::check(&template));
         }
         if errors.is_empty() {
             template.route_clusters.sort();

@@ -331,3 +331,46 @@ fn a_named_listener_that_does_not_exist_is_said_so_once_and_sent_when_it_appears
     assert_eq!(names(&r), ["orders"]);
     assert!(r.resources[0].resource.is_some());
 }
+
+/// An on-demand snapshot: the wildcard gets only `a`; `b` and `c` come when asked by name.
+fn on_demand(endpoint_port: u16) -> Snapshot {
+    crate::serve::test_harness::sample_builder(&["a", "b", "c"], endpoint_port, 10000)
+        .wildcard_clusters(["a".into()])
+        .build()
+}
+
+#[test]
+fn on_demand_a_wildcard_gets_its_part_and_a_name_asked_for_comes_from_the_whole() {
+    let mut h = Delta::ads();
+    h.publish(on_demand(1));
+    let r = one(h.request(subscribe(Cluster, &[])).unwrap());
+    assert_eq!(names(&r), ["a"]);
+    assert!(h.request(ack(&r)).unwrap().is_empty());
+    // Envoy's on-demand filter asks for `b` on the same wildcard stream.
+    let r = one(h.request(subscribe(Cluster, &["b"])).unwrap());
+    assert_eq!(names(&r), ["b"]);
+    assert!(h.request(ack(&r)).unwrap().is_empty());
+    // A change to `c`, which nobody asked for, sends nothing; one to `b` sends `b`.
+    let changed_c = crate::serve::test_harness::sample_builder(&["a", "b", "c"], 1, 10000)
+        .cluster(eds_cluster("c", Duration::from_secs(7)))
+        .wildcard_clusters(["a".into()])
+        .build();
+    assert!(h.publish(changed_c).is_empty());
+    let changed_b = crate::serve::test_harness::sample_builder(&["a", "b", "c"], 1, 10000)
+        .cluster(eds_cluster("b", Duration::from_secs(7)))
+        .cluster(eds_cluster("c", Duration::from_secs(7)))
+        .wildcard_clusters(["a".into()])
+        .build();
+    let r = one(h.publish(changed_b));
+    assert_eq!(names(&r), ["b"]);
+    h.request(ack(&r)).unwrap();
+    // A name nobody serves is said not to exist at once (Envoy answers 503, not a timeout).
+    let r = one(h.request(subscribe(Cluster, &["ghost"])).unwrap());
+    assert_eq!(names(&r), ["ghost"]);
+    assert!(r.resources[0].resource.is_none());
+    // After a reconnect Envoy subscribes `*` and what it had: it gets those, not `c`.
+    h.reconnect();
+    h.publish(on_demand(1));
+    let r = one(h.request(subscribe(Cluster, &["*", "b"])).unwrap());
+    assert_eq!(names(&r), ["a", "b"]);
+}

@@ -287,3 +287,19 @@ name = "fc1"
     assert_eq!(line("listeners[1].filter_chains[1]"), Some(16));
     assert_eq!(line("listeners[1].filter_chains[1].name"), Some(17));
 }
+
+#[test]
+fn an_on_demand_node_type_needs_the_on_demand_filter_where_the_generated_routes_are_served() {
+    let text = crate::synthesize::synthesizer::tests::template("[on_demand]\nenabled = true\n");
+    let errors = errors(&text);
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(
+        errors[0].contains("on_demand.enabled: the listener serving the generated routes \"egress\" has no envoy.filters.http.on_demand HTTP filter"),
+        "{errors:#?}"
+    );
+    let with_filter = text.replace(
+        "http_filters = [",
+        r#"http_filters = [{ name = "envoy.filters.http.on_demand", typed_config = { "@type" = "type.googleapis.com/envoy.extensions.filters.http.on_demand.v3.OnDemand", odcds = { source = { ads = {} } } } }, "#,
+    );
+    assert!(NodeTemplate::parse(Path::new("t/sidecar.toml"), &with_filter).is_ok());
+}
