@@ -8,7 +8,9 @@
 //!    and a real Envoy with node id `sidecar-demo`;
 //! 3. prints the clusters and endpoints (with health) Envoy reports, and sends a request
 //!    through Envoy's egress listener to the Cloud Map backend;
-//! 4. stops everything it started.
+//! 4. tags service `web` with `ecs-xds.backends = orders` and starts a second Envoy as web's
+//!    sidecar (`node.cluster = web`), which is served only `orders`;
+//! 5. stops everything it started.
 //!
 //! The ECS task addresses are the 10.x addresses moto invents: they are only displayed; no
 //! request goes to them.
@@ -88,11 +90,52 @@ async fn main() {
         unhealthy.hits()
     );
 
+    declared_backends(&emulator, xds, &envoy).await;
+
     envoy.stop().await;
     let _ = stop.send(());
     let _ = daemon.await;
     drop(emulator);
     println!("\ndemo: stopped Envoy, ecs-xds, the backends and moto");
+}
+
+/// Tags `web` with what it calls and shows what web's own sidecar is then served.
+async fn declared_backends(emulator: &moto::Moto, xds: std::net::SocketAddr, demo: &envoy::Envoy) {
+    let ecs = aws_sdk_ecs::Client::new(&emulator.sdk_config().await);
+    let described = ecs
+        .describe_services()
+        .cluster("demo")
+        .services("web")
+        .send()
+        .await
+        .unwrap();
+    let arn = described.services()[0].service_arn().unwrap().to_owned();
+    let tag = aws_sdk_ecs::types::Tag::builder()
+        .key("ecs-xds.backends")
+        .value("orders")
+        .build();
+    ecs.tag_resource()
+        .resource_arn(arn)
+        .tags(tag)
+        .send()
+        .await
+        .unwrap();
+    println!(
+        "
+demo: tagged ECS service web with ecs-xds.backends=orders (what web calls)"
+    );
+    let web = envoy::Envoy::start_of_service("sidecar-web", xds, envoy::AdsMode::Sotw, "web").await;
+    // `local_app` is the template's own cluster: every sidecar has it.
+    web.wait_for("only orders", Duration::from_secs(30), || async {
+        web.versions().await.clusters == ["local_app", "orders"]
+    })
+    .await;
+    println!(
+        "demo: web's sidecar (node.cluster=web) holds {:?}; the demo Envoy (no declared service) holds {:?}",
+        web.versions().await.clusters,
+        demo.versions().await.clusters
+    );
+    web.stop().await;
 }
 
 fn write_config(dir: &Path, endpoint: &str, egress: u16) -> std::path::PathBuf {

@@ -186,6 +186,12 @@ impl Cache {
         published.sets.contains_key(key).then(|| key.clone())
     }
 
+    /// How many backend sets a node type has snapshots of.
+    pub fn backend_set_count(&self, node_type: &str) -> usize {
+        let state = self.inner.state.read().unwrap();
+        state.published.get(node_type).map_or(0, |p| p.sets.len())
+    }
+
     /// The zones a node type has snapshots of its own for (zone-aware node types only).
     pub fn zones(&self, node_type: &str) -> Vec<String> {
         let state = self.inner.state.read().unwrap();

@@ -18,7 +18,7 @@ use support::backend::Backend;
 use support::daemon::{ecs_xds_command, Running};
 use support::envoy::{free_port, AdsMode, Envoy};
 use support::moto::{run_service_task, Moto};
-use support::templates::egress_sidecar;
+use support::templates::{egress_sidecar, on_demand_sidecar};
 
 fn service(name: &str, backend: Option<&Backend>, backends: Option<&str>) -> Cluster {
     Cluster {
@@ -264,40 +264,6 @@ async fn a_changed_tag_reaches_the_envoy_and_an_unrelated_change_sends_it_nothin
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(cds_eds_updates(&web, &["api.http"]).await, before);
     assert_eq!(listed_clusters(&web).await, set(&["api.http", "ecs-xds"]));
-}
-
-/// The egress template of an on-demand node type: the `on_demand` filter with `odcds` before
-/// the router, as the README shows it.
-fn on_demand_sidecar(egress: u16) -> String {
-    format!(
-        r#"
-[on_demand]
-enabled = true
-
-[cluster_defaults]
-connect_timeout = "1s"
-
-[generated_routes]
-name = "egress"
-
-[[listeners]]
-name = "egress"
-address = {{ socket_address = {{ address = "127.0.0.1", port_value = {egress} }} }}
-[[listeners.filter_chains]]
-[[listeners.filter_chains.filters]]
-name = "envoy.filters.network.http_connection_manager"
-[listeners.filter_chains.filters.typed_config]
-"@type" = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
-stat_prefix = "egress"
-rds = {{ route_config_name = "egress", config_source = {{ ads = {{}}, resource_api_version = "V3" }} }}
-[[listeners.filter_chains.filters.typed_config.http_filters]]
-name = "envoy.filters.http.on_demand"
-typed_config = {{ "@type" = "type.googleapis.com/envoy.extensions.filters.http.on_demand.v3.OnDemand", odcds = {{ source = {{ ads = {{}}, resource_api_version = "V3" }}, timeout = "5s" }} }}
-[[listeners.filter_chains.filters.typed_config.http_filters]]
-name = "envoy.filters.http.router"
-typed_config = {{ "@type" = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }}
-"#
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -38,6 +38,15 @@ fn inventory() -> Inventory {
 }
 
 fn render(dir: &std::path::Path, node_type: &str, extra: &[&str]) -> std::process::Output {
+    render_inventory(dir, &inventory(), node_type, extra)
+}
+
+fn render_inventory(
+    dir: &std::path::Path,
+    inventory: &Inventory,
+    node_type: &str,
+    extra: &[&str],
+) -> std::process::Output {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let config = dir.join("ecs-xds.toml");
     let templates = root.join("config/templates");
@@ -47,7 +56,7 @@ fn render(dir: &std::path::Path, node_type: &str, extra: &[&str]) -> std::proces
     )
     .unwrap();
     let saved = dir.join("inventory.json");
-    std::fs::write(&saved, serde_json::to_string(&inventory()).unwrap()).unwrap();
+    std::fs::write(&saved, serde_json::to_string(inventory).unwrap()).unwrap();
     Command::new(env!("CARGO_BIN_EXE_ecs-xds"))
         .args(["render", "--node-type", node_type, "--config"])
         .arg(&config)
@@ -112,4 +121,39 @@ fn render_prints_the_same_resources_as_yaml() {
     let from_yaml: serde_json::Value = serde_yaml_ng::from_slice(&yaml.stdout).unwrap();
     assert_eq!(from_json, from_yaml);
     assert!(String::from_utf8_lossy(&yaml.stdout).contains("clusterName: orders"));
+}
+
+#[test]
+fn render_service_prints_what_its_sidecar_gets_only_its_declared_backends() {
+    let mut inventory = inventory();
+    for (name, backends) in [("web", Some(vec!["orders".to_owned()])), ("users", None)] {
+        let mut cluster = inventory.clusters["orders"].clone();
+        cluster.name = name.into();
+        cluster.source = Source::Ecs {
+            ecs_cluster: "prod".into(),
+            service: name.into(),
+        };
+        cluster.backends = backends;
+        inventory.clusters.insert(name.into(), cluster);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let clusters = |service: &[&str]| {
+        let out = render_inventory(dir.path(), &inventory, "sidecar", service);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let names: Vec<String> = (json["clusters"].as_array().unwrap().iter())
+            .map(|c| c["name"].as_str().unwrap().to_owned())
+            .collect();
+        (names, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (web, said) = clusters(&["--service", "web"]);
+    assert_eq!(web, ["local_app", "orders"]);
+    assert!(said.contains("declares its backends: \"orders\""), "{said}");
+    let (users, said) = clusters(&["--service", "users"]);
+    assert_eq!(users, ["local_app", "orders", "users", "web"]);
+    assert!(said.contains("whole scope"), "{said}");
 }

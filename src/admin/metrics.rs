@@ -298,6 +298,17 @@ impl LiveState {
             "Resources served per node type and resource type",
             sizes,
         )?;
+        let sets = snapshots.iter().map(|(node_type, _)| {
+            let count = self.cache.backend_set_count(node_type);
+            (vec![("node_type", node_type.as_str())], gauge(count))
+        });
+        family(
+            encoder,
+            MetricType::Gauge,
+            "backend_sets",
+            "Distinct declared backend sets per node type, each a snapshot of its own",
+            sets,
+        )?;
         let stats = &self.stats;
         family(
             encoder,

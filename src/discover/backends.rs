@@ -8,7 +8,7 @@
 //!
 //! Only parsed and checked here; synthesis decides what a service's Envoy is served.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use globset::{Glob, GlobMatcher};
 
@@ -34,39 +34,64 @@ pub(crate) fn parse(value: &str) -> Result<Vec<String>, String> {
 #[derive(Debug, Clone)]
 pub struct BackendPattern {
     pub item: String,
-    matcher: GlobMatcher,
+    /// `None` for a plain name, compared as it is: compiling a glob builds a regex, and a
+    /// thousand services declaring five names each are synthesized on every change.
+    glob: Option<GlobMatcher>,
 }
 
 impl BackendPattern {
-    /// Compiles an item [`parse`] accepted (an invalid one matches nothing).
+    /// Compiles an item [`parse`] accepted (an invalid glob matches nothing).
     pub fn new(item: &str) -> BackendPattern {
-        let glob = Glob::new(item).unwrap_or_else(|_| Glob::new("").expect("empty glob"));
+        let glob = item.contains(['*', '?', '[', '{']).then(|| {
+            let glob = Glob::new(item).unwrap_or_else(|_| Glob::new("").expect("empty glob"));
+            glob.compile_matcher()
+        });
         BackendPattern {
             item: item.to_owned(),
-            matcher: glob.compile_matcher(),
+            glob,
         }
     }
 
     /// A plain name rather than a glob: one that matches nothing is reported, and its route
     /// answers 503.
     pub fn is_literal(&self) -> bool {
-        !self.item.contains(['*', '?', '[', '{'])
+        self.glob.is_none()
+    }
+
+    fn is_match(&self, name: &str) -> bool {
+        match &self.glob {
+            Some(glob) => glob.is_match(name),
+            None => self.item == name,
+        }
     }
 
     /// True when `cluster` is this item's: by cluster name, or by its ECS service's name.
     pub fn matches(&self, cluster: &Cluster) -> bool {
-        self.matcher.is_match(&cluster.name)
-            || matches!(&cluster.source, Source::Ecs { service, .. } if self.matcher.is_match(service))
+        self.is_match(&cluster.name)
+            || matches!(&cluster.source, Source::Ecs { service, .. } if self.is_match(service))
     }
 }
 
 /// Every item of every declaration that names no discovered cluster, as inventory warnings.
 pub(crate) fn unmatched(clusters: &BTreeMap<String, Cluster>) -> Vec<String> {
+    // Plain names are looked up: a thousand services declaring five each is five thousand
+    // items, each of which would otherwise be compared with every cluster.
+    let names: BTreeSet<&str> = clusters
+        .values()
+        .flat_map(|c| match &c.source {
+            Source::Ecs { service, .. } => vec![c.name.as_str(), service.as_str()],
+            Source::CloudMap { .. } => vec![c.name.as_str()],
+        })
+        .collect();
     let mut warnings = Vec::new();
     for cluster in clusters.values() {
         for item in cluster.backends.iter().flatten() {
             let pattern = BackendPattern::new(item);
-            if !clusters.values().any(|c| pattern.matches(c)) {
+            let found = match pattern.is_literal() {
+                true => names.contains(item.as_str()),
+                false => clusters.values().any(|c| pattern.matches(c)),
+            };
+            if !found {
                 let answer = match pattern.is_literal() {
                     true => "its route answers 503 until it is discovered",
                     false => "it adds nothing",

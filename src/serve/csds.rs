@@ -71,7 +71,7 @@ impl Csds {
     }
 
     fn client_config(&self, stream: &StreamStatus, exclude_contents: bool) -> ClientConfig {
-        let snapshot = self.cache.snapshot_in(&stream.node_type, &stream.zone);
+        let snapshot = (self.cache).snapshot_for(&stream.node_type, &stream.caller, &stream.zone);
         let mut generic_xds_configs = Vec::new();
         for (ty, status) in ResourceType::ALL.into_iter().zip(&stream.types) {
             let Some(snapshot) = &snapshot else { break };

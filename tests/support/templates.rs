@@ -33,3 +33,37 @@ address = {{ socket_address = {{ address = "127.0.0.1", port_value = {egress_por
         chain.repeat(chains)
     )
 }
+
+/// The egress template of an on-demand node type: the `on_demand` filter with `odcds` before
+/// the router, as the README shows it.
+pub fn on_demand_sidecar(egress: u16) -> String {
+    format!(
+        r#"
+[on_demand]
+enabled = true
+
+[cluster_defaults]
+connect_timeout = "1s"
+
+[generated_routes]
+name = "egress"
+
+[[listeners]]
+name = "egress"
+address = {{ socket_address = {{ address = "127.0.0.1", port_value = {egress} }} }}
+[[listeners.filter_chains]]
+[[listeners.filter_chains.filters]]
+name = "envoy.filters.network.http_connection_manager"
+[listeners.filter_chains.filters.typed_config]
+"@type" = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+stat_prefix = "egress"
+rds = {{ route_config_name = "egress", config_source = {{ ads = {{}}, resource_api_version = "V3" }} }}
+[[listeners.filter_chains.filters.typed_config.http_filters]]
+name = "envoy.filters.http.on_demand"
+typed_config = {{ "@type" = "type.googleapis.com/envoy.extensions.filters.http.on_demand.v3.OnDemand", odcds = {{ source = {{ ads = {{}}, resource_api_version = "V3" }}, timeout = "5s" }} }}
+[[listeners.filter_chains.filters.typed_config.http_filters]]
+name = "envoy.filters.http.router"
+typed_config = {{ "@type" = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }}
+"#
+    )
+}
