@@ -33,7 +33,6 @@ mod backend;
 #[allow(dead_code)]
 #[path = "../tests/support/envoy.rs"]
 mod envoy;
-#[allow(dead_code)]
 #[path = "../tests/support/moto.rs"]
 mod moto;
 #[allow(dead_code)]

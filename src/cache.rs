@@ -64,10 +64,13 @@ struct Inner {
     unknown_logged: Mutex<BTreeSet<String>>,
 }
 
+/// (node type, service, zone).
+type ChannelKey = (String, String, String);
+
 #[derive(Debug, Default)]
 struct State {
     /// By (node type, service, zone).
-    channels: BTreeMap<(String, String, String), watch::Sender<Option<Arc<Snapshot>>>>,
+    channels: BTreeMap<ChannelKey, watch::Sender<Option<Arc<Snapshot>>>>,
     /// The latest publish of each node type.
     published: BTreeMap<String, NodeSnapshots>,
 }

@@ -68,8 +68,10 @@ pub(super) struct Selection<'i> {
 }
 
 /// By ECS service name, its clusters (for items naming a service rather than a cluster).
-pub(super) fn by_service(inventory: &Inventory) -> BTreeMap<&str, Vec<(&String, &Cluster)>> {
-    let mut out: BTreeMap<&str, Vec<(&String, &Cluster)>> = BTreeMap::new();
+pub(super) type ByService<'i> = BTreeMap<&'i str, Vec<(&'i String, &'i Cluster)>>;
+
+pub(super) fn by_service(inventory: &Inventory) -> ByService<'_> {
+    let mut out = ByService::new();
     for (name, cluster) in &inventory.clusters {
         if let Source::Ecs { service, .. } = &cluster.source {
             out.entry(service.as_str())
@@ -88,7 +90,7 @@ impl<'i> Selection<'i> {
         key: &'i str,
         patterns: &'i [BackendPattern],
         inventory: &'i Inventory,
-        services: &BTreeMap<&str, Vec<(&'i String, &'i Cluster)>>,
+        services: &ByService<'i>,
         also: &BTreeSet<&str>,
     ) -> Selection<'i> {
         let mut selected: BTreeMap<&'i String, &'i Cluster> = BTreeMap::new();

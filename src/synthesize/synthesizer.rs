@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 
-use super::backend_sets::{by_service, BackendSet, BackendSets, Declarations, Selection};
+use super::backend_sets::{
+    by_service, BackendSet, BackendSets, ByService, Declarations, Selection,
+};
 use super::clusters::discovered_cluster;
 use super::endpoints::{discovered_load_assignment, splits};
 use super::grpc::{
@@ -94,7 +96,7 @@ struct Encodings {
     endpoints: Memo<(String, String), (Vec<discover::Endpoint>, bool)>,
     /// By (node type, backend set; `None` for the whole scope), from its clusters: name,
     /// route policy, running revisions; and the declared backends it answers 503 for.
-    generated: Memo<(String, Option<String>), (Vec<RouteInputs>, Vec<String>)>,
+    generated: Memo<(String, Option<String>), GeneratedInputs>,
     /// gRPC node types' listener and route configuration of each cluster, by (node type,
     /// cluster name).
     grpc_listeners: Memo<(String, String), ()>,
@@ -103,6 +105,9 @@ struct Encodings {
 
 /// What a generated virtual host is made from, besides the node type's route defaults.
 type RouteInputs = (String, RoutePolicy, Vec<u32>);
+/// What a generated route configuration is made from: its virtual hosts' inputs, and the
+/// declared backends nobody serves (a 503 host each).
+type GeneratedInputs = (Vec<RouteInputs>, Vec<String>);
 
 /// A discovered cluster encoded by this synthesis: its key and what it was made from.
 type FreshCluster = ((usize, String), (ClusterOverrides, bool));
@@ -244,10 +249,7 @@ impl Encodings {
         template: &NodeTemplate,
         pushed: Option<&Pushed>,
         inventory: &Inventory,
-        (declarations, services): (
-            &Declarations,
-            &BTreeMap<&str, Vec<(&String, &discover::Cluster)>>,
-        ),
+        (declarations, services): (&Declarations, &ByService<'_>),
         out: &mut Synthesis,
     ) -> BackendSets {
         let also: std::collections::BTreeSet<&str> = template
