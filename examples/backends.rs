@@ -271,12 +271,7 @@ async fn envoy_memory() {
             envoy::Envoy::start_of_service("sidecar-app1", daemon.xds, mode, &service_name(0))
                 .await;
         if c.on_demand {
-            envoy
-                .wait_for("the routes", Duration::from_secs(60), || async {
-                    envoy.stat("listener_manager.total_listeners_active").await == 1
-                        && envoy.stat("http.egress.rds.egress.update_success").await >= 1
-                })
-                .await;
+            egress_ready(&envoy).await;
             let http = reqwest::Client::builder().no_proxy().build().unwrap();
             for i in 1..=5 {
                 let _ = http
@@ -379,12 +374,7 @@ async fn first_request(clusters: usize) {
     tokio::spawn(daemon.run(reload_rx, std::future::pending()));
     wait_ready(admin).await;
     let envoy = envoy::Envoy::start("sidecar-app1", xds, envoy::AdsMode::Delta).await;
-    envoy
-        .wait_for("the routes", Duration::from_secs(60), || async {
-            envoy.stat("listener_manager.total_listeners_active").await == 1
-                && envoy.stat("http.egress.rds.egress.update_success").await >= 1
-        })
-        .await;
+    egress_ready(&envoy).await;
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let get = |host: String| {
         let http = http.clone();
@@ -415,6 +405,17 @@ async fn first_request(clusters: usize) {
         first.as_secs_f64() / warm.as_secs_f64()
     );
     envoy.stop().await;
+}
+
+/// Waits until Envoy's egress listener is up with the generated routes (on-demand: the clusters
+/// come later, one request at a time).
+async fn egress_ready(envoy: &envoy::Envoy) {
+    envoy
+        .wait_for("the routes", Duration::from_secs(60), || async {
+            envoy.stat("listener_manager.total_listeners_active").await == 1
+                && envoy.stat("http.egress.rds.egress.update_success").await >= 1
+        })
+        .await;
 }
 
 fn median(mut times: Vec<Duration>) -> Duration {

@@ -102,24 +102,7 @@ async fn main() {
 /// Tags `web` with what it calls and shows what web's own sidecar is then served.
 async fn declared_backends(emulator: &moto::Moto, xds: std::net::SocketAddr, demo: &envoy::Envoy) {
     let ecs = aws_sdk_ecs::Client::new(&emulator.sdk_config().await);
-    let described = ecs
-        .describe_services()
-        .cluster("demo")
-        .services("web")
-        .send()
-        .await
-        .unwrap();
-    let arn = described.services()[0].service_arn().unwrap().to_owned();
-    let tag = aws_sdk_ecs::types::Tag::builder()
-        .key("ecs-xds.backends")
-        .value("orders")
-        .build();
-    ecs.tag_resource()
-        .resource_arn(arn)
-        .tags(tag)
-        .send()
-        .await
-        .unwrap();
+    moto::tag_service(&ecs, "web", "ecs-xds.backends", "orders").await;
     println!(
         "
 demo: tagged ECS service web with ecs-xds.backends=orders (what web calls)"

@@ -17,7 +17,7 @@ use ecs_xds::discover::{Cluster, Endpoint, Health, Inventory, Locality, Source};
 use support::backend::Backend;
 use support::daemon::{ecs_xds_command, Running};
 use support::envoy::{free_port, AdsMode, Envoy};
-use support::moto::{run_service_task, Moto};
+use support::moto::{run_service_task, tag_service, Moto};
 use support::templates::{egress_sidecar, on_demand_sidecar};
 
 fn service(name: &str, backend: Option<&Backend>, backends: Option<&str>) -> Cluster {
@@ -57,6 +57,25 @@ fn write_templates(dir: &Path, egress: u16) {
         egress_sidecar(egress, "egress", 1),
     )
     .unwrap();
+}
+
+/// `ecs-xds run --inventory` serving `clusters` with the templates already in `dir`.
+async fn serve(dir: &Path, clusters: impl IntoIterator<Item = Cluster>) -> Running {
+    let config = dir.join("ecs-xds.toml");
+    std::fs::write(
+        &config,
+        "[xds]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let inventory = Inventory {
+        clusters: clusters.into_iter().map(|c| (c.name.clone(), c)).collect(),
+        warnings: Vec::new(),
+    };
+    let path: PathBuf = dir.join("inventory.json");
+    std::fs::write(&path, serde_json::to_string(&inventory).unwrap()).unwrap();
+    let mut command = ecs_xds_command(&config);
+    command.arg("--inventory").arg(&path);
+    Running::start_command(command).await
 }
 
 /// The cluster names Envoy's `/clusters` lists (static and dynamic).
@@ -102,12 +121,6 @@ async fn a_declaring_service_gets_only_its_backends_and_others_get_everything() 
         Backend::start("billing").await,
     );
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("ecs-xds.toml");
-    std::fs::write(
-        &config,
-        "[xds]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
-    )
-    .unwrap();
     let (web_egress, billing_egress) = (free_port(), free_port());
     // Each Envoy gets the same template, so each needs its own egress port: two node types.
     write_templates(dir.path(), web_egress);
@@ -122,15 +135,7 @@ async fn a_declaring_service_gets_only_its_backends_and_others_get_everything() 
         service("payments", Some(&payments), None),
         service("billing", Some(&billing), None),
     ];
-    let inventory = Inventory {
-        clusters: clusters.into_iter().map(|c| (c.name.clone(), c)).collect(),
-        warnings: Vec::new(),
-    };
-    let path: PathBuf = dir.path().join("inventory.json");
-    std::fs::write(&path, serde_json::to_string(&inventory).unwrap()).unwrap();
-    let mut command = ecs_xds_command(&config);
-    command.arg("--inventory").arg(&path);
-    let daemon = Running::start_command(command).await;
+    let daemon = serve(dir.path(), clusters).await;
 
     let web = Envoy::start_of_service("sidecar-web1", daemon.xds, AdsMode::Sotw, "web").await;
     let other =
@@ -191,32 +196,10 @@ async fn cds_eds_updates(envoy: &Envoy, clusters: &[&str]) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_tag_reaches_the_envoy_and_an_unrelated_change_sends_it_nothing() {
-    use aws_sdk_ecs::types::Tag;
     let moto = Moto::start();
     let seed = moto.seed(&["--tasks-per-service", "1"]);
     let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config().await);
-    let described = ecs
-        .describe_services()
-        .cluster("demo")
-        .services("web")
-        .send()
-        .await
-        .unwrap();
-    let arn = described.services()[0].service_arn().unwrap().to_owned();
-    let tag = |value: &str| {
-        let ecs = ecs.clone();
-        let arn = arn.clone();
-        let value = value.to_owned();
-        async move {
-            let tag = Tag::builder().key("ecs-xds.backends").value(value).build();
-            ecs.tag_resource()
-                .resource_arn(arn)
-                .tags(tag)
-                .send()
-                .await
-                .unwrap();
-        }
-    };
+    let tag = |value: &'static str| tag_service(&ecs, "web", "ecs-xds.backends", value);
     tag("orders ghost").await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("ecs-xds.toml");
@@ -274,12 +257,6 @@ async fn on_demand_a_cluster_is_loaded_by_its_first_request_and_others_never() {
         Backend::start("billing").await,
     );
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("ecs-xds.toml");
-    std::fs::write(
-        &config,
-        "[xds]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
-    )
-    .unwrap();
     let egress = free_port();
     std::fs::create_dir_all(dir.path().join("templates")).unwrap();
     std::fs::write(
@@ -292,15 +269,7 @@ async fn on_demand_a_cluster_is_loaded_by_its_first_request_and_others_never() {
         service("payments", Some(&payments), None),
         service("billing", Some(&billing), None),
     ];
-    let inventory = Inventory {
-        clusters: clusters.into_iter().map(|c| (c.name.clone(), c)).collect(),
-        warnings: Vec::new(),
-    };
-    let path: PathBuf = dir.path().join("inventory.json");
-    std::fs::write(&path, serde_json::to_string(&inventory).unwrap()).unwrap();
-    let mut command = ecs_xds_command(&config);
-    command.arg("--inventory").arg(&path);
-    let daemon = Running::start_command(command).await;
+    let daemon = serve(dir.path(), clusters).await;
     let envoy = Envoy::start("sidecar-app1", daemon.xds, AdsMode::Delta).await;
     envoy
         .wait_for("the routes", Duration::from_secs(20), || async {

@@ -251,6 +251,28 @@ pub async fn run_service_task(
     out.tasks()[0].task_arn().unwrap().to_owned()
 }
 
+/// Sets tag `key` = `value` on ECS service `service` of the seeded cluster, as an operator would.
+pub async fn tag_service(ecs: &aws_sdk_ecs::Client, service: &str, key: &str, value: &str) {
+    let described = ecs
+        .describe_services()
+        .cluster("demo")
+        .services(service)
+        .send()
+        .await
+        .unwrap();
+    let arn = described.services()[0].service_arn().unwrap().to_owned();
+    let tag = aws_sdk_ecs::types::Tag::builder()
+        .key(key)
+        .value(value)
+        .build();
+    ecs.tag_resource()
+        .resource_arn(arn)
+        .tags(tag)
+        .send()
+        .await
+        .unwrap();
+}
+
 /// The ENI address of each running task of `service` in the seeded cluster, from ECS itself.
 pub async fn running_task_ips(ecs: &aws_sdk_ecs::Client, service: &str) -> BTreeSet<String> {
     let listed = ecs.list_tasks().cluster("demo").send().await.unwrap();
