@@ -181,6 +181,21 @@ async fn a_declaring_service_gets_only_its_backends_and_others_get_everything() 
     assert_eq!(node("sidecar-web1")["service"], "web");
     assert_eq!(node("sidecar-web1")["backends"], "ghost,orders,payments");
     assert_eq!(node("other-billing1")["backends"], serde_json::Value::Null);
+    // And /snapshot shows what a service's Envoys are served.
+    let served: serde_json::Value = reqwest::get(format!(
+        "http://{}/snapshot/sidecar?service=web",
+        daemon.admin
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let names: Vec<&str> = (served["clusters"].as_array().unwrap().iter())
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["orders", "payments"], "{served}");
+    assert_eq!(served["backends"], "ghost,orders,payments");
 }
 
 /// Sum of an Envoy's CDS and EDS `update_success` counters.
