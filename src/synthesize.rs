@@ -4,7 +4,7 @@
 //! - [`templates`]: Envoy-native TOML per node type, validated against Envoy's descriptors.
 //! - [`Synthesizer`] (in `synthesizer.rs`): merges discovered clusters into each node type's
 //!   template and keeps encodings between runs, so a change to one service re-encodes only it.
-//! - `backend_sets.rs`: services that declare their backends get only those (one snapshot per
+//! - `synthesizer/backend_sets.rs`: services that declare their backends get only those (one snapshot per
 //!   distinct declaration).
 //! - `pushed.rs`: resources pushed over the REST API, merged over templates and discovery (the
 //!   merge rule is documented there).
@@ -28,7 +28,6 @@
 //! # Ok(()) }
 //! ```
 
-mod backend_sets;
 pub mod clusters;
 pub mod endpoints;
 pub mod grpc;
@@ -38,9 +37,8 @@ pub mod routes;
 pub(crate) mod synthesizer;
 pub mod templates;
 
-pub use backend_sets::{BackendSet, BackendSets};
 pub use pushed::{Counts, PushedResources};
-pub use synthesizer::{synthesize, Finding, Synthesis, Synthesizer};
+pub use synthesizer::{synthesize, BackendSet, BackendSets, Finding, Synthesis, Synthesizer};
 pub use templates::{NodeTemplate, TemplateError, TemplateErrors, Templates};
 
 use envoy_types::pb::envoy::config::core::v3::{

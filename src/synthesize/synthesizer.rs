@@ -8,9 +8,6 @@ use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 
-use super::backend_sets::{
-    by_service, BackendSet, BackendSets, ByService, Declarations, Selection,
-};
 use super::clusters::discovered_cluster;
 use super::endpoints::{discovered_load_assignment, splits};
 use super::grpc::{
@@ -25,6 +22,8 @@ use crate::discover::{self, ClusterOverrides, Inventory, RoutePolicy};
 use crate::snapshot::{
     EncodedResource, InconsistentSnapshot, ResourceType, Snapshot, SnapshotBuilder,
 };
+use backend_sets::{by_service, out_of_scope, Declarations, Selection};
+pub use backend_sets::{BackendSet, BackendSets};
 
 /// What one synthesis produced.
 #[derive(Debug, Default)]
@@ -242,44 +241,6 @@ impl Synthesizer {
 }
 
 impl Encodings {
-    /// The snapshot of every backend set declared in the inventory, for one node type.
-    fn backend_sets(
-        &mut self,
-        node_type: &str,
-        template: &NodeTemplate,
-        pushed: Option<&Pushed>,
-        inventory: &Inventory,
-        (declarations, services): (&Declarations, &ByService<'_>),
-        out: &mut Synthesis,
-    ) -> BackendSets {
-        let also: std::collections::BTreeSet<&str> = template
-            .route_clusters
-            .iter()
-            .map(|(c, _)| c.as_str())
-            .collect();
-        let mut sets = BTreeMap::new();
-        for (key, patterns) in &declarations.sets {
-            let selection = Selection::new(key, patterns, inventory, services, &also);
-            let (snapshot, discovered_eds) = self.node_snapshot(
-                node_type,
-                template,
-                pushed,
-                inventory,
-                Some(&selection),
-                out,
-            );
-            let zones = match template.zone_aware {
-                true => self.zone_snapshots(&snapshot, &discovered_eds, out),
-                false => BTreeMap::new(),
-            };
-            sets.insert(key.clone(), BackendSet { snapshot, zones });
-        }
-        BackendSets {
-            sets,
-            callers: declarations.callers.clone(),
-        }
-    }
-
     /// The node type's snapshot (of one backend set's clusters, or of its whole scope), and
     /// the discovered clusters it serves their discovered endpoints for (what zone-aware
     /// priorities apply to).
@@ -701,26 +662,6 @@ fn route_findings(
     }
 }
 
-/// A declared backend that is discovered but outside the node type's scope is served as not
-/// discovered (503); someone should widen the scope or fix the declaration.
-fn out_of_scope(
-    node_type: &str,
-    template: &NodeTemplate,
-    selection: &Selection<'_>,
-    out: &mut Synthesis,
-) {
-    for (name, _) in &selection.clusters {
-        let declared = selection.patterns.iter().any(|p| p.item == **name);
-        if declared && !template.scope.contains(name) {
-            let message = format!(
-                "backend set {:?}: cluster {name:?} is discovered, but this node type's [scope] leaves it out; its route answers 503",
-                selection.key
-            );
-            out.findings.push(finding(node_type, template, message));
-        }
-    }
-}
-
 fn finding(node_type: &str, template: &NodeTemplate, message: String) -> Finding {
     Finding {
         node_type: node_type.to_owned(),
@@ -794,6 +735,7 @@ impl<K: Hash + Eq + Clone, I> Memo<K, I> {
     }
 }
 
+mod backend_sets;
 #[cfg(test)]
 mod backend_tests;
 #[cfg(test)]

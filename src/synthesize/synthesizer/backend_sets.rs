@@ -9,9 +9,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::{finding, Encodings, Synthesis};
 use crate::discover::backends::BackendPattern;
 use crate::discover::{Cluster, Inventory, Source};
 use crate::snapshot::Snapshot;
+use crate::synthesize::pushed::Pushed;
+use crate::synthesize::templates::NodeTemplate;
 
 /// One node type's snapshots by backend set, and who is on which.
 #[derive(Debug, Default)]
@@ -26,7 +29,7 @@ pub struct BackendSets {
 #[derive(Debug)]
 pub struct BackendSet {
     pub snapshot: Snapshot,
-    /// For a zone-aware node type, by zone, as [`super::Synthesis::zones`] is for the whole scope.
+    /// For a zone-aware node type, by zone, as [`Synthesis::zones`] is for the whole scope.
     pub zones: BTreeMap<String, Snapshot>,
 }
 
@@ -138,7 +141,67 @@ impl<'i> Selection<'i> {
     }
 }
 
-impl super::Synthesis {
+impl Encodings {
+    /// The snapshot of every backend set declared in the inventory, for one node type.
+    pub(super) fn backend_sets(
+        &mut self,
+        node_type: &str,
+        template: &NodeTemplate,
+        pushed: Option<&Pushed>,
+        inventory: &Inventory,
+        (declarations, services): (&Declarations, &ByService<'_>),
+        out: &mut Synthesis,
+    ) -> BackendSets {
+        let also: std::collections::BTreeSet<&str> = template
+            .route_clusters
+            .iter()
+            .map(|(c, _)| c.as_str())
+            .collect();
+        let mut sets = BTreeMap::new();
+        for (key, patterns) in &declarations.sets {
+            let selection = Selection::new(key, patterns, inventory, services, &also);
+            let (snapshot, discovered_eds) = self.node_snapshot(
+                node_type,
+                template,
+                pushed,
+                inventory,
+                Some(&selection),
+                out,
+            );
+            let zones = match template.zone_aware {
+                true => self.zone_snapshots(&snapshot, &discovered_eds, out),
+                false => BTreeMap::new(),
+            };
+            sets.insert(key.clone(), BackendSet { snapshot, zones });
+        }
+        BackendSets {
+            sets,
+            callers: declarations.callers.clone(),
+        }
+    }
+}
+
+/// A declared backend that is discovered but outside the node type's scope is served as not
+/// discovered (503); someone should widen the scope or fix the declaration.
+pub(super) fn out_of_scope(
+    node_type: &str,
+    template: &NodeTemplate,
+    selection: &Selection<'_>,
+    out: &mut Synthesis,
+) {
+    for (name, _) in &selection.clusters {
+        let declared = selection.patterns.iter().any(|p| p.item == **name);
+        if declared && !template.scope.contains(name) {
+            let message = format!(
+                "backend set {:?}: cluster {name:?} is discovered, but this node type's [scope] leaves it out; its route answers 503",
+                selection.key
+            );
+            out.findings.push(finding(node_type, template, message));
+        }
+    }
+}
+
+impl Synthesis {
     /// What an Envoy of node type `node_type` and service `service` (no zone) is served, and
     /// the key of its backend set (`None`: the node type's whole scope).
     pub fn snapshot_of_service(
