@@ -70,6 +70,7 @@ fn inventory() -> Inventory {
     Inventory {
         clusters: clusters.collect(),
         warnings: Vec::new(),
+        callers: Default::default(),
     }
 }
 

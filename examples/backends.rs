@@ -139,6 +139,7 @@ fn inventory(services: usize, declares: impl Fn(usize) -> Option<Vec<String>>) -
     Inventory {
         clusters: clusters.collect(),
         warnings: Vec::new(),
+        callers: Default::default(),
     }
 }
 

@@ -111,6 +111,11 @@ pub struct Inventory {
     /// value, so a new warning is a change.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Services that declare their backends but serve no port (workers, queue consumers), by
+    /// ECS service name: their Envoys call others too. A service with clusters declares on
+    /// them ([`Cluster::backends`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub callers: BTreeMap<String, Vec<String>>,
 }
 
 /// Why a saved inventory (`ecs-xds discover --json`, for `run`, `render` and `validate

@@ -17,7 +17,7 @@ use ecs_xds::discover::{Cluster, Endpoint, Health, Inventory, Locality, Source};
 use support::backend::Backend;
 use support::daemon::{ecs_xds_command, Running};
 use support::envoy::{free_port, AdsMode, Envoy};
-use support::moto::{run_service_task, tag_service, Moto};
+use support::moto::{awsvpc_network, run_service_task, tag_service, Moto};
 use support::templates::{egress_sidecar, on_demand_sidecar};
 
 fn service(name: &str, backend: Option<&Backend>, backends: Option<&str>) -> Cluster {
@@ -70,6 +70,7 @@ async fn serve(dir: &Path, clusters: impl IntoIterator<Item = Cluster>) -> Runni
     let inventory = Inventory {
         clusters: clusters.into_iter().map(|c| (c.name.clone(), c)).collect(),
         warnings: Vec::new(),
+        callers: Default::default(),
     };
     let path: PathBuf = dir.join("inventory.json");
     std::fs::write(&path, serde_json::to_string(&inventory).unwrap()).unwrap();
@@ -209,6 +210,67 @@ async fn cds_eds_updates(envoy: &Envoy, clusters: &[&str]) -> u64 {
     total
 }
 
+/// A worker service in the seeded cluster: a task serving no port (only its Envoy's admin
+/// port, which discovery skips), with `ecs-xds.backends = backends` on the service.
+async fn start_worker(ecs: &aws_sdk_ecs::Client, seed: &serde_json::Value, backends: &str) {
+    use aws_sdk_ecs::types::{ContainerDefinition, LaunchType, PortMapping, Tag};
+    let container = |name: &str, image: &str| {
+        ContainerDefinition::builder()
+            .name(name)
+            .image(image)
+            .memory(128)
+            .essential(true)
+    };
+    let envoy_admin = PortMapping::builder().container_port(15000).build();
+    let registered = ecs
+        .register_task_definition()
+        .family("queue")
+        .network_mode(aws_sdk_ecs::types::NetworkMode::Awsvpc)
+        .requires_compatibilities(aws_sdk_ecs::types::Compatibility::Fargate)
+        .cpu("256")
+        .memory("512")
+        .container_definitions(container("worker", "demo/worker").build())
+        .container_definitions(
+            container("envoy", "envoyproxy/envoy")
+                .port_mappings(envoy_admin)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let arn = registered
+        .task_definition()
+        .unwrap()
+        .task_definition_arn()
+        .unwrap()
+        .to_owned();
+    ecs.create_service()
+        .cluster("demo")
+        .service_name("queue")
+        .task_definition(&arn)
+        .desired_count(1)
+        .launch_type(LaunchType::Fargate)
+        .network_configuration(awsvpc_network(seed))
+        .tags(
+            Tag::builder()
+                .key("ecs-xds.backends")
+                .value(backends)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    ecs.run_task()
+        .cluster("demo")
+        .task_definition(&arn)
+        .launch_type(LaunchType::Fargate)
+        .group("service:queue")
+        .network_configuration(awsvpc_network(seed))
+        .send()
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_tag_reaches_the_envoy_and_an_unrelated_change_sends_it_nothing() {
     let moto = Moto::start();
@@ -216,6 +278,7 @@ async fn a_changed_tag_reaches_the_envoy_and_an_unrelated_change_sends_it_nothin
     let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config().await);
     let tag = |value: &'static str| tag_service(&ecs, "web", "ecs-xds.backends", value);
     tag("orders ghost").await;
+    start_worker(&ecs, &seed, "api.grpc").await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("ecs-xds.toml");
     std::fs::write(
@@ -232,6 +295,10 @@ async fn a_changed_tag_reaches_the_envoy_and_an_unrelated_change_sends_it_nothin
     let whole = Envoy::start_of_service("sidecar-x", daemon.xds, AdsMode::Sotw, "x").await;
     // Only the xDS cluster is static: the egress port of `whole` is never used.
     wait_for_clusters(&web, &["ecs-xds", "orders"]).await;
+    // A worker serves no port, so it has no cluster, and declares all the same.
+    let worker = Envoy::start_of_service("sidecar-q1", daemon.xds, AdsMode::Delta, "queue").await;
+    wait_for_clusters(&worker, &["api.grpc", "ecs-xds"]).await;
+    worker.stop().await;
     daemon
         .wait_for_log(
             "backends names `ghost`, which matches no discovered cluster",

@@ -120,6 +120,7 @@ async fn serve_inventory(dir: &Path, clusters: Vec<Cluster>) -> Running {
     let inventory = Inventory {
         clusters: clusters.into_iter().map(|c| (c.name.clone(), c)).collect(),
         warnings: Vec::new(),
+        callers: Default::default(),
     };
     let path = dir.join("inventory.json");
     std::fs::write(&path, serde_json::to_string(&inventory).unwrap()).unwrap();

@@ -69,6 +69,7 @@ async fn serve(dir: &Path, clusters: Vec<Cluster>, extra: &str) -> (Running, u16
     let inventory = Inventory {
         clusters: clusters.into_iter().map(|c| (c.name.clone(), c)).collect(),
         warnings: Vec::new(),
+        callers: Default::default(),
     };
     let path: PathBuf = dir.join("inventory.json");
     std::fs::write(&path, serde_json::to_string(&inventory).unwrap()).unwrap();

@@ -12,6 +12,8 @@ use super::{Cluster, Inventory, Source};
 pub(crate) struct Part {
     pub clusters: BTreeMap<String, Cluster>,
     pub warnings: BTreeSet<String>,
+    /// Services with declared backends and no cluster (see [`Inventory::callers`]).
+    pub callers: BTreeMap<String, Vec<String>>,
 }
 
 impl Part {
@@ -58,7 +60,11 @@ impl Part {
             sort_endpoints(cluster);
             warnings.extend(idle_weights(ecs_cluster, cluster));
         }
-        Part { clusters, warnings }
+        Part {
+            clusters,
+            warnings,
+            callers: BTreeMap::new(),
+        }
     }
 }
 
@@ -109,8 +115,14 @@ pub(crate) fn sort_endpoints(cluster: &mut Cluster) {
 pub(crate) fn assemble<'a>(parts: impl IntoIterator<Item = &'a Part>) -> Inventory {
     let mut clusters: BTreeMap<String, Cluster> = BTreeMap::new();
     let mut warnings = BTreeSet::new();
+    let mut callers = BTreeMap::new();
     for part in parts {
         warnings.extend(part.warnings.iter().cloned());
+        for (service, items) in &part.callers {
+            callers
+                .entry(service.clone())
+                .or_insert_with(|| items.clone());
+        }
         for (name, cluster) in &part.clusters {
             match clusters.get(name) {
                 Some(kept) => {
@@ -122,13 +134,14 @@ pub(crate) fn assemble<'a>(parts: impl IntoIterator<Item = &'a Part>) -> Invento
             }
         }
     }
-    warnings.extend(super::backends::unmatched(&clusters));
+    warnings.extend(super::backends::unmatched(&clusters, &callers));
     for w in &warnings {
         tracing::debug!(warning = %w, "inventory warning");
     }
     Inventory {
         clusters,
         warnings: warnings.into_iter().collect(),
+        callers,
     }
 }
 

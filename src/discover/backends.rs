@@ -72,8 +72,12 @@ impl BackendPattern {
     }
 }
 
-/// Every item of every declaration that names no discovered cluster, as inventory warnings.
-pub(crate) fn unmatched(clusters: &BTreeMap<String, Cluster>) -> Vec<String> {
+/// Every item of every declaration (on clusters, and of portless `callers`) that names no
+/// discovered cluster, as inventory warnings.
+pub(crate) fn unmatched(
+    clusters: &BTreeMap<String, Cluster>,
+    callers: &BTreeMap<String, Vec<String>>,
+) -> Vec<String> {
     // Plain names are looked up: a thousand services declaring five each is five thousand
     // items, each of which would otherwise be compared with every cluster.
     let names: BTreeSet<&str> = clusters
@@ -84,8 +88,14 @@ pub(crate) fn unmatched(clusters: &BTreeMap<String, Cluster>) -> Vec<String> {
         })
         .collect();
     let mut warnings = Vec::new();
-    for cluster in clusters.values() {
-        for item in cluster.backends.iter().flatten() {
+    let mut declared: Vec<(String, &[String])> = (clusters.values())
+        .filter_map(|c| Some((c.source.to_string(), c.backends.as_deref()?)))
+        .collect();
+    declared.extend(
+        (callers.iter()).map(|(service, items)| (format!("ECS service {service}"), &items[..])),
+    );
+    for (who, items) in declared {
+        for item in items {
             let pattern = BackendPattern::new(item);
             let found = match pattern.is_literal() {
                 true => names.contains(item.as_str()),
@@ -97,8 +107,7 @@ pub(crate) fn unmatched(clusters: &BTreeMap<String, Cluster>) -> Vec<String> {
                     false => "it adds nothing",
                 };
                 warnings.push(format!(
-                    "{}: backends names `{item}`, which matches no discovered cluster; {answer}",
-                    cluster.source
+                    "{who}: backends names `{item}`, which matches no discovered cluster; {answer}"
                 ));
             }
         }

@@ -27,7 +27,8 @@ use super::assemble::Part;
 use super::aws::{run_bounded, Aws, CONCURRENCY};
 use super::ecs_calls::{INSTANCE_BATCH, SERVICE_BATCH, TASK_BATCH};
 use super::mapping::{
-    finished, map_task, needs_host_ip, service_of, serving, MappingContext, TaskDef, TaskFacts,
+    declared_backends, finished, map_task, needs_host_ip, service_of, serving, MappingContext,
+    TaskDef, TaskFacts,
 };
 use super::settings::{EcsSettings, ServiceFilter};
 use super::DiscoverError;
@@ -220,6 +221,7 @@ pub(crate) fn map_cluster(
     let no_tags = BTreeMap::new();
     let mut warnings = BTreeSet::new();
     let mut mapped = Vec::new();
+    let mut callers = BTreeMap::new();
     for task in facts.tasks.values() {
         let Some(def) = state.task_defs.get(&task.task_definition_arn) else {
             continue;
@@ -232,17 +234,17 @@ pub(crate) fn map_cluster(
             .map(|h| h.ip.as_str());
         let tags = facts.services.get(service).map_or(&no_tags, |s| &s.tags);
         let draining = serving(task) == Some(true);
-        mapped.extend(map_task(
-            &ctx,
-            task,
-            def,
-            tags,
-            host_ip,
-            draining,
-            &mut warnings,
-        ));
+        let from_task = map_task(&ctx, task, def, tags, host_ip, draining, &mut warnings);
+        if from_task.is_empty() {
+            callers.extend(declared_backends(&ctx, task, def, tags, &mut warnings));
+        }
+        mapped.extend(from_task);
     }
-    Part::from_ecs(cluster, mapped, warnings)
+    // A service with clusters carries its declaration on them.
+    callers.retain(|service, _| !mapped.iter().any(|m| m.service == *service));
+    let mut part = Part::from_ecs(cluster, mapped, warnings);
+    part.callers = callers;
+    part
 }
 
 /// DescribeTasks in batches of 100, several batches in flight.

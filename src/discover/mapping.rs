@@ -410,6 +410,34 @@ pub(crate) fn map_task(
     out
 }
 
+/// What a running task's service declares it calls (`<prefix>backends`: service tag, then task
+/// tag, then any container's label), for a service that serves no port and so has no cluster
+/// to carry it: a worker's Envoy calls others too.
+pub(crate) fn declared_backends(
+    ctx: &MappingContext<'_>,
+    task: &TaskFacts,
+    def: &TaskDef,
+    service_tags: &BTreeMap<String, String>,
+    warnings: &mut BTreeSet<String>,
+) -> Option<(String, Vec<String>)> {
+    let service = service_of(task, ctx.filter)?;
+    serving(task)?;
+    let key = format!("{}backends", ctx.settings.label_prefix);
+    let value = (service_tags.get(&key))
+        .or_else(|| task.tags.get(&key))
+        .or_else(|| def.containers.iter().find_map(|c| c.labels.get(&key)))?;
+    match super::backends::parse(value) {
+        Ok(items) => Some((service.to_owned(), items)),
+        Err(e) => {
+            warnings.insert(format!(
+                "ECS service {}/{service}: {key}=`{value}`: {e}; its Envoys get the node type's whole scope",
+                ctx.ecs_cluster
+            ));
+            None
+        }
+    }
+}
+
 pub(crate) fn parse_bool(v: &str) -> Result<bool, &str> {
     match v.to_ascii_lowercase().as_str() {
         "true" | "yes" | "1" => Ok(true),

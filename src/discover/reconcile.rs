@@ -299,6 +299,7 @@ mod tests {
         Inventory {
             clusters: [("web".to_owned(), cluster)].into(),
             warnings: Vec::new(),
+            callers: Default::default(),
         }
     }
 

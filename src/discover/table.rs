@@ -6,7 +6,7 @@ use super::Inventory;
 
 impl Inventory {
     /// One row per endpoint (a cluster without endpoints gets one row of dashes), then the
-    /// warnings. Columns are padded to their widest cell.
+    /// declared backends, then the warnings. Columns are padded to their widest cell.
     pub fn to_table(&self) -> String {
         let mut rows = vec![[
             "CLUSTER", "SOURCE", "ENDPOINT", "HEALTH", "ZONE", "WEIGHT", "ID",
@@ -55,6 +55,17 @@ impl Inventory {
             self.clusters.len(),
             self.endpoint_count()
         );
+        let declared = (self.clusters.values())
+            .filter_map(|c| Some((c.name.as_str(), "", c.backends.as_ref()?)))
+            .chain((self.callers.iter()).map(|(s, items)| (s.as_str(), " (no cluster)", items)));
+        for (who, note, items) in declared {
+            let items = if items.is_empty() {
+                "nothing".to_owned()
+            } else {
+                items.join(" ")
+            };
+            let _ = writeln!(out, "backends: {who}{note} calls {items}");
+        }
         for w in &self.warnings {
             let _ = writeln!(out, "warning: {w}");
         }
@@ -114,6 +125,8 @@ mod tests {
             },
         );
         inv.warnings.push("something to fix".into());
+        inv.callers
+            .insert("queue".into(), vec!["orders".into(), "web".into()]);
         let table = inv.to_table();
         let lines: Vec<&str> = table.lines().collect();
         assert!(
@@ -131,6 +144,7 @@ mod tests {
             "{table}"
         );
         assert_eq!(lines[3], "2 clusters, 1 endpoints");
-        assert_eq!(lines[4], "warning: something to fix");
+        assert_eq!(lines[4], "backends: queue (no cluster) calls orders web");
+        assert_eq!(lines[5], "warning: something to fix");
     }
 }

@@ -478,3 +478,46 @@ fn service_tags_give_the_traffic_policy_and_a_bad_one_only_a_warning() {
         ["ECS service demo/web: ecs-xds.retries=`three`: not a whole number from 0 to 10; using the template's default"]
     );
 }
+
+#[test]
+fn a_service_serving_no_port_still_declares_what_it_calls() {
+    let fixture = Fixture::new(EcsSettings::default());
+    let ctx = MappingContext {
+        settings: &fixture.settings,
+        filter: &fixture.filter,
+        ecs_cluster: "demo",
+        region: "us-east-1",
+    };
+    let worker = def(NetworkMode::Awsvpc, vec![container("worker", &[])]);
+    let mut warnings = BTreeSet::new();
+    let tags: BTreeMap<String, String> =
+        [("ecs-xds.backends".to_owned(), "orders payments".to_owned())].into();
+    assert!(fixture
+        .map(&task("queue"), &worker, &[], None, false)
+        .0
+        .is_empty());
+    let declared = declared_backends(&ctx, &task("queue"), &worker, &tags, &mut warnings);
+    assert_eq!(
+        declared,
+        Some((
+            "queue".to_owned(),
+            vec!["orders".to_owned(), "payments".to_owned()]
+        ))
+    );
+    // A label works too; a malformed value is a warning and declares nothing.
+    let mut labelled = worker.clone();
+    labelled.containers[0]
+        .labels
+        .insert("ecs-xds.backends".into(), "a[b".into());
+    let none = BTreeMap::new();
+    assert_eq!(
+        declared_backends(&ctx, &task("queue"), &labelled, &none, &mut warnings),
+        None
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("ECS service demo/queue: ecs-xds.backends=`a[b`")),
+        "{warnings:?}"
+    );
+}

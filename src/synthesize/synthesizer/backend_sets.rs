@@ -47,19 +47,30 @@ impl Declarations {
             let Some(items) = &cluster.backends else {
                 continue;
             };
-            // Discovery sorts them; a hand-written inventory may not have.
-            let items: BTreeSet<&str> = items.iter().map(String::as_str).collect();
-            let key = items.iter().copied().collect::<Vec<_>>().join(",");
-            out.sets
-                .entry(key.clone())
-                .or_insert_with(|| items.iter().map(|i| BackendPattern::new(i)).collect());
+            let key = out.declare(items);
             if let Source::Ecs { service, .. } = &cluster.source {
                 out.callers.entry(service.clone()).or_insert(key.clone());
             }
             // A cluster's own name wins over another service's ECS name.
             out.callers.insert(cluster.name.clone(), key);
         }
+        // Workers: services with no cluster of their own.
+        for (service, items) in &inventory.callers {
+            let key = out.declare(items);
+            out.callers.entry(service.clone()).or_insert(key);
+        }
         out
+    }
+
+    /// Adds the set of `items` (if new); returns its key.
+    fn declare(&mut self, items: &[String]) -> String {
+        // Discovery sorts them; a hand-written inventory may not have.
+        let items: BTreeSet<&str> = items.iter().map(String::as_str).collect();
+        let key = items.iter().copied().collect::<Vec<_>>().join(",");
+        self.sets
+            .entry(key.clone())
+            .or_insert_with(|| items.iter().map(|i| BackendPattern::new(i)).collect());
+        key
     }
 }
 

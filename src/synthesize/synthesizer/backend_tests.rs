@@ -211,3 +211,19 @@ fn an_empty_declaration_gets_only_the_templates_own_resources() {
         ["egress".to_owned()].into()
     );
 }
+
+#[test]
+fn a_worker_with_no_cluster_of_its_own_declares_through_the_inventorys_callers() {
+    let mut inventory = mesh();
+    inventory
+        .callers
+        .insert("queue".into(), vec!["billing".to_owned()]);
+    let templates = templates(&[("sidecar", &template(""))]);
+    let synthesis = synthesize(&inventory, &templates);
+    let (queue, key) = set(&synthesis, "queue");
+    assert_eq!(key, Some("billing"));
+    assert_eq!(
+        names(queue, ResourceType::Cluster),
+        ["billing".to_owned()].into()
+    );
+}

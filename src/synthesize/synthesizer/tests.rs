@@ -90,6 +90,7 @@ pub(crate) fn inventory(services: impl IntoIterator<Item = discover::Cluster>) -
     Inventory {
         clusters: services.into_iter().map(|c| (c.name.clone(), c)).collect(),
         warnings: Vec::new(),
+        callers: Default::default(),
     }
 }
 
