@@ -32,13 +32,24 @@ pub fn generated_routes(
     clusters: &[(&str, &discover::Cluster)],
     missing: &[String],
 ) -> RouteConfiguration {
-    let served = clusters
+    let mut hosts: Vec<VirtualHost> = clusters
         .iter()
-        .map(|(name, cluster)| virtual_host(spec, defaults, name, cluster));
-    let unserved = missing.iter().map(|name| not_discovered(spec, name));
+        .map(|(name, cluster)| virtual_host(spec, defaults, name, cluster))
+        .collect();
+    // Envoy refuses a whole route configuration with a domain twice, and a declared name is
+    // free text (`orders:80` would repeat a served host's domain): such a 503 host is dropped.
+    let mut taken: std::collections::HashSet<String> =
+        hosts.iter().flat_map(|h| h.domains.clone()).collect();
+    for name in missing {
+        let host = not_discovered(spec, name);
+        if host.domains.iter().all(|d| !taken.contains(d)) {
+            taken.extend(host.domains.iter().cloned());
+            hosts.push(host);
+        }
+    }
     RouteConfiguration {
         name: spec.name.clone(),
-        virtual_hosts: served.chain(unserved).collect(),
+        virtual_hosts: hosts,
         ..Default::default()
     }
 }

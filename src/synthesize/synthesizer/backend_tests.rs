@@ -227,3 +227,16 @@ fn a_worker_with_no_cluster_of_its_own_declares_through_the_inventorys_callers()
         ["billing".to_owned()].into()
     );
 }
+
+#[test]
+fn a_declared_name_repeating_a_served_hosts_domain_gets_no_503_host() {
+    // `orders:80` is not a cluster, but it is a domain of orders' own host (ports = [80]).
+    let mut inventory = mesh();
+    inventory
+        .clusters
+        .insert("web".into(), declaring("web", "orders orders:80"));
+    let templates = templates(&[("sidecar", &template(""))]);
+    let synthesis = synthesize(&inventory, &templates);
+    let (web, _) = set(&synthesis, "web");
+    assert_eq!(hosts(web), [("orders".into(), None)]);
+}
