@@ -291,7 +291,7 @@ async fn a_changed_tag_reaches_the_envoy_and_an_unrelated_change_sends_it_nothin
     .unwrap();
     write_templates(dir.path(), free_port());
     let daemon = Running::start(&config).await;
-    let web = Envoy::start_of_service("sidecar-web1", daemon.xds, AdsMode::Sotw, "web").await;
+    let web = Envoy::start_of_service("sidecar-web1", daemon.xds, AdsMode::Delta, "web").await;
     let whole = Envoy::start_of_service("sidecar-x", daemon.xds, AdsMode::Sotw, "x").await;
     // Only the xDS cluster is static: the egress port of `whole` is never used.
     wait_for_clusters(&web, &["ecs-xds", "orders"]).await;
@@ -311,9 +311,8 @@ async fn a_changed_tag_reaches_the_envoy_and_an_unrelated_change_sends_it_nothin
     wait_for_clusters(&web, &["api.grpc", "api.http", "ecs-xds", "orders"]).await;
     tag("api.http").await;
     wait_for_clusters(&web, &["api.http", "ecs-xds"]).await;
-    web.wait_for("the set's ACK", Duration::from_secs(10), || async {
-        let v = web.versions().await;
-        v.eds.iter().all(|(_, version)| !version.is_empty())
+    web.wait_for("api.http's endpoints", Duration::from_secs(10), || async {
+        !web.endpoint_ips("api.http").await.is_empty()
     })
     .await;
 
