@@ -114,7 +114,11 @@ async fn admin_csds_and_health_show_what_the_connected_envoy_acked_and_rejected(
         .wait_for(
             "the discovered clusters",
             Duration::from_secs(20),
-            || async { envoy.versions().await.clusters.len() == 4 },
+            || async {
+                // The listener too: it is sent after the clusters, and read below.
+                let v = envoy.versions().await;
+                v.clusters.len() == 4 && !v.lds.is_empty()
+            },
         )
         .await;
     let held = envoy.versions().await;
@@ -136,7 +140,13 @@ async fn admin_csds_and_health_show_what_the_connected_envoy_acked_and_rejected(
     assert_eq!(clusters, held.clusters);
     assert_eq!(get(admin, "/snapshot/nope").await.0, 404);
 
-    // /nodes: the ACKed versions are Envoy's.
+    // /nodes: the ACKed versions are Envoy's (its ACK can follow its config dump by a moment).
+    envoy
+        .wait_for("the listener's ACK", Duration::from_secs(5), || async {
+            let nodes = get_json(admin, "/nodes").await;
+            nodes["nodes"][0]["streams"][0]["types"]["lds"]["acked_version"] == held.lds.as_str()
+        })
+        .await;
     let nodes = get_json(admin, "/nodes").await;
     let node = &nodes["nodes"][0];
     assert_eq!(node["node_id"], "sidecar-app1");
