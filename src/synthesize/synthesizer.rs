@@ -185,7 +185,11 @@ impl Synthesizer {
     pub fn synthesize(&mut self, inventory: &Inventory) -> Synthesis {
         let mut out = Synthesis::default();
         let declarations = Declarations::of(inventory);
-        let services = by_service(inventory);
+        // Only needed, and only built, when some service declares its backends.
+        let services = match declarations.sets.is_empty() {
+            true => Default::default(),
+            false => by_service(inventory),
+        };
         let node_types: std::collections::BTreeSet<&str> = self
             .templates
             .node_types()
