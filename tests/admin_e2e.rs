@@ -4,7 +4,7 @@
 //! Safety: the endpoints are the 10.x addresses moto invents; they are only read, never
 //! requested, and the clusters have no health checks.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -7,7 +7,7 @@
 //!   a service outside its set sends it nothing. Only the config is read there: the endpoints
 //!   are moto's 10.x addresses.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

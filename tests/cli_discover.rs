@@ -1,6 +1,6 @@
 //! `ecs-xds discover`, the real binary, against moto server over HTTP.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 

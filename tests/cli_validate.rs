@@ -1,7 +1,7 @@
 //! `ecs-xds validate`, the real binary: schema checks, and a real Envoy checking what each node
 //! type would be served.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -4,7 +4,7 @@
 //! Safety: the endpoints are the 10.x addresses moto invents. They are only read from Envoy's
 //! admin API; no request is routed to them and the clusters have no health checks.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;

@@ -2,7 +2,7 @@
 //! idle and slow connections, SIGTERM with connections open, and rename-style saves of the
 //! settings file. Every daemon here serves a saved inventory (no AWS) and binds port 0.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! Applying ECS events to discovery's facts, on recorded AWS responses (aws-smithy-mocks): what
 //! each event costs in calls, and how duplicates, reordering and stops are handled.
 
-mod support;
+use crate::support;
 
 use aws_sdk_ecs::types::{NetworkMode, Tag};
 use ecs_xds::discover::events::{decode, Event, EventOutcome};

@@ -1,7 +1,7 @@
 //! Discovery against a real moto server, over HTTP, through the real AWS SDK.
 //! Safety: the 10.x addresses moto invents are only read as data, never contacted.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! paging, batch limits, bridge and host networking, task health, draining, throttling and
 //! failures part way through a poll.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 

@@ -3,7 +3,7 @@
 //! Every address is on 127.0.0.1: the xDS server, Envoy's admin and listener, and the HTTP
 //! backends the EDS endpoints point at.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

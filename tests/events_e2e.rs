@@ -7,7 +7,7 @@
 //! Safety: the endpoints are the 10.x addresses moto invents. They are only read from Envoy's
 //! admin API and the daemon's; nothing connects to them.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! grpc-js with @grpc/grpc-js-xds, calling gRPC servers on 127.0.0.1 by `xds:///<cluster>`,
 //! with no listener written by hand: the node type's template only says `[grpc] enabled`.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

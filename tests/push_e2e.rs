@@ -4,7 +4,7 @@
 //! Safety: every address is 127.0.0.1 (the exposed admin listener binds 0.0.0.0 and is reached
 //! on 127.0.0.1); the pushed cluster points at a backend the test starts on 127.0.0.1.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -2,7 +2,7 @@
 //! on moto's S3 (reached through a fault proxy that a test switches off), each serving a saved
 //! empty inventory so that S3 is the only AWS they talk to.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

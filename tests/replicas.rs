@@ -4,7 +4,7 @@
 //! backend receiving traffic runs on 127.0.0.1 (the 10.x task addresses are only read from
 //! Envoy's admin API; the clusters have no health checks).
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

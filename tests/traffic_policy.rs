@@ -4,7 +4,7 @@
 //! 1.40 in front of them. Requests go to Envoy's egress listener with the service's name as
 //! Host, exactly as an app would call `http://web/`.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

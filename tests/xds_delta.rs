@@ -1,6 +1,6 @@
 //! Delta (incremental) xDS over real gRPC against the in-process server on 127.0.0.1:0.
 
-mod support;
+use crate::support;
 
 use ecs_xds::cache::NodeTypeResolver;
 use ecs_xds::snapshot::ResourceType::{self, *};

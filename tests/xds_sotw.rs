@@ -1,6 +1,6 @@
 //! State-of-the-world xDS over real gRPC against the in-process server on 127.0.0.1:0.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 
