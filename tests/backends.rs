@@ -81,12 +81,7 @@ async fn serve(dir: &Path, clusters: impl IntoIterator<Item = Cluster>) -> Runni
 
 /// The cluster names Envoy's `/clusters` lists (static and dynamic).
 async fn listed_clusters(envoy: &Envoy) -> BTreeSet<String> {
-    let text = envoy.admin_get("/clusters").await;
-    text.lines()
-        .filter_map(|l| l.split("::").next())
-        .filter(|n| !n.is_empty())
-        .map(str::to_owned)
-        .collect()
+    envoy.cluster_names().await
 }
 
 fn set(names: &[&str]) -> BTreeSet<String> {

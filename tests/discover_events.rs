@@ -304,6 +304,82 @@ async fn a_service_event_re_reads_the_service_tags() {
     );
 }
 
+/// CloudTrail's record of an ECS `TagResource` / `UntagResource` call on `resource`, as
+/// EventBridge delivers it (the pattern in deploy/ecs/event-pattern.json selects these).
+fn tag_call(event_name: &str, resource: &str) -> Event {
+    let body = json!({
+        "version": "0", "id": format!("ct-{event_name}"), "detail-type": "AWS API Call via CloudTrail",
+        "source": "aws.ecs", "account": ACCOUNT, "time": "2026-01-01T00:00:00Z", "region": REGION,
+        "resources": [],
+        "detail": {"eventSource": "ecs.amazonaws.com", "eventName": event_name,
+            "eventType": "AwsApiCall", "requestParameters": {"resourceArn": resource}},
+    });
+    decode(&body.to_string()).unwrap()
+}
+
+#[tokio::test]
+async fn a_tag_call_re_reads_the_tags_of_that_task_or_service_only() {
+    let (fake, calls, mut poller) = polled().await;
+    let weight = |p: &Poller, address: &str| {
+        let inv = p.complete_inventory().unwrap();
+        let endpoints = &inv.clusters["web"].endpoints;
+        endpoints
+            .iter()
+            .find(|e| e.address == address)
+            .unwrap()
+            .weight
+    };
+    let default_weight = weight(&poller, "10.0.0.2");
+    let tag = |k: &str, v: &str| Tag::builder().key(k).value(v).build();
+    fake.world().tasks.get_mut("demo").unwrap()[1].tags = Some(vec![tag("ecs-xds.weight", "9")]);
+    let (before, describes) = (calls.total(), calls.operation_total("DescribeTasks"));
+    let on_task = tag_call("TagResource", &task_arn("demo", "t2"));
+    assert_eq!(
+        poller.apply_events(&[&on_task]).await,
+        [EventOutcome::Applied]
+    );
+    assert_eq!(calls.total() - before, 1, "one call");
+    assert_eq!(calls.operation_total("DescribeTasks") - describes, 1);
+    assert_eq!(weight(&poller, "10.0.0.2"), 9);
+    assert_eq!(weight(&poller, "10.0.0.1"), default_weight);
+    // Untagged again: the weight goes back.
+    fake.world().tasks.get_mut("demo").unwrap()[1].tags = None;
+    let untag = tag_call("UntagResource", &task_arn("demo", "t2"));
+    assert_eq!(
+        poller.apply_events(&[&untag]).await,
+        [EventOutcome::Applied]
+    );
+    assert_eq!(weight(&poller, "10.0.0.2"), default_weight);
+    // A task discovery does not serve costs nothing; it is read when it starts.
+    let before = calls.total();
+    let unknown = tag_call("TagResource", &task_arn("demo", "t9"));
+    assert_eq!(
+        poller.apply_events(&[&unknown]).await,
+        [EventOutcome::Unchanged]
+    );
+    assert_eq!(calls.total(), before);
+
+    // On the service: its tags are re-read, one DescribeServices.
+    fake.world().services.insert(
+        ("demo".into(), "web".into()),
+        vec![tag("ecs-xds.lb-policy", "maglev")],
+    );
+    let service = format!("arn:aws:ecs:{REGION}:{ACCOUNT}:service/demo/web");
+    let before = calls.operation_total("DescribeServices");
+    assert_eq!(
+        poller
+            .apply_events(&[&tag_call("TagResource", &service)])
+            .await,
+        [EventOutcome::Applied]
+    );
+    assert_eq!(calls.operation_total("DescribeServices") - before, 1);
+    let inventory = poller.complete_inventory().unwrap();
+    assert_eq!(
+        inventory.clusters["web"].overrides.lb_policy,
+        Some(LbPolicy::Maglev)
+    );
+}
+
 #[tokio::test]
 async fn a_container_instance_event_moves_or_removes_the_hosts_of_bridge_tasks() {
     let fake = Fake::default();

@@ -9,6 +9,7 @@
 
 use crate::support;
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -16,10 +17,11 @@ use std::time::{Duration, Instant};
 use support::daemon::Running;
 use support::envoy::{free_port, AdsMode, Envoy};
 use support::events::{
-    publish_task_event, put_task_event, queued, routed_queue, sns, sqs, task_detail,
+    publish_task_event, put_tag_call_event, put_task_event, queued, routed_queue, sns, sqs,
+    task_detail,
 };
 use support::fault_proxy::FaultProxy;
-use support::moto::{run_service_task, running_task_ips, Moto};
+use support::moto::{run_service_task, running_task_ips, tag_service, Moto};
 use support::templates::egress_sidecar;
 
 /// Settings polling (and reconciling) every `poll` / `reconcile`, reading events as `events`
@@ -376,4 +378,54 @@ async fn two_replicas_from_the_same_settings_both_apply_one_event_and_clean_up_t
         queues(sqs).await.is_empty(),
         "both queues removed at shutdown"
     );
+}
+
+/// Declared backends with events on: a tag change has no ECS event, but CloudTrail's record of
+/// the `TagResource` call, routed by deploy/ecs/event-pattern.json, moves web's Envoy to its
+/// new set long before the hour-away poll or reconcile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_call_through_cloudtrail_moves_the_envoy_to_its_new_backends() {
+    let moto = Moto::start();
+    moto.seed(&["--tasks-per-service", "1"]);
+    let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config().await);
+    let web_arn = tag_service(&ecs, "web", "ecs-xds.backends", "orders").await;
+    let queue = routed_queue(&moto, "ecs-events").await;
+    let dir = tempfile::tempdir().unwrap();
+    let events = format!("queue_url = \"{queue}\"");
+    let config = write_config(dir.path(), &moto, "1h", "1h", &events);
+    let daemon = Running::start(&config).await;
+    let web = Envoy::start_of_service("sidecar-web1", daemon.xds, AdsMode::Delta, "web").await;
+    let names = |list: &[&str]| list.iter().map(|n| n.to_string()).collect::<BTreeSet<_>>();
+    let clusters_are = |want: BTreeSet<String>| {
+        let web = &web;
+        move || {
+            let want = want.clone();
+            async move { web.cluster_names().await == want }
+        }
+    };
+    let declared = names(&["ecs-xds", "orders"]);
+    web.wait_for(
+        "orders alone",
+        Duration::from_secs(20),
+        clusters_are(declared),
+    )
+    .await;
+    wait_for_metric(daemon.admin, EVENTS_MODE, 1.0, Duration::from_secs(10)).await;
+
+    tag_service(&ecs, "web", "ecs-xds.backends", "orders api").await;
+    put_tag_call_event(&moto, "TagResource", &web_arn);
+    let widened = names(&["api.grpc", "api.http", "ecs-xds", "orders"]);
+    let started = Instant::now();
+    web.wait_for(
+        "api's clusters",
+        Duration::from_secs(5),
+        clusters_are(widened),
+    )
+    .await;
+    eprintln!(
+        "a tag change reached Envoy {:?} after its CloudTrail event",
+        started.elapsed()
+    );
+    let applied = "ecs_xds_events_received_total{detail_type=\"tag_change\",outcome=\"applied\"} ";
+    assert_eq!(metric(daemon.admin, applied).await, 1.0);
 }

@@ -16,6 +16,11 @@
 //! DescribeTasks) only when its service is new or some task of the service had such a tag on
 //! the last poll; later events of that task keep the tags read then.
 //!
+//! A tag change has no ECS event, but CloudTrail's record of the `TagResource` or
+//! `UntagResource` call does (when a trail logs management events): on a service it re-reads
+//! the service's tags like a service event (one DescribeServices), on a known task that task's
+//! (one DescribeTasks).
+//!
 //! The event carries no task health either, unless ECS adds `healthStatus`: an event without
 //! it keeps the health known for the task (a new task is `unknown` until the next reconcile).
 //!
@@ -69,6 +74,7 @@ pub(crate) async fn apply(
     match change {
         Change::Task { task, .. } => apply_task(ctx, cluster, task, state).await,
         Change::Service { service, .. } => apply_service(ctx, cluster, service, state).await,
+        Change::TaskTags { arn, .. } => apply_task_tags(ctx, cluster, arn, state).await,
         Change::ContainerInstance {
             arn,
             instance_id,
@@ -211,6 +217,36 @@ async fn apply_service(
         return Ok(Applied::Unchanged);
     }
     known.tags = tags;
+    Ok(Applied::Changed)
+}
+
+/// A task's tags changed (a tag call through CloudTrail): re-read them, if the task serves.
+/// A task not known yet has its tags read with it, when its service uses task tags.
+async fn apply_task_tags(
+    ctx: &Context<'_>,
+    cluster: &str,
+    arn: &str,
+    state: &mut EcsState,
+) -> Result<Applied, DiscoverError> {
+    if !state.clusters[cluster].tasks.contains_key(arn) {
+        return Ok(Applied::Unchanged);
+    }
+    let described = describe_tasks(ctx.aws, cluster, &[arn.to_owned()]).await?;
+    // A task ECS no longer describes is gone: its own events remove it.
+    let Some(tags) = described.into_iter().find(|d| d.arn == arn).map(|d| d.tags) else {
+        return Ok(Applied::Unchanged);
+    };
+    let facts = state.clusters.get_mut(cluster).expect("checked above");
+    let task = facts.tasks.get_mut(arn).expect("checked above");
+    if task.tags == tags {
+        return Ok(Applied::Unchanged);
+    }
+    task.tags = tags;
+    let overrides = has_override_tags(task, ctx.settings);
+    if let Some(service) = service_of(task, ctx.filter) {
+        let service = service.to_owned();
+        facts.services.entry(service).or_default().task_tags_in_use |= overrides;
+    }
     Ok(Applied::Changed)
 }
 

@@ -236,6 +236,7 @@ fn change_cluster(change: &Change) -> Option<&super::events::decode::ClusterRef>
     match change {
         Change::Task { cluster, .. }
         | Change::Service { cluster, .. }
+        | Change::TaskTags { cluster, .. }
         | Change::ContainerInstance { cluster, .. } => Some(cluster),
         Change::Ignored => None,
     }

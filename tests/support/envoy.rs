@@ -201,7 +201,16 @@ impl Envoy {
         versions
     }
 
-    /// Polls `check` until it returns true, failing after `limit`.
+    /// The names of the clusters Envoy holds, from its admin `/clusters`.
+    pub async fn cluster_names(&self) -> BTreeSet<String> {
+        let text = self.admin_get("/clusters").await;
+        text.lines()
+            .filter_map(|l| l.split("::").next())
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// The endpoint addresses (IPs) Envoy holds for `cluster`, read from its admin API only.
     pub async fn endpoint_ips(&self, cluster: &str) -> BTreeSet<String> {
         let v = self.versions().await;

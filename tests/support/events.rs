@@ -81,6 +81,27 @@ pub fn put_task_event(moto: &Moto, detail: &Value) {
     assert_eq!(out["FailedEntryCount"], 0, "{out}");
 }
 
+/// `PutEvents` of CloudTrail's record of an ECS tag call (`TagResource`, `UntagResource`) on
+/// `resource`, as EventBridge receives it where a trail logs management events (moto's ECS
+/// records no CloudTrail events of its own).
+pub fn put_tag_call_event(moto: &Moto, event_name: &str, resource: &str) {
+    let detail = json!({
+        "eventVersion": "1.08", "eventSource": "ecs.amazonaws.com", "eventName": event_name,
+        "awsRegion": REGION, "eventType": "AwsApiCall", "managementEvent": true,
+        "readOnly": false, "requestParameters": {"resourceArn": resource},
+        "responseElements": null,
+    });
+    let out = moto.aws_json(
+        "AWSEvents.PutEvents",
+        &json!({"Entries": [{
+            "Source": "aws.ecs",
+            "DetailType": "AWS API Call via CloudTrail",
+            "Detail": detail.to_string(),
+        }]}),
+    );
+    assert_eq!(out["FailedEntryCount"], 0, "{out}");
+}
+
 /// SNS `Publish` of the EventBridge envelope of a task state change, which is what an
 /// EventBridge rule targeting the topic delivers (moto cannot route EventBridge to SNS).
 pub async fn publish_task_event(sns: &aws_sdk_sns::Client, topic: &str, detail: &Value) {

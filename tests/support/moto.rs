@@ -252,7 +252,12 @@ pub async fn run_service_task(
 }
 
 /// Sets tag `key` = `value` on ECS service `service` of the seeded cluster, as an operator would.
-pub async fn tag_service(ecs: &aws_sdk_ecs::Client, service: &str, key: &str, value: &str) {
+pub async fn tag_service(
+    ecs: &aws_sdk_ecs::Client,
+    service: &str,
+    key: &str,
+    value: &str,
+) -> String {
     let described = ecs
         .describe_services()
         .cluster("demo")
@@ -266,11 +271,12 @@ pub async fn tag_service(ecs: &aws_sdk_ecs::Client, service: &str, key: &str, va
         .value(value)
         .build();
     ecs.tag_resource()
-        .resource_arn(arn)
+        .resource_arn(&arn)
         .tags(tag)
         .send()
         .await
         .unwrap();
+    arn
 }
 
 /// The ENI address of each running task of `service` in the seeded cluster, from ECS itself.

@@ -1,6 +1,6 @@
 //! SQS message body → [`Event`]: the EventBridge envelope (raw, or inside an SNS notification
 //! when the subscription does not use raw delivery) and the `detail` of the ECS events
-//! discovery acts on. Pure, no AWS types: `detail` is the task as DescribeTasks returns it, in
+//! discovery acts on, and of ECS tag calls through CloudTrail (`tag_call.rs`). Pure, no AWS types: `detail` is the task as DescribeTasks returns it, in
 //! JSON, so it becomes the same [`TaskFacts`] a poll gives.
 //!
 //! Unknown fields are ignored everywhere (ECS adds fields over time); a field discovery needs
@@ -12,6 +12,8 @@ use serde::Deserialize;
 
 use crate::discover::mapping::{ContainerFacts, TaskFacts};
 
+mod tag_call;
+
 /// The EventBridge `detail-type`s discovery knows, and the label they get in metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum DetailType {
@@ -19,16 +21,19 @@ pub enum DetailType {
     ServiceAction,
     DeploymentStateChange,
     ContainerInstanceStateChange,
+    /// `TagResource` or `UntagResource` on ECS, through CloudTrail.
+    TagChange,
     /// Any other event: acknowledged and left alone.
     Other,
 }
 
 impl DetailType {
-    pub const ALL: [DetailType; 5] = [
+    pub const ALL: [DetailType; 6] = [
         DetailType::TaskStateChange,
         DetailType::ServiceAction,
         DetailType::DeploymentStateChange,
         DetailType::ContainerInstanceStateChange,
+        DetailType::TagChange,
         DetailType::Other,
     ];
 
@@ -38,6 +43,8 @@ impl DetailType {
             "ECS Service Action" => DetailType::ServiceAction,
             "ECS Deployment State Change" => DetailType::DeploymentStateChange,
             "ECS Container Instance State Change" => DetailType::ContainerInstanceStateChange,
+            // Any ECS API call: `decode` keeps only the tag calls.
+            "AWS API Call via CloudTrail" => DetailType::TagChange,
             _ => DetailType::Other,
         }
     }
@@ -49,6 +56,7 @@ impl DetailType {
             DetailType::ServiceAction => "service_action",
             DetailType::DeploymentStateChange => "deployment_state_change",
             DetailType::ContainerInstanceStateChange => "container_instance_state_change",
+            DetailType::TagChange => "tag_change",
             DetailType::Other => "other",
         }
     }
@@ -78,6 +86,8 @@ pub(crate) enum Change {
         cluster: ClusterRef,
         service: String,
     },
+    /// A task's own tags changed.
+    TaskTags { cluster: ClusterRef, arn: String },
     /// A container instance changed (registered, draining, deregistered, agent reconnects).
     ContainerInstance {
         cluster: ClusterRef,
@@ -235,7 +245,7 @@ pub fn decode(body: &str) -> Result<Event, DecodeError> {
         }
         _ => serde_json::from_value(value).map_err(DecodeError::NotAnEvent)?,
     };
-    let detail_type = match envelope.source.as_str() {
+    let mut detail_type = match envelope.source.as_str() {
         "aws.ecs" => DetailType::parse(&envelope.detail_type),
         _ => DetailType::Other,
     };
@@ -275,6 +285,16 @@ pub fn decode(body: &str) -> Result<Event, DecodeError> {
                 arn: detail.container_instance_arn,
                 instance_id: detail.ec2_instance_id,
                 active: matches!(detail.status.as_deref(), Some("ACTIVE" | "DRAINING") | None),
+            }
+        }
+        DetailType::TagChange => {
+            let detail: tag_call::ApiCallDetail =
+                serde_json::from_value(envelope.detail.clone()).map_err(detail_error)?;
+            if detail.is_tag_call() {
+                detail.change()
+            } else {
+                detail_type = DetailType::Other;
+                Change::Ignored
             }
         }
         DetailType::Other => Change::Ignored,

@@ -190,3 +190,95 @@ fn undecodable_bodies_say_why() {
         assert!(err.contains(why), "{body:.60}: {err}");
     }
 }
+
+/// CloudTrail's record of an ECS call, as EventBridge delivers it ("AWS API Call via
+/// CloudTrail", source `aws.ecs`), trimmed of the identity and request ids.
+fn api_call(event_name: &str, resource_arn: &str, error_code: Option<&str>) -> String {
+    let mut detail = serde_json::json!({
+        "eventVersion": "1.08", "eventTime": "2026-01-01T00:00:00Z",
+        "eventSource": "ecs.amazonaws.com", "eventName": event_name, "awsRegion": "us-west-2",
+        "requestParameters": {"resourceArn": resource_arn,
+            "tags": [{"key": "ecs-xds.backends", "value": "orders"}]},
+        "responseElements": null, "readOnly": false, "eventType": "AwsApiCall",
+        "managementEvent": true, "eventCategory": "Management",
+    });
+    if let Some(code) = error_code {
+        detail["errorCode"] = code.into();
+    }
+    serde_json::json!({
+        "version": "0", "id": "ct1", "detail-type": "AWS API Call via CloudTrail",
+        "source": "aws.ecs", "account": "111122223333", "time": "2026-01-01T00:00:00Z",
+        "region": "us-west-2", "resources": [], "detail": detail,
+    })
+    .to_string()
+}
+
+#[test]
+fn a_tag_call_on_a_service_or_task_names_what_to_re_read() {
+    let prod = ClusterRef {
+        arn: "arn:aws:ecs:us-west-2:111122223333:cluster/prod".into(),
+        name: "prod".into(),
+    };
+    for call in ["TagResource", "UntagResource"] {
+        let event = decode(&api_call(
+            call,
+            "arn:aws:ecs:us-west-2:111122223333:service/prod/web",
+            None,
+        ))
+        .unwrap();
+        assert_eq!(event.detail_type, DetailType::TagChange);
+        assert_eq!(
+            event.change,
+            Change::Service {
+                cluster: prod.clone(),
+                service: "web".into()
+            },
+            "{call}"
+        );
+    }
+    let task = "arn:aws:ecs:us-west-2:111122223333:task/prod/0123456789abcdef";
+    assert_eq!(
+        decode(&api_call("TagResource", task, None)).unwrap().change,
+        Change::TaskTags {
+            cluster: prod,
+            arn: task.into()
+        }
+    );
+}
+
+#[test]
+fn other_api_calls_failed_tag_calls_and_other_resources_are_ignored() {
+    let service = "arn:aws:ecs:us-west-2:111122223333:service/prod/web";
+    let other_call = decode(&api_call("UpdateService", service, None)).unwrap();
+    assert_eq!(
+        (other_call.detail_type, other_call.change),
+        (DetailType::Other, Change::Ignored)
+    );
+    let ignored = [
+        api_call("TagResource", service, Some("AccessDeniedException")),
+        api_call(
+            "TagResource",
+            "arn:aws:ecs:us-west-2:111122223333:task-definition/web:3",
+            None,
+        ),
+        api_call(
+            "TagResource",
+            "arn:aws:ecs:us-west-2:111122223333:cluster/prod",
+            None,
+        ),
+        // The old ARN format names no cluster.
+        api_call(
+            "TagResource",
+            "arn:aws:ecs:us-west-2:111122223333:service/web",
+            None,
+        ),
+    ];
+    for body in ignored {
+        let event = decode(&body).unwrap();
+        assert_eq!(event.detail_type, DetailType::TagChange);
+        assert_eq!(event.change, Change::Ignored, "{body}");
+    }
+    // Another service's calls through CloudTrail are not ECS's.
+    let s3 = api_call("TagResource", service, None).replace("\"aws.ecs\"", "\"aws.s3\"");
+    assert_eq!(decode(&s3).unwrap().detail_type, DetailType::Other);
+}
