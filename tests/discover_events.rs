@@ -269,41 +269,6 @@ async fn task_override_tags_are_read_once_for_new_tasks_of_services_that_use_the
     assert_eq!(weight_of(&poller), 7);
 }
 
-#[tokio::test]
-async fn a_service_event_re_reads_the_service_tags() {
-    let (fake, calls, mut poller) = polled().await;
-    let tagged = Tag::builder()
-        .key("ecs-xds.lb-policy")
-        .value("maglev")
-        .build();
-    fake.world()
-        .services
-        .insert(("demo".into(), "web".into()), vec![tagged]);
-    let body = json!({
-        "version": "0", "id": "s1", "detail-type": "ECS Service Action", "source": "aws.ecs",
-        "time": "2026-01-01T00:00:00Z",
-        "resources": [format!("arn:aws:ecs:{REGION}:{ACCOUNT}:service/demo/web")],
-        "detail": {"eventType": "INFO", "eventName": "SERVICE_STEADY_STATE"},
-    });
-    let event = decode(&body.to_string()).unwrap();
-    let before = calls.operation_total("DescribeServices");
-    assert_eq!(
-        poller.apply_events(&[&event]).await,
-        [EventOutcome::Applied]
-    );
-    assert_eq!(calls.operation_total("DescribeServices") - before, 1);
-    let inventory = poller.complete_inventory().unwrap();
-    assert_eq!(
-        inventory.clusters["web"].overrides.lb_policy,
-        Some(LbPolicy::Maglev)
-    );
-    // Unchanged tags: applied, nothing to publish.
-    assert_eq!(
-        poller.apply_events(&[&event]).await,
-        [EventOutcome::Unchanged]
-    );
-}
-
 /// CloudTrail's record of an ECS `TagResource` / `UntagResource` call on `resource`, as
 /// EventBridge delivers it (the pattern in deploy/ecs/event-pattern.json selects these).
 fn tag_call(event_name: &str, resource: &str) -> Event {
@@ -318,7 +283,49 @@ fn tag_call(event_name: &str, resource: &str) -> Event {
 }
 
 #[tokio::test]
-async fn a_tag_call_re_reads_the_tags_of_that_task_or_service_only() {
+async fn a_service_event_or_a_tag_call_on_the_service_re_reads_the_service_tags() {
+    let service = format!("arn:aws:ecs:{REGION}:{ACCOUNT}:service/demo/web");
+    let service_action = json!({
+        "version": "0", "id": "s1", "detail-type": "ECS Service Action", "source": "aws.ecs",
+        "time": "2026-01-01T00:00:00Z",
+        "resources": [&service],
+        "detail": {"eventType": "INFO", "eventName": "SERVICE_STEADY_STATE"},
+    });
+    let events = [
+        decode(&service_action.to_string()).unwrap(),
+        tag_call("TagResource", &service),
+    ];
+    for event in events {
+        let (fake, calls, mut poller) = polled().await;
+        let tagged = Tag::builder()
+            .key("ecs-xds.lb-policy")
+            .value("maglev")
+            .build();
+        fake.world()
+            .services
+            .insert(("demo".into(), "web".into()), vec![tagged]);
+        let before = calls.operation_total("DescribeServices");
+        assert_eq!(
+            poller.apply_events(&[&event]).await,
+            [EventOutcome::Applied],
+            "{event:?}"
+        );
+        assert_eq!(calls.operation_total("DescribeServices") - before, 1);
+        let inventory = poller.complete_inventory().unwrap();
+        assert_eq!(
+            inventory.clusters["web"].overrides.lb_policy,
+            Some(LbPolicy::Maglev)
+        );
+        // Unchanged tags: applied, nothing to publish.
+        assert_eq!(
+            poller.apply_events(&[&event]).await,
+            [EventOutcome::Unchanged]
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_tag_call_on_a_task_re_reads_that_task_s_tags_only() {
     let (fake, calls, mut poller) = polled().await;
     let weight = |p: &Poller, address: &str| {
         let inv = p.complete_inventory().unwrap();
@@ -358,26 +365,6 @@ async fn a_tag_call_re_reads_the_tags_of_that_task_or_service_only() {
         [EventOutcome::Unchanged]
     );
     assert_eq!(calls.total(), before);
-
-    // On the service: its tags are re-read, one DescribeServices.
-    fake.world().services.insert(
-        ("demo".into(), "web".into()),
-        vec![tag("ecs-xds.lb-policy", "maglev")],
-    );
-    let service = format!("arn:aws:ecs:{REGION}:{ACCOUNT}:service/demo/web");
-    let before = calls.operation_total("DescribeServices");
-    assert_eq!(
-        poller
-            .apply_events(&[&tag_call("TagResource", &service)])
-            .await,
-        [EventOutcome::Applied]
-    );
-    assert_eq!(calls.operation_total("DescribeServices") - before, 1);
-    let inventory = poller.complete_inventory().unwrap();
-    assert_eq!(
-        inventory.clusters["web"].overrides.lb_policy,
-        Some(LbPolicy::Maglev)
-    );
 }
 
 #[tokio::test]
