@@ -203,13 +203,15 @@ impl Daemon {
         let xds = bind("xDS", "xds.listen", settings.xds.listen).await?;
         let admin = bind("admin HTTP", "admin.listen", settings.admin.listen).await?;
         let aws_calls = CallCounter::new();
+        let replica: Arc<str> = replica::replica_id().await.into();
         let discovery = match inventory {
             Some(fixed) => Discovery::Fixed(fixed),
             None => {
                 let aws = Aws::connect(&settings.discover())
                     .await?
                     .with_call_counter(aws_calls.clone());
-                Discovery::Poll(Box::new(Poller::new(settings.discover(), aws)?))
+                let poller = Poller::new(settings.discover(), aws)?.with_replica(replica.clone());
+                Discovery::Poll(Box::new(poller))
             }
         };
         let (cache, publisher) = Cache::new(settings.node_type_resolver());
@@ -222,7 +224,6 @@ impl Daemon {
         readiness.set(false).await;
         let reloader = reload::Reloader::new(config, &settings, &templates_dir);
         let synthesis = SynthesisStage::new(synthesizer, publisher, pushes, readiness, reloader);
-        let replica: Arc<str> = replica::replica_id().await.into();
         tracing::info!(xds = %xds.1, admin = %admin.1, %replica, "ecs-xds listening");
         let first_line = synthesis::FirstLine {
             xds: xds.1,

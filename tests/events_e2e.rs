@@ -337,6 +337,22 @@ async fn two_replicas_from_the_same_settings_both_apply_one_event_and_clean_up_t
         "one queue per replica, the orphan removed: {own:?}"
     );
     assert!(!own.contains(&orphan));
+    // Each queue is named after the replica, as /nodes names it.
+    for daemon in &replicas {
+        let nodes: serde_json::Value =
+            serde_json::from_str(&get(daemon.admin, "/nodes").await).unwrap();
+        let replica = nodes["replica"].as_str().unwrap().to_owned();
+        // `{prefix}{replica}-{start time in hex}`
+        let named = |url: &String| {
+            let name = url.rsplit('/').next().unwrap();
+            (name.strip_prefix(&format!("ecs-xds-{replica}-")))
+                .is_some_and(|stamp| stamp.chars().all(|c| c.is_ascii_hexdigit()))
+        };
+        assert!(
+            own.iter().any(named),
+            "no queue of replica {replica}: {own:?}"
+        );
+    }
 
     let arn = run_web_task(&ecs, &seed).await;
     let detail = task_detail(&moto, "demo", &arn, 2);

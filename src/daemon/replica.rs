@@ -1,26 +1,29 @@
-//! Which replica this is, for `/nodes`, the startup line and `/metrics`: the ECS task id when
-//! running on ECS (from the task metadata endpoint the agent gives every container), the host
-//! name otherwise. Several replicas behind one name are told apart by it.
+//! Which replica this is, for `/nodes`, the startup line, `/metrics` and the name of its own
+//! events queue: the ECS task id when running on ECS (from the task metadata endpoint the agent
+//! gives every container), the host name and pid otherwise. Several replicas behind one name
+//! are told apart by it.
 
 use std::time::Duration;
 
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+use crate::discover::events::local_replica_id;
+
 /// The variable ECS sets in every container of a task (metadata endpoint v4).
 const METADATA_URI: &str = "ECS_CONTAINER_METADATA_URI_V4";
 
-/// This replica's id. Never fails: without a usable metadata endpoint, the host name.
+/// This replica's id. Never fails: without a usable metadata endpoint, host name and pid.
 pub async fn replica_id() -> String {
     if let Ok(base) = std::env::var(METADATA_URI) {
         match task_id(&base).await {
             Ok(id) => return id,
             Err(e) => {
-                tracing::warn!(%base, error = %e, "cannot read the ECS task metadata; naming this replica by its host name")
+                tracing::warn!(%base, error = %e, "cannot read the ECS task metadata; naming this replica by its host name and pid")
             }
         }
     }
-    hostname()
+    local_replica_id()
 }
 
 async fn task_id(base: &str) -> Result<String, String> {
@@ -49,15 +52,6 @@ fn task_id_of(metadata: &[u8]) -> Result<String, String> {
         .as_str()
         .ok_or("no TaskARN in the task metadata")?;
     Ok(arn.rsplit('/').next().unwrap_or(arn).to_owned())
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 #[cfg(test)]

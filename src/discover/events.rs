@@ -17,8 +17,8 @@
 //! with raw message delivery. At shutdown it unsubscribes and deletes it. A replica that
 //! crashed leaves its queue behind; each queue carries a heartbeat tag the replica renews, and
 //! the next replica to start deletes those whose heartbeat is older than `orphan_after`. The
-//! replica id needs no configuration: the ECS container metadata URI's last segment, or the
-//! hostname and pid. With one replica, `events.queue_url` reads a queue the rule targets
+//! replica id needs no configuration: the daemon's (the ECS task id, as `/nodes` shows it),
+//! else the hostname and pid. With one replica, `events.queue_url` reads a queue the rule targets
 //! directly (or that the operator manages).
 //!
 //! # Delivery
@@ -38,6 +38,7 @@ pub(crate) mod source;
 mod sqs_calls;
 
 pub use decode::{decode, DecodeError, DetailType, Event};
+pub use queue::local_replica_id;
 
 /// Deliveries of a message whose change keeps failing to apply before it is dropped (the next
 /// reconcile covers what it said).

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use super::assemble::{assemble, Part};
 use super::aws::Aws;
 use super::ecs::{poll_cluster, EcsState};
-use super::events::{DetailType, EventOutcome, Mode};
+use super::events::{local_replica_id, DetailType, EventOutcome, Mode};
 use super::settings::{DiscoverSettings, ServiceFilter};
 use super::{cloud_map, DiscoverError, Inventory};
 
@@ -60,6 +60,8 @@ pub struct Poller {
     pub(crate) parts: BTreeMap<SourceId, Part>,
     pub(crate) published: Option<Arc<Inventory>>,
     pub(crate) observer: Option<Observer>,
+    /// Names this replica's own events queue.
+    pub(crate) replica: Arc<str>,
 }
 
 /// What one poll cycle looked like, for metrics.
@@ -112,7 +114,15 @@ impl Poller {
             parts: BTreeMap::new(),
             published: None,
             observer: None,
+            replica: local_replica_id().into(),
         })
+    }
+
+    /// Names this replica `id` (its events queue is `{queue_prefix}{id}-{start}`); by default
+    /// host name and pid.
+    pub fn with_replica(mut self, id: Arc<str>) -> Self {
+        self.replica = id;
+        self
     }
 
     /// Reports poll cycles, events and the mode to `observer`.

@@ -88,6 +88,7 @@ impl Poller {
         let source = tokio::spawn(source::run(
             self.aws.clone(),
             events,
+            self.replica.clone(),
             heartbeat,
             signal_tx,
             stop.clone(),

@@ -30,26 +30,16 @@ pub(crate) struct Queue {
     subscription: Option<String>,
 }
 
-/// This replica's id, the same for the life of the container and different for every
-/// replica, with no configuration: the last segment of the ECS container metadata URI (the
-/// task id and a container hash on Fargate, the container id on EC2), else hostname and pid.
-pub(crate) fn replica_id() -> String {
-    let from_metadata = std::env::var("ECS_CONTAINER_METADATA_URI_V4")
+/// A replica id off ECS: host name and pid, different for every process on a host (the
+/// daemon uses the ECS task id instead where there is one; see `daemon::replica`).
+pub fn local_replica_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
         .ok()
-        .and_then(|uri| {
-            uri.trim_end_matches('/')
-                .rsplit('/')
-                .next()
-                .map(str::to_owned)
-        })
-        .filter(|s| !s.is_empty());
-    from_metadata.unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .ok()
-            .or_else(|| std::env::var("HOSTNAME").ok())
-            .unwrap_or_else(|| "host".to_owned());
-        format!("{}-{}", host.trim(), std::process::id())
-    })
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "host".to_owned());
+    format!("{host}-{}", std::process::id())
 }
 
 /// `{prefix}{id}-{start}`: SQS characters only, at most 80, the start time (hex seconds) kept
@@ -94,7 +84,11 @@ fn unix_secs(t: SystemTime) -> u64 {
 
 /// The queue to read, ready: the fixed one as is, or this replica's own, created and
 /// subscribed (after removing orphaned ones).
-pub(crate) async fn open(aws: &Aws, settings: &EventsSettings) -> Result<Queue, DiscoverError> {
+pub(crate) async fn open(
+    aws: &Aws,
+    settings: &EventsSettings,
+    replica: &str,
+) -> Result<Queue, DiscoverError> {
     if let Some(url) = &settings.queue_url {
         return Ok(Queue {
             url: url.clone(),
@@ -106,7 +100,7 @@ pub(crate) async fn open(aws: &Aws, settings: &EventsSettings) -> Result<Queue, 
         .topic_arn
         .as_deref()
         .expect("validated: queue_url or topic_arn");
-    let name = queue_name(&settings.queue_prefix, &replica_id(), SystemTime::now());
+    let name = queue_name(&settings.queue_prefix, replica, SystemTime::now());
     if let Err(e) = remove_orphans(aws, settings, &name).await {
         tracing::warn!(error = %e, "could not look for queues of replicas that no longer run");
     }

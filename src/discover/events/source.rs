@@ -2,6 +2,7 @@
 //! the batch to discovery, then deletes what discovery says is done with. It tells discovery
 //! when receiving stops or starts working, once per change, so discovery polls meanwhile.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
@@ -50,12 +51,13 @@ pub(crate) struct Batch {
 pub(crate) async fn run(
     aws: Aws,
     settings: EventsSettings,
+    replica: Arc<str>,
     heartbeat: Duration,
     tx: mpsc::Sender<Signal>,
     stop: CancellationToken,
 ) {
     loop {
-        let Some(queue) = open(&aws, &settings, &tx, &stop).await else {
+        let Some(queue) = open(&aws, &settings, &replica, &tx, &stop).await else {
             return;
         };
         let ended = receive(&aws, &queue, &settings, heartbeat, &tx, &stop).await;
@@ -86,6 +88,7 @@ fn queue_gone(error: &DiscoverError) -> bool {
 async fn open(
     aws: &Aws,
     settings: &EventsSettings,
+    replica: &str,
     tx: &mpsc::Sender<Signal>,
     stop: &CancellationToken,
 ) -> Option<Queue> {
@@ -93,7 +96,7 @@ async fn open(
     loop {
         let opened = tokio::select! {
             _ = stop.cancelled() => return None,
-            opened = queue::open(aws, settings) => opened,
+            opened = queue::open(aws, settings, replica) => opened,
         };
         match opened {
             Ok(queue) => return Some(queue),
