@@ -228,30 +228,48 @@ async fn validate(
     }
     let mut rejected = Vec::new();
     for (node_type, snapshot) in &synthesis.snapshots {
+        // Each backend set's snapshot too: its own generated routes (503 hosts included).
+        let sets = synthesis.backend_sets.get(node_type).into_iter();
+        let sets = sets
+            .flat_map(|s| &s.sets)
+            .map(|(key, set)| (key, &set.snapshot));
         let Some(envoy) = envoy else {
             println!("node type {node_type}: valid");
             continue;
         };
-        let bootstrap = ecs_xds::validate::static_bootstrap(snapshot);
-        let grpc_only = match ecs_xds::validate::api_listeners(snapshot) {
-            0 => String::new(),
-            n => format!(
-                " (but its {n} API listeners, which are for proxyless gRPC clients: the Envoy server has no API listener)"
-            ),
-        };
-        match ecs_xds::validate::envoy_validate(envoy, &bootstrap).await {
-            Ok(()) => println!(
-                "node type {node_type}: valid, and Envoy ({}) accepts it{grpc_only}",
-                envoy.display()
-            ),
-            Err(e) => {
-                println!("node type {node_type}: Envoy rejects it:\n{e}");
-                rejected.push(node_type.clone());
-            }
+        let mut accepted = envoy_accepts(envoy, &format!("node type {node_type}"), snapshot).await;
+        for (key, snapshot) in sets {
+            let label = format!("node type {node_type}, backends {key:?}");
+            accepted &= envoy_accepts(envoy, &label, snapshot).await;
+        }
+        if !accepted {
+            rejected.push(node_type.clone());
         }
     }
     match rejected.is_empty() {
         true => Ok(()),
         false => Err(DaemonError::EnvoyRejected(rejected)),
+    }
+}
+
+/// Has `envoy --mode validate` check `snapshot`, and says what it found about `label`.
+async fn envoy_accepts(envoy: &Path, label: &str, snapshot: &ecs_xds::snapshot::Snapshot) -> bool {
+    let bootstrap = ecs_xds::validate::static_bootstrap(snapshot);
+    let grpc_only = match ecs_xds::validate::api_listeners(snapshot) {
+        0 => String::new(),
+        n => format!(
+            " (but its {n} API listeners, which are for proxyless gRPC clients: the Envoy server has no API listener)"
+        ),
+    };
+    match ecs_xds::validate::envoy_validate(envoy, &bootstrap).await {
+        Ok(()) => {
+            let envoy = envoy.display();
+            println!("{label}: valid, and Envoy ({envoy}) accepts it{grpc_only}");
+            true
+        }
+        Err(e) => {
+            println!("{label}: Envoy rejects it:\n{e}");
+            false
+        }
     }
 }

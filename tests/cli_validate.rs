@@ -38,6 +38,33 @@ fn with_sidecar(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
     config
 }
 
+/// `validate --envoy` on a saved inventory of `clusters`: (name, declared backends).
+fn validate_inventory(config: &Path, clusters: &[(&str, Option<&[&str]>)]) -> Output {
+    let clusters: serde_json::Map<String, serde_json::Value> = clusters
+        .iter()
+        .map(|(name, backends)| {
+            let cluster = serde_json::json!({"name": name,
+                "source": {"kind": "ecs", "ecs_cluster": "prod", "service": name},
+                "endpoints": [{"address": "10.0.0.1", "port": 8080, "health": "healthy",
+                    "locality": {"region": "us-east-1"}, "weight": 1, "id": "t1"}],
+                "backends": backends});
+            (name.to_string(), cluster)
+        })
+        .collect();
+    let inventory = config.with_file_name("inventory.json");
+    let json = serde_json::json!({ "clusters": clusters });
+    std::fs::write(&inventory, json.to_string()).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ecs-xds"));
+    command
+        .args(["validate", "--config"])
+        .arg(config)
+        .arg("--inventory")
+        .arg(&inventory)
+        .arg("--envoy")
+        .arg(envoy_binary());
+    command.output().expect("run ecs-xds validate")
+}
+
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
 }
@@ -148,27 +175,29 @@ fn a_grpc_node_type_is_checked_by_envoy_except_its_api_listeners() {
         "[grpc]\nenabled = true\n",
     )
     .unwrap();
-    let inventory = dir.path().join("inventory.json");
-    std::fs::write(
-        &inventory,
-        r#"{"clusters": {"orders": {"name": "orders", "source": {"kind": "ecs", "ecs_cluster": "prod", "service": "orders"},
-            "endpoints": [{"address": "10.0.0.1", "port": 8080, "health": "healthy", "locality": {"region": "us-east-1"}, "weight": 1, "id": "t1"}]}}}"#,
-    )
-    .unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ecs-xds"));
-    command
-        .args(["validate", "--config"])
-        .arg(&config)
-        .arg("--inventory")
-        .arg(&inventory)
-        .arg("--envoy")
-        .arg(envoy_binary());
-    let out = command.output().unwrap();
+    let out = validate_inventory(&config, &[("orders", None)]);
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(
         text.contains("node type grpc: valid, and Envoy")
             && text.contains("1 API listeners, which are for proxyless gRPC clients"),
+        "{text}"
+    );
+}
+
+/// Each backend set is its own snapshot, with its own generated routes: Envoy checks each.
+#[test]
+fn envoy_checks_every_backend_set_as_well_as_the_whole_scope() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = with_sidecar(dir.path(), |t| t);
+    let declared: &[&str] = &["ghost", "orders"];
+    let clusters = [("orders", None), ("web", Some(declared)), ("billing", None)];
+    let out = validate_inventory(&config, &clusters);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("node type sidecar: valid, and Envoy")
+            && text.contains("node type sidecar, backends \"ghost,orders\": valid, and Envoy"),
         "{text}"
     );
 }
