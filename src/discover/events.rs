@@ -18,8 +18,8 @@
 //! crashed leaves its queue behind; each queue carries a heartbeat tag the replica renews, and
 //! the next replica to start deletes those whose heartbeat is older than `orphan_after`. The
 //! replica id needs no configuration: the daemon's (the ECS task id, as `/nodes` shows it),
-//! else the hostname and pid. With one replica, `events.queue_url` reads a queue the rule targets
-//! directly (or that the operator manages).
+//! else the hostname and pid. With one replica, `events.queue_url` reads a queue the rule
+//! targets directly (or that the operator manages).
 //!
 //! # Delivery
 //! A message is deleted once its change is applied and the inventory published, or once it is

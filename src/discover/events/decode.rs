@@ -1,7 +1,8 @@
 //! SQS message body → [`Event`]: the EventBridge envelope (raw, or inside an SNS notification
 //! when the subscription does not use raw delivery) and the `detail` of the ECS events
-//! discovery acts on, and of ECS tag calls through CloudTrail (`tag_call.rs`). Pure, no AWS types: `detail` is the task as DescribeTasks returns it, in
-//! JSON, so it becomes the same [`TaskFacts`] a poll gives.
+//! discovery acts on, and of ECS tag calls through CloudTrail (`tag_call.rs`). Pure, no AWS
+//! types: `detail` is the task as DescribeTasks returns it, in JSON, so it becomes the same
+//! [`TaskFacts`] a poll gives.
 //!
 //! Unknown fields are ignored everywhere (ECS adds fields over time); a field discovery needs
 //! that is missing or of the wrong type makes the message undecodable.
