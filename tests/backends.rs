@@ -10,12 +10,12 @@
 use crate::support;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use ecs_xds::discover::{Cluster, Endpoint, Health, Inventory, Locality, Source};
+use ecs_xds::discover::{Cluster, Endpoint, Health, Locality, Source};
 use support::backend::Backend;
-use support::daemon::{ecs_xds_command, Running};
+use support::daemon::{serve_inventory, Running};
 use support::envoy::{free_port, AdsMode, Envoy};
 use support::moto::{awsvpc_network, run_service_task, tag_service, Moto};
 use support::templates::{egress_sidecar, on_demand_sidecar};
@@ -57,26 +57,6 @@ fn write_templates(dir: &Path, egress: u16) {
         egress_sidecar(egress, "egress", 1),
     )
     .unwrap();
-}
-
-/// `ecs-xds run --inventory` serving `clusters` with the templates already in `dir`.
-async fn serve(dir: &Path, clusters: impl IntoIterator<Item = Cluster>) -> Running {
-    let config = dir.join("ecs-xds.toml");
-    std::fs::write(
-        &config,
-        "[xds]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
-    )
-    .unwrap();
-    let inventory = Inventory {
-        clusters: clusters.into_iter().map(|c| (c.name.clone(), c)).collect(),
-        warnings: Vec::new(),
-        callers: Default::default(),
-    };
-    let path: PathBuf = dir.join("inventory.json");
-    std::fs::write(&path, serde_json::to_string(&inventory).unwrap()).unwrap();
-    let mut command = ecs_xds_command(&config);
-    command.arg("--inventory").arg(&path);
-    Running::start_command(command).await
 }
 
 /// The cluster names Envoy's `/clusters` lists (static and dynamic).
@@ -131,7 +111,7 @@ async fn a_declaring_service_gets_only_its_backends_and_others_get_everything() 
         service("payments", Some(&payments), None),
         service("billing", Some(&billing), None),
     ];
-    let daemon = serve(dir.path(), clusters).await;
+    let daemon = serve_inventory(dir.path(), clusters).await;
 
     let web = Envoy::start_of_service("sidecar-web1", daemon.xds, AdsMode::Sotw, "web").await;
     let other =
@@ -345,7 +325,7 @@ async fn on_demand_a_cluster_is_loaded_by_its_first_request_and_others_never() {
         service("payments", Some(&payments), None),
         service("billing", Some(&billing), None),
     ];
-    let daemon = serve(dir.path(), clusters).await;
+    let daemon = serve_inventory(dir.path(), clusters).await;
     let envoy = Envoy::start("sidecar-app1", daemon.xds, AdsMode::Delta).await;
     envoy
         .wait_for("the routes", Duration::from_secs(20), || async {

@@ -7,15 +7,15 @@
 use crate::support;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ecs_xds::discover::{
-    Cluster, ClusterOverrides, Endpoint, Health, Inventory, Locality, OutlierDetection,
-    RevisionWeight, RoutePolicy, Source,
+    Cluster, ClusterOverrides, Endpoint, Health, Locality, OutlierDetection, RevisionWeight,
+    RoutePolicy, Source,
 };
 use support::backend::{Backend, Behaviour};
-use support::daemon::{ecs_xds_command, Running};
+use support::daemon::{serve_inventory, Running};
 use support::envoy::{free_port, AdsMode, Envoy};
 use support::templates::egress_sidecar;
 
@@ -57,25 +57,10 @@ fn service(name: &str, endpoints: Vec<Endpoint>) -> Cluster {
 /// template sections), and the egress port.
 async fn serve(dir: &Path, clusters: Vec<Cluster>, extra: &str) -> (Running, u16) {
     let egress = free_port();
-    let config = dir.join("ecs-xds.toml");
-    std::fs::write(
-        &config,
-        "[xds]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
-    )
-    .unwrap();
     std::fs::create_dir_all(dir.join("templates")).unwrap();
     let template = format!("{}\n{extra}", egress_sidecar(egress, "egress", 1));
     std::fs::write(dir.join("templates/sidecar.toml"), template).unwrap();
-    let inventory = Inventory {
-        clusters: clusters.into_iter().map(|c| (c.name.clone(), c)).collect(),
-        warnings: Vec::new(),
-        callers: Default::default(),
-    };
-    let path: PathBuf = dir.join("inventory.json");
-    std::fs::write(&path, serde_json::to_string(&inventory).unwrap()).unwrap();
-    let mut command = ecs_xds_command(&config);
-    command.arg("--inventory").arg(&path);
-    (Running::start_command(command).await, egress)
+    (serve_inventory(dir, clusters).await, egress)
 }
 
 /// Waits until Envoy has `clusters` active with their endpoints.

@@ -27,6 +27,30 @@ pub fn ecs_xds_command(config: &Path) -> Command {
     command
 }
 
+/// `ecs-xds run --inventory` serving `clusters` with the templates already in `dir/templates`
+/// (xDS and admin on free 127.0.0.1 ports).
+pub async fn serve_inventory(
+    dir: &Path,
+    clusters: impl IntoIterator<Item = ecs_xds::discover::Cluster>,
+) -> Running {
+    let config = dir.join("ecs-xds.toml");
+    std::fs::write(
+        &config,
+        "[xds]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let inventory = ecs_xds::discover::Inventory {
+        clusters: clusters.into_iter().map(|c| (c.name.clone(), c)).collect(),
+        warnings: Vec::new(),
+        callers: Default::default(),
+    };
+    let path = dir.join("inventory.json");
+    std::fs::write(&path, serde_json::to_string(&inventory).unwrap()).unwrap();
+    let mut command = ecs_xds_command(&config);
+    command.arg("--inventory").arg(&path);
+    Running::start_command(command).await
+}
+
 pub fn start_ecs_xds(config: &Path) -> Child {
     ecs_xds_command(config).spawn().expect("start ecs-xds run")
 }
