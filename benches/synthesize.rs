@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use ecs_xds::discover::{
+use ecs_xds::inventory::{
     Cluster, ClusterOverrides, Endpoint, Health, Inventory, Locality, RevisionWeight, Source,
 };
 use ecs_xds::snapshot::{ResourceType, Snapshot, SnapshotBuilder};

@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use ecs_xds::daemon::Daemon;
-use ecs_xds::discover::{Cluster, Endpoint, Health, Inventory, Locality, Source};
+use ecs_xds::inventory::{Cluster, Endpoint, Health, Inventory, Locality, Source};
 use ecs_xds::synthesize::{Synthesizer, Templates};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;

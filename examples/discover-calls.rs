@@ -19,8 +19,10 @@ mod fake_aws;
 
 use std::time::Instant;
 
+use ecs_xds::aws::CallCounter;
 use ecs_xds::discover::events::{decode, Event, EventOutcome};
-use ecs_xds::discover::{CallCounter, DiscoverSettings, Poller};
+use ecs_xds::discover::Poller;
+use ecs_xds::settings::DiscoverSettings;
 
 const SERVICES: usize = 1000;
 const TASKS: usize = 10_000;

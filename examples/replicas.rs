@@ -88,7 +88,7 @@ struct Replica {
 }
 
 impl Replica {
-    async fn start(config: &Path, inventory: Option<ecs_xds::discover::Inventory>) -> Replica {
+    async fn start(config: &Path, inventory: Option<ecs_xds::inventory::Inventory>) -> Replica {
         let daemon = Daemon::start(config, inventory)
             .await
             .expect("ecs-xds starts");
@@ -142,7 +142,7 @@ async fn propagation(pushes: usize, refresh: Duration) {
         refresh.as_millis()
     );
     let config = write_config(dir.path(), "ecs-xds", &settings);
-    let empty = ecs_xds::discover::Inventory::default();
+    let empty = ecs_xds::inventory::Inventory::default();
     let a = Replica::start(&config, Some(empty.clone())).await;
     let b = Replica::start(&config, Some(empty)).await;
     let envoy = envoy::Envoy::start("sidecar-bench", b.xds, envoy::AdsMode::Sotw).await;
@@ -223,7 +223,7 @@ async fn rebalance(streams: usize, max_age: Duration) {
         );
         write_config(dir.path(), &format!("replica-{port}"), &settings)
     });
-    let inventory = ecs_xds::discover::Inventory::default();
+    let inventory = ecs_xds::inventory::Inventory::default();
     let a = Replica::start(&configs[0], Some(inventory.clone())).await;
     let b = Replica::start(&configs[1], Some(inventory.clone())).await;
     let addrs = [a.xds, b.xds];

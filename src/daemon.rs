@@ -25,11 +25,14 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::metrics::{LiveState, RequestCounts};
 use crate::admin::push::{PushApi, TokenRequired};
-use crate::admin::{self, metrics::LiveState, AdminState, DaemonStats, Metrics};
+use crate::admin::{self, AdminState, DaemonStats, Metrics};
+use crate::aws::{Aws, AwsError, CallCounter};
 use crate::cache::Cache;
-use crate::discover::{Aws, CallCounter, DiscoverError, Inventory, InventoryFileError, Poller};
-use crate::push::{PushCommand, Pushes, Refresher, StoreError};
+use crate::discover::{DiscoverError, Poller};
+use crate::inventory::{Inventory, InventoryFileError};
+use crate::push::{ObjectStore, PushCommand, Pushes, Refresher, StoreError};
 use crate::serve::XdsServer;
 use crate::settings::{PushStore, Settings, SettingsError};
 use crate::synthesize::templates::{TemplateErrors, Templates};
@@ -69,6 +72,9 @@ pub enum DaemonError {
     /// AWS client).
     #[error(transparent)]
     Discover(#[from] DiscoverError),
+    /// AWS could not be set up (no region), or a request of the shared push store failed.
+    #[error(transparent)]
+    Aws(#[from] AwsError),
     #[error("cannot listen for {listener} on {addr} ({key}): {source}")]
     Bind {
         listener: &'static str,
@@ -102,7 +108,7 @@ impl DaemonError {
     /// The process exit code for this failure. No catch-all: a new variant must choose.
     pub fn exit_code(&self) -> u8 {
         match self {
-            DaemonError::Discover(_) => exit_code::AWS,
+            DaemonError::Discover(_) | DaemonError::Aws(_) => exit_code::AWS,
             DaemonError::Settings(_)
             | DaemonError::Templates { .. }
             | DaemonError::InventoryFile(_)
@@ -176,6 +182,10 @@ impl Daemon {
         let push_tx_refresh = push_tx.clone();
         let mut synthesizer = Synthesizer::new(templates);
         let mut push_refresher = None;
+        // One AWS client for everything a run asks of AWS (discovery, the shared push store),
+        // so that every request is counted in `aws_requests_total`.
+        let aws_calls = CallCounter::new();
+        let mut aws = None;
         let (push_api, pushes) = match settings.push.enabled {
             false => (None, None),
             true => {
@@ -185,9 +195,10 @@ impl Daemon {
                 let pushes = match &settings.push.store {
                     None => Pushes::open(&settings.push_state_path(config))?,
                     Some(PushStore::S3 { bucket, prefix }) => {
-                        let objects = Aws::connect(&settings.discover())
+                        let objects = connected(&mut aws, &settings, &aws_calls)
                             .await?
                             .objects(bucket, prefix)?;
+                        let objects: Arc<dyn ObjectStore> = Arc::new(objects);
                         let (pushes, refresher) =
                             Pushes::shared(objects, settings.push.refresh_interval);
                         push_refresher = Some(refresher);
@@ -202,14 +213,11 @@ impl Daemon {
         };
         let xds = bind("xDS", "xds.listen", settings.xds.listen).await?;
         let admin = bind("admin HTTP", "admin.listen", settings.admin.listen).await?;
-        let aws_calls = CallCounter::new();
         let replica: Arc<str> = replica::replica_id().await.into();
         let discovery = match inventory {
             Some(fixed) => Discovery::Fixed(fixed),
             None => {
-                let aws = Aws::connect(&settings.discover())
-                    .await?
-                    .with_call_counter(aws_calls.clone());
+                let aws = connected(&mut aws, &settings, &aws_calls).await?;
                 let poller = Poller::new(settings.discover(), aws)?.with_replica(replica.clone());
                 Discovery::Poll(Box::new(poller))
             }
@@ -286,7 +294,7 @@ impl Daemon {
         let metrics = Arc::new(Metrics::new(LiveState {
             cache: self.cache.clone(),
             stats: self.stats.clone(),
-            aws_calls: self.aws_calls,
+            aws_calls: Arc::new(self.aws_calls),
             inventory: inventories.clone(),
             replica: self.replica.clone(),
             connections: vec![
@@ -369,6 +377,32 @@ async fn discover(
             stop.cancelled().await;
         }
     }
+}
+
+impl RequestCounts for CallCounter {
+    fn request_counts(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let counts = self.snapshot().into_iter();
+        counts
+            .map(|(op, outcome, n)| (op, outcome.as_str(), n))
+            .collect()
+    }
+}
+
+/// The run's one AWS client, connected on first use, counting into `calls`.
+async fn connected(
+    slot: &mut Option<Aws>,
+    settings: &Settings,
+    calls: &CallCounter,
+) -> Result<Aws, AwsError> {
+    if let Some(aws) = slot {
+        return Ok(aws.clone());
+    }
+    let events_endpoint = settings.events.endpoint_url.as_deref();
+    let aws = Aws::connect(&settings.aws, events_endpoint)
+        .await?
+        .with_call_counter(calls.clone());
+    *slot = Some(aws.clone());
+    Ok(aws)
 }
 
 async fn bind(

@@ -20,12 +20,14 @@
 //!   deadline, bounded graceful shutdown.
 
 pub mod admin;
+pub mod aws;
 pub mod cache;
 pub mod daemon;
 pub mod descriptors;
 pub mod discover;
 pub mod envoy_json;
 pub mod http_listener;
+pub mod inventory;
 pub mod push;
 pub mod serve;
 pub mod settings;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use ecs_xds::daemon::{Daemon, DaemonError};
-use ecs_xds::discover::Inventory;
+use ecs_xds::inventory::Inventory;
 use ecs_xds::settings::Settings;
 
 ecs_xds::use_jemalloc!();

@@ -25,6 +25,7 @@
 //! and name; the others are added.
 
 pub mod apply;
+pub mod objects;
 pub mod shared;
 pub mod store;
 
@@ -39,6 +40,7 @@ use crate::snapshot::InconsistentSnapshot;
 pub use crate::synthesize::{Counts, PushedResources};
 
 pub use apply::Pushes;
+pub use objects::{Condition, Object, ObjectError, ObjectStore, Pending, Written};
 pub use shared::Refresher;
 pub use store::{PersistedStore, StoreError, Stored};
 

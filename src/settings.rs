@@ -10,10 +10,14 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::cache::{NodeTypeResolver, NodeTypeSource};
-use crate::discover::{
-    AwsSettings, CloudMapSettings, DiscoverSettings, EcsSettings, EventsSettings,
-};
 use crate::http_listener::Limits;
+
+mod discover;
+
+pub(crate) use discover::{render_template, ServiceFilter};
+pub use discover::{
+    AwsSettings, CloudMapSettings, DiscoverSettings, EcsSettings, EventsSettings, SettingsErrors,
+};
 
 /// Everything in the settings file.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

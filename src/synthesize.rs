@@ -13,7 +13,7 @@
 //!
 //! # Using it
 //! ```no_run
-//! # fn demo(inventory: &ecs_xds::discover::Inventory) -> Result<(), Box<dyn std::error::Error>> {
+//! # fn demo(inventory: &ecs_xds::inventory::Inventory) -> Result<(), Box<dyn std::error::Error>> {
 //! use ecs_xds::synthesize::{Synthesizer, Templates};
 //! let templates = Templates::load_dir("config/templates".as_ref())?; // every error at once
 //! let mut synthesizer = Synthesizer::new(templates);

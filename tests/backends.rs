@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-use ecs_xds::discover::{Cluster, Endpoint, Health, Locality, Source};
+use ecs_xds::inventory::{Cluster, Endpoint, Health, Locality, Source};
 use support::backend::Backend;
 use support::daemon::{serve_inventory, Running};
 use support::envoy::{free_port, AdsMode, Envoy};

@@ -4,7 +4,7 @@ use crate::support;
 
 use std::process::Command;
 
-use ecs_xds::discover::Inventory;
+use ecs_xds::inventory::Inventory;
 use support::moto::{Moto, REGION};
 
 fn ecs_xds(config: &std::path::Path, extra: &[&str]) -> std::process::Output {

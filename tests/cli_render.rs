@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use ecs_xds::discover::{Cluster, Endpoint, Health, Inventory, Locality, Source};
+use ecs_xds::inventory::{Cluster, Endpoint, Health, Inventory, Locality, Source};
 
 fn inventory() -> Inventory {
     let mut inventory = Inventory::default();

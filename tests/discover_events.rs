@@ -4,8 +4,11 @@
 use crate::support;
 
 use aws_sdk_ecs::types::{NetworkMode, Tag};
+use ecs_xds::aws::CallCounter;
 use ecs_xds::discover::events::{decode, Event, EventOutcome};
-use ecs_xds::discover::{CallCounter, DiscoverSettings, Health, Inventory, LbPolicy, Poller};
+use ecs_xds::discover::Poller;
+use ecs_xds::inventory::{Health, Inventory, LbPolicy};
+use ecs_xds::settings::DiscoverSettings;
 use serde_json::json;
 use support::fake_aws::{
     awsvpc_task, ec2_task, task_arn, task_def, task_def_arn, Fake, World, ACCOUNT, REGION,

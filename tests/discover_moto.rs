@@ -6,7 +6,10 @@ use crate::support;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use ecs_xds::discover::{Aws, DiscoverSettings, Health, Inventory, LbPolicy, Poller};
+use ecs_xds::aws::Aws;
+use ecs_xds::discover::Poller;
+use ecs_xds::inventory::{Health, Inventory, LbPolicy};
+use ecs_xds::settings::DiscoverSettings;
 use serde_json::Value;
 use support::moto::Moto;
 

@@ -6,7 +6,9 @@ mod support;
 
 use std::net::TcpListener;
 
-use ecs_xds::discover::{discover_once, DiscoverError, DiscoverSettings};
+use ecs_xds::aws::AwsError;
+use ecs_xds::discover::{discover_once, DiscoverError};
+use ecs_xds::settings::DiscoverSettings;
 use support::moto::{Moto, REGION};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,7 +62,7 @@ async fn discover_once_reads_the_settings_and_fails_clearly_when_aws_is_unreacha
     );
     let json = serde_json::to_string(&inventory).unwrap();
     assert_eq!(
-        serde_json::from_str::<ecs_xds::discover::Inventory>(&json).unwrap(),
+        serde_json::from_str::<ecs_xds::inventory::Inventory>(&json).unwrap(),
         inventory
     );
     drop(moto);
@@ -77,10 +79,10 @@ async fn discover_once_reads_the_settings_and_fails_clearly_when_aws_is_unreacha
     assert!(
         matches!(
             err,
-            DiscoverError::Aws {
+            DiscoverError::Aws(AwsError::Call {
                 operation: "ListTasks",
                 ..
-            }
+            })
         ),
         "{err}"
     );

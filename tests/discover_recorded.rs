@@ -7,7 +7,10 @@ use crate::support;
 use std::sync::Arc;
 
 use aws_sdk_ecs::types::{HealthStatus, NetworkMode, Tag};
-use ecs_xds::discover::{DiscoverSettings, Health, Inventory, Outcome, Poller, Source};
+use ecs_xds::aws::Outcome;
+use ecs_xds::discover::Poller;
+use ecs_xds::inventory::{Health, Inventory, Source};
+use ecs_xds::settings::DiscoverSettings;
 use support::fake_aws::{self, awsvpc_task, ec2_task, task_def, task_def_arn, Fake, World};
 use tokio::sync::watch;
 

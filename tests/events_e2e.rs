@@ -20,7 +20,7 @@ use support::events::{
     publish_task_event, put_tag_call_event, put_task_event, queued, routed_queue, sns, sqs,
     task_detail,
 };
-use support::fault_proxy::FaultProxy;
+use support::fault_proxy::{FaultProxy, Mode};
 use support::moto::{run_service_task, running_task_ips, tag_service, Moto};
 use support::templates::egress_sidecar;
 
@@ -285,6 +285,54 @@ async fn with_sqs_unreachable_discovery_polls_keeps_every_endpoint_and_returns_t
         1,
         "logged once"
     );
+    // Back on events (the next poll is an hour away): a stop reaches Envoy through its event.
+    stop_task(&ecs, &arn).await;
+    put_task_event(&moto, &task_detail(&moto, "demo", &arn, 3));
+    envoy
+        .wait_for_ips("web", &initial, Duration::from_secs(5))
+        .await;
+    envoy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_sqs_hanging_a_started_task_reaches_envoy_within_the_poll_interval_and_events_resume()
+{
+    let moto = Moto::start();
+    let seed = moto.seed(&["--tasks-per-service", "1"]);
+    let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config().await);
+    let queue = routed_queue(&moto, "ecs-events").await;
+    let proxy = FaultProxy::start(moto.port).await;
+    let dir = tempfile::tempdir().unwrap();
+    // SQS through the proxy (long polls of 1 s); ECS direct, polled every 2 s while events fail.
+    let poll = Duration::from_secs(2);
+    let events = format!(
+        "queue_url = \"{queue}\"\nendpoint_url = \"{}\"",
+        proxy.endpoint()
+    );
+    let config = write_config(dir.path(), &moto, "2s", "1h", &events);
+    let daemon = Running::start(&config).await;
+    let envoy = Envoy::start("sidecar-app1", daemon.xds, AdsMode::Sotw).await;
+    let initial = running_task_ips(&ecs, "web").await;
+    envoy
+        .wait_for_ips("web", &initial, Duration::from_secs(20))
+        .await;
+    wait_for_metric(daemon.admin, EVENTS_MODE, 1.0, Duration::from_secs(10)).await;
+
+    // SQS accepts connections and never answers; a task starts meanwhile.
+    proxy.set_mode(Mode::Hanging);
+    let arn = run_web_task(&ecs, &seed).await;
+    let started = running_task_ips(&ecs, "web").await;
+    let took = envoy
+        .wait_for_ips("web", &started, poll + Duration::from_secs(5))
+        .await;
+    eprintln!("with SQS hanging, a started task reached Envoy after {took:?}");
+    assert!(daemon.log().contains("receiving ECS events failed"));
+
+    proxy.set_mode(Mode::Up);
+    daemon
+        .wait_for_log("receiving ECS events again", Duration::from_secs(30))
+        .await;
+    wait_for_metric(daemon.admin, EVENTS_MODE, 1.0, Duration::from_secs(5)).await;
     // Back on events (the next poll is an hour away): a stop reaches Envoy through its event.
     stop_task(&ecs, &arn).await;
     put_task_event(&moto, &task_detail(&moto, "demo", &arn, 3));

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use ecs_xds::discover::{
+use ecs_xds::inventory::{
     Cluster, ClusterOverrides, Endpoint, Health, Inventory, Locality, RevisionWeight, RoutePolicy,
     Source,
 };

@@ -34,7 +34,7 @@ fn write_config(dir: &Path, xds: u16, admin: &str) -> (PathBuf, PathBuf) {
     )
     .unwrap();
     let inventory = dir.join("inventory.json");
-    let empty = ecs_xds::discover::Inventory::default();
+    let empty = ecs_xds::inventory::Inventory::default();
     std::fs::write(&inventory, serde_json::to_string(&empty).unwrap()).unwrap();
     (config, inventory)
 }

@@ -40,7 +40,7 @@ fn write_config(dir: &Path, s3_endpoint: &str) -> (PathBuf, PathBuf) {
     )
     .unwrap();
     let inventory = dir.join("inventory.json");
-    let empty = ecs_xds::discover::Inventory::default();
+    let empty = ecs_xds::inventory::Inventory::default();
     std::fs::write(&inventory, serde_json::to_string(&empty).unwrap()).unwrap();
     (config, inventory)
 }
@@ -216,6 +216,37 @@ async fn a_push_to_one_replica_is_served_by_the_other_and_if_match_lets_one_writ
     let served = admin_a.get("/snapshot/sidecar").await.1;
     assert!(!served.contains("\"pushed\""), "{served}");
     assert_eq!(admin_a.versions().await, admin_b.versions().await);
+}
+
+/// The value of the metric line starting with `prefix` (0 when absent).
+async fn metric(admin: &Admin, prefix: &str) -> f64 {
+    let (_, metrics) = admin.get("/metrics").await;
+    (metrics.lines())
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_stores_s3_requests_are_counted_in_the_aws_request_metrics() {
+    let moto = Moto::start();
+    create_bucket(&moto).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (config, inventory) = write_config(dir.path(), &moto.endpoint);
+    let daemon = replica(&config, &inventory).await;
+    let admin = Admin::of(&daemon);
+    admin.wait_ready(Duration::from_secs(20)).await;
+    const PUTS: &str = "ecs_xds_aws_requests_total{operation=\"PutObject\",outcome=\"ok\"} ";
+    const LISTS: &str = "ecs_xds_aws_requests_total{operation=\"ListObjectsV2\",outcome=\"ok\"} ";
+    assert_eq!(metric(&admin, PUTS).await, 0.0);
+    assert!(
+        metric(&admin, LISTS).await >= 1.0,
+        "the store was listed at start"
+    );
+
+    let put = admin.put(&a_push("v1", 9001), None).await;
+    assert_eq!(put.status(), StatusCode::OK);
+    assert_eq!(metric(&admin, PUTS).await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ecs_xds::discover::{
+use ecs_xds::inventory::{
     Cluster, ClusterOverrides, Endpoint, Health, Locality, OutlierDetection, RevisionWeight,
     RoutePolicy, Source,
 };

@@ -21,8 +21,9 @@ use tokio::sync::watch;
 use super::stats::{DaemonStats, ReloadFailure};
 use crate::cache::Cache;
 use crate::discover::events::{DetailType, EventOutcome, Mode};
-use crate::discover::{CallCounter, Inventory, Observe, Observer, PollCycle, Source};
+use crate::discover::{Observe, Observer, PollCycle};
 use crate::http_listener::ConnectionStats;
+use crate::inventory::{Inventory, Source};
 use crate::snapshot::ResourceType;
 
 /// The metrics registry and the few metrics recorded as events.
@@ -38,12 +39,18 @@ pub struct Metrics {
     mode: Family<Vec<(&'static str, &'static str)>, Gauge>,
 }
 
+/// The AWS requests made so far: (operation, outcome, count), each attempt counted. The
+/// daemon hands the one counter every AWS request goes through (`aws::CallCounter`).
+pub trait RequestCounts: std::fmt::Debug + Send + Sync {
+    fn request_counts(&self) -> Vec<(&'static str, &'static str, u64)>;
+}
+
 /// Where the scrape-time figures come from.
 #[derive(Debug, Clone)]
 pub struct LiveState {
     pub cache: Cache,
     pub stats: Arc<DaemonStats>,
-    pub aws_calls: CallCounter,
+    pub aws_calls: Arc<dyn RequestCounts>,
     pub inventory: watch::Receiver<Arc<Inventory>>,
     /// This replica's name, the one label that tells replicas apart in a shared Prometheus.
     pub replica: Arc<str>,
@@ -208,17 +215,14 @@ fn gauge(n: usize) -> ConstGauge {
 
 impl LiveState {
     fn encode_discovery(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let calls = self.aws_calls.snapshot();
+        let calls = self.aws_calls.request_counts();
         family(
             encoder,
             MetricType::Counter,
             "aws_requests",
             "AWS API requests (each retry counts), by operation and outcome (ok, throttled, error)",
             calls.iter().map(|(op, outcome, n)| {
-                (
-                    vec![("operation", *op), ("outcome", outcome.as_str())],
-                    count(*n),
-                )
+                (vec![("operation", *op), ("outcome", *outcome)], count(*n))
             }),
         )?;
         let inventory = self.inventory.borrow().clone();
@@ -416,8 +420,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::aws::{CallCounter, Outcome};
     use crate::cache::{NodeTypeResolver, NodeTypeSource};
-    use crate::discover::Outcome;
     use crate::snapshot::Snapshot;
 
     #[test]
@@ -438,7 +442,7 @@ mod tests {
         let metrics = Metrics::new(LiveState {
             cache: cache.clone(),
             stats,
-            aws_calls: calls,
+            aws_calls: Arc::new(calls),
             inventory,
             replica: "replica-1".into(),
             connections: vec![("xds", xds)],

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::load_templates;
 use crate::admin::ReloadFailure;
-use crate::discover::Inventory;
+use crate::inventory::Inventory;
 use crate::settings::{Settings, SettingsError};
 use crate::snapshot::InconsistentSnapshot;
 use crate::synthesize::templates::TemplateErrors;

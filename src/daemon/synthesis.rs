@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::reload::Reloader;
 use super::Readiness;
 use crate::cache::{NodeTypeSnapshots, Publisher};
-use crate::discover::Inventory;
+use crate::inventory::Inventory;
 use crate::push::{PushCommand, Pushes};
 use crate::synthesize::{Finding, Synthesis, Synthesizer};
 

@@ -3,8 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::inventory::{Cluster, Inventory, Source};
+
 use super::mapping::Mapped;
-use super::{Cluster, Inventory, Source};
 
 /// What one source (an ECS cluster or a Cloud Map namespace) contributes to the inventory. The
 /// poller keeps the last good one per source.
@@ -155,8 +156,7 @@ fn collision(name: &str, kept: &Source, dropped: &Source) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::discover::RevisionWeight;
-    use crate::discover::{ClusterOverrides, Endpoint, Health, Locality};
+    use crate::inventory::{ClusterOverrides, Endpoint, Health, Locality, RevisionWeight};
 
     fn mapped(cluster: &str, service: &str, ip: &str, revision: i32) -> Mapped {
         Mapped {

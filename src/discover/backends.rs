@@ -10,9 +10,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use globset::{Glob, GlobMatcher};
+use globset::Glob;
 
-use super::{Cluster, Source};
+use crate::inventory::{BackendPattern, Cluster, Source};
 
 /// The normalized items of a `backends` value: sorted, each once, every one a valid glob. Two
 /// services with the same items share one snapshot.
@@ -28,48 +28,6 @@ pub(crate) fn parse(value: &str) -> Result<Vec<String>, String> {
     items.sort();
     items.dedup();
     Ok(items)
-}
-
-/// One declared item, compiled.
-#[derive(Debug, Clone)]
-pub struct BackendPattern {
-    pub item: String,
-    /// `None` for a plain name, compared as it is: compiling a glob builds a regex, and a
-    /// thousand services declaring five names each are synthesized on every change.
-    glob: Option<GlobMatcher>,
-}
-
-impl BackendPattern {
-    /// Compiles an item [`parse`] accepted (an invalid glob matches nothing).
-    pub fn new(item: &str) -> BackendPattern {
-        let glob = item.contains(['*', '?', '[', '{']).then(|| {
-            let glob = Glob::new(item).unwrap_or_else(|_| Glob::new("").expect("empty glob"));
-            glob.compile_matcher()
-        });
-        BackendPattern {
-            item: item.to_owned(),
-            glob,
-        }
-    }
-
-    /// A plain name rather than a glob: one that matches nothing is reported, and its route
-    /// answers 503.
-    pub fn is_literal(&self) -> bool {
-        self.glob.is_none()
-    }
-
-    fn is_match(&self, name: &str) -> bool {
-        match &self.glob {
-            Some(glob) => glob.is_match(name),
-            None => self.item == name,
-        }
-    }
-
-    /// True when `cluster` is this item's: by cluster name, or by its ECS service's name.
-    pub fn matches(&self, cluster: &Cluster) -> bool {
-        self.is_match(&cluster.name)
-            || matches!(&cluster.source, Source::Ecs { service, .. } if self.is_match(service))
-    }
 }
 
 /// Every item of every declaration (on clusters, and of portless `callers`) that names no

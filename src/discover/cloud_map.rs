@@ -6,48 +6,12 @@
 //! tasks. A Cloud Map service with no instances is still a cluster (with no endpoints): unlike an
 //! ECS service, found only through its tasks, it is known to exist.
 
-use std::collections::{BTreeMap, BTreeSet};
-
-use aws_sdk_servicediscovery::types::{
-    FilterCondition, HealthStatusFilter, ServiceFilter, ServiceFilterName,
-};
+use crate::aws::{run_bounded, Aws, Instance, CONCURRENCY, MAX_INSTANCES};
+use crate::settings::CloudMapSettings;
 
 use super::assemble::{sort_endpoints, Part};
-use super::aws::{run_bounded, Aws, CONCURRENCY};
-use super::settings::CloudMapSettings;
-use super::{Cluster, ClusterOverrides, DiscoverError, Endpoint, Health, Locality, Source};
-
-/// DiscoverInstances answers at most this many instances per call.
-const MAX_INSTANCES: i32 = 1000;
-
-fn target(namespace: &str) -> String {
-    format!("Cloud Map namespace {namespace}")
-}
-
-/// Namespace name → id for every namespace of the account (ListNamespaces, every page).
-pub(crate) async fn namespace_ids(aws: &Aws) -> Result<BTreeMap<String, String>, DiscoverError> {
-    let mut ids = BTreeMap::new();
-    let mut token: Option<String> = None;
-    loop {
-        let out = aws
-            .call("ListNamespaces", "Cloud Map namespaces", || {
-                aws.cloud_map
-                    .list_namespaces()
-                    .set_next_token(token.clone())
-                    .send()
-            })
-            .await?;
-        for ns in out.namespaces() {
-            if let (Some(name), Some(id)) = (ns.name(), ns.id()) {
-                ids.insert(name.to_owned(), id.to_owned());
-            }
-        }
-        token = out.next_token().map(str::to_owned);
-        if token.is_none() {
-            return Ok(ids);
-        }
-    }
-}
+use super::DiscoverError;
+use crate::inventory::{Cluster, ClusterOverrides, Endpoint, Health, Locality, Source};
 
 /// Polls one namespace whose id `namespace_ids` found.
 pub(crate) async fn poll_namespace(
@@ -56,35 +20,18 @@ pub(crate) async fn poll_namespace(
     namespace: &str,
     namespace_id: &str,
 ) -> Result<Part, DiscoverError> {
-    let services = list_services(aws, namespace, namespace_id).await?;
+    let services = aws.list_services(namespace, namespace_id).await?;
     let jobs = services
         .iter()
         .map(|service| {
             let (aws, namespace, service) = (aws.clone(), namespace.to_owned(), service.clone());
-            async move {
-                aws.call("DiscoverInstances", &target(&namespace), || {
-                    aws.cloud_map
-                        .discover_instances()
-                        .namespace_name(&namespace)
-                        .service_name(&service)
-                        .health_status(HealthStatusFilter::All)
-                        .max_results(MAX_INSTANCES)
-                        .send()
-                })
-                .await
-            }
+            async move { aws.discover_instances(&namespace, &service).await }
         })
         .collect();
     let mut part = Part::default();
     for (service, result) in services.iter().zip(run_bounded(jobs, CONCURRENCY).await) {
-        let out = match result {
-            Ok(out) => out,
-            // Deleted since ListServices, or (emulators ignore the ListServices filter) a
-            // service of another namespace: either way not a service of this namespace now.
-            Err(DiscoverError::Aws {
-                code: Some(code), ..
-            }) if code == "ServiceNotFound" => continue,
-            Err(e) => return Err(e),
+        let Some(instances) = result? else {
+            continue;
         };
         let name = format!("{}{service}.{namespace}", settings.cluster_name_prefix);
         let mut cluster = Cluster {
@@ -99,38 +46,19 @@ pub(crate) async fn poll_namespace(
             backends: None,
             endpoints: Vec::new(),
         };
-        if out.instances().len() >= MAX_INSTANCES as usize {
+        if instances.len() >= MAX_INSTANCES as usize {
             part.warnings.insert(format!("Cloud Map service {namespace}/{service}: more than {MAX_INSTANCES} instances; only the first {MAX_INSTANCES} are used"));
         }
-        for instance in out.instances() {
-            let id = instance.instance_id().unwrap_or_default();
-            let attrs = instance.attributes();
-            let attr = |key: &str| attrs.and_then(|a| a.get(key)).map(String::as_str);
-            let port = attr("AWS_INSTANCE_PORT").and_then(|p| p.parse::<u16>().ok());
-            let (Some(address), Some(port)) = (attr("AWS_INSTANCE_IPV4"), port) else {
-                part.warnings.insert(format!(
-                    "Cloud Map service {namespace}/{service}: instance {id} lacks AWS_INSTANCE_IPV4 or a valid AWS_INSTANCE_PORT; left out"
-                ));
-                continue;
-            };
-            let health = match instance.health_status().map(|h| h.as_str()) {
-                Some("HEALTHY") => Health::Healthy,
-                Some("UNHEALTHY") => Health::Unhealthy,
-                _ => Health::Unknown,
-            };
-            cluster.endpoints.push(Endpoint {
-                address: address.to_owned(),
-                port,
-                health,
-                locality: Locality {
-                    region: attr("REGION").unwrap_or(aws.region()).to_owned(),
-                    zone: attr("AVAILABILITY_ZONE").map(str::to_owned),
-                },
-                weight: 1,
-                id: id.to_owned(),
-                revision: None,
-                deployment: None,
-            });
+        for instance in &instances {
+            match endpoint(instance, aws.region()) {
+                Some(endpoint) => cluster.endpoints.push(endpoint),
+                None => {
+                    part.warnings.insert(format!(
+                        "Cloud Map service {namespace}/{service}: instance {} lacks AWS_INSTANCE_IPV4 or a valid AWS_INSTANCE_PORT; left out",
+                        instance.id
+                    ));
+                }
+            }
         }
         sort_endpoints(&mut cluster);
         part.clusters.insert(name, cluster);
@@ -138,38 +66,26 @@ pub(crate) async fn poll_namespace(
     Ok(part)
 }
 
-/// Names of the namespace's services (ListServices filtered by namespace, every page).
-async fn list_services(
-    aws: &Aws,
-    namespace: &str,
-    namespace_id: &str,
-) -> Result<Vec<String>, DiscoverError> {
-    let filter = ServiceFilter::builder()
-        .name(ServiceFilterName::NamespaceId)
-        .values(namespace_id)
-        .condition(FilterCondition::Eq)
-        .build()
-        .ok();
-    let mut names = BTreeSet::new();
-    let mut token: Option<String> = None;
-    loop {
-        let out = aws
-            .call("ListServices", &target(namespace), || {
-                aws.cloud_map
-                    .list_services()
-                    .set_filters(filter.clone().map(|f| vec![f]))
-                    .set_next_token(token.clone())
-                    .send()
-            })
-            .await?;
-        names.extend(
-            out.services()
-                .iter()
-                .filter_map(|s| s.name().map(str::to_owned)),
-        );
-        token = out.next_token().map(str::to_owned);
-        if token.is_none() {
-            return Ok(names.into_iter().collect());
-        }
-    }
+/// The endpoint of an instance with an address and a port; `region` unless it says its own.
+fn endpoint(instance: &Instance, region: &str) -> Option<Endpoint> {
+    let attr = |key: &str| instance.attributes.get(key).map(String::as_str);
+    let port = attr("AWS_INSTANCE_PORT")?.parse::<u16>().ok()?;
+    let health = match instance.health.as_deref() {
+        Some("HEALTHY") => Health::Healthy,
+        Some("UNHEALTHY") => Health::Unhealthy,
+        _ => Health::Unknown,
+    };
+    Some(Endpoint {
+        address: attr("AWS_INSTANCE_IPV4")?.to_owned(),
+        port,
+        health,
+        locality: Locality {
+            region: attr("REGION").unwrap_or(region).to_owned(),
+            zone: attr("AVAILABILITY_ZONE").map(str::to_owned),
+        },
+        weight: 1,
+        id: instance.id.clone(),
+        revision: None,
+        deployment: None,
+    })
 }

@@ -23,14 +23,16 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::aws::{
+    run_bounded, Aws, AwsError, TaskDef, TaskFacts, CONCURRENCY, INSTANCE_BATCH, SERVICE_BATCH,
+    TASK_BATCH,
+};
+use crate::settings::{EcsSettings, ServiceFilter};
+
 use super::assemble::Part;
-use super::aws::{run_bounded, Aws, CONCURRENCY};
-use super::ecs_calls::{INSTANCE_BATCH, SERVICE_BATCH, TASK_BATCH};
 use super::mapping::{
     declared_backends, finished, map_task, needs_host_ip, service_of, serving, MappingContext,
-    TaskDef, TaskFacts,
 };
-use super::settings::{EcsSettings, ServiceFilter};
 use super::DiscoverError;
 
 /// Entries kept in each cache; past it, entries unused by the latest poll are dropped.
@@ -292,7 +294,7 @@ async fn in_batches<I, R, C, F, Fut>(
 where
     I: Clone,
     F: Fn(Aws, String, Vec<I>) -> Fut,
-    Fut: Future<Output = Result<R, DiscoverError>> + Send + 'static,
+    Fut: Future<Output = Result<R, AwsError>> + Send + 'static,
     R: IntoIterator + Send + 'static,
     C: FromIterator<R::Item>,
 {
@@ -340,7 +342,7 @@ pub(crate) async fn load_task_defs(
             Err(e) => first_error = first_error.or(Some(e)),
         }
     }
-    first_error.map_or(Ok(()), Err)
+    first_error.map_or(Ok(()), |e| Err(e.into()))
 }
 
 /// Resolves the host of every bridge/host-networked task's container instance not cached:

@@ -32,10 +32,10 @@
 //! (logged once each way). Events missed meanwhile are still in the queue, or the polls saw
 //! their effect.
 
+pub(crate) mod apply;
 pub mod decode;
 mod queue;
 pub(crate) mod source;
-mod sqs_calls;
 
 pub use decode::{decode, DecodeError, DetailType, Event};
 pub use queue::local_replica_id;

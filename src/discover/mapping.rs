@@ -1,98 +1,22 @@
 //! Pure mapping: one ECS task (with its task definition, its service's tags and, for
 //! bridge/host networking, its host's IP) → the endpoints it contributes. No I/O, no SDK types:
-//! `ecs_calls.rs` converts the SDK's values into the plain facts below.
+//! `aws` converts the SDK's values into plain facts first, and every tag and label is read by
+//! `labels.rs`.
 //!
-//! # Labels and tags (`<prefix>` is `ecs.label_prefix`, default `ecs-xds.`)
-//! A key is looked up on the ECS service's tags, then the task's tags, then the container's
-//! docker labels; the first found wins. Tags win because they can change at run time, while a
-//! label change needs a new task-definition revision. Booleans are `true`/`yes`/`1` and
-//! `false`/`no`/`0`, in any case.
-//! - `<prefix>enable`: expose the service (default `ecs.exposed_by_default`).
-//!   On a container label it switches that container alone.
-//! - `<prefix>ignore=true` (container label): never an endpoint (the Envoy sidecar); so is any
-//!   container named in `ecs.ignore_container_names`.
-//! - `<prefix>port`: a port mapping name or a container port: expose that one port only, as the
-//!   unnamed cluster `ecs.cluster_name`.
-//! - `<prefix>cluster-name`: replaces `{service}` in the cluster name templates.
-//! - `<prefix>weight`: the endpoints' load-balancing weight (1 to 128), per task, so a canary
-//!   revision may carry a different weight.
-//! - `<prefix>lb-policy`, `<prefix>connect-timeout` (humantime), `<prefix>http2`: per-cluster
-//!   overrides, read as data. A port mapping's `appProtocol` of `http2` or `grpc` implies http2.
-//!
-//! Service-wide keys (`cluster-name`, `weight` and the overrides) read container labels from
-//! the container serving the selected port; `port` from the first exposed container carrying
-//! it; `enable` and `ignore` are per container.
-//!
-//! Without a `port` override, every named port mapping (as Service Connect names them) of the
-//! exposed containers is one cluster; without names, the first port mapping of the first
-//! essential exposed container is the service's one cluster.
+//! Which containers and ports: `<prefix>enable` and `<prefix>ignore` pick the exposed
+//! containers; with `<prefix>port`, that one port (a mapping name or a container port) is the
+//! unnamed cluster `ecs.cluster_name`; without it, every named port mapping (as Service Connect
+//! names them) of the exposed containers is one cluster `ecs.port_cluster_name`; without names,
+//! the first port mapping of the first essential exposed container is the service's one
+//! cluster. Service-wide keys read the labels of the container serving the first selected port.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::settings::{render_template, EcsSettings, ServiceFilter};
-use super::{policy, ClusterOverrides, Endpoint, Health, LbPolicy, Locality, RoutePolicy};
+use crate::aws::{ContainerDef, NetworkMode, PortMapping, TaskDef, TaskFacts};
+use crate::inventory::{ClusterOverrides, Endpoint, Health, Locality, RoutePolicy};
+use crate::settings::{render_template, EcsSettings, ServiceFilter};
 
-/// What the mapping needs from a DescribeTasks result.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct TaskFacts {
-    pub arn: String,
-    pub group: Option<String>,
-    pub last_status: String,
-    pub desired_status: String,
-    pub health: Option<String>,
-    pub zone: Option<String>,
-    pub task_definition_arn: String,
-    /// Private IPv4 of the task's ENI (awsvpc).
-    pub eni_ipv4: Option<String>,
-    pub container_instance_arn: Option<String>,
-    pub containers: Vec<ContainerFacts>,
-    pub tags: BTreeMap<String, String>,
-    /// Who started the task: for a service's task, its deployment (`ecs-svc/...`).
-    pub started_by: Option<String>,
-    /// ECS's `version` of the task, which grows with every change (DescribeTasks and the task
-    /// state change event carry the same one).
-    pub version: Option<i64>,
-}
-
-/// A running container's host port bindings (bridge networking).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct ContainerFacts {
-    pub name: String,
-    /// (container port, host port)
-    pub bindings: Vec<(u16, u16)>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum NetworkMode {
-    Awsvpc,
-    Bridge,
-    Host,
-    None,
-}
-
-/// What the mapping needs from a task definition (immutable, so cached by ARN).
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct TaskDef {
-    pub revision: i32,
-    pub network_mode: NetworkMode,
-    pub containers: Vec<ContainerDef>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct ContainerDef {
-    pub name: String,
-    pub essential: bool,
-    pub ports: Vec<PortMapping>,
-    pub labels: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct PortMapping {
-    pub container_port: u16,
-    pub name: Option<String>,
-    /// ECS `appProtocol`: `http`, `http2` or `grpc`.
-    pub app_protocol: Option<String>,
-}
+use super::labels::Labels;
 
 /// The settings and names one ECS cluster's mapping needs.
 pub(crate) struct MappingContext<'a> {
@@ -160,254 +84,220 @@ pub(crate) fn map_task(
     let Some(service) = service_of(task, ctx.filter) else {
         return Vec::new();
     };
-    if serving(task).is_none() {
+    if serving(task).is_none() || def.network_mode == NetworkMode::None {
+        // No network: never an endpoint, and not worth a warning per task.
         return Vec::new();
     }
+    let whose = format!("ECS service {}/{service}", ctx.ecs_cluster);
     let prefix = &ctx.settings.label_prefix;
-    let tag = |key: &str| {
-        let key = format!("{prefix}{key}");
-        service_tags
-            .get(&key)
-            .or_else(|| task.tags.get(&key))
-            .map(String::as_str)
+    let mut labels = Labels::new(prefix, service_tags, &task.tags, whose, warnings);
+    let exposed = exposed_containers(ctx.settings, def, &mut labels);
+    let ports = selected_ports(&exposed, &mut labels);
+    let Some(first) = ports.first() else {
+        return Vec::new();
     };
-    let lookup = |key: &str, container: &ContainerDef| {
-        tag(key)
-            .or_else(|| {
-                container
-                    .labels
-                    .get(&format!("{prefix}{key}"))
-                    .map(String::as_str)
-            })
-            .map(str::to_owned)
+    let wanted = labels.service(first.container);
+    let id = task.arn.rsplit('/').next().unwrap_or(&task.arn).to_owned();
+    let address_known = match def.network_mode {
+        NetworkMode::Awsvpc => task.eni_ipv4.is_some(),
+        _ => host_ip.is_some(),
     };
-    let mut warn = |what: String| {
-        warnings.insert(format!("ECS service {}/{service}: {what}", ctx.ecs_cluster));
+    if !address_known {
+        let mode = def.network_mode;
+        labels.warn(format!(
+            "task {id} has no address yet (network mode {mode:?}); left out"
+        ));
+        return Vec::new();
+    }
+    let endpoint = Endpoint {
+        address: String::new(),
+        port: 0,
+        health: health(task, draining),
+        locality: Locality {
+            region: ctx.region.to_owned(),
+            zone: task.zone.clone(),
+        },
+        weight: wanted.weight,
+        id,
+        revision: u32::try_from(def.revision).ok(),
+        deployment: task.started_by.clone(),
     };
-    let mut flag = |key: &str, value: Option<&str>, default: bool| match value.map(parse_bool) {
-        None => default,
-        Some(Ok(b)) => b,
-        Some(Err(v)) => {
-            warn(format!(
-                "{prefix}{key}=`{v}` is not a boolean (true/yes/1, false/no/0); using {default}"
-            ));
-            default
-        }
-    };
+    let name_service = wanted.cluster_name.as_deref().unwrap_or(service);
+    let mapped = ports.iter().filter_map(|port| {
+        let (address, port_number) = address(def, task, port, host_ip)?;
+        Some(Mapped {
+            cluster_name: cluster_name(ctx, name_service, port),
+            service: service.to_owned(),
+            port_name: port.name().map(str::to_owned),
+            overrides: ClusterOverrides {
+                http2: wanted.overrides.http2.or(port.implies_http2()),
+                ..wanted.overrides.clone()
+            },
+            route: wanted.route.clone(),
+            backends: wanted.backends.clone(),
+            endpoint: Endpoint {
+                address,
+                port: port_number,
+                ..endpoint.clone()
+            },
+            revision: def.revision,
+        })
+    });
+    mapped.collect()
+}
 
+/// One port a service is exposed on.
+struct SelectedPort<'d> {
+    container: &'d ContainerDef,
+    container_port: u16,
+    mapping: Option<&'d PortMapping>,
+    /// A named port mapping's own cluster (`ecs.port_cluster_name`), not the service's one.
+    named: bool,
+}
+
+impl SelectedPort<'_> {
+    fn name(&self) -> Option<&str> {
+        self.mapping.and_then(|m| m.name.as_deref())
+    }
+
+    /// An `appProtocol` of `http2` or `grpc` asks for HTTP/2.
+    fn implies_http2(&self) -> Option<bool> {
+        let protocol = self.mapping.and_then(|m| m.app_protocol.as_deref());
+        matches!(protocol, Some("http2" | "grpc")).then_some(true)
+    }
+}
+
+/// The containers `enable` and `ignore` (and `ecs.ignore_container_names`) leave exposed.
+fn exposed_containers<'d>(
+    settings: &EcsSettings,
+    def: &'d TaskDef,
+    labels: &mut Labels<'d>,
+) -> Vec<&'d ContainerDef> {
     let mut exposed = Vec::new();
     for c in &def.containers {
-        let ignored = ctx.settings.ignore_container_names.contains(&c.name)
-            || flag(
-                "ignore",
-                c.labels.get(&format!("{prefix}ignore")).map(String::as_str),
-                false,
-            );
-        if !ignored
-            && flag(
-                "enable",
-                lookup("enable", c).as_deref(),
-                ctx.settings.exposed_by_default,
-            )
-        {
+        let ignore = labels.label("ignore", c);
+        let ignored = settings.ignore_container_names.contains(&c.name)
+            || labels.flag("ignore", ignore, false);
+        let enable = labels.value("enable", c);
+        if !ignored && labels.flag("enable", enable, settings.exposed_by_default) {
             exposed.push(c);
         }
     }
+    exposed
+}
 
-    // (container, container port, port name, named cluster?)
-    let mut ports: Vec<(&ContainerDef, u16, Option<&PortMapping>, bool)> = Vec::new();
-    let port_override = tag("port").or_else(|| {
-        exposed
-            .iter()
-            .find_map(|c| c.labels.get(&format!("{prefix}port")))
-            .map(String::as_str)
-    });
-    if let Some(wanted) = port_override {
+/// The ports the service is exposed on: the `port` override's, else every named port mapping,
+/// else the first port mapping of the first essential container.
+fn selected_ports<'d>(
+    exposed: &[&'d ContainerDef],
+    labels: &mut Labels<'d>,
+) -> Vec<SelectedPort<'d>> {
+    let port_label = || exposed.iter().find_map(|c| labels.label("port", c));
+    if let Some(wanted) = labels.tag("port").or_else(port_label) {
         let by_mapping = exposed.iter().find_map(|c| {
-            c.ports
-                .iter()
-                .find(|p| {
-                    p.name.as_deref() == Some(wanted)
-                        || wanted.parse::<u16>() == Ok(p.container_port)
-                })
-                .map(|p| (*c, p.container_port, Some(p), false))
+            let p = c.ports.iter().find(|p| {
+                p.name.as_deref() == Some(wanted) || wanted.parse::<u16>() == Ok(p.container_port)
+            })?;
+            Some(selected(c, p.container_port, Some(p), false))
         });
         let by_number = || {
             let port = wanted.parse::<u16>().ok()?;
             let c = exposed.iter().find(|c| c.essential).or(exposed.first())?;
-            Some((*c, port, None, false))
+            Some(selected(c, port, None, false))
         };
-        match by_mapping.or_else(by_number) {
-            Some(p) => ports.push(p),
-            None => warn(format!(
+        let found = by_mapping.or_else(by_number);
+        if found.is_none() {
+            let prefix = labels.prefix();
+            labels.warn(format!(
                 "{prefix}port=`{wanted}` names no port mapping of an exposed container"
-            )),
-        }
-    } else {
-        for c in &exposed {
-            for p in c.ports.iter().filter(|p| p.name.is_some()) {
-                ports.push((c, p.container_port, Some(p), true));
-            }
-        }
-        if ports.is_empty() {
-            let first = exposed
-                .iter()
-                .filter(|c| c.essential)
-                .chain(&exposed)
-                .find_map(|c| c.ports.first().map(|p| (*c, p)));
-            if let Some((c, p)) = first {
-                ports.push((c, p.container_port, Some(p), false));
-            }
-        }
-    }
-    if ports.is_empty() {
-        return Vec::new();
-    }
-
-    // Service-wide labels come from the container serving the (first) selected port.
-    let any = ports[0].0;
-    let name_service = tag("cluster-name")
-        .or_else(|| {
-            any.labels
-                .get(&format!("{prefix}cluster-name"))
-                .map(String::as_str)
-        })
-        .unwrap_or(service);
-    let weight = match lookup("weight", any).map(|w| w.parse::<u32>()) {
-        None => 1,
-        Some(Ok(w)) if (1..=128).contains(&w) => w,
-        Some(_) => {
-            warn(format!(
-                "{prefix}weight is not a number from 1 to 128; using 1"
             ));
-            1
         }
-    };
-    let lb_policy = lookup("lb-policy", any).and_then(|v| {
-        v.parse::<LbPolicy>()
-            .map_err(|e| warn(format!("{prefix}lb-policy: {e}")))
-            .ok()
-    });
-    let connect_timeout = lookup("connect-timeout", any).and_then(|v| {
-        humantime::parse_duration(&v)
-            .map_err(|e| warn(format!("{prefix}connect-timeout=`{v}`: {e}")))
-            .ok()
-    });
-    let (route, circuit_breakers, outlier_detection, zone_aware) =
-        policy::parse(|key| lookup(key, any), |w| warn(format!("{prefix}{w}")));
-    let backends = lookup("backends", any).and_then(|v| {
-        super::backends::parse(&v)
-            .map_err(|e| {
-                warn(format!(
-                    "{prefix}backends=`{v}`: {e}; its Envoys get the node type's whole scope"
-                ))
-            })
-            .ok()
-    });
-    let http2_label = lookup("http2", any).and_then(|v| {
-        parse_bool(&v)
-            .map_err(|v| {
-                warn(format!(
-                    "{prefix}http2=`{v}` is not a boolean (true/yes/1, false/no/0)"
-                ))
-            })
-            .ok()
-    });
-
-    let health = if draining {
-        Health::Draining
-    } else {
-        match task.health.as_deref() {
-            Some("HEALTHY") => Health::Healthy,
-            Some("UNHEALTHY") => Health::Unhealthy,
-            _ => Health::Unknown,
-        }
-    };
-    let id = task.arn.rsplit('/').next().unwrap_or(&task.arn).to_owned();
-    let address_known = match def.network_mode {
-        NetworkMode::Awsvpc => task.eni_ipv4.is_some(),
-        NetworkMode::Bridge | NetworkMode::Host => host_ip.is_some(),
-        // No network: never an endpoint, and not worth a warning per task.
-        NetworkMode::None => return Vec::new(),
-    };
-    if !address_known {
-        warn(format!(
-            "task {id} has no address yet (network mode {:?}); left out",
-            def.network_mode
-        ));
-        return Vec::new();
+        return found.into_iter().collect();
     }
-    let mut out = Vec::new();
-    for (container, container_port, mapping, named) in ports {
-        let address_port = match def.network_mode {
-            NetworkMode::Awsvpc => task.eni_ipv4.clone().map(|ip| (ip, container_port)),
-            NetworkMode::Host => host_ip.map(|ip| (ip.to_owned(), container_port)),
-            NetworkMode::Bridge => {
-                let binding = task
-                    .containers
-                    .iter()
-                    .filter(|c| c.name == container.name)
-                    .flat_map(|c| &c.bindings)
-                    .find(|(cp, _)| *cp == container_port);
-                // No binding yet: the agent has not started the container; try next poll.
-                binding.and_then(|(_, host_port)| host_ip.map(|ip| (ip.to_owned(), *host_port)))
-            }
-            NetworkMode::None => None,
-        };
-        let Some((address, port)) = address_port else {
-            continue;
-        };
-        let port_name = mapping.and_then(|m| m.name.clone());
-        let cluster_name = if named {
-            render_template(
-                &ctx.settings.port_cluster_name,
-                &[
-                    ("service", name_service),
-                    ("port_name", port_name.as_deref().unwrap_or_default()),
-                    ("ecs_cluster", ctx.ecs_cluster),
-                ],
-            )
-        } else {
-            render_template(
-                &ctx.settings.cluster_name,
-                &[("service", name_service), ("ecs_cluster", ctx.ecs_cluster)],
-            )
-        };
-        let app_http2 = mapping
-            .and_then(|m| m.app_protocol.as_deref())
-            .map(|p| matches!(p, "http2" | "grpc"))
-            .filter(|h| *h);
-        out.push(Mapped {
-            cluster_name,
-            service: service.to_owned(),
-            port_name,
-            overrides: ClusterOverrides {
-                lb_policy,
-                connect_timeout,
-                http2: http2_label.or(app_http2),
-                circuit_breakers: circuit_breakers.clone(),
-                outlier_detection: outlier_detection.clone(),
-                zone_aware,
-            },
-            route: route.clone(),
-            backends: backends.clone(),
-            endpoint: Endpoint {
-                address,
-                port,
-                health,
-                locality: Locality {
-                    region: ctx.region.to_owned(),
-                    zone: task.zone.clone(),
-                },
-                weight,
-                id: id.clone(),
-                revision: u32::try_from(def.revision).ok(),
-                deployment: task.started_by.clone(),
-            },
-            revision: def.revision,
+    let named: Vec<SelectedPort<'d>> = exposed
+        .iter()
+        .flat_map(|c| c.ports.iter().map(move |p| (*c, p)))
+        .filter(|(_, p)| p.name.is_some())
+        .map(|(c, p)| selected(c, p.container_port, Some(p), true))
+        .collect();
+    if !named.is_empty() {
+        return named;
+    }
+    let first = exposed
+        .iter()
+        .filter(|c| c.essential)
+        .chain(exposed)
+        .find_map(|c| {
+            c.ports
+                .first()
+                .map(|p| selected(c, p.container_port, Some(p), false))
         });
+    first.into_iter().collect()
+}
+
+fn selected<'d>(
+    container: &'d ContainerDef,
+    container_port: u16,
+    mapping: Option<&'d PortMapping>,
+    named: bool,
+) -> SelectedPort<'d> {
+    SelectedPort {
+        container,
+        container_port,
+        mapping,
+        named,
     }
-    out
+}
+
+fn health(task: &TaskFacts, draining: bool) -> Health {
+    match (draining, task.health.as_deref()) {
+        (true, _) => Health::Draining,
+        (false, Some("HEALTHY")) => Health::Healthy,
+        (false, Some("UNHEALTHY")) => Health::Unhealthy,
+        _ => Health::Unknown,
+    }
+}
+
+/// Where `port` is reached: the task's own address (awsvpc), or its host's (host networking:
+/// the container port; bridge: the bound host port, `None` until the agent has bound it).
+fn address(
+    def: &TaskDef,
+    task: &TaskFacts,
+    port: &SelectedPort<'_>,
+    host_ip: Option<&str>,
+) -> Option<(String, u16)> {
+    match def.network_mode {
+        NetworkMode::Awsvpc => Some((task.eni_ipv4.clone()?, port.container_port)),
+        NetworkMode::Host => Some((host_ip?.to_owned(), port.container_port)),
+        NetworkMode::Bridge => {
+            let (_, host_port) = (task.containers.iter())
+                .filter(|c| c.name == port.container.name)
+                .flat_map(|c| &c.bindings)
+                .find(|(container_port, _)| *container_port == port.container_port)?;
+            Some((host_ip?.to_owned(), *host_port))
+        }
+        NetworkMode::None => None,
+    }
+}
+
+/// The Envoy cluster name of `port`: `ecs.port_cluster_name` for a named port mapping's own
+/// cluster, else `ecs.cluster_name`.
+fn cluster_name(ctx: &MappingContext<'_>, service: &str, port: &SelectedPort<'_>) -> String {
+    let settings = ctx.settings;
+    match port.named {
+        true => render_template(
+            &settings.port_cluster_name,
+            &[
+                ("service", service),
+                ("port_name", port.name().unwrap_or_default()),
+                ("ecs_cluster", ctx.ecs_cluster),
+            ],
+        ),
+        false => render_template(
+            &settings.cluster_name,
+            &[("service", service), ("ecs_cluster", ctx.ecs_cluster)],
+        ),
+    }
 }
 
 /// What a running task's service declares it calls (`<prefix>backends`: service tag, then task
@@ -422,28 +312,16 @@ pub(crate) fn declared_backends(
 ) -> Option<(String, Vec<String>)> {
     let service = service_of(task, ctx.filter)?;
     serving(task)?;
-    let key = format!("{}backends", ctx.settings.label_prefix);
-    let value = (service_tags.get(&key))
-        .or_else(|| task.tags.get(&key))
-        .or_else(|| def.containers.iter().find_map(|c| c.labels.get(&key)))?;
-    match super::backends::parse(value) {
-        Ok(items) => Some((service.to_owned(), items)),
-        Err(e) => {
-            warnings.insert(format!(
-                "ECS service {}/{service}: {key}=`{value}`: {e}; its Envoys get the node type's whole scope",
-                ctx.ecs_cluster
-            ));
-            None
-        }
-    }
-}
-
-pub(crate) fn parse_bool(v: &str) -> Result<bool, &str> {
-    match v.to_ascii_lowercase().as_str() {
-        "true" | "yes" | "1" => Ok(true),
-        "false" | "no" | "0" => Ok(false),
-        _ => Err(v),
-    }
+    let whose = format!("ECS service {}/{service}", ctx.ecs_cluster);
+    let prefix = &ctx.settings.label_prefix;
+    let mut labels = Labels::new(prefix, service_tags, &task.tags, whose, warnings);
+    let label = || {
+        def.containers
+            .iter()
+            .find_map(|c| labels.label("backends", c))
+    };
+    let value = labels.tag("backends").or_else(label)?;
+    Some((service.to_owned(), labels.backends(Some(value))?))
 }
 
 #[cfg(test)]

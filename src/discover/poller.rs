@@ -13,12 +13,14 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::aws::Aws;
+use crate::inventory::Inventory;
+use crate::settings::{DiscoverSettings, ServiceFilter, SettingsErrors};
+
 use super::assemble::{assemble, Part};
-use super::aws::Aws;
 use super::ecs::{poll_cluster, EcsState};
 use super::events::{local_replica_id, DetailType, EventOutcome, Mode};
-use super::settings::{DiscoverSettings, ServiceFilter};
-use super::{cloud_map, DiscoverError, Inventory};
+use super::{cloud_map, DiscoverError};
 
 /// One source of the inventory. Its `Ord` is irrelevant: priority is the settings' order.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -94,8 +96,8 @@ impl Poller {
     /// Validates the settings; no AWS call is made yet.
     pub fn new(settings: DiscoverSettings, aws: Aws) -> Result<Self, DiscoverError> {
         settings.validate()?;
-        if settings.events.enabled && aws.events.is_none() {
-            return Err(DiscoverError::Settings(super::SettingsErrors(vec![
+        if settings.events.enabled && !aws.has_event_clients() {
+            return Err(DiscoverError::Settings(SettingsErrors(vec![
                 "events.enabled: these AWS clients have no SQS/SNS client".to_owned(),
             ])));
         }
@@ -143,7 +145,7 @@ impl Poller {
                     self.ecs_clusters = clusters;
                     self.ecs_clusters_known = true;
                 }
-                Err(e) => errors.push(e),
+                Err(e) => errors.push(e.into()),
             }
         }
         for cluster in self.ecs_clusters.clone() {
@@ -159,7 +161,7 @@ impl Poller {
         }
         let namespaces = self.settings.cloud_map.namespaces.clone();
         if !namespaces.is_empty() {
-            match cloud_map::namespace_ids(&self.aws).await {
+            match self.aws.namespace_ids().await {
                 Ok(ids) => {
                     for ns in namespaces {
                         let result = match ids.get(&ns) {
@@ -180,7 +182,7 @@ impl Poller {
                         self.record(SourceId::CloudMap(ns), result, &mut errors);
                     }
                 }
-                Err(e) => errors.push(e),
+                Err(e) => errors.push(e.into()),
             }
         }
         for e in &errors {
@@ -313,7 +315,8 @@ impl Poller {
 /// every source once. Any failed source is an error (the first one; all are logged).
 pub async fn discover_once(settings: &DiscoverSettings) -> Result<Inventory, DiscoverError> {
     settings.validate()?;
-    let aws = Aws::connect(settings).await?;
+    let events_endpoint = settings.events.endpoint_url.as_deref();
+    let aws = Aws::connect(&settings.aws, events_endpoint).await?;
     discover_once_with(settings, aws).await
 }
 

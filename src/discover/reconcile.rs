@@ -1,8 +1,9 @@
 //! The discovery loop with `[events]` on: one owner of the facts (the [`Poller`]) takes ECS
 //! events from the source task as they come, re-maps the clusters they change and publishes;
 //! the full poll (the reconcile) runs every `events.reconcile_interval`, jittered, and counts
-//! the endpoints it had to correct. While receiving fails, the poll runs every
-//! `ecs.poll_interval` instead.
+//! the endpoints it had to correct. While receiving fails (an error, or no answer within the
+//! long poll's wait time and a margin), the poll runs at once and then every
+//! `ecs.poll_interval`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -13,13 +14,14 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::inventory::{Endpoint, Inventory};
+
 use super::ecs::map_cluster;
-use super::ecs_events::{self, Applied, Context};
+use super::events::apply::{self, Applied, Context};
 use super::events::decode::Change;
 use super::events::source::{self, Batch, Signal};
 use super::events::{Event, EventOutcome, Mode, MAX_RECEIVES};
 use super::poller::{Poller, SourceId};
-use super::{Endpoint, Inventory};
 
 /// Longest time between two heartbeats of this replica's queue.
 const MAX_HEARTBEAT: Duration = Duration::from_secs(300);
@@ -52,7 +54,7 @@ impl Poller {
                 outcomes.push(EventOutcome::Ignored);
                 continue;
             };
-            let outcome = match ecs_events::apply(&ctx, cluster, &event.change, ecs).await {
+            let outcome = match apply::apply(&ctx, cluster, &event.change, ecs).await {
                 Ok(Applied::Changed) => {
                     changed.insert(cluster.clone());
                     EventOutcome::Applied
@@ -135,7 +137,8 @@ impl Poller {
                         }
                         mode = Mode::Fallback;
                         self.observe_mode(mode);
-                        next_poll = next_poll.min(Instant::now() + self.settings.ecs.poll_interval);
+                        // Events may have been missed since the last receive: poll now.
+                        next_poll = Instant::now();
                     }
                     None => {
                         // The source only ends when stopped; should it end otherwise, poll.
@@ -271,7 +274,7 @@ pub(crate) fn corrections(before: &Inventory, after: &Inventory) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::discover::{Cluster, Health, Locality, Source};
+    use crate::inventory::{Cluster, Health, Locality, Source};
 
     fn inventory(endpoints: &[(&str, Health)]) -> Inventory {
         let cluster = Cluster {

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::Inventory;
+use crate::inventory::Inventory;
 
 impl Inventory {
     /// One row per endpoint (a cluster without endpoints gets one row of dashes), then the
@@ -75,7 +75,7 @@ impl Inventory {
 
 #[cfg(test)]
 mod tests {
-    use crate::discover::{
+    use crate::inventory::{
         Cluster, ClusterOverrides, Endpoint, Health, Inventory, Locality, Source,
     };
 

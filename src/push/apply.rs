@@ -7,10 +7,11 @@
 
 use std::sync::Arc;
 
+use super::objects::ObjectStore;
 use super::shared::{Refresh, Refresher, SharedStore, WriteRefused};
 use super::store::{PersistedStore, StoreError, Stored};
 use super::{PushCommand, PutOutcome, Refused};
-use crate::discover::{Inventory, Objects};
+use crate::inventory::Inventory;
 use crate::snapshot::{InconsistentSnapshot, Snapshot};
 use crate::synthesize::{Synthesis, Synthesizer};
 
@@ -40,7 +41,10 @@ impl Pushes {
 
     /// Pushes kept in `objects`, shared with every replica; nothing is held until the
     /// [`Refresher`]'s first listing arrives (see [`Pushes::loaded`]).
-    pub fn shared(objects: Objects, refresh_interval: std::time::Duration) -> (Pushes, Refresher) {
+    pub fn shared(
+        objects: Arc<dyn ObjectStore>,
+        refresh_interval: std::time::Duration,
+    ) -> (Pushes, Refresher) {
         let store = SharedStore::new(objects);
         let refresher = store.refresher(refresh_interval);
         let store = Store::Shared(store);

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::objects::{Condition, Object, ObjectStore, Written};
 use super::store::{StoreError, Stored};
 use super::{check_node_type, parse, PushCommand};
-use crate::discover::{Condition, Object, Objects, Written};
 
 /// Conditional writes tried before a PUT or DELETE racing other replicas gives up (409).
 const WRITE_ATTEMPTS: usize = 3;
@@ -29,7 +29,7 @@ const WRITE_ATTEMPTS: usize = 3;
 /// The shared pushes, as this replica holds them.
 #[derive(Debug)]
 pub struct SharedStore {
-    objects: Objects,
+    objects: Arc<dyn ObjectStore>,
     entries: BTreeMap<String, Entry>,
     /// When this replica last wrote each name: a listing begun before that is older than what
     /// it holds, and must not undo the write.
@@ -64,7 +64,7 @@ pub struct Refresh {
 }
 
 impl SharedStore {
-    pub fn new(objects: Objects) -> SharedStore {
+    pub fn new(objects: Arc<dyn ObjectStore>) -> SharedStore {
         SharedStore {
             objects,
             entries: BTreeMap::new(),
@@ -232,7 +232,7 @@ impl SharedStore {
 /// Lists the shared store and sends the synthesis loop what changed.
 #[derive(Debug)]
 pub struct Refresher {
-    objects: Objects,
+    objects: Arc<dyn ObjectStore>,
     handled: Arc<Mutex<BTreeMap<String, String>>>,
     interval: Duration,
 }

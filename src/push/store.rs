@@ -76,7 +76,7 @@ pub enum StoreError {
     },
     /// The shared store on S3 could not be read or written.
     #[error("shared push store: {0}")]
-    Shared(#[source] crate::discover::DiscoverError),
+    Shared(#[source] super::ObjectError),
 }
 
 impl PersistedStore {

@@ -15,7 +15,7 @@ use envoy_types::util::pack_any;
 use prost::{Message, Name};
 
 use super::ads_config_source;
-use crate::discover::{CircuitBreakers, ClusterOverrides, LbPolicy, OutlierDetection};
+use crate::inventory::{CircuitBreakers, ClusterOverrides, LbPolicy, OutlierDetection};
 
 /// The `typed_extension_protocol_options` key of upstream HTTP options.
 pub const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";

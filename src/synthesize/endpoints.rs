@@ -11,7 +11,7 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 };
 use envoy_types::pb::google::protobuf::{value, Struct, UInt32Value, Value};
 
-use crate::discover::{self, Health};
+use crate::inventory::{self, Health};
 
 /// A discovered cluster's endpoints, with health, load-balancing weight, locality and, for ECS
 /// tasks, their revision as metadata, plus their deployment for a service that splits by
@@ -28,10 +28,10 @@ use crate::discover::{self, Health};
 /// locality stays at priority 0 (Envoy would send everything to priority 1 anyway), which is
 /// the bytes of the plain assignment, shared with it.
 pub fn discovered_load_assignment(
-    cluster: &discover::Cluster,
+    cluster: &inventory::Cluster,
     local_zone: Option<&str>,
 ) -> ClusterLoadAssignment {
-    let mut localities: BTreeMap<(&str, &str), Vec<&discover::Endpoint>> = BTreeMap::new();
+    let mut localities: BTreeMap<(&str, &str), Vec<&inventory::Endpoint>> = BTreeMap::new();
     // One endpoint per address: gRPC clients refuse an assignment listing one twice (Cloud Map
     // can hold two instances at one address while an instance is re-registered).
     let mut seen = std::collections::HashSet::new();
@@ -101,8 +101,8 @@ pub fn with_locality_weights(mut cla: ClusterLoadAssignment) -> ClusterLoadAssig
 
 /// Whether `zone` holds some but not all of `cluster`'s endpoints: only then does an Envoy in
 /// that zone get an assignment of its own.
-pub fn splits(cluster: &discover::Cluster, zone: &str) -> bool {
-    let local = |e: &&discover::Endpoint| e.locality.zone.as_deref() == Some(zone);
+pub fn splits(cluster: &inventory::Cluster, zone: &str) -> bool {
+    let local = |e: &&inventory::Endpoint| e.locality.zone.as_deref() == Some(zone);
     let here = cluster.endpoints.iter().filter(local).count();
     here > 0 && here < cluster.endpoints.len()
 }
@@ -111,7 +111,7 @@ pub fn splits(cluster: &discover::Cluster, zone: &str) -> bool {
 /// balancer expects.
 pub const LB_METADATA: &str = "envoy.lb";
 
-fn lb_endpoint(e: &discover::Endpoint, with_deployment: bool) -> LbEndpoint {
+fn lb_endpoint(e: &inventory::Endpoint, with_deployment: bool) -> LbEndpoint {
     LbEndpoint {
         health_status: health_status(e.health) as i32,
         // Envoy refuses a weight of 0; discovery never produces one.
@@ -132,7 +132,7 @@ fn lb_endpoint(e: &discover::Endpoint, with_deployment: bool) -> LbEndpoint {
 /// The deployment only comes with a split: a second key makes the metadata a two-entry map,
 /// which prost writes in random order, so every such endpoint costs a canonical rewrite when
 /// hashed (about twice the cost of the whole assignment); one key encodes canonically as is.
-fn lb_metadata(e: &discover::Endpoint, with_deployment: bool) -> Option<Metadata> {
+fn lb_metadata(e: &inventory::Endpoint, with_deployment: bool) -> Option<Metadata> {
     let mut fields = BTreeMap::new();
     if let Some(revision) = e.revision {
         fields.insert("revision".to_owned(), string_value(revision.to_string()));

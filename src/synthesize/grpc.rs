@@ -37,7 +37,7 @@ use prost_reflect::DynamicMessage;
 
 use super::listeners::rds_connection_manager;
 use super::routes::{live_weights, route, running_revisions, with_policy};
-use crate::discover::{self, RoutePolicy};
+use crate::inventory::{self, RoutePolicy};
 
 /// The retry conditions gRPC implements (gRFC A44); Envoy's HTTP ones mean nothing to it.
 const GRPC_RETRY_ON: &[&str] = &[
@@ -71,7 +71,7 @@ pub fn client_listener(name: &str) -> Listener {
 pub fn client_routes(
     name: &str,
     defaults: &RouteAction,
-    cluster: &discover::Cluster,
+    cluster: &inventory::Cluster,
 ) -> RouteConfiguration {
     let action = grpc_action(
         with_policy(defaults.clone(), &cluster.route),
@@ -268,7 +268,7 @@ fn grpc_outlier_detection(envoy: &OutlierDetection) -> OutlierDetection {
 
 /// One revision's endpoints of `cluster`, as its own cluster's assignment.
 pub fn revision_load_assignment(
-    cluster: &discover::Cluster,
+    cluster: &inventory::Cluster,
     revision: u32,
 ) -> envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment {
     let mut only = cluster.clone();

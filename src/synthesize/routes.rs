@@ -18,7 +18,12 @@ use envoy_types::pb::google::protobuf::{Struct, UInt32Value};
 use super::clusters::duration;
 use super::endpoints::{string_value, LB_METADATA};
 use super::templates::GeneratedRoutes;
-use crate::discover::{self, RevisionWeight, RoutePolicy, DEFAULT_RETRY_ON};
+use crate::inventory::{self, RevisionWeight, RoutePolicy};
+
+/// What a retry policy retries on when a service sets `retries` and neither it nor the
+/// template says on what: failures that never reached the app or that the app reports as
+/// server errors, as App Mesh's `server-error` plus `stream-error` did.
+pub const DEFAULT_RETRY_ON: &str = "5xx,connect-failure,refused-stream,reset";
 
 /// The request header that pins a request to one revision of a service with `weights`
 /// (`x-ecs-xds-revision: 12`), for testing a canary before it takes traffic.
@@ -29,7 +34,7 @@ pub const REVISION_HEADER: &str = "x-ecs-xds-revision";
 pub fn generated_routes(
     spec: &GeneratedRoutes,
     defaults: &RouteAction,
-    clusters: &[(&str, &discover::Cluster)],
+    clusters: &[(&str, &inventory::Cluster)],
     missing: &[String],
 ) -> RouteConfiguration {
     let mut hosts: Vec<VirtualHost> = clusters
@@ -90,7 +95,7 @@ fn virtual_host(
     spec: &GeneratedRoutes,
     defaults: &RouteAction,
     name: &str,
-    cluster: &discover::Cluster,
+    cluster: &inventory::Cluster,
 ) -> VirtualHost {
     let domains = domains(spec, name);
     let action = with_policy(defaults.clone(), &cluster.route);
@@ -188,7 +193,7 @@ pub(super) fn with_policy(mut action: RouteAction, policy: &RoutePolicy) -> Rout
 }
 
 /// Revisions of the cluster's running endpoints.
-pub(super) fn running_revisions(cluster: &discover::Cluster) -> BTreeSet<u32> {
+pub(super) fn running_revisions(cluster: &inventory::Cluster) -> BTreeSet<u32> {
     cluster
         .endpoints
         .iter()
@@ -199,7 +204,7 @@ pub(super) fn running_revisions(cluster: &discover::Cluster) -> BTreeSet<u32> {
 /// The service's weights that can take traffic: revisions with running endpoints and a weight
 /// above 0. A revision that is gone gives its share to the others; with none left the split is
 /// dropped and every endpoint gets traffic, so weights never black-hole a request.
-pub fn live_weights(cluster: &discover::Cluster) -> Vec<RevisionWeight> {
+pub fn live_weights(cluster: &inventory::Cluster) -> Vec<RevisionWeight> {
     if cluster.route.weights.is_empty() {
         return Vec::new();
     }

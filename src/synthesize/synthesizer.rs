@@ -18,7 +18,7 @@ use super::pushed::PushedResources;
 use super::routes::generated_routes;
 use super::routes::running_revisions;
 use super::templates::{NodeTemplate, Templates};
-use crate::discover::{self, ClusterOverrides, Inventory, RoutePolicy};
+use crate::inventory::{self, ClusterOverrides, Inventory, RoutePolicy};
 use crate::snapshot::{
     EncodedResource, InconsistentSnapshot, ResourceType, Snapshot, SnapshotBuilder,
 };
@@ -92,7 +92,7 @@ struct Encodings {
     clusters: Memo<(usize, String), (ClusterOverrides, bool)>,
     /// By (cluster name, zone for which priorities were set, "" for none), from its endpoints
     /// and whether it splits by revision (the same for every node type).
-    endpoints: Memo<(String, String), (Vec<discover::Endpoint>, bool)>,
+    endpoints: Memo<(String, String), (Vec<inventory::Endpoint>, bool)>,
     /// By (node type, backend set; `None` for the whole scope), from its clusters: name,
     /// route policy, running revisions; and the declared backends it answers 503 for.
     generated: Memo<(String, Option<String>), GeneratedInputs>,
@@ -111,7 +111,7 @@ type GeneratedInputs = (Vec<RouteInputs>, Vec<String>);
 /// A discovered cluster encoded by this synthesis: its key and what it was made from.
 type FreshCluster = ((usize, String), (ClusterOverrides, bool));
 /// A discovered assignment encoded by this synthesis: its key and what it was made from.
-type FreshEndpoints = ((String, String), (Vec<discover::Endpoint>, bool));
+type FreshEndpoints = ((String, String), (Vec<inventory::Endpoint>, bool));
 
 /// One synthesis, without keeping anything: `Synthesizer::new(templates).synthesize(inventory)`.
 pub fn synthesize(inventory: &Inventory, templates: &Templates) -> Synthesis {
@@ -256,7 +256,7 @@ impl Encodings {
         inventory: &'i Inventory,
         selection: Option<&Selection<'i>>,
         out: &mut Synthesis,
-    ) -> (Snapshot, Vec<&'i discover::Cluster>) {
+    ) -> (Snapshot, Vec<&'i inventory::Cluster>) {
         let class = self.defaults_of[node_type];
         let statics: HashSet<&str> = template.clusters.iter().map(|c| c.name.as_str()).collect();
         let replaced = |ty: ResourceType, name: &str| pushed.is_some_and(|p| p.replaces(ty, name));
@@ -266,7 +266,7 @@ impl Encodings {
         let mut fresh_endpoints = Vec::new();
         let mut in_scope = Vec::new();
         let mut discovered_eds = Vec::new();
-        let candidates: Vec<(&String, &discover::Cluster)> = match selection {
+        let candidates: Vec<(&String, &inventory::Cluster)> = match selection {
             Some(selection) => selection.clusters.clone(),
             None => inventory.clusters.iter().collect(),
         };
@@ -435,7 +435,7 @@ impl Encodings {
         builder: SnapshotBuilder,
         class: usize,
         name: &str,
-        cluster: &discover::Cluster,
+        cluster: &inventory::Cluster,
         subsets: bool,
         fresh: &mut Vec<FreshCluster>,
     ) -> SnapshotBuilder {
@@ -459,7 +459,7 @@ impl Encodings {
     fn grpc_clients(
         &mut self,
         mut builder: SnapshotBuilder,
-        in_scope: &[(&str, &discover::Cluster)],
+        in_scope: &[(&str, &inventory::Cluster)],
         replaced: &dyn Fn(ResourceType, &str) -> bool,
         b: &mut GrpcBuild<'_, '_>,
     ) -> SnapshotBuilder {
@@ -519,7 +519,7 @@ impl Encodings {
             if policy.is_some_and(|p| {
                 !matches!(
                     p,
-                    discover::LbPolicy::RoundRobin | discover::LbPolicy::RingHash
+                    inventory::LbPolicy::RoundRobin | inventory::LbPolicy::RingHash
                 )
             }) {
                 let message = format!("cluster {name:?}: lb policy {policy:?} is not supported by gRPC clients; ROUND_ROBIN is served to this gRPC node type");
@@ -538,10 +538,10 @@ impl Encodings {
     fn zone_snapshots(
         &mut self,
         base: &Snapshot,
-        discovered: &[&discover::Cluster],
+        discovered: &[&inventory::Cluster],
         out: &mut Synthesis,
     ) -> BTreeMap<String, Snapshot> {
-        let aware: Vec<&discover::Cluster> = discovered
+        let aware: Vec<&inventory::Cluster> = discovered
             .iter()
             .filter(|c| c.overrides.zone_aware != Some(false))
             .copied()
@@ -607,16 +607,16 @@ impl Encodings {
 }
 
 /// What a cluster's endpoint assignment depends on.
-fn endpoint_inputs(cluster: &discover::Cluster) -> (Vec<discover::Endpoint>, bool) {
+fn endpoint_inputs(cluster: &inventory::Cluster) -> (Vec<inventory::Endpoint>, bool) {
     (cluster.endpoints.clone(), !cluster.route.weights.is_empty())
 }
 
-fn same_endpoints(kept: &(Vec<discover::Endpoint>, bool), cluster: &discover::Cluster) -> bool {
+fn same_endpoints(kept: &(Vec<inventory::Endpoint>, bool), cluster: &inventory::Cluster) -> bool {
     kept.0 == cluster.endpoints && kept.1 != cluster.route.weights.is_empty()
 }
 
 /// What a cluster's generated virtual host depends on.
-fn route_inputs(name: &str, cluster: &discover::Cluster) -> RouteInputs {
+fn route_inputs(name: &str, cluster: &inventory::Cluster) -> RouteInputs {
     let revisions = match cluster.route.weights.is_empty() {
         true => Vec::new(),
         false => {

@@ -31,7 +31,7 @@ pub fn ecs_xds_command(config: &Path) -> Command {
 /// (xDS and admin on free 127.0.0.1 ports).
 pub async fn serve_inventory(
     dir: &Path,
-    clusters: impl IntoIterator<Item = ecs_xds::discover::Cluster>,
+    clusters: impl IntoIterator<Item = ecs_xds::inventory::Cluster>,
 ) -> Running {
     let config = dir.join("ecs-xds.toml");
     std::fs::write(
@@ -39,7 +39,7 @@ pub async fn serve_inventory(
         "[xds]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
     )
     .unwrap();
-    let inventory = ecs_xds::discover::Inventory {
+    let inventory = ecs_xds::inventory::Inventory {
         clusters: clusters.into_iter().map(|c| (c.name.clone(), c)).collect(),
         warnings: Vec::new(),
         callers: Default::default(),

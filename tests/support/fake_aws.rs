@@ -16,7 +16,7 @@ use aws_sdk_ecs::types::{
     KeyValuePair, NetworkBinding, NetworkMode, PortMapping, Service, Tag, Task, TaskDefinition,
 };
 use aws_smithy_mocks::{mock, MockResponse, MockResponseInterceptor, Rule, RuleMode};
-use ecs_xds::discover::{Aws, RetryPolicy};
+use ecs_xds::aws::{Aws, RetryPolicy};
 
 pub const REGION: &str = "us-east-1";
 pub const ACCOUNT: &str = "123456789012";

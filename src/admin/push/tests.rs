@@ -6,7 +6,7 @@ use serde_json::json;
 use tower_service::Service;
 
 use super::*;
-use crate::discover::Inventory;
+use crate::inventory::Inventory;
 use crate::push::tests::{body, listener, route, static_cluster};
 use crate::push::Pushes;
 use crate::synthesize::synthesizer::tests::{template, templates, three_services};

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use serde::Deserialize;
 
-use crate::discover::mapping::{ContainerFacts, TaskFacts};
+use crate::aws::{ContainerFacts, TaskFacts};
 
 mod tag_call;
 

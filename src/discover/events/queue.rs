@@ -6,10 +6,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_sdk_sqs::types::QueueAttributeName;
-
-use crate::discover::settings::EventsSettings;
-use crate::discover::{Aws, DiscoverError};
+use crate::aws::{Aws, AwsError, NewQueue};
+use crate::settings::EventsSettings;
 
 /// Tag holding the Unix time of the replica's last heartbeat.
 const HEARTBEAT_TAG: &str = "ecs-xds:heartbeat";
@@ -88,7 +86,7 @@ pub(crate) async fn open(
     aws: &Aws,
     settings: &EventsSettings,
     replica: &str,
-) -> Result<Queue, DiscoverError> {
+) -> Result<Queue, AwsError> {
     if let Some(url) = &settings.queue_url {
         return Ok(Queue {
             url: url.clone(),
@@ -104,15 +102,15 @@ pub(crate) async fn open(
     if let Err(e) = remove_orphans(aws, settings, &name).await {
         tracing::warn!(error = %e, "could not look for queues of replicas that no longer run");
     }
-    let attributes = [
-        (
-            QueueAttributeName::MessageRetentionPeriod,
-            RETENTION.as_secs().to_string(),
-        ),
-        (QueueAttributeName::VisibilityTimeout, "30".to_owned()),
-    ];
     let heartbeat = [(HEARTBEAT_TAG, unix_secs(SystemTime::now()).to_string())];
-    let url = aws.create_queue(&name, &attributes, &heartbeat).await?;
+    let url = aws
+        .create_queue(&NewQueue {
+            name: &name,
+            retention: RETENTION,
+            visibility_timeout: Duration::from_secs(30),
+            tags: &heartbeat,
+        })
+        .await?;
     let queue = Queue {
         url,
         own: true,
@@ -134,7 +132,7 @@ pub(crate) async fn open(
     }
 }
 
-async fn subscribe(aws: &Aws, url: &str, topic: &str) -> Result<String, DiscoverError> {
+async fn subscribe(aws: &Aws, url: &str, topic: &str) -> Result<String, AwsError> {
     let arn = aws.queue_arn(url).await?;
     aws.set_queue_policy(url, &queue_policy(&arn, topic))
         .await?;
@@ -146,11 +144,7 @@ async fn subscribe(aws: &Aws, url: &str, topic: &str) -> Result<String, Discover
 
 /// Deletes the queues of the prefix (not `own`) whose heartbeat is older than `orphan_after`,
 /// unsubscribing each first. A queue of the prefix without a heartbeat tag is not ours: kept.
-async fn remove_orphans(
-    aws: &Aws,
-    settings: &EventsSettings,
-    own: &str,
-) -> Result<(), DiscoverError> {
+async fn remove_orphans(aws: &Aws, settings: &EventsSettings, own: &str) -> Result<(), AwsError> {
     let now = unix_secs(SystemTime::now());
     for url in aws.list_queues(&settings.queue_prefix).await? {
         if url.rsplit('/').next() == Some(own) {
@@ -174,7 +168,7 @@ async fn remove_orphans(
 
 impl Queue {
     /// Marks this replica's queue alive.
-    pub async fn heartbeat(&self, aws: &Aws) -> Result<(), DiscoverError> {
+    pub async fn heartbeat(&self, aws: &Aws) -> Result<(), AwsError> {
         if !self.own {
             return Ok(());
         }

@@ -10,9 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::decode::{decode, DecodeError, Event};
 use super::queue::{self, Queue};
-use super::sqs_calls::{Received, MESSAGE_BATCH};
-use crate::discover::settings::EventsSettings;
-use crate::discover::{Aws, DiscoverError};
+use crate::aws::{Aws, AwsError, Received, MESSAGE_BATCH};
+use crate::settings::EventsSettings;
 
 /// Longest wait between two attempts to open or read the queue while it fails.
 const MAX_RETRY: Duration = Duration::from_secs(30);
@@ -24,7 +23,7 @@ pub(crate) enum Signal {
     /// Receiving works (first time, or again): the queue's URL.
     Up(String),
     /// Receiving failed: discovery polls until the next `Up`.
-    Down(DiscoverError),
+    Down(AwsError),
     /// Messages received. Discovery answers, per message, whether it is done with it.
     Batch(Batch),
 }
@@ -79,8 +78,8 @@ enum Ended {
 }
 
 /// Does `error` say the queue does not exist?
-fn queue_gone(error: &DiscoverError) -> bool {
-    matches!(error, DiscoverError::Aws { code: Some(code), .. }
+fn queue_gone(error: &AwsError) -> bool {
+    matches!(error.code(), Some(code)
         if code.contains("NonExistentQueue") || code.contains("QueueDoesNotExist"))
 }
 
@@ -214,7 +213,7 @@ struct Retry {
 }
 
 impl Retry {
-    async fn failed(&mut self, error: DiscoverError, tx: &mpsc::Sender<Signal>) {
+    async fn failed(&mut self, error: AwsError, tx: &mpsc::Sender<Signal>) {
         let first = !matches!(self.failures, Some(n) if n > 0);
         self.failures = Some(self.failures.unwrap_or(0) + 1);
         if first {

@@ -1,6 +1,8 @@
 //! Unit tests of the pure task → endpoint mapping.
 
 use super::*;
+use crate::aws::ContainerFacts;
+use crate::inventory::LbPolicy;
 
 pub(crate) fn container(name: &str, ports: &[(u16, Option<&str>)]) -> ContainerDef {
     ContainerDef {

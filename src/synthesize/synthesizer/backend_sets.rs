@@ -1,5 +1,5 @@
 //! Backend sets: the services that declare their backends (`<prefix>backends`, see
-//! [`crate::discover::backends`]) get a snapshot with only those clusters, their endpoints and
+//! `discover::backends`) get a snapshot with only those clusters, their endpoints and
 //! their generated virtual hosts, plus the template's own resources and the discovered clusters
 //! the template's routes name. Services declaring the same items share one snapshot, keyed by
 //! the items joined with `,`; a service that declares nothing gets the node type's whole scope.
@@ -10,8 +10,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{finding, Encodings, Synthesis};
-use crate::discover::backends::BackendPattern;
-use crate::discover::{Cluster, Inventory, Source};
+use crate::inventory::BackendPattern;
+use crate::inventory::{Cluster, Inventory, Source};
 use crate::snapshot::Snapshot;
 use crate::synthesize::pushed::Pushed;
 use crate::synthesize::templates::NodeTemplate;

@@ -6,11 +6,11 @@ use envoy_types::pb::envoy::config::route::v3::{route::Action, RouteConfiguratio
 
 use super::tests::{inventory, service, template, templates};
 use super::*;
-use crate::discover::Source;
+use crate::inventory::Source;
 
-fn declaring(name: &str, backends: &str) -> discover::Cluster {
+fn declaring(name: &str, backends: &str) -> inventory::Cluster {
     let mut cluster = service(name, &["10.0.9.1"]);
-    cluster.backends = Some(discover::backends::parse(backends).unwrap());
+    cluster.backends = Some(crate::discover::backends::parse(backends).unwrap());
     cluster
 }
 

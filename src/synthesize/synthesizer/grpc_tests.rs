@@ -14,7 +14,7 @@ use prost::Message;
 
 use super::tests::{cluster_of, endpoints_of, inventory, service, templates};
 use super::*;
-use crate::discover::RevisionWeight;
+use crate::inventory::RevisionWeight;
 
 const GRPC: &str = "[grpc]\nenabled = true\n";
 

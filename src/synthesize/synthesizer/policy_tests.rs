@@ -12,7 +12,7 @@ use envoy_types::pb::google::protobuf::value::Kind;
 
 use super::tests::{cluster_of, endpoint, endpoints_of, inventory, service, template, templates};
 use super::*;
-use crate::discover::{Health, OutlierDetection, RevisionWeight};
+use crate::inventory::{Health, OutlierDetection, RevisionWeight};
 use crate::synthesize::routes::REVISION_HEADER;
 
 fn routes_of(snapshot: &Snapshot) -> RouteConfiguration {
@@ -50,7 +50,7 @@ fn host_routes(snapshot: &Snapshot, cluster: &str) -> Vec<(Option<String>, Route
         .collect()
 }
 
-fn canary(revisions: &[(u32, u32)]) -> discover::Cluster {
+fn canary(revisions: &[(u32, u32)]) -> inventory::Cluster {
     let mut web = service("web", &["10.0.0.1", "10.0.0.2"]);
     web.endpoints[0].revision = Some(11);
     web.endpoints[1].revision = Some(12);
@@ -109,7 +109,7 @@ fn retries_asked_for_without_a_condition_retry_on_server_and_connection_failures
     let synthesis = synthesize(&inventory([orders]), &templates);
     let (_, action) = host_routes(&synthesis.snapshots["sidecar"], "orders").remove(0);
     let retry = action.retry_policy.unwrap();
-    assert_eq!(retry.retry_on, discover::DEFAULT_RETRY_ON);
+    assert_eq!(retry.retry_on, crate::synthesize::routes::DEFAULT_RETRY_ON);
     assert_eq!(retry.num_retries.unwrap().value, 3);
 }
 

@@ -14,7 +14,7 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions
 use prost::Message;
 
 use super::*;
-use crate::discover::{Endpoint, Health, LbPolicy, Locality, Source};
+use crate::inventory::{Endpoint, Health, LbPolicy, Locality, Source};
 use crate::synthesize::clusters::HTTP_PROTOCOL_OPTIONS;
 
 const HCM: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
@@ -68,8 +68,8 @@ pub(crate) fn endpoint(ip: &str, health: Health, zone: &str, weight: u32) -> End
     }
 }
 
-pub(crate) fn service(name: &str, ips: &[&str]) -> discover::Cluster {
-    discover::Cluster {
+pub(crate) fn service(name: &str, ips: &[&str]) -> inventory::Cluster {
+    inventory::Cluster {
         name: name.to_owned(),
         source: Source::Ecs {
             ecs_cluster: "demo".into(),
@@ -86,7 +86,7 @@ pub(crate) fn service(name: &str, ips: &[&str]) -> discover::Cluster {
     }
 }
 
-pub(crate) fn inventory(services: impl IntoIterator<Item = discover::Cluster>) -> Inventory {
+pub(crate) fn inventory(services: impl IntoIterator<Item = inventory::Cluster>) -> Inventory {
     Inventory {
         clusters: services.into_iter().map(|c| (c.name.clone(), c)).collect(),
         warnings: Vec::new(),

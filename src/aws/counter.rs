@@ -1,4 +1,4 @@
-//! Counts AWS calls per (operation, outcome): the metrics layer reads it, and
+//! Counts AWS requests per (operation, outcome): the metrics layer reads it, and
 //! `examples/discover-calls.rs` measures call efficiency with it.
 
 use std::collections::BTreeMap;

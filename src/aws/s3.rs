@@ -1,15 +1,15 @@
 //! The S3 requests of the shared push store (`[push] store = { s3 = ... }`): one object per
-//! name under a prefix, read, listed and written with S3's conditional writes. They live here,
-//! beside every other AWS request, so they go through the same [`Aws::call`] (backoff, every
-//! attempt counted) and no SDK type leaves `discover`; what the objects mean is `push`'s.
+//! name under a prefix, read, listed and written with S3's conditional writes, through the same
+//! [`Aws::call`] as every other request (backoff, every attempt counted in the daemon's one
+//! counter). They are the [`ObjectStore`] of `push`, which decides what the objects mean.
 
 use std::collections::BTreeMap;
 
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 
-use super::aws::Aws;
-use super::{DiscoverError, RetryPolicy};
+use super::{Aws, AwsError, RetryPolicy};
+use crate::push::{Condition, Object, ObjectError, ObjectStore, Pending, Written};
 
 /// The objects `{prefix}{name}.json` of one bucket.
 #[derive(Debug, Clone)]
@@ -20,31 +20,6 @@ pub struct Objects {
     prefix: String,
 }
 
-/// One object's body and ETag.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Object {
-    pub body: Bytes,
-    pub etag: String,
-}
-
-/// What a write's condition is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Condition<'a> {
-    /// Only if there is no such object yet (`If-None-Match: *`).
-    Absent,
-    /// Only if the object is still the one with this ETag (`If-Match`).
-    Matches(&'a str),
-}
-
-/// How a conditional write ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Written {
-    /// Written; the new object's ETag (empty after a delete).
-    Done(String),
-    /// The condition failed: another writer changed the object since it was read.
-    Conflict,
-}
-
 /// Error codes S3 answers a failed condition with: 412 PreconditionFailed, or 409
 /// ConditionalRequestConflict when two conditional writes race on one key.
 const CONFLICT_CODES: &[&str] = &["PreconditionFailed", "ConditionalRequestConflict"];
@@ -52,8 +27,8 @@ const CONFLICT_CODES: &[&str] = &["PreconditionFailed", "ConditionalRequestConfl
 impl Aws {
     /// The objects under `prefix` in `bucket`. Writes sit in a request's path (a PUT answers
     /// once it is stored), so they are retried less than discovery's reads: two attempts.
-    pub fn objects(&self, bucket: &str, prefix: &str) -> Result<Objects, DiscoverError> {
-        let s3 = self.s3.clone().ok_or_else(|| DiscoverError::Aws {
+    pub fn objects(&self, bucket: &str, prefix: &str) -> Result<Objects, AwsError> {
+        let s3 = self.s3.clone().ok_or_else(|| AwsError::Call {
             operation: "PutObject",
             target: format!("s3://{bucket}/{prefix}"),
             code: None,
@@ -84,7 +59,7 @@ impl Objects {
 
     /// Every `{name}.json` directly under the prefix, with its ETag (ListObjectsV2, a page per
     /// 1,000 objects).
-    pub async fn list(&self) -> Result<BTreeMap<String, String>, DiscoverError> {
+    pub async fn list(&self) -> Result<BTreeMap<String, String>, AwsError> {
         let target = format!("s3://{}/{}", self.bucket, self.prefix);
         let mut names = BTreeMap::new();
         let mut token: Option<String> = None;
@@ -119,7 +94,7 @@ impl Objects {
     }
 
     /// The object `name`, or `None` when there is none.
-    pub async fn get(&self, name: &str) -> Result<Option<Object>, DiscoverError> {
+    pub async fn get(&self, name: &str) -> Result<Option<Object>, AwsError> {
         let target = self.location(name);
         let key = self.key(name);
         let result = self
@@ -130,11 +105,11 @@ impl Objects {
             .await;
         let out = match result {
             Ok(out) => out,
-            Err(DiscoverError::Aws { code: Some(c), .. }) if c == "NoSuchKey" => return Ok(None),
+            Err(e) if e.code() == Some("NoSuchKey") => return Ok(None),
             Err(e) => return Err(e),
         };
         let etag = out.e_tag().unwrap_or_default().to_owned();
-        let body = out.body.collect().await.map_err(|e| DiscoverError::Aws {
+        let body = out.body.collect().await.map_err(|e| AwsError::Call {
             operation: "GetObject",
             target: target.clone(),
             code: None,
@@ -152,7 +127,7 @@ impl Objects {
         name: &str,
         body: Bytes,
         condition: Condition<'_>,
-    ) -> Result<Written, DiscoverError> {
+    ) -> Result<Written, AwsError> {
         let target = self.location(name);
         let key = self.key(name);
         let result = self
@@ -180,7 +155,7 @@ impl Objects {
 
     /// DeleteObject `name` if it is still the object with `etag`. An object already gone is a
     /// conflict too: someone else deleted it.
-    pub async fn delete(&self, name: &str, etag: &str) -> Result<Written, DiscoverError> {
+    pub async fn delete(&self, name: &str, etag: &str) -> Result<Written, AwsError> {
         let target = self.location(name);
         let key = self.key(name);
         let result = self
@@ -196,19 +171,47 @@ impl Objects {
             .await;
         match result {
             Ok(_) => Ok(Written::Done(String::new())),
-            Err(DiscoverError::Aws { code: Some(c), .. }) if c == "NoSuchKey" => {
-                Ok(Written::Conflict)
-            }
+            Err(e) if e.code() == Some("NoSuchKey") => Ok(Written::Conflict),
             Err(e) => conflict_or(e),
         }
     }
 }
 
-fn conflict_or(e: DiscoverError) -> Result<Written, DiscoverError> {
-    match &e {
-        DiscoverError::Aws { code: Some(c), .. } if CONFLICT_CODES.contains(&c.as_str()) => {
-            Ok(Written::Conflict)
-        }
+fn conflict_or(e: AwsError) -> Result<Written, AwsError> {
+    match e.code() {
+        Some(code) if CONFLICT_CODES.contains(&code) => Ok(Written::Conflict),
         _ => Err(e),
+    }
+}
+
+impl ObjectStore for Objects {
+    fn location(&self, name: &str) -> String {
+        Objects::location(self, name)
+    }
+
+    fn list(&self) -> Pending<'_, BTreeMap<String, String>> {
+        Box::pin(async move { Objects::list(self).await.map_err(ObjectError::from) })
+    }
+
+    fn get<'a>(&'a self, name: &'a str) -> Pending<'a, Option<Object>> {
+        Box::pin(async move { Objects::get(self, name).await.map_err(ObjectError::from) })
+    }
+
+    fn put<'a>(
+        &'a self,
+        name: &'a str,
+        body: Bytes,
+        condition: Condition<'a>,
+    ) -> Pending<'a, Written> {
+        let put = Objects::put(self, name, body, condition);
+        Box::pin(async move { put.await.map_err(ObjectError::from) })
+    }
+
+    fn delete<'a>(&'a self, name: &'a str, etag: &'a str) -> Pending<'a, Written> {
+        Box::pin(async move {
+            Objects::delete(self, name, etag)
+                .await
+                .map_err(ObjectError::from)
+        })
     }
 }

@@ -42,7 +42,7 @@ pub struct AwsSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct EcsSettings {
     /// ECS cluster names or ARNs, in priority order: when two clusters hold a service of the same
-    /// name, the one listed first keeps the Envoy cluster name (see [`crate::discover`]).
+    /// name, the one listed first keeps the Envoy cluster name (see the `discover` module).
     pub clusters: Vec<String>,
     /// Discover every ECS cluster of the account and region (ListClusters) on each poll, instead
     /// of `clusters`. Their priority order is the order of their names.

@@ -1,5 +1,10 @@
 //! The SQS and SNS requests of event-driven discovery, one function per request, through the
 //! same [`Aws::call`] as ECS's (retries, backoff, every attempt counted).
+//!
+//! ReceiveMessage is a long poll: its attempt may take its wait time plus [`RECEIVE_MARGIN`],
+//! and no longer, so an SQS that accepts connections but never answers is noticed within
+//! seconds; it is tried once, because the event source retries it with its own backoff and
+//! tells discovery to poll meanwhile. Every other request has a few seconds per attempt.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -8,11 +13,35 @@ use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
 };
 
-use crate::discover::aws::{Aws, EventClients};
-use crate::discover::DiscoverError;
+use super::retry::Request;
+use super::{Aws, AwsError};
 
 /// ReceiveMessage returns at most 10 messages, and DeleteMessageBatch takes at most 10.
 pub(crate) const MESSAGE_BATCH: i32 = 10;
+
+/// How much longer than its wait time a ReceiveMessage may take before it is overdue.
+pub(crate) const RECEIVE_MARGIN: Duration = Duration::from_secs(3);
+
+/// The attempt timeout of every other SQS and SNS request: they answer in milliseconds, and the
+/// event source waits on each of them between two receives.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn request(operation: &'static str) -> Request {
+    Request {
+        attempt_timeout: ATTEMPT_TIMEOUT,
+        ..Request::new(operation)
+    }
+}
+
+/// A queue to create: its name, how long it keeps a message, how long a received message stays
+/// hidden, and its tags.
+#[derive(Debug, Clone)]
+pub(crate) struct NewQueue<'a> {
+    pub name: &'a str,
+    pub retention: Duration,
+    pub visibility_timeout: Duration,
+    pub tags: &'a [(&'a str, String)],
+}
 
 /// One received SQS message.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,29 +58,21 @@ fn target(queue: &str) -> String {
 }
 
 impl Aws {
-    fn event_clients(
-        &self,
-        operation: &'static str,
-        target: &str,
-    ) -> Result<&EventClients, DiscoverError> {
-        self.events.as_ref().ok_or_else(|| DiscoverError::Aws {
-            operation,
-            target: target.to_owned(),
-            code: None,
-            message: "no SQS/SNS client configured".into(),
-        })
-    }
-
     /// ReceiveMessage, long-polling up to `wait`.
     pub(crate) async fn receive_messages(
         &self,
         queue_url: &str,
         wait: Duration,
-    ) -> Result<Vec<Received>, DiscoverError> {
+    ) -> Result<Vec<Received>, AwsError> {
         let target = target(queue_url);
         let sqs = &self.event_clients("ReceiveMessage", &target)?.sqs;
+        let receive = Request {
+            operation: "ReceiveMessage",
+            attempt_timeout: wait + RECEIVE_MARGIN,
+            max_attempts: Some(1),
+        };
         let out = self
-            .call("ReceiveMessage", &target, || {
+            .call_with(receive, &target, || {
                 sqs.receive_message()
                     .queue_url(queue_url)
                     .max_number_of_messages(MESSAGE_BATCH)
@@ -87,7 +108,7 @@ impl Aws {
         &self,
         queue_url: &str,
         messages: &[&Received],
-    ) -> Result<Vec<String>, DiscoverError> {
+    ) -> Result<Vec<String>, AwsError> {
         if messages.is_empty() {
             return Ok(Vec::new());
         }
@@ -105,7 +126,7 @@ impl Aws {
             })
             .collect();
         let out = self
-            .call("DeleteMessageBatch", &target, || {
+            .call_with(request("DeleteMessageBatch"), &target, || {
                 sqs.delete_message_batch()
                     .queue_url(queue_url)
                     .set_entries(Some(entries.clone()))
@@ -121,21 +142,28 @@ impl Aws {
     }
 
     /// CreateQueue (idempotent for the same attributes) with `tags`; returns the queue URL.
-    pub(crate) async fn create_queue(
-        &self,
-        name: &str,
-        attributes: &[(QueueAttributeName, String)],
-        tags: &[(&str, String)],
-    ) -> Result<String, DiscoverError> {
+    pub(crate) async fn create_queue(&self, queue: &NewQueue<'_>) -> Result<String, AwsError> {
+        let name = queue.name;
         let target = target(name);
         let sqs = &self.event_clients("CreateQueue", &target)?.sqs;
-        let attributes: HashMap<QueueAttributeName, String> = attributes.iter().cloned().collect();
-        let tags: HashMap<String, String> = tags
+        let attributes: HashMap<QueueAttributeName, String> = [
+            (
+                QueueAttributeName::MessageRetentionPeriod,
+                queue.retention.as_secs().to_string(),
+            ),
+            (
+                QueueAttributeName::VisibilityTimeout,
+                queue.visibility_timeout.as_secs().to_string(),
+            ),
+        ]
+        .into();
+        let tags: HashMap<String, String> = queue
+            .tags
             .iter()
             .map(|(k, v)| ((*k).to_owned(), v.clone()))
             .collect();
         let out = self
-            .call("CreateQueue", &target, || {
+            .call_with(request("CreateQueue"), &target, || {
                 sqs.create_queue()
                     .queue_name(name)
                     .set_attributes(Some(attributes.clone()))
@@ -145,18 +173,15 @@ impl Aws {
             .await?;
         out.queue_url()
             .map(str::to_owned)
-            .ok_or_else(|| DiscoverError::NotFound {
-                target,
-                message: "CreateQueue answered no queue URL".into(),
-            })
+            .ok_or_else(|| AwsError::empty("CreateQueue", target, "queue URL"))
     }
 
     /// GetQueueAttributes QueueArn.
-    pub(crate) async fn queue_arn(&self, queue_url: &str) -> Result<String, DiscoverError> {
+    pub(crate) async fn queue_arn(&self, queue_url: &str) -> Result<String, AwsError> {
         let target = target(queue_url);
         let sqs = &self.event_clients("GetQueueAttributes", &target)?.sqs;
         let out = self
-            .call("GetQueueAttributes", &target, || {
+            .call_with(request("GetQueueAttributes"), &target, || {
                 sqs.get_queue_attributes()
                     .queue_url(queue_url)
                     .attribute_names(QueueAttributeName::QueueArn)
@@ -166,10 +191,7 @@ impl Aws {
         out.attributes()
             .and_then(|a| a.get(&QueueAttributeName::QueueArn))
             .cloned()
-            .ok_or_else(|| DiscoverError::NotFound {
-                target,
-                message: "GetQueueAttributes answered no QueueArn".into(),
-            })
+            .ok_or_else(|| AwsError::empty("GetQueueAttributes", target, "QueueArn"))
     }
 
     /// SetQueueAttributes Policy.
@@ -177,10 +199,10 @@ impl Aws {
         &self,
         queue_url: &str,
         policy: &str,
-    ) -> Result<(), DiscoverError> {
+    ) -> Result<(), AwsError> {
         let target = target(queue_url);
         let sqs = &self.event_clients("SetQueueAttributes", &target)?.sqs;
-        self.call("SetQueueAttributes", &target, || {
+        self.call_with(request("SetQueueAttributes"), &target, || {
             sqs.set_queue_attributes()
                 .queue_url(queue_url)
                 .attributes(QueueAttributeName::Policy, policy)
@@ -195,14 +217,14 @@ impl Aws {
         &self,
         queue_url: &str,
         tags: &[(&str, String)],
-    ) -> Result<(), DiscoverError> {
+    ) -> Result<(), AwsError> {
         let target = target(queue_url);
         let sqs = &self.event_clients("TagQueue", &target)?.sqs;
         let tags: HashMap<String, String> = tags
             .iter()
             .map(|(k, v)| ((*k).to_owned(), v.clone()))
             .collect();
-        self.call("TagQueue", &target, || {
+        self.call_with(request("TagQueue"), &target, || {
             sqs.tag_queue()
                 .queue_url(queue_url)
                 .set_tags(Some(tags.clone()))
@@ -213,14 +235,14 @@ impl Aws {
     }
 
     /// ListQueues with a name prefix, every page.
-    pub(crate) async fn list_queues(&self, prefix: &str) -> Result<Vec<String>, DiscoverError> {
+    pub(crate) async fn list_queues(&self, prefix: &str) -> Result<Vec<String>, AwsError> {
         let target = format!("SQS queues named {prefix}*");
         let sqs = &self.event_clients("ListQueues", &target)?.sqs;
         let mut urls = Vec::new();
         let mut token: Option<String> = None;
         loop {
             let out = self
-                .call("ListQueues", &target, || {
+                .call_with(request("ListQueues"), &target, || {
                     sqs.list_queues()
                         .queue_name_prefix(prefix)
                         .max_results(1000)
@@ -240,11 +262,11 @@ impl Aws {
     pub(crate) async fn queue_tags(
         &self,
         queue_url: &str,
-    ) -> Result<HashMap<String, String>, DiscoverError> {
+    ) -> Result<HashMap<String, String>, AwsError> {
         let target = target(queue_url);
         let sqs = &self.event_clients("ListQueueTags", &target)?.sqs;
         let out = self
-            .call("ListQueueTags", &target, || {
+            .call_with(request("ListQueueTags"), &target, || {
                 sqs.list_queue_tags().queue_url(queue_url).send()
             })
             .await?;
@@ -252,10 +274,10 @@ impl Aws {
     }
 
     /// DeleteQueue.
-    pub(crate) async fn delete_queue(&self, queue_url: &str) -> Result<(), DiscoverError> {
+    pub(crate) async fn delete_queue(&self, queue_url: &str) -> Result<(), AwsError> {
         let target = target(queue_url);
         let sqs = &self.event_clients("DeleteQueue", &target)?.sqs;
-        self.call("DeleteQueue", &target, || {
+        self.call_with(request("DeleteQueue"), &target, || {
             sqs.delete_queue().queue_url(queue_url).send()
         })
         .await?;
@@ -267,11 +289,11 @@ impl Aws {
         &self,
         topic_arn: &str,
         queue_arn: &str,
-    ) -> Result<String, DiscoverError> {
+    ) -> Result<String, AwsError> {
         let target = format!("SNS topic {topic_arn}");
         let sns = &self.event_clients("Subscribe", &target)?.sns;
         let out = self
-            .call("Subscribe", &target, || {
+            .call_with(request("Subscribe"), &target, || {
                 sns.subscribe()
                     .topic_arn(topic_arn)
                     .protocol("sqs")
@@ -283,17 +305,14 @@ impl Aws {
             .await?;
         out.subscription_arn()
             .map(str::to_owned)
-            .ok_or_else(|| DiscoverError::NotFound {
-                target,
-                message: "Subscribe answered no subscription ARN".into(),
-            })
+            .ok_or_else(|| AwsError::empty("Subscribe", target, "subscription ARN"))
     }
 
     /// SNS Unsubscribe.
-    pub(crate) async fn unsubscribe(&self, subscription_arn: &str) -> Result<(), DiscoverError> {
+    pub(crate) async fn unsubscribe(&self, subscription_arn: &str) -> Result<(), AwsError> {
         let target = format!("SNS subscription {subscription_arn}");
         let sns = &self.event_clients("Unsubscribe", &target)?.sns;
-        self.call("Unsubscribe", &target, || {
+        self.call_with(request("Unsubscribe"), &target, || {
             sns.unsubscribe().subscription_arn(subscription_arn).send()
         })
         .await?;

@@ -31,14 +31,15 @@
 
 use std::collections::BTreeSet;
 
-use super::ecs::{
+use super::decode::Change;
+use crate::aws::{Aws, TaskFacts};
+use crate::discover::ecs::{
     describe_services, describe_tasks, has_override_tags, load_hosts, load_task_defs,
     resolve_hosts, ClusterState, EcsState, ServiceFacts,
 };
-use super::events::decode::Change;
-use super::mapping::{finished, service_of, serving, TaskFacts};
-use super::settings::{EcsSettings, ServiceFilter};
-use super::{Aws, DiscoverError};
+use crate::discover::mapping::{finished, service_of, serving};
+use crate::discover::DiscoverError;
+use crate::settings::{EcsSettings, ServiceFilter};
 
 /// What applying one event did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
