@@ -210,7 +210,9 @@ impl Child {
 
 async fn serve(config: &Path, inventory: &Path) {
     let inventory = Inventory::read_file(inventory).unwrap();
-    let daemon = Daemon::start(config, Some(inventory)).await.unwrap();
+    let daemon = Daemon::start(ecs_xds::cli::load(config).unwrap(), Some(inventory))
+        .await
+        .unwrap();
     println!("ready {} {}", daemon.xds_addr(), daemon.admin_addr());
     let (_reload, reload_rx) = mpsc::channel(1);
     let stdin_closed = async {
@@ -369,7 +371,9 @@ async fn first_request(clusters: usize) {
         cluster.endpoints[0].address = backend.addr.ip().to_string();
         cluster.endpoints[0].port = backend.addr.port();
     }
-    let daemon = Daemon::start(&config, Some(inv)).await.unwrap();
+    let daemon = Daemon::start(ecs_xds::cli::load(&config).unwrap(), Some(inv))
+        .await
+        .unwrap();
     let (xds, admin) = (daemon.xds_addr(), daemon.admin_addr());
     let (_reload, reload_rx) = mpsc::channel(1);
     tokio::spawn(daemon.run(reload_rx, std::future::pending()));

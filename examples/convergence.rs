@@ -73,9 +73,10 @@ async fn run(args: Args) {
     );
     let (_reload, reload_rx) = tokio::sync::mpsc::channel(1);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let daemon = ecs_xds::daemon::Daemon::start(&config, None)
-        .await
-        .expect("ecs-xds starts");
+    let daemon =
+        ecs_xds::daemon::Daemon::start(ecs_xds::cli::load(&config).expect("settings load"), None)
+            .await
+            .expect("ecs-xds starts");
     let (xds, admin) = (daemon.xds_addr(), daemon.admin_addr());
     let daemon = tokio::spawn(daemon.run(reload_rx, async {
         let _ = stopped.await;

@@ -55,9 +55,10 @@ async fn main() {
     let config = write_config(dir.path(), &emulator.endpoint, egress);
     let (_reload, reload_rx) = tokio::sync::mpsc::channel(1);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let daemon = ecs_xds::daemon::Daemon::start(&config, None)
-        .await
-        .expect("ecs-xds starts");
+    let daemon =
+        ecs_xds::daemon::Daemon::start(ecs_xds::cli::load(&config).expect("settings load"), None)
+            .await
+            .expect("ecs-xds starts");
     let xds = daemon.xds_addr();
     println!("demo: starting ecs-xds (xDS on {xds}, polling every 1s)");
     let daemon = tokio::spawn(daemon.run(reload_rx, async {

@@ -89,9 +89,12 @@ struct Replica {
 
 impl Replica {
     async fn start(config: &Path, inventory: Option<ecs_xds::inventory::Inventory>) -> Replica {
-        let daemon = Daemon::start(config, inventory)
-            .await
-            .expect("ecs-xds starts");
+        let daemon = Daemon::start(
+            ecs_xds::cli::load(config).expect("settings load"),
+            inventory,
+        )
+        .await
+        .expect("ecs-xds starts");
         let (xds, admin) = (daemon.xds_addr(), daemon.admin_addr());
         let (stop, stopped) = oneshot::channel::<()>();
         let (_reload, reload_rx) = mpsc::channel(1);

@@ -1,8 +1,9 @@
 //! `ecs-xds run`: discovery, synthesis and the xDS server in one process.
 //!
 //! Two steps, as linkerd's `Config::build` → `App::spawn`: [`Daemon::start`] does everything
-//! that can fail (settings, templates, persisted pushes, AWS client, both listeners bound) and
-//! [`Daemon::run`] starts the stages and supervises them until shutdown.
+//! that can fail (from the [`Loaded`] settings and templates: persisted pushes, AWS client,
+//! both listeners bound) and [`Daemon::run`] starts the stages and supervises them until
+//! shutdown. The command line (`cli`) loads the settings and maps failures to exit codes.
 //!
 //! The stages ([`Stage`]) meet through channels: discovery publishes complete inventories on a
 //! `watch`, the synthesis stage ([`synthesis`]) turns each into one snapshot per node type and
@@ -31,48 +32,29 @@ use crate::admin::{self, AdminState, DaemonStats, Metrics};
 use crate::aws::{Aws, AwsError, CallCounter};
 use crate::cache::Cache;
 use crate::discover::{DiscoverError, Poller};
-use crate::inventory::{Inventory, InventoryFileError};
+use crate::inventory::Inventory;
 use crate::push::{ObjectStore, PushCommand, Pushes, Refresher, StoreError};
 use crate::serve::XdsServer;
-use crate::settings::{PushStore, Settings, SettingsError};
+use crate::settings::{PushStore, Settings};
 use crate::synthesize::templates::{TemplateErrors, Templates};
 use crate::synthesize::Synthesizer;
 pub use supervise::Stage;
 use supervise::Stages;
 use synthesis::SynthesisStage;
 
-/// Why a command could not do its job. Each kind of failure has its own exit code
-/// ([`DaemonError::exit_code`]), so an operator (or ECS's stopped reason) tells them apart.
+/// Why the daemon could not start, or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    #[error(transparent)]
-    Settings(#[from] SettingsError),
-    #[error("templates in {dir}:\n{source}")]
-    Templates {
-        dir: PathBuf,
-        #[source]
-        source: TemplateErrors,
-    },
-    /// A saved inventory given with `--inventory`.
-    #[error(transparent)]
-    InventoryFile(#[from] InventoryFileError),
     /// The push API would be exposed without a token.
     #[error(transparent)]
     PushToken(#[from] TokenRequired),
     /// The push state directory could not be loaded.
     #[error(transparent)]
     PushState(#[from] StoreError),
-    /// `render --node-type` names a node type with no templates.
-    #[error("no templates for node type {node_type:?}; node types: {known:?}")]
-    UnknownNodeType {
-        node_type: String,
-        known: Vec<String>,
-    },
-    /// AWS could not be reached or answered with an error (`discover`, `render`, and `run`'s
-    /// AWS client).
+    /// Discovery could not start (its settings, or its AWS clients).
     #[error(transparent)]
     Discover(#[from] DiscoverError),
-    /// AWS could not be set up (no region), or a request of the shared push store failed.
+    /// AWS could not be set up (no region).
     #[error(transparent)]
     Aws(#[from] AwsError),
     #[error("cannot listen for {listener} on {addr} ({key}): {source}")]
@@ -83,59 +65,22 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
-    /// `validate --envoy`: Envoy rejects what these node types would be served (or could not
-    /// be run to check it).
-    #[error("Envoy rejects what node type(s) {0:?} would be served")]
-    EnvoyRejected(Vec<String>),
     /// A stage of `run` ended before shutdown.
     #[error("stage {stage} ended unexpectedly: {cause}")]
     StageEnded { stage: Stage, cause: String },
 }
 
-/// The exit codes, one per kind of failure (the README has the table). 0 is success.
-pub mod exit_code {
-    /// AWS failed (discovery, or `run`'s AWS client).
-    pub const AWS: u8 = 1;
-    /// Invalid input: settings, templates, a saved inventory, the push state, flags.
-    pub const INPUT: u8 = 2;
-    /// A listener could not be bound.
-    pub const LISTEN: u8 = 3;
-    /// `validate --envoy`: Envoy rejects the config.
-    pub const ENVOY_REJECTED: u8 = 4;
-}
-
-impl DaemonError {
-    /// The process exit code for this failure. No catch-all: a new variant must choose.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            DaemonError::Discover(_) | DaemonError::Aws(_) => exit_code::AWS,
-            DaemonError::Settings(_)
-            | DaemonError::Templates { .. }
-            | DaemonError::InventoryFile(_)
-            | DaemonError::PushToken(_)
-            | DaemonError::PushState(_)
-            | DaemonError::UnknownNodeType { .. } => exit_code::INPUT,
-            DaemonError::Bind { .. } => exit_code::LISTEN,
-            DaemonError::EnvoyRejected(_) => exit_code::ENVOY_REJECTED,
-            DaemonError::StageEnded { stage, .. } => stage.exit_code(),
-        }
-    }
-}
-
-/// Loads the settings and templates a run needs, so `run`, `validate` and `render` share it.
-pub fn load(config: &Path) -> Result<(Settings, Templates, PathBuf), DaemonError> {
-    let settings = Settings::load(config)?;
-    let dir = settings.templates_path(config);
-    let templates = load_templates(&settings, &dir).map_err(|source| DaemonError::Templates {
-        dir: dir.clone(),
-        source,
-    })?;
-    Ok((settings, templates, dir))
+/// What a daemon starts from: the settings file, its settings, and the templates it names.
+pub struct Loaded {
+    pub config: PathBuf,
+    pub settings: Settings,
+    pub templates: Templates,
+    pub templates_dir: PathBuf,
 }
 
 /// The templates of `dir`. With the REST push API on, there may be none: node types can come
 /// from pushes alone, as they did in sxds.
-fn load_templates(settings: &Settings, dir: &Path) -> Result<Templates, TemplateErrors> {
+pub fn load_templates(settings: &Settings, dir: &Path) -> Result<Templates, TemplateErrors> {
     match settings.push.enabled {
         true => Templates::load_dir_allow_empty(dir),
         false => Templates::load_dir(dir),
@@ -172,10 +117,19 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Loads `config` (settings, templates, persisted pushes), binds both listeners and
-    /// prepares discovery: a saved `inventory`, or a poller of AWS. Nothing runs yet.
-    pub async fn start(config: &Path, inventory: Option<Inventory>) -> Result<Daemon, DaemonError> {
-        let (settings, templates, templates_dir) = load(config)?;
+    /// Loads the persisted pushes, binds both listeners and prepares discovery: a saved
+    /// `inventory`, or a poller of AWS. Nothing runs yet.
+    pub async fn start(
+        loaded: Loaded,
+        inventory: Option<Inventory>,
+    ) -> Result<Daemon, DaemonError> {
+        let Loaded {
+            config,
+            settings,
+            templates,
+            templates_dir,
+        } = loaded;
+        let config = config.as_path();
         let node_types: Vec<String> = templates.node_types().map(str::to_owned).collect();
         // The push API's handlers talk to the synthesis stage, which owns the pushes.
         let (push_tx, push_commands) = mpsc::channel::<PushCommand>(16);

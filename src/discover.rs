@@ -48,7 +48,6 @@ mod labels;
 mod mapping;
 pub mod poller;
 mod reconcile;
-mod table;
 
 pub use poller::{
     discover_once, discover_once_with, Observe, Observer, PollCycle, PollReport, Poller,

@@ -22,6 +22,7 @@
 pub mod admin;
 pub mod aws;
 pub mod cache;
+pub mod cli;
 pub mod daemon;
 pub mod descriptors;
 pub mod discover;
@@ -33,7 +34,6 @@ pub mod serve;
 pub mod settings;
 pub mod snapshot;
 pub mod synthesize;
-pub mod validate;
 
 #[doc(hidden)]
 pub use tikv_jemallocator;

@@ -201,3 +201,117 @@ fn envoy_checks_every_backend_set_as_well_as_the_whole_scope() {
         "{text}"
     );
 }
+
+/// A settings file whose one node type `edge` is `template`; and a sidecar bootstrap file
+/// holding `bootstrap` (YAML), beside it.
+fn edge(dir: &Path, template: &str, bootstrap: &str) -> (PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir.join("templates")).unwrap();
+    std::fs::write(dir.join("templates/edge.toml"), template).unwrap();
+    let config = dir.join("ecs-xds.toml");
+    std::fs::write(&config, "").unwrap();
+    let sidecar = dir.join("sidecar.yaml");
+    std::fs::write(&sidecar, bootstrap).unwrap();
+    (config, sidecar)
+}
+
+fn validate_in(config: &Path, bootstrap: Option<&Path>) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ecs-xds"));
+    command.args(["validate", "--config"]).arg(config);
+    command.arg("--envoy").arg(envoy_binary());
+    if let Some(bootstrap) = bootstrap {
+        command.arg("--bootstrap").arg(bootstrap);
+    }
+    command.output().expect("run ecs-xds validate")
+}
+
+const ADMIN: &str =
+    "admin:\n  address: { socket_address: { address: 127.0.0.1, port_value: 9901 } }\n";
+const INTERNAL_LISTENER_EXTENSION: &str = "bootstrap_extensions:\n  - name: envoy.bootstrap.internal_listener\n    typed_config:\n      \"@type\": type.googleapis.com/envoy.extensions.bootstrap.internal_listener.v3.InternalListener\n";
+
+#[test]
+fn an_internal_listener_is_checked_in_the_sidecar_bootstrap_given_with_its_extension() {
+    // A listener only other listeners of the same Envoy reach, and a cluster sending to it.
+    let template = r#"
+[[listeners]]
+name = "inner"
+internal_listener = {}
+[[listeners.filter_chains]]
+[[listeners.filter_chains.filters]]
+name = "envoy.filters.network.tcp_proxy"
+typed_config = { "@type" = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy", stat_prefix = "inner", cluster = "to_inner" }
+
+[[clusters]]
+name = "to_inner"
+connect_timeout = "1s"
+load_assignment = { cluster_name = "to_inner", endpoints = [{ lb_endpoints = [{ endpoint = { address = { envoy_internal_address = { server_listener_name = "inner" } } } }] }] }
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let (config, sidecar) = edge(
+        dir.path(),
+        template,
+        &format!("{ADMIN}{INTERNAL_LISTENER_EXTENSION}"),
+    );
+    // deploy/ecs's bootstrap has no such extension: Envoy refuses, in its own words.
+    let out = validate_in(&config, None);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(4), "{text}");
+    assert!(
+        text.contains("InternalListener bootstrap extension is mandatory"),
+        "{text}"
+    );
+    // The sidecar's own bootstrap has it: accepted.
+    let out = validate_in(&config, Some(&sidecar));
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("node type edge: valid, and Envoy"), "{text}");
+}
+
+#[test]
+fn a_tap_socket_is_accepted_in_the_sidecar_bootstrap_and_envoy_crashing_is_told_from_rejecting() {
+    // A cluster whose connections an operator can tap through the admin API.
+    let template = r#"
+[[clusters]]
+name = "app"
+connect_timeout = "1s"
+load_assignment = { cluster_name = "app", endpoints = [{ lb_endpoints = [{ endpoint = { address = { socket_address = { address = "127.0.0.1", port_value = 8080 } } } }] }] }
+[clusters.transport_socket]
+name = "envoy.transport_sockets.tap"
+[clusters.transport_socket.typed_config]
+"@type" = "type.googleapis.com/envoy.extensions.transport_sockets.tap.v3.Tap"
+common_config = { admin_config = { config_id = "app" } }
+transport_socket = { name = "envoy.transport_sockets.raw_buffer", typed_config = { "@type" = "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer" } }
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    // A bootstrap with no admin section: Envoy 1.40 dies of a segfault on this tap socket.
+    let (config, no_admin) = edge(dir.path(), template, "{}\n");
+    // deploy/ecs's bootstrap has an admin: accepted, as the sidecar would.
+    let out = validate_in(&config, None);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("node type edge: valid, and Envoy"), "{text}");
+
+    let out = validate_in(&config, Some(&no_admin));
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(5), "{text}");
+    assert!(
+        text.contains("node type edge: Envoy crashed checking it (signal 11"),
+        "{text}"
+    );
+    assert!(!text.contains("Envoy rejects it"), "{text}");
+}
+
+#[test]
+fn a_bootstrap_that_is_not_yaml_is_an_input_error_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, sidecar) = edge(dir.path(), "", "admin: [unclosed\n");
+    let out = validate_in(&config, Some(&sidecar));
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains(&format!(
+            "cannot use {} as the sidecar's bootstrap",
+            sidecar.display()
+        )),
+        "{text}"
+    );
+}

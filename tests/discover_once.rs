@@ -55,7 +55,7 @@ async fn discover_once_reads_the_settings_and_fails_clearly_when_aws_is_unreacha
             "web"
         ]
     );
-    let table = inventory.to_table();
+    let table = ecs_xds::cli::inventory_table(&inventory);
     assert!(
         table.contains("127.0.0.1:8081") && table.contains("healthy"),
         "{table}"

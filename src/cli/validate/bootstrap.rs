@@ -1,9 +1,6 @@
-//! `ecs-xds validate`: checks settings and templates, and optionally has a real Envoy check
-//! what each node type would be served, so configs Envoy would NACK are caught before they ship.
-//!
-//! For Envoy, each node type's snapshot becomes a static bootstrap: EDS clusters turn STATIC
-//! with their endpoints inline, and RDS references in HTTP connection managers turn into the
-//! route configurations inline. `envoy --mode validate` then checks it with Envoy's own rules
+//! A snapshot as the static resources of the sidecar's bootstrap, for `envoy --mode validate`:
+//! EDS clusters turn STATIC with their endpoints inline, and RDS references in HTTP connection
+//! managers turn into the route configurations inline. Envoy then checks it with its own rules
 //! (including the field constraints our schema check cannot see), without opening any socket.
 
 use std::path::Path;
@@ -16,10 +13,11 @@ use crate::snapshot::Snapshot;
 const HCM: &str =
     "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 
-/// A bootstrap holding `snapshot` as static resources. Listeners with an `api_listener` (what
-/// gRPC node types serve proxyless clients) are left out: the Envoy server has no API
-/// listener extension and refuses them, though gRPC clients take them ([`api_listeners`]).
-pub fn static_bootstrap(snapshot: &Snapshot) -> Value {
+/// `sidecar` (a bootstrap) without its `dynamic_resources`, and with `snapshot` added to its
+/// static resources. Listeners with an `api_listener` (what gRPC node types serve proxyless
+/// clients) are left out: the Envoy server has no API listener extension and refuses them,
+/// though gRPC clients take them ([`api_listeners`]).
+pub fn static_bootstrap(sidecar: &Value, snapshot: &Snapshot) -> Value {
     let rendered = snapshot.to_envoy_json();
     let by_name = |section: &str, key: &str| -> Map<String, Value> {
         rendered[section]
@@ -64,7 +62,29 @@ pub fn static_bootstrap(snapshot: &Snapshot) -> Value {
             l
         })
         .collect();
-    json!({ "static_resources": { "clusters": clusters, "listeners": listeners } })
+    let mut bootstrap = sidecar.clone();
+    let root = bootstrap.as_object_mut().expect("a bootstrap is an object");
+    root.remove("dynamic_resources");
+    root.remove("dynamicResources");
+    // deploy/ecs's has none: the task's init container appends the task's own.
+    root.entry("node")
+        .or_insert_with(|| json!({ "id": "sidecar-validate", "cluster": "validate" }));
+    let statics = root
+        .remove("static_resources")
+        .or_else(|| root.remove("staticResources"))
+        .unwrap_or(json!({}));
+    let own = |key: &str, camel: &str| -> Vec<Value> {
+        let list = statics.get(key).or_else(|| statics.get(camel));
+        list.and_then(Value::as_array).cloned().unwrap_or_default()
+    };
+    let clusters = [own("clusters", "clusters"), clusters].concat();
+    let listeners = [own("listeners", "listeners"), listeners].concat();
+    let secrets = own("secrets", "secrets");
+    root.insert(
+        "static_resources".into(),
+        json!({ "clusters": clusters, "listeners": listeners, "secrets": secrets }),
+    );
+    bootstrap
 }
 
 /// How many of the snapshot's listeners are API listeners, for gRPC clients only.
@@ -113,32 +133,52 @@ fn inline_routes(value: &mut Value, routes: &Map<String, Value>) {
     }
 }
 
-/// Runs `envoy --mode validate` on `bootstrap`; `Err` carries Envoy's own words.
-pub async fn envoy_validate(envoy: &Path, bootstrap: &Value) -> Result<(), String> {
-    let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
+/// What `envoy --mode validate` made of a bootstrap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Accepted,
+    /// Envoy's own words (or why it could not be run).
+    Rejected(String),
+    /// Envoy died of a signal: how, and what it printed.
+    Crashed(String),
+}
+
+/// Runs `envoy --mode validate` on `bootstrap`.
+pub async fn envoy_validate(envoy: &Path, bootstrap: &Value) -> Verdict {
+    let dir = match tempfile::tempdir() {
+        Ok(dir) => dir,
+        Err(e) => return Verdict::Rejected(format!("temporary directory: {e}")),
+    };
     let path = dir.path().join("bootstrap.json");
-    std::fs::write(&path, bootstrap.to_string()).map_err(|e| format!("{}: {e}", path.display()))?;
+    if let Err(e) = std::fs::write(&path, bootstrap.to_string()) {
+        return Verdict::Rejected(format!("{}: {e}", path.display()));
+    }
     let run = tokio::process::Command::new(envoy)
-        .args([
-            "--mode",
-            "validate",
-            "--log-level",
-            "error",
-            "--config-path",
-        ])
+        .args(["--mode", "validate", "--log-level", "error"])
+        .arg("--config-path")
         .arg(&path)
         .kill_on_drop(true)
         .output();
-    let output = tokio::time::timeout(Duration::from_secs(60), run)
-        .await
-        .map_err(|_| "envoy --mode validate took over 60s".to_owned())?
-        .map_err(|e| format!("cannot run {}: {e}", envoy.display()))?;
-    if output.status.success() {
-        return Ok(());
+    let output = match tokio::time::timeout(Duration::from_secs(60), run).await {
+        Err(_) => return Verdict::Rejected("envoy --mode validate took over 60s".to_owned()),
+        Ok(Err(e)) => return Verdict::Rejected(format!("cannot run {}: {e}", envoy.display())),
+        Ok(Ok(output)) => output,
+    };
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout).trim(),
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    use std::os::unix::process::ExitStatusExt;
+    match (output.status.success(), output.status.signal()) {
+        (true, _) => Verdict::Accepted,
+        (false, Some(signal)) => {
+            // Its backtrace is dozens of lines: the line saying what it caught is enough.
+            let caught = (said.lines().find(|l| l.contains("Caught"))).unwrap_or_default();
+            Verdict::Crashed(format!("signal {signal}; {}", caught.trim()))
+        }
+        (false, None) => Verdict::Rejected(said),
     }
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    Err(format!("{}{}", stdout.trim(), stderr.trim()))
 }
 
 #[cfg(test)]
@@ -148,8 +188,22 @@ mod tests {
     #[test]
     fn a_snapshot_becomes_static_resources_with_endpoints_and_routes_inline() {
         let snapshot = crate::snapshot::tests::orders_egress();
-        let bootstrap = static_bootstrap(&snapshot);
-        let cluster = &bootstrap["static_resources"]["clusters"][0];
+        let sidecar = json!({
+            "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 9901}}},
+            "dynamic_resources": {"ads_config": {"api_type": "GRPC"}},
+            "static_resources": {"clusters": [{"name": "ecs_xds"}]}
+        });
+        let bootstrap = static_bootstrap(&sidecar, &snapshot);
+        assert!(bootstrap.get("dynamic_resources").is_none());
+        assert_eq!(
+            bootstrap["admin"], sidecar["admin"],
+            "the sidecar's own sections stay"
+        );
+        assert_eq!(
+            bootstrap["static_resources"]["clusters"][0]["name"],
+            "ecs_xds"
+        );
+        let cluster = &bootstrap["static_resources"]["clusters"][1];
         assert_eq!(cluster["type"], "STATIC");
         assert!(cluster.get("edsClusterConfig").is_none() && cluster.get("@type").is_none());
         assert_eq!(cluster["loadAssignment"]["clusterName"], "orders");

@@ -4,77 +4,76 @@ use std::fmt::Write;
 
 use crate::inventory::Inventory;
 
-impl Inventory {
-    /// One row per endpoint (a cluster without endpoints gets one row of dashes), then the
-    /// declared backends, then the warnings. Columns are padded to their widest cell.
-    pub fn to_table(&self) -> String {
-        let mut rows = vec![[
-            "CLUSTER", "SOURCE", "ENDPOINT", "HEALTH", "ZONE", "WEIGHT", "ID",
-        ]
-        .map(String::from)];
-        for cluster in self.clusters.values() {
-            let source = cluster.source.to_string();
-            if cluster.endpoints.is_empty() {
-                rows.push([
-                    cluster.name.clone(),
-                    source.clone(),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                ]);
-            }
-            for e in &cluster.endpoints {
-                rows.push([
-                    cluster.name.clone(),
-                    source.clone(),
-                    format!("{}:{}", e.address, e.port),
-                    e.health.as_str().into(),
-                    e.locality.zone.clone().unwrap_or_else(|| "-".into()),
-                    e.weight.to_string(),
-                    e.id.clone(),
-                ]);
-            }
+/// One row per endpoint (a cluster without endpoints gets one row of dashes), then the
+/// declared backends, then the warnings. Columns are padded to their widest cell.
+pub fn inventory_table(inventory: &Inventory) -> String {
+    let mut rows = vec![[
+        "CLUSTER", "SOURCE", "ENDPOINT", "HEALTH", "ZONE", "WEIGHT", "ID",
+    ]
+    .map(String::from)];
+    for cluster in inventory.clusters.values() {
+        let source = cluster.source.to_string();
+        if cluster.endpoints.is_empty() {
+            rows.push([
+                cluster.name.clone(),
+                source.clone(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+            ]);
         }
-        let widths: Vec<usize> = (0..7)
-            .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-            .collect();
-        let mut out = String::new();
-        for row in &rows {
-            let line: Vec<String> = row
-                .iter()
-                .zip(&widths)
-                .map(|(cell, w)| format!("{cell:<w$}"))
-                .collect();
-            let _ = writeln!(out, "{}", line.join("  ").trim_end());
+        for e in &cluster.endpoints {
+            rows.push([
+                cluster.name.clone(),
+                source.clone(),
+                format!("{}:{}", e.address, e.port),
+                e.health.as_str().into(),
+                e.locality.zone.clone().unwrap_or_else(|| "-".into()),
+                e.weight.to_string(),
+                e.id.clone(),
+            ]);
         }
-        let _ = writeln!(
-            out,
-            "{} clusters, {} endpoints",
-            self.clusters.len(),
-            self.endpoint_count()
-        );
-        let declared = (self.clusters.values())
-            .filter_map(|c| Some((c.name.as_str(), "", c.backends.as_ref()?)))
-            .chain((self.callers.iter()).map(|(s, items)| (s.as_str(), " (no cluster)", items)));
-        for (who, note, items) in declared {
-            let items = if items.is_empty() {
-                "nothing".to_owned()
-            } else {
-                items.join(" ")
-            };
-            let _ = writeln!(out, "backends: {who}{note} calls {items}");
-        }
-        for w in &self.warnings {
-            let _ = writeln!(out, "warning: {w}");
-        }
-        out
     }
+    let widths: Vec<usize> = (0..7)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    let _ = writeln!(
+        out,
+        "{} clusters, {} endpoints",
+        inventory.clusters.len(),
+        inventory.endpoint_count()
+    );
+    let declared = (inventory.clusters.values())
+        .filter_map(|c| Some((c.name.as_str(), "", c.backends.as_ref()?)))
+        .chain((inventory.callers.iter()).map(|(s, items)| (s.as_str(), " (no cluster)", items)));
+    for (who, note, items) in declared {
+        let items = if items.is_empty() {
+            "nothing".to_owned()
+        } else {
+            items.join(" ")
+        };
+        let _ = writeln!(out, "backends: {who}{note} calls {items}");
+    }
+    for w in &inventory.warnings {
+        let _ = writeln!(out, "warning: {w}");
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
+    use super::inventory_table;
     use crate::inventory::{
         Cluster, ClusterOverrides, Endpoint, Health, Inventory, Locality, Source,
     };
@@ -127,7 +126,7 @@ mod tests {
         inv.warnings.push("something to fix".into());
         inv.callers
             .insert("queue".into(), vec!["orders".into(), "web".into()]);
-        let table = inv.to_table();
+        let table = inventory_table(&inv);
         let lines: Vec<&str> = table.lines().collect();
         assert!(
             lines[0].starts_with("CLUSTER                 SOURCE"),
