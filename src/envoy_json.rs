@@ -6,14 +6,17 @@
 //! and `@type`s, wrong types, bad enum names, malformed durations), which is encoded and decoded
 //! as the envoy-types message. It stops at the first problem, so when it rejects a resource
 //! [`schema_check`] walks the resource to report every problem at once, each at its full field
-//! path (inside `Any` payloads too). Valid resources never pay for that.
+//! path (inside `Any` payloads too). Valid resources never pay for that. What Envoy takes
+//! beyond strict proto3 JSON (enum names in any case, a single value for a list) is rewritten
+//! the strict way and decoded again (`lenient.rs`).
 
+mod lenient;
 pub(crate) mod schema_check;
 
 use std::borrow::Cow;
 
 use prost::{Message, Name};
-use prost_reflect::{DeserializeOptions, DynamicMessage};
+use prost_reflect::{DeserializeOptions, DynamicMessage, MessageDescriptor};
 use serde_json::Value;
 
 use crate::descriptors::pool;
@@ -80,26 +83,42 @@ pub fn decode<M: Message + Name + Default>(
     let desc = pool()
         .get_message_by_name(&M::full_name())
         .expect("envoy-types messages are in the descriptor set");
-    let mut track = serde_path_to_error::Track::new();
-    let de = serde_path_to_error::Deserializer::new(json, &mut track);
-    let options = DeserializeOptions::new();
-    let dynamic =
-        DynamicMessage::deserialize_with_options(desc.clone(), de, &options).map_err(|e| {
-            let all = schema_check::check(&desc, json, path);
-            if all.is_empty() {
-                // Something the walk does not look for: prost-reflect's word, where it stopped.
-                let at = path.join(&track.path().to_string());
-                vec![FieldError::new(at, e.to_string())]
-            } else {
-                all
-            }
-        })?;
+    let dynamic = match strict(&desc, json) {
+        Ok(dynamic) => dynamic,
+        Err(first) => {
+            // What Envoy accepts too (lower-case enum names, a value for a list), then again.
+            let mut lenient = json.clone();
+            let retried = match lenient::normalize(&desc, &mut lenient) {
+                true => strict(&desc, &lenient),
+                false => Err(first),
+            };
+            retried.map_err(|(e, stopped_at)| {
+                let all = schema_check::check(&desc, &lenient, path);
+                if all.is_empty() {
+                    // Something the walk does not look for: prost-reflect's word, where it
+                    // stopped.
+                    vec![FieldError::new(path.join(&stopped_at), e)]
+                } else {
+                    all
+                }
+            })?
+        }
+    };
     M::decode(dynamic.encode_to_vec().as_slice()).map_err(|e| {
         vec![FieldError::new(
             path.clone(),
             format!("does not decode: {e}"),
         )]
     })
+}
+
+/// prost-reflect's strict proto3 JSON decode; on error, its message and where it stopped.
+fn strict(desc: &MessageDescriptor, json: &Value) -> Result<DynamicMessage, (String, String)> {
+    let mut track = serde_path_to_error::Track::new();
+    let de = serde_path_to_error::Deserializer::new(json, &mut track);
+    let options = DeserializeOptions::new();
+    DynamicMessage::deserialize_with_options(desc.clone(), de, &options)
+        .map_err(|e| (e.to_string(), track.path().to_string()))
 }
 
 /// Names are present and unique within each section, given as (section, name field, names).

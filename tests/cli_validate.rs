@@ -315,3 +315,63 @@ fn a_bootstrap_that_is_not_yaml_is_an_input_error_naming_the_file() {
         "{text}"
     );
 }
+
+#[test]
+fn enum_names_in_lower_case_and_a_single_value_for_a_list_are_taken_as_envoy_takes_them() {
+    // As Envoy's own YAML often writes them: lower-case enum names, `domains: "*"`.
+    let template = r#"
+[[clusters]]
+name = "backend"
+type = "strict_dns"
+lb_policy = "least_request"
+connect_timeout = "1s"
+load_assignment = { cluster_name = "backend", endpoints = [{ lb_endpoints = [{ endpoint = { address = { socket_address = { address = "backend.internal", port_value = 8080 } } } }] }] }
+
+[[listeners]]
+name = "front"
+address = { socket_address = { address = "127.0.0.1", port_value = 10000 } }
+[[listeners.filter_chains]]
+[[listeners.filter_chains.filters]]
+name = "envoy.filters.network.http_connection_manager"
+[listeners.filter_chains.filters.typed_config]
+"@type" = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+stat_prefix = "front"
+codec_type = "http1"
+route_config = { name = "front", virtual_hosts = [{ name = "all", domains = "*", routes = [{ match = { prefix = "/" }, route = { cluster = "backend" } }] }] }
+http_filters = [
+  { name = "envoy.filters.http.router", typed_config = { "@type" = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" } },
+]
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _) = edge(dir.path(), template, "{}\n");
+    let out = validate_in(&config, None);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("node type edge: valid, and Envoy"), "{text}");
+    // What is served is Envoy's canonical form.
+    let render = Command::new(env!("CARGO_BIN_EXE_ecs-xds"))
+        .args(["render", "--node-type", "edge", "--inventory"])
+        .arg(write_empty_inventory(dir.path()))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let rendered = stdout(&render);
+    assert!(render.status.success(), "{rendered}");
+    for canonical in ["\"STRICT_DNS\"", "\"LEAST_REQUEST\"", "\"HTTP1\""] {
+        assert!(rendered.contains(canonical), "{canonical}: {rendered}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&rendered[rendered.find('{').unwrap()..]).unwrap();
+    let hcm = &json["listeners"][0]["filterChains"][0]["filters"][0]["typedConfig"];
+    assert_eq!(
+        hcm["routeConfig"]["virtualHosts"][0]["domains"],
+        serde_json::json!(["*"])
+    );
+}
+
+fn write_empty_inventory(dir: &Path) -> PathBuf {
+    let path = dir.join("inventory.json");
+    std::fs::write(&path, "{\"clusters\": {}}").unwrap();
+    path
+}
