@@ -146,21 +146,9 @@ impl Daemon {
                 let token = settings.admin.token();
                 let max = settings.push.max_body_bytes;
                 let api = PushApi::new(push_tx, settings.admin.listen, token, max)?;
-                let pushes = match &settings.push.store {
-                    None => Pushes::open(&settings.push_state_path(config))?,
-                    Some(PushStore::S3 { bucket, prefix }) => {
-                        let objects = connected(&mut aws, &settings, &aws_calls)
-                            .await?
-                            .objects(bucket, prefix)?;
-                        let objects: Arc<dyn ObjectStore> = Arc::new(objects);
-                        let (pushes, refresher) =
-                            Pushes::shared(objects, settings.push.refresh_interval);
-                        push_refresher = Some(refresher);
-                        pushes
-                    }
-                };
-                let node_types: Vec<&str> = pushes.iter().map(|(n, _)| n).collect();
-                tracing::info!(store = %pushes.location(), ?node_types, "REST push enabled; persisted pushes loaded");
+                let aws = (&mut aws, &aws_calls);
+                let (pushes, refresher) = open_pushes(&settings, config, aws).await?;
+                push_refresher = refresher;
                 pushes.load_into(&mut synthesizer);
                 (Some(api), Some(pushes))
             }
@@ -190,14 +178,7 @@ impl Daemon {
         let first_line = synthesis::FirstLine {
             xds: xds.1,
             admin: admin.1,
-            sources: match settings.ecs.auto_discover_clusters {
-                _ if matches!(discovery, Discovery::Fixed(_)) => "a saved inventory".to_owned(),
-                true => "all ECS clusters".to_owned(),
-                false => format!("ECS clusters {:?}", settings.ecs.clusters),
-            } + match (&discovery, &settings.events) {
-                (Discovery::Poll(_), e) if e.enabled => " (event-driven, with a reconcile poll)",
-                _ => "",
-            },
+            sources: sources(&settings, &discovery),
             node_types,
         };
         Ok(Daemon {
@@ -339,6 +320,41 @@ impl RequestCounts for CallCounter {
         counts
             .map(|(op, outcome, n)| (op, outcome.as_str(), n))
             .collect()
+    }
+}
+
+/// The persisted pushes: the state directory's, or the shared store's (with its refresher).
+async fn open_pushes(
+    settings: &Settings,
+    config: &Path,
+    (aws, calls): (&mut Option<Aws>, &CallCounter),
+) -> Result<(Pushes, Option<Refresher>), DaemonError> {
+    let (pushes, refresher) = match &settings.push.store {
+        None => (Pushes::open(&settings.push_state_path(config))?, None),
+        Some(PushStore::S3 { bucket, prefix }) => {
+            let objects = connected(aws, settings, calls)
+                .await?
+                .objects(bucket, prefix)?;
+            let objects: Arc<dyn ObjectStore> = Arc::new(objects);
+            let (pushes, refresher) = Pushes::shared(objects, settings.push.refresh_interval);
+            (pushes, Some(refresher))
+        }
+    };
+    let node_types: Vec<&str> = pushes.iter().map(|(n, _)| n).collect();
+    tracing::info!(store = %pushes.location(), ?node_types, "REST push enabled; persisted pushes loaded");
+    Ok((pushes, refresher))
+}
+
+/// What the startup line says is watched.
+fn sources(settings: &Settings, discovery: &Discovery) -> String {
+    let watched = match settings.ecs.auto_discover_clusters {
+        _ if matches!(discovery, Discovery::Fixed(_)) => "a saved inventory".to_owned(),
+        true => "all ECS clusters".to_owned(),
+        false => format!("ECS clusters {:?}", settings.ecs.clusters),
+    };
+    match (discovery, &settings.events) {
+        (Discovery::Poll(_), e) if e.enabled => watched + " (event-driven, with a reconcile poll)",
+        _ => watched,
     }
 }
 

@@ -1,29 +1,26 @@
 //! (Inventory, Templates) → one snapshot per node type, re-encoding only what changed.
+//!
+//! - `node.rs`: one node type's snapshot, in named steps;
+//! - `grpc.rs`: what a gRPC node type serves its proxyless clients besides;
+//! - `zones.rs`: a zone-aware node type's snapshot per zone;
+//! - `backend_sets.rs`: a snapshot per set of declared backends;
+//! - `memo.rs`: the encodings kept, with their inputs, from one synthesis to the next.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::fmt;
-use std::hash::Hash;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 
-use super::clusters::discovered_cluster;
-use super::endpoints::{discovered_load_assignment, splits};
-use super::grpc::{
-    client_cluster, client_listener, client_routes, revision_cluster, revision_load_assignment,
-};
 use super::pushed::Pushed;
 use super::pushed::PushedResources;
-use super::routes::generated_routes;
-use super::routes::running_revisions;
 use super::templates::{NodeTemplate, Templates};
 use crate::inventory::{self, ClusterOverrides, Inventory, RoutePolicy};
-use crate::snapshot::{
-    EncodedResource, InconsistentSnapshot, ResourceType, Snapshot, SnapshotBuilder,
-};
-use backend_sets::{by_service, out_of_scope, Declarations, Selection};
+use crate::snapshot::{EncodedResource, InconsistentSnapshot, ResourceType, Snapshot};
+use backend_sets::{by_service, Declarations};
 pub use backend_sets::{BackendSet, BackendSets};
+use memo::Memo;
 
 /// What one synthesis produced.
 #[derive(Debug, Default)]
@@ -244,368 +241,6 @@ impl Synthesizer {
     }
 }
 
-impl Encodings {
-    /// The node type's snapshot (of one backend set's clusters, or of its whole scope), and
-    /// the discovered clusters it serves their discovered endpoints for (what zone-aware
-    /// priorities apply to).
-    fn node_snapshot<'i>(
-        &mut self,
-        node_type: &str,
-        template: &NodeTemplate,
-        pushed: Option<&Pushed>,
-        inventory: &'i Inventory,
-        selection: Option<&Selection<'i>>,
-        out: &mut Synthesis,
-    ) -> (Snapshot, Vec<&'i inventory::Cluster>) {
-        let class = self.defaults_of[node_type];
-        let statics: HashSet<&str> = template.clusters.iter().map(|c| c.name.as_str()).collect();
-        let replaced = |ty: ResourceType, name: &str| pushed.is_some_and(|p| p.replaces(ty, name));
-        let mut builder = Snapshot::builder();
-        // Resources encoded by this builder, to keep once it is built.
-        let mut fresh_clusters = Vec::new();
-        let mut fresh_endpoints = Vec::new();
-        let mut in_scope = Vec::new();
-        let mut discovered_eds = Vec::new();
-        let candidates: Vec<(&String, &inventory::Cluster)> = match selection {
-            Some(selection) => selection.clusters.clone(),
-            None => inventory.clusters.iter().collect(),
-        };
-        for (name, cluster) in candidates {
-            if !template.scope.contains(name) {
-                continue;
-            }
-            if statics.contains(name.as_str()) {
-                // Reported once, by the whole scope's snapshot.
-                if selection.is_none() {
-                    out.findings.push(finding(node_type, template, format!(
-                        "template cluster {name:?} has the name of a discovered cluster; the template's is served"
-                    )));
-                }
-                continue;
-            }
-            in_scope.push((name.as_str(), cluster));
-            let cluster_replaced = replaced(ResourceType::Cluster, name);
-            if !cluster_replaced {
-                // gRPC has no subset load balancing: its split goes to per-revision clusters.
-                let subsets = !cluster.route.weights.is_empty() && !template.grpc;
-                builder = self.cluster(builder, class, name, cluster, subsets, &mut fresh_clusters);
-            }
-            // A replaced cluster keeps its discovered endpoints only if the pushed one asks
-            // EDS for them; pushed endpoints of the same name replace them.
-            let eds_wanted = !cluster_replaced || pushed.is_some_and(|p| p.asks_eds(name));
-            if !eds_wanted || replaced(ResourceType::Endpoint, name) {
-                continue;
-            }
-            discovered_eds.push(cluster);
-            let key = (name.clone(), String::new());
-            builder = match self
-                .endpoints
-                .get(&key, |inputs| same_endpoints(inputs, cluster))
-            {
-                Some(shared) => builder.shared(ResourceType::Endpoint, shared),
-                None => {
-                    fresh_endpoints.push((key, endpoint_inputs(cluster)));
-                    builder.endpoints(discovered_load_assignment(cluster, None))
-                }
-            };
-        }
-        let mut fresh_generated = None;
-        let generated = template.generated_routes.as_ref();
-        if let Some(spec) = generated.filter(|g| !replaced(ResourceType::Route, &g.name)) {
-            let key = (node_type.to_owned(), selection.map(|s| s.key.to_owned()));
-            let missing = selection.map_or_else(Vec::new, |s| s.missing(&in_scope, &statics));
-            let inputs: Vec<RouteInputs> =
-                in_scope.iter().map(|(n, c)| route_inputs(n, c)).collect();
-            builder = match self
-                .generated
-                .get(&key, |kept| kept.0 == inputs && kept.1 == missing)
-            {
-                Some(shared) => builder.shared(ResourceType::Route, shared),
-                None => {
-                    let defaults = &template.route_defaults;
-                    let routes = generated_routes(spec, defaults, &in_scope, &missing);
-                    fresh_generated = Some((key, spec.name.clone(), (inputs, missing)));
-                    builder.route(routes)
-                }
-            };
-        }
-        let mut fresh_grpc = Vec::new();
-        if template.grpc {
-            let mut grpc = GrpcBuild {
-                node_type,
-                template,
-                class,
-                fresh_clusters: &mut fresh_clusters,
-                fresh_endpoints: &mut fresh_endpoints,
-                fresh: &mut fresh_grpc,
-                out,
-            };
-            builder = self.grpc_clients(builder, &in_scope, &replaced, &mut grpc);
-        }
-        for (ty, resource) in &self.statics[node_type] {
-            if !replaced(*ty, resource.name()) {
-                builder = builder.shared(*ty, resource.clone());
-            }
-        }
-        let mut filled = 0;
-        if let Some(pushed) = pushed {
-            (builder, filled) = pushed.add_to(node_type, builder, out);
-        }
-        if template.on_demand && selection.is_none() {
-            // Up front: the template's own clusters, pushed ones, and those its routes name.
-            // Every other one is asked for by name, when a request first needs it.
-            let own = (statics.iter().copied())
-                .chain(pushed.into_iter().flat_map(|p| p.cluster_names()))
-                .chain(template.route_clusters.iter().map(|(c, _)| c.as_str()));
-            builder = builder.wildcard_clusters(own.map(Arc::from));
-        }
-        let snapshot = builder.build();
-
-        let encoded = |ty: ResourceType, name: &str| {
-            let resource = snapshot.of(ty).get(name);
-            resource
-                .expect("the builder holds what it was given")
-                .clone()
-        };
-        let fresh = fresh_clusters.len()
-            + fresh_endpoints.len()
-            + fresh_generated.iter().len()
-            + fresh_grpc.len()
-            + filled;
-        out.encoded += fresh;
-        out.reused += resource_count(&snapshot) - fresh;
-        for (key, overrides) in fresh_clusters {
-            let resource = encoded(ResourceType::Cluster, &key.1);
-            self.clusters.insert(key, overrides, resource);
-        }
-        for (key, endpoints) in fresh_endpoints {
-            let resource = encoded(ResourceType::Endpoint, &key.0);
-            self.endpoints.insert(key, endpoints, resource);
-        }
-        if let Some((key, route_name, names)) = fresh_generated {
-            let resource = encoded(ResourceType::Route, &route_name);
-            self.generated.insert(key, names, resource);
-        }
-        for fresh in fresh_grpc {
-            match fresh {
-                FreshGrpc::Listener(key) => {
-                    let resource = encoded(ResourceType::Listener, &key.1);
-                    self.grpc_listeners.insert(key, (), resource);
-                }
-                FreshGrpc::Route(key, inputs) => {
-                    let resource = encoded(ResourceType::Route, &key.1);
-                    self.grpc_routes.insert(key, inputs, resource);
-                }
-            }
-        }
-        match selection {
-            None => {
-                let mut served_statics = statics;
-                served_statics.extend(pushed.into_iter().flat_map(|p| p.cluster_names()));
-                route_findings(node_type, template, inventory, &served_statics, out);
-            }
-            Some(selection) => out_of_scope(node_type, template, selection, out),
-        }
-        (snapshot, discovered_eds)
-    }
-}
-
-/// What [`Encodings::grpc_clients`] adds to, for one gRPC node type's snapshot.
-struct GrpcBuild<'a, 'o> {
-    node_type: &'a str,
-    template: &'a NodeTemplate,
-    class: usize,
-    fresh_clusters: &'a mut Vec<FreshCluster>,
-    fresh_endpoints: &'a mut Vec<FreshEndpoints>,
-    fresh: &'a mut Vec<FreshGrpc>,
-    out: &'o mut Synthesis,
-}
-
-/// A gRPC listener or route configuration encoded by this synthesis, to keep.
-enum FreshGrpc {
-    Listener((String, String)),
-    Route((String, String), RouteInputs),
-}
-
-impl Encodings {
-    /// The discovered cluster `name`, from the node type's defaults (class) and the service's
-    /// overrides, as gRPC takes it for a gRPC node type.
-    fn cluster(
-        &mut self,
-        builder: SnapshotBuilder,
-        class: usize,
-        name: &str,
-        cluster: &inventory::Cluster,
-        subsets: bool,
-        fresh: &mut Vec<FreshCluster>,
-    ) -> SnapshotBuilder {
-        let key = (class, name.to_owned());
-        let same = |(o, s): &(ClusterOverrides, bool)| *o == cluster.overrides && *s == subsets;
-        if let Some(shared) = self.clusters.get(&key, same) {
-            return builder.shared(ResourceType::Cluster, shared);
-        }
-        let (defaults, grpc) = &self.defaults[class];
-        fresh.push((key, (cluster.overrides.clone(), subsets)));
-        let envoy = discovered_cluster(name, defaults, &cluster.overrides, subsets);
-        match grpc {
-            true => builder.cluster(client_cluster(&envoy).0),
-            false => builder.cluster(envoy),
-        }
-    }
-
-    /// For a gRPC node type: each cluster's listener and route configuration under the name a
-    /// client dials, one cluster and assignment per revision of a service that splits, and a
-    /// finding per field of its clusters gRPC does not take.
-    fn grpc_clients(
-        &mut self,
-        mut builder: SnapshotBuilder,
-        in_scope: &[(&str, &inventory::Cluster)],
-        replaced: &dyn Fn(ResourceType, &str) -> bool,
-        b: &mut GrpcBuild<'_, '_>,
-    ) -> SnapshotBuilder {
-        let node_type = b.node_type.to_owned();
-        for (name, cluster) in in_scope {
-            let key = (node_type.clone(), name.to_string());
-            if !replaced(ResourceType::Listener, name) {
-                builder = match self.grpc_listeners.get(&key, |()| true) {
-                    Some(shared) => builder.shared(ResourceType::Listener, shared),
-                    None => {
-                        b.fresh.push(FreshGrpc::Listener(key.clone()));
-                        builder.listener(client_listener(name))
-                    }
-                };
-            }
-            if !replaced(ResourceType::Route, name) {
-                let inputs = route_inputs(name, cluster);
-                builder = match self.grpc_routes.get(&key, |kept| *kept == inputs) {
-                    Some(shared) => builder.shared(ResourceType::Route, shared),
-                    None => {
-                        b.fresh.push(FreshGrpc::Route(key, inputs));
-                        builder.route(client_routes(name, &b.template.route_defaults, cluster))
-                    }
-                };
-            }
-            if cluster.route.weights.is_empty() {
-                continue;
-            }
-            for revision in running_revisions(cluster) {
-                let rev = revision_cluster(name, revision);
-                builder = self.cluster(builder, b.class, &rev, cluster, false, b.fresh_clusters);
-                let key = (rev, String::new());
-                builder = match self
-                    .endpoints
-                    .get(&key, |inputs| same_endpoints(inputs, cluster))
-                {
-                    Some(shared) => builder.shared(ResourceType::Endpoint, shared),
-                    None => {
-                        b.fresh_endpoints.push((key, endpoint_inputs(cluster)));
-                        builder.endpoints(revision_load_assignment(cluster, revision))
-                    }
-                };
-            }
-        }
-        // What the node type's defaults set that gRPC does not take, and each service's
-        // own lb policy gRPC refuses.
-        let (defaults, _) = &self.defaults[b.class];
-        let sample = discovered_cluster("any", defaults, &ClusterOverrides::default(), false);
-        for field in client_cluster(&sample).1 {
-            let message = format!("[cluster_defaults] {field}: not taken by gRPC clients; dropped from this gRPC node type's clusters");
-            b.out
-                .findings
-                .push(finding(b.node_type, b.template, message));
-        }
-        for (name, cluster) in in_scope {
-            let policy = cluster.overrides.lb_policy;
-            if policy.is_some_and(|p| {
-                !matches!(
-                    p,
-                    inventory::LbPolicy::RoundRobin | inventory::LbPolicy::RingHash
-                )
-            }) {
-                let message = format!("cluster {name:?}: lb policy {policy:?} is not supported by gRPC clients; ROUND_ROBIN is served to this gRPC node type");
-                b.out
-                    .findings
-                    .push(finding(b.node_type, b.template, message));
-            }
-        }
-        builder
-    }
-
-    /// For a zone-aware node type, one snapshot per zone that holds part (not all) of the
-    /// endpoints of some cluster of `discovered` (those served their discovered endpoints):
-    /// `base` with those clusters' endpoints given priorities for that zone (same zone first).
-    /// Everything else is `base`'s own encoding.
-    fn zone_snapshots(
-        &mut self,
-        base: &Snapshot,
-        discovered: &[&inventory::Cluster],
-        out: &mut Synthesis,
-    ) -> BTreeMap<String, Snapshot> {
-        let aware: Vec<&inventory::Cluster> = discovered
-            .iter()
-            .filter(|c| c.overrides.zone_aware != Some(false))
-            .copied()
-            .collect();
-        let zones: std::collections::BTreeSet<&str> = aware
-            .iter()
-            .flat_map(|c| {
-                c.endpoints
-                    .iter()
-                    .filter_map(|e| e.locality.zone.as_deref())
-            })
-            .collect();
-        let mut snapshots = BTreeMap::new();
-        for zone in zones {
-            let mut builder = Snapshot::builder();
-            let mut fresh = Vec::new();
-            let split: HashSet<&str> = aware
-                .iter()
-                .filter(|c| splits(c, zone))
-                .map(|c| c.name.as_str())
-                .collect();
-            if split.is_empty() {
-                // It would be the plain snapshot, which a zone without one of its own gets.
-                continue;
-            }
-            if let Some(wildcard) = base.wildcard_clusters() {
-                builder = builder.wildcard_clusters(wildcard.iter().cloned());
-            }
-            for ty in ResourceType::ALL {
-                for (name, resource) in base.of(ty).resources() {
-                    if ty != ResourceType::Endpoint || !split.contains(&**name) {
-                        builder = builder.shared(ty, resource.clone());
-                    }
-                }
-            }
-            for cluster in aware.iter().filter(|c| split.contains(c.name.as_str())) {
-                let key = (cluster.name.clone(), zone.to_owned());
-                builder = match self
-                    .endpoints
-                    .get(&key, |inputs| same_endpoints(inputs, cluster))
-                {
-                    Some(shared) => builder.shared(ResourceType::Endpoint, shared),
-                    None => {
-                        fresh.push((key, endpoint_inputs(cluster)));
-                        builder.endpoints(discovered_load_assignment(cluster, Some(zone)))
-                    }
-                };
-            }
-            let snapshot = builder.build();
-            out.encoded += fresh.len();
-            for (key, endpoints) in fresh {
-                let resource = snapshot
-                    .of(ResourceType::Endpoint)
-                    .get(&key.0)
-                    .expect("built")
-                    .clone();
-                self.endpoints.insert(key, endpoints, resource);
-            }
-            snapshots.insert(zone.to_owned(), snapshot);
-        }
-        snapshots
-    }
-}
-
 /// What a cluster's endpoint assignment depends on.
 fn endpoint_inputs(cluster: &inventory::Cluster) -> (Vec<inventory::Endpoint>, bool) {
     (cluster.endpoints.clone(), !cluster.route.weights.is_empty())
@@ -636,34 +271,6 @@ fn resource_count(snapshot: &Snapshot) -> usize {
         .iter()
         .map(|&ty| snapshot.of(ty).resources().len())
         .sum()
-}
-
-/// A template route to a cluster the node type does not have is a warning, not an error: Envoy
-/// answers 503 for it until the service is discovered.
-fn route_findings(
-    node_type: &str,
-    template: &NodeTemplate,
-    inventory: &Inventory,
-    statics: &HashSet<&str>,
-    out: &mut Synthesis,
-) {
-    for (cluster, route) in &template.route_clusters {
-        if statics.contains(cluster.as_str()) {
-            continue;
-        }
-        let why = match inventory.clusters.contains_key(cluster) {
-            false => "which is not discovered",
-            true if !template.scope.contains(cluster) => {
-                "which this node type's [scope] leaves out"
-            }
-            true => continue,
-        };
-        out.findings.push(finding(
-            node_type,
-            template,
-            format!("route configuration {route:?} sends to cluster {cluster:?}, {why}"),
-        ));
-    }
 }
 
 fn finding(node_type: &str, template: &NodeTemplate, message: String) -> Finding {
@@ -700,51 +307,16 @@ fn encode_statics(template: &NodeTemplate) -> Vec<(ResourceType, Arc<EncodedReso
     .collect()
 }
 
-/// Encodings kept with the inputs they were made from, for one synthesis and the next. What
-/// a synthesis does not use is dropped at its end, so removed services do not linger.
-struct Memo<K, I> {
-    previous: HashMap<K, (I, Arc<EncodedResource>)>,
-    current: HashMap<K, (I, Arc<EncodedResource>)>,
-}
-
-impl<K, I> Default for Memo<K, I> {
-    fn default() -> Self {
-        Memo {
-            previous: HashMap::new(),
-            current: HashMap::new(),
-        }
-    }
-}
-
-impl<K: Hash + Eq + Clone, I> Memo<K, I> {
-    /// The encoding kept for `key`, if its inputs pass `same`.
-    fn get(&mut self, key: &K, same: impl Fn(&I) -> bool) -> Option<Arc<EncodedResource>> {
-        if let Some((inputs, resource)) = self.current.get(key) {
-            return same(inputs).then(|| resource.clone());
-        }
-        let (inputs, resource) = self.previous.remove(key)?;
-        if !same(&inputs) {
-            return None;
-        }
-        self.current.insert(key.clone(), (inputs, resource.clone()));
-        Some(resource)
-    }
-
-    fn insert(&mut self, key: K, inputs: I, resource: Arc<EncodedResource>) {
-        self.current.insert(key, (inputs, resource));
-    }
-
-    fn end_round(&mut self) {
-        self.previous = std::mem::take(&mut self.current);
-    }
-}
-
 mod backend_sets;
 #[cfg(test)]
 mod backend_tests;
+mod grpc;
 #[cfg(test)]
 mod grpc_tests;
+mod memo;
+mod node;
 #[cfg(test)]
 mod policy_tests;
 #[cfg(test)]
 pub(crate) mod tests;
+mod zones;
