@@ -48,6 +48,7 @@ mod labels;
 mod mapping;
 pub mod poller;
 mod reconcile;
+mod run;
 
 pub use poller::{
     discover_once, discover_once_with, Observe, Observer, PollCycle, PollReport, Poller,

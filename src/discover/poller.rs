@@ -6,7 +6,7 @@
 //! so a failure is never mistaken for "zero tasks"; a successful poll that finds zero tasks is
 //! real and is published.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,8 +18,10 @@ use crate::inventory::Inventory;
 use crate::settings::{DiscoverSettings, ServiceFilter, SettingsErrors};
 
 use super::assemble::{assemble, Part};
-use super::ecs::{poll_cluster, EcsState};
-use super::events::{local_replica_id, DetailType, EventOutcome, Mode};
+use super::ecs::{map_cluster, poll_cluster, EcsState};
+use super::events::apply::{self, Applied, Context};
+use super::events::decode::{Change, ClusterRef};
+use super::events::{local_replica_id, DetailType, Event, EventOutcome, Mode};
 use super::{cloud_map, DiscoverError};
 
 /// One source of the inventory. Its `Ord` is irrelevant: priority is the settings' order.
@@ -278,20 +280,83 @@ impl Poller {
         true
     }
 
-    /// Runs until `shutdown` completes, publishing to `tx`: polls every `ecs.poll_interval`,
-    /// or, with `[events]` on, applies ECS events as they come and polls every
-    /// `events.reconcile_interval` (see [`crate::discover::events`]).
-    ///
-    /// The channel's initial value is the caller's placeholder: receivers should wait for
-    /// `changed()` before trusting it. A poll in progress is abandoned at shutdown.
-    pub async fn run(
+    pub(crate) fn settings(&self) -> &DiscoverSettings {
+        &self.settings
+    }
+
+    pub(crate) fn aws(&self) -> &Aws {
+        &self.aws
+    }
+
+    pub(crate) fn replica(&self) -> &Arc<str> {
+        &self.replica
+    }
+
+    /// The last inventory published.
+    pub(crate) fn published(&self) -> Option<&Arc<Inventory>> {
+        self.published.as_ref()
+    }
+
+    pub(crate) fn observer(&self) -> Option<&Observer> {
+        self.observer.as_ref()
+    }
+
+    /// Applies `events` in order and re-maps the ECS clusters they changed; returns each
+    /// event's outcome. Publishing is the caller's: [`Poller::complete_inventory`] has the
+    /// result.
+    pub async fn apply_events(&mut self, events: &[&Event]) -> Vec<EventOutcome> {
+        let Poller {
+            settings,
+            filter,
+            aws,
+            ecs,
+            ecs_clusters,
+            parts,
+            ..
+        } = self;
+        let ctx = Context {
+            aws,
+            settings: &settings.ecs,
+            filter,
+        };
+        let mut changed = BTreeSet::new();
+        let mut outcomes = Vec::with_capacity(events.len());
+        for event in events {
+            let watched = change_cluster(&event.change)
+                .and_then(|c| ecs_clusters.iter().find(|name| c.is(name)));
+            let Some(cluster) = watched else {
+                outcomes.push(EventOutcome::Ignored);
+                continue;
+            };
+            let outcome = match apply::apply(&ctx, cluster, &event.change, ecs).await {
+                Ok(Applied::Changed) => {
+                    changed.insert(cluster.clone());
+                    EventOutcome::Applied
+                }
+                Ok(Applied::Unchanged) => EventOutcome::Unchanged,
+                Ok(Applied::Stale) => EventOutcome::Stale,
+                Ok(Applied::Ignored) => EventOutcome::Ignored,
+                Err(e) => {
+                    tracing::warn!(event = %event.id, error = %e, "could not apply an ECS event; SQS will deliver it again");
+                    EventOutcome::Failed
+                }
+            };
+            outcomes.push(outcome);
+        }
+        for cluster in changed {
+            let facts = &ecs.clusters[&cluster];
+            let part = map_cluster(aws.region(), &settings.ecs, filter, &cluster, facts, ecs);
+            parts.insert(SourceId::Ecs(cluster), part);
+        }
+        outcomes
+    }
+
+    /// The loop without events: polls every `ecs.poll_interval` until `shutdown`.
+    pub(super) async fn run_polling(
         mut self,
         tx: watch::Sender<Arc<Inventory>>,
         shutdown: impl Future<Output = ()>,
     ) {
-        if self.settings.events.enabled {
-            return self.run_with_events(tx, shutdown).await;
-        }
         if let Some(observer) = &self.observer {
             observer.mode(Mode::Polling);
         }
@@ -308,6 +373,17 @@ impl Poller {
                 _ = self.poll_and_publish(&tx) => {}
             }
         }
+    }
+}
+
+/// The cluster an event is about.
+fn change_cluster(change: &Change) -> Option<&ClusterRef> {
+    match change {
+        Change::Task { cluster, .. }
+        | Change::Service { cluster, .. }
+        | Change::TaskTags { cluster, .. }
+        | Change::ContainerInstance { cluster, .. } => Some(cluster),
+        Change::Ignored => None,
     }
 }
 

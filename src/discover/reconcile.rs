@@ -5,7 +5,7 @@
 //! long poll's wait time and a margin), the poll runs at once and then every
 //! `ecs.poll_interval`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -16,164 +16,147 @@ use tokio_util::sync::CancellationToken;
 
 use crate::inventory::{Endpoint, Inventory};
 
-use super::ecs::map_cluster;
-use super::events::apply::{self, Applied, Context};
-use super::events::decode::Change;
+use crate::aws::AwsError;
+
 use super::events::source::{self, Batch, Signal};
 use super::events::{Event, EventOutcome, Mode, MAX_RECEIVES};
-use super::poller::{Poller, SourceId};
+use super::poller::Poller;
 
 /// Longest time between two heartbeats of this replica's queue.
 const MAX_HEARTBEAT: Duration = Duration::from_secs(300);
 
-impl Poller {
-    /// Applies `events` in order and re-maps the ECS clusters they changed; returns each
-    /// event's outcome. Publishing is the caller's: [`Poller::complete_inventory`] has the
-    /// result.
-    pub async fn apply_events(&mut self, events: &[&Event]) -> Vec<EventOutcome> {
-        let Poller {
-            settings,
-            filter,
-            aws,
-            ecs,
-            ecs_clusters,
-            parts,
-            ..
-        } = self;
-        let ctx = Context {
-            aws,
-            settings: &settings.ecs,
-            filter,
-        };
-        let mut changed = BTreeSet::new();
-        let mut outcomes = Vec::with_capacity(events.len());
-        for event in events {
-            let watched = change_cluster(&event.change)
-                .and_then(|c| ecs_clusters.iter().find(|name| c.is(name)));
-            let Some(cluster) = watched else {
-                outcomes.push(EventOutcome::Ignored);
-                continue;
-            };
-            let outcome = match apply::apply(&ctx, cluster, &event.change, ecs).await {
-                Ok(Applied::Changed) => {
-                    changed.insert(cluster.clone());
-                    EventOutcome::Applied
+/// The event-driven loop: the poller (the one owner of the facts), and the mode it is in.
+struct EventLoop {
+    poller: Poller,
+    mode: Mode,
+    /// Whether receiving has worked once (for the log).
+    was_up: bool,
+    /// When the next full poll is due.
+    next_poll: Instant,
+}
+
+/// [`Poller::run`] with events: see the module doc.
+pub(super) async fn run(
+    poller: Poller,
+    tx: watch::Sender<Arc<Inventory>>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let (signal_tx, mut signals) = mpsc::channel(1);
+    let stop = CancellationToken::new();
+    let events = poller.settings().events.clone();
+    let heartbeat = (events.orphan_after / 4).min(MAX_HEARTBEAT);
+    let source = tokio::spawn(source::run(
+        poller.aws().clone(),
+        events,
+        poller.replica().clone(),
+        heartbeat,
+        signal_tx,
+        stop.clone(),
+    ));
+    // Polling until the queue says it works.
+    let mut event_loop = EventLoop {
+        poller,
+        mode: Mode::Fallback,
+        was_up: false,
+        next_poll: Instant::now(),
+    };
+    event_loop.observe_mode();
+    let mut source_open = true;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tokio::time::sleep_until(event_loop.next_poll) => {
+                tokio::select! {
+                    _ = &mut shutdown => break,
+                    _ = event_loop.poll(&tx) => {}
                 }
-                Ok(Applied::Unchanged) => EventOutcome::Unchanged,
-                Ok(Applied::Stale) => EventOutcome::Stale,
-                Ok(Applied::Ignored) => EventOutcome::Ignored,
-                Err(e) => {
-                    tracing::warn!(event = %event.id, error = %e, "could not apply an ECS event; SQS will deliver it again");
-                    EventOutcome::Failed
+            }
+            signal = signals.recv(), if source_open => match signal {
+                Some(Signal::Batch(batch)) => event_loop.on_batch(batch, &tx).await,
+                Some(Signal::Up(queue)) => event_loop.up(&queue),
+                Some(Signal::Down(e)) => event_loop.down(&e),
+                None => {
+                    // The source only ends when stopped; should it end otherwise, poll.
+                    source_open = false;
+                    event_loop.mode = Mode::Fallback;
+                    event_loop.observe_mode();
                 }
-            };
-            outcomes.push(outcome);
+            },
         }
-        for cluster in changed {
-            let facts = &ecs.clusters[&cluster];
-            let part = map_cluster(aws.region(), &settings.ecs, filter, &cluster, facts, ecs);
-            parts.insert(SourceId::Ecs(cluster), part);
+    }
+    stop.cancel();
+    let _ = source.await;
+}
+
+impl EventLoop {
+    /// The full poll: a reconcile (what events missed is counted) or a fallback poll.
+    async fn poll(&mut self, tx: &watch::Sender<Arc<Inventory>>) {
+        let reconcile = self.mode == Mode::Events;
+        let before = reconcile
+            .then(|| self.poller.published().cloned())
+            .flatten();
+        self.poller.poll_and_publish(tx).await;
+        if let Some(before) = before {
+            self.count_corrections(&before);
         }
-        outcomes
+        self.next_poll = Instant::now() + self.poll_interval(self.mode);
     }
 
-    /// [`Poller::run`] with events: see the module doc.
-    pub(crate) async fn run_with_events(
-        mut self,
-        tx: watch::Sender<Arc<Inventory>>,
-        shutdown: impl Future<Output = ()>,
-    ) {
-        let (signal_tx, mut signals) = mpsc::channel(1);
-        let stop = CancellationToken::new();
-        let events = self.settings.events.clone();
-        let heartbeat = (events.orphan_after / 4).min(MAX_HEARTBEAT);
-        let source = tokio::spawn(source::run(
-            self.aws.clone(),
-            events,
-            self.replica.clone(),
-            heartbeat,
-            signal_tx,
-            stop.clone(),
-        ));
-        // Polling until the queue says it works.
-        let mut mode = Mode::Fallback;
-        let mut was_up = false;
-        self.observe_mode(mode);
-        let mut next_poll = Instant::now();
-        let mut source_open = true;
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                _ = &mut shutdown => break,
-                _ = tokio::time::sleep_until(next_poll) => {
-                    let before = (mode == Mode::Events).then(|| self.published.clone()).flatten();
-                    tokio::select! {
-                        _ = &mut shutdown => break,
-                        _ = self.poll_and_publish(&tx) => {}
-                    }
-                    if let Some(before) = before {
-                        self.count_corrections(&before);
-                    }
-                    next_poll = Instant::now() + self.poll_interval(mode);
-                }
-                signal = signals.recv(), if source_open => match signal {
-                    Some(Signal::Batch(batch)) => self.on_batch(batch, &tx).await,
-                    Some(Signal::Up(queue)) => {
-                        let every = humantime::format_duration(self.settings.events.reconcile_interval);
-                        match was_up {
-                            false => tracing::info!(%queue, reconcile_every = %every, "event-driven discovery: receiving ECS events"),
-                            true => tracing::info!(%queue, reconcile_every = %every, "receiving ECS events again; back to event-driven discovery"),
-                        }
-                        was_up = true;
-                        mode = Mode::Events;
-                        self.observe_mode(mode);
-                        next_poll = Instant::now() + self.poll_interval(mode);
-                    }
-                    Some(Signal::Down(e)) => {
-                        let every = humantime::format_duration(self.settings.ecs.poll_interval);
-                        match mode {
-                            Mode::Events => tracing::warn!(error = %e, poll_every = %every, "receiving ECS events failed; polling until it works again"),
-                            _ => tracing::warn!(error = %e, poll_every = %every, "cannot receive ECS events; polling until it works"),
-                        }
-                        mode = Mode::Fallback;
-                        self.observe_mode(mode);
-                        // Events may have been missed since the last receive: poll now.
-                        next_poll = Instant::now();
-                    }
-                    None => {
-                        // The source only ends when stopped; should it end otherwise, poll.
-                        source_open = false;
-                        mode = Mode::Fallback;
-                        self.observe_mode(mode);
-                    }
-                },
+    /// Receiving works (the first time, or again).
+    fn up(&mut self, queue: &str) {
+        let every = humantime::format_duration(self.poller.settings().events.reconcile_interval);
+        match self.was_up {
+            false => {
+                tracing::info!(%queue, reconcile_every = %every, "event-driven discovery: receiving ECS events")
+            }
+            true => {
+                tracing::info!(%queue, reconcile_every = %every, "receiving ECS events again; back to event-driven discovery")
             }
         }
-        stop.cancel();
-        let _ = source.await;
+        self.was_up = true;
+        self.mode = Mode::Events;
+        self.observe_mode();
+        self.next_poll = Instant::now() + self.poll_interval(self.mode);
+    }
+
+    /// Receiving failed (an error, or no answer in time): poll until it works again.
+    fn down(&mut self, error: &AwsError) {
+        let every = humantime::format_duration(self.poller.settings().ecs.poll_interval);
+        match self.mode {
+            Mode::Events => {
+                tracing::warn!(%error, poll_every = %every, "receiving ECS events failed; polling until it works again")
+            }
+            _ => {
+                tracing::warn!(%error, poll_every = %every, "cannot receive ECS events; polling until it works")
+            }
+        }
+        self.mode = Mode::Fallback;
+        self.observe_mode();
+        // Events may have been missed since the last receive: poll now.
+        self.next_poll = Instant::now();
     }
 
     fn poll_interval(&self, mode: Mode) -> Duration {
+        let settings = self.poller.settings();
         match mode {
             // Jittered, always earlier: replicas started together do not poll together.
-            Mode::Events => self
-                .settings
-                .events
-                .reconcile_interval
-                .mul_f64(1.0 - fastrand::f64() / 10.0),
-            Mode::Polling | Mode::Fallback => self.settings.ecs.poll_interval,
+            Mode::Events => {
+                (settings.events.reconcile_interval).mul_f64(1.0 - fastrand::f64() / 10.0)
+            }
+            Mode::Polling | Mode::Fallback => settings.ecs.poll_interval,
         }
     }
 
-    fn observe_mode(&self, mode: Mode) {
-        if let Some(observer) = &self.observer {
-            observer.mode(mode);
+    fn observe_mode(&self) {
+        if let Some(observer) = self.poller.observer() {
+            observer.mode(self.mode);
         }
     }
 
     /// After a reconcile poll: what events had missed, counted and logged.
     fn count_corrections(&self, before: &Inventory) {
-        let Some(after) = &self.published else {
+        let Some(after) = self.poller.published() else {
             return;
         };
         let corrections = corrections(before, after);
@@ -183,7 +166,7 @@ impl Poller {
                 "the reconcile poll corrected endpoints that events had missed"
             );
         }
-        if let Some(observer) = &self.observer {
+        if let Some(observer) = self.poller.observer() {
             observer.reconciled(corrections);
         }
     }
@@ -195,9 +178,9 @@ impl Poller {
             .iter()
             .filter_map(|m| m.event.as_ref().ok())
             .collect();
-        let mut outcomes = self.apply_events(&decoded).await.into_iter();
-        let published = match self.complete_inventory() {
-            Some(inventory) => self.publish(tx, inventory),
+        let mut outcomes = self.poller.apply_events(&decoded).await.into_iter();
+        let published = match self.poller.complete_inventory() {
+            Some(inventory) => self.poller.publish(tx, inventory),
             None => false,
         };
         if published {
@@ -215,7 +198,7 @@ impl Poller {
                     let outcome = outcomes.next().expect("one outcome per event");
                     if let (EventOutcome::Applied, Some(time)) = (outcome, event.time) {
                         let lag = now.duration_since(time).unwrap_or_default();
-                        if let Some(observer) = &self.observer {
+                        if let Some(observer) = self.poller.observer() {
                             observer.event_lag(lag);
                         }
                     }
@@ -227,22 +210,11 @@ impl Poller {
                 tracing::warn!(message = %message.id, deliveries = message.receive_count, "dropping an ECS event that failed to apply on every delivery; the next reconcile covers it");
             }
             flags.push(!keep);
-            if let Some(observer) = &self.observer {
+            if let Some(observer) = self.poller.observer() {
                 observer.event(detail_type, outcome);
             }
         }
         let _ = batch.done.send(flags);
-    }
-}
-
-/// The cluster an event is about.
-fn change_cluster(change: &Change) -> Option<&super::events::decode::ClusterRef> {
-    match change {
-        Change::Task { cluster, .. }
-        | Change::Service { cluster, .. }
-        | Change::TaskTags { cluster, .. }
-        | Change::ContainerInstance { cluster, .. } => Some(cluster),
-        Change::Ignored => None,
     }
 }
 
