@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use crate::daemon::{DaemonError, Loaded};
 use crate::discover::DiscoverError;
 use crate::inventory::InventoryFileError;
+use crate::problem::Problems;
 use crate::settings::{Settings, SettingsError};
-use crate::synthesize::templates::TemplateErrors;
 
 mod discover;
 mod render;
@@ -36,7 +36,7 @@ pub enum CommandError {
     Templates {
         dir: PathBuf,
         #[source]
-        source: TemplateErrors,
+        source: Problems,
     },
     /// A saved inventory given with `--inventory`.
     #[error(transparent)]

@@ -33,10 +33,11 @@ use crate::aws::{Aws, AwsError, CallCounter};
 use crate::cache::Cache;
 use crate::discover::{DiscoverError, Poller};
 use crate::inventory::Inventory;
+use crate::problem::Problems;
 use crate::push::{ObjectStore, PushCommand, Pushes, Refresher, StoreError};
 use crate::serve::XdsServer;
 use crate::settings::{PushStore, Settings};
-use crate::synthesize::templates::{TemplateErrors, Templates};
+use crate::synthesize::templates::Templates;
 use crate::synthesize::Synthesizer;
 pub use supervise::Stage;
 use supervise::Stages;
@@ -80,7 +81,7 @@ pub struct Loaded {
 
 /// The templates of `dir`. With the REST push API on, there may be none: node types can come
 /// from pushes alone, as they did in sxds.
-pub fn load_templates(settings: &Settings, dir: &Path) -> Result<Templates, TemplateErrors> {
+pub fn load_templates(settings: &Settings, dir: &Path) -> Result<Templates, Problems> {
     match settings.push.enabled {
         true => Templates::load_dir_allow_empty(dir),
         false => Templates::load_dir(dir),

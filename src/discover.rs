@@ -55,7 +55,7 @@ pub use poller::{
 };
 
 use crate::aws::AwsError;
-use crate::settings::SettingsErrors;
+use crate::problem::Problems;
 
 /// Why discovery (or one source of it) failed. Each variant says which step, so the user can act.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,5 +68,5 @@ pub enum DiscoverError {
     #[error("{target} not found: {message}")]
     NotFound { target: String, message: String },
     #[error("invalid discover settings:\n{0}")]
-    Settings(#[from] SettingsErrors),
+    Settings(#[from] Problems),
 }

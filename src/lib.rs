@@ -29,6 +29,7 @@ pub mod discover;
 pub mod envoy_json;
 pub mod http_listener;
 pub mod inventory;
+pub mod problem;
 pub mod push;
 pub mod serve;
 pub mod settings;

@@ -29,13 +29,12 @@ pub mod objects;
 pub mod shared;
 pub mod store;
 
-use std::fmt;
-
 use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
 use crate::envoy_json::{check_names, resources, FieldError, FieldPath};
+use crate::problem::{Problem, Problems};
 use crate::snapshot::InconsistentSnapshot;
 pub use crate::synthesize::{Counts, PushedResources};
 
@@ -44,50 +43,14 @@ pub use objects::{Condition, Object, ObjectError, ObjectStore, Pending, Written}
 pub use shared::Refresher;
 pub use store::{PersistedStore, StoreError, Stored};
 
-/// One problem in a pushed body, at a field path like `listeners[0].address.socket_address.port_value`
-/// ("" for the whole body).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Problem {
-    pub path: String,
-    #[serde(rename = "error")]
-    pub message: String,
-}
-
-/// Every problem found in a pushed body (at least one).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct PushError(pub Vec<Problem>);
-
-impl fmt::Display for PushError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, p) in self.0.iter().enumerate() {
-            let sep = if i > 0 { "; " } else { "" };
-            match p.path.as_str() {
-                "" => write!(f, "{sep}{}", p.message)?,
-                path => write!(f, "{sep}{path}: {}", p.message)?,
-            }
-        }
-        Ok(())
-    }
-}
-
-impl PushError {
-    fn one(path: &str, message: impl Into<String>) -> Self {
-        PushError(vec![Problem {
-            path: path.to_owned(),
-            message: message.into(),
-        }])
-    }
-}
-
 const SECTIONS: &[&str] = &["version", "listeners", "clusters", "endpoints", "routes"];
 
 /// Parses and validates a pushed body, reporting every problem at once.
-pub fn parse(body: &[u8]) -> Result<PushedResources, PushError> {
-    let json: Value = serde_json::from_slice(body)
-        .map_err(|e| PushError::one("", format!("invalid JSON: {e}")))?;
+pub fn parse(body: &[u8]) -> Result<PushedResources, Problems> {
+    let json: Value =
+        serde_json::from_slice(body).map_err(|e| one_problem(format!("invalid JSON: {e}")))?;
     let Value::Object(root) = json else {
-        return Err(PushError::one(
-            "",
+        return Err(one_problem(
             "expected a JSON object {\"version\", \"listeners\", \"clusters\", \"endpoints\", \"routes\"}",
         ));
     };
@@ -145,15 +108,15 @@ pub fn parse(body: &[u8]) -> Result<PushedResources, PushError> {
     if errors.is_empty() {
         return Ok(pushed);
     }
-    Err(PushError(
-        errors
-            .into_iter()
-            .map(|e| Problem {
-                path: e.path.to_string(),
-                message: e.message,
-            })
-            .collect(),
-    ))
+    let problems = errors
+        .into_iter()
+        .map(|e| Problem::at(e.path.to_string(), e.message));
+    Err(Problems(problems.collect()))
+}
+
+/// A problem of the whole body.
+fn one_problem(message: impl Into<String>) -> Problems {
+    Problems(vec![Problem::at("", message)])
 }
 
 /// A node type name is also its file name in the state directory, so it is limited to

@@ -11,13 +11,12 @@ use serde::Deserialize;
 
 use crate::cache::{NodeTypeResolver, NodeTypeSource};
 use crate::http_listener::Limits;
+use crate::problem::{Problem, Problems};
 
 mod discover;
 
 pub(crate) use discover::{render_template, ServiceFilter};
-pub use discover::{
-    AwsSettings, CloudMapSettings, DiscoverSettings, EcsSettings, EventsSettings, SettingsErrors,
-};
+pub use discover::{AwsSettings, CloudMapSettings, DiscoverSettings, EcsSettings, EventsSettings};
 
 /// Everything in the settings file.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -219,11 +218,8 @@ pub enum SettingsError {
     },
     #[error("settings file {path}: {message}")]
     Parse { path: PathBuf, message: String },
-    #[error("settings file {path} has {} problem(s):\n  {}", problems.len(), problems.join("\n  "))]
-    Invalid {
-        path: PathBuf,
-        problems: Vec<String>,
-    },
+    #[error("settings file {path} has {} problem(s):\n  {}", problems.0.len(), problems.lines("\n  "))]
+    Invalid { path: PathBuf, problems: Problems },
 }
 
 impl Settings {
@@ -242,38 +238,41 @@ impl Settings {
             path: path.to_owned(),
             message: e.to_string().trim_end().to_owned(),
         })?;
-        let mut problems = Vec::new();
+        let mut problems = Problems::default();
         if let Err(errors) = settings.discover().validate() {
-            problems.extend(errors.0);
+            problems.0.extend(errors.0);
         }
         if let NodeTypeSource::Metadata { key } = &settings.xds.node_type {
             if key.is_empty() {
-                problems.push("xds.node_type.key: empty metadata key".to_owned());
+                problems.push(Problem::at("xds.node_type.key", "empty metadata key"));
             }
         }
         if settings.xds.fallback_node_type.as_deref() == Some("") {
-            problems.push("xds.fallback_node_type: empty node type".to_owned());
+            problems.push(Problem::at("xds.fallback_node_type", "empty node type"));
         }
         if settings.push.max_body_bytes == 0 {
-            problems.push("push.max_body_bytes: must be greater than 0".to_owned());
+            problems.push(Problem::at("push.max_body_bytes", "must be greater than 0"));
         }
         if settings.push.state_dir.as_os_str().is_empty() {
-            problems.push("push.state_dir: empty path".to_owned());
+            problems.push(Problem::at("push.state_dir", "empty path"));
         }
         if let Some(PushStore::S3 { bucket, .. }) = &settings.push.store {
             if bucket.is_empty() {
-                problems.push("push.store.s3.bucket: empty bucket name".to_owned());
+                problems.push(Problem::at("push.store.s3.bucket", "empty bucket name"));
             }
         }
         if settings.push.refresh_interval.is_zero() {
-            problems.push("push.refresh_interval: must be greater than 0".to_owned());
+            problems.push(Problem::at(
+                "push.refresh_interval",
+                "must be greater than 0",
+            ));
         }
         for (key, value) in [
             ("xds.max_connections", settings.xds.max_connections),
             ("admin.max_connections", settings.admin.max_connections),
         ] {
             if value == 0 {
-                problems.push(format!("{key}: must be greater than 0"));
+                problems.push(Problem::at(key, "must be greater than 0"));
             }
         }
         for (key, value) in [
@@ -284,7 +283,7 @@ impl Settings {
             ),
         ] {
             if value.is_zero() {
-                problems.push(format!("{key}: must be longer than 0s"));
+                problems.push(Problem::at(key, "must be longer than 0s"));
             }
         }
         if problems.is_empty() {
@@ -472,8 +471,8 @@ mod tests {
         let SettingsError::Invalid { problems, .. } = &err else {
             panic!("{err}")
         };
-        assert_eq!(problems.len(), 3, "{problems:?}");
-        let all = problems.join("\n");
+        assert_eq!(problems.0.len(), 3, "{problems:?}");
+        let all = problems.to_string();
         for path in [
             "xds.fallback_node_type",
             "ecs.poll_interval",

@@ -39,7 +39,7 @@ pub mod templates;
 
 pub use pushed::{Counts, PushedResources};
 pub use synthesizer::{synthesize, BackendSet, BackendSets, Finding, Synthesis, Synthesizer};
-pub use templates::{NodeTemplate, TemplateError, TemplateErrors, Templates};
+pub use templates::{NodeTemplate, Templates};
 
 use envoy_types::pb::envoy::config::core::v3::{
     config_source::ConfigSourceSpecifier, AggregatedConfigSource, ApiVersion, ConfigSource,

@@ -12,9 +12,9 @@ use tokio_util::sync::CancellationToken;
 use super::load_templates;
 use crate::admin::ReloadFailure;
 use crate::inventory::Inventory;
+use crate::problem::Problems;
 use crate::settings::{Settings, SettingsError};
 use crate::snapshot::InconsistentSnapshot;
-use crate::synthesize::templates::TemplateErrors;
 use crate::synthesize::{Synthesis, Synthesizer};
 
 /// Why a reload kept the running templates.
@@ -26,7 +26,7 @@ pub(super) enum ReloadError {
     Templates {
         dir: PathBuf,
         #[source]
-        source: TemplateErrors,
+        source: Problems,
     },
     #[error(
         "template reload refused; keeping the running templates: node type {node_type}: {source}"

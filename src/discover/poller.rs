@@ -15,7 +15,8 @@ use tokio::sync::watch;
 
 use crate::aws::Aws;
 use crate::inventory::Inventory;
-use crate::settings::{DiscoverSettings, ServiceFilter, SettingsErrors};
+use crate::problem::{Problem, Problems};
+use crate::settings::{DiscoverSettings, ServiceFilter};
 
 use super::assemble::{assemble, Part};
 use super::ecs::{map_cluster, poll_cluster, EcsState};
@@ -99,9 +100,8 @@ impl Poller {
     pub fn new(settings: DiscoverSettings, aws: Aws) -> Result<Self, DiscoverError> {
         settings.validate()?;
         if settings.events.enabled && !aws.has_event_clients() {
-            return Err(DiscoverError::Settings(SettingsErrors(vec![
-                "events.enabled: these AWS clients have no SQS/SNS client".to_owned(),
-            ])));
+            let problem = Problem::at("events.enabled", "these AWS clients have no SQS/SNS client");
+            return Err(DiscoverError::Settings(Problems(vec![problem])));
         }
         let auto = settings.ecs.auto_discover_clusters;
         Ok(Self {

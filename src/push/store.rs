@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{check_node_type, parse, PushError, PushedResources};
+use super::{check_node_type, parse, PushedResources};
+use crate::problem::Problems;
 
 /// The persisted pushes, by node type.
 #[derive(Debug)]
@@ -64,7 +65,7 @@ pub enum StoreError {
     Corrupt {
         file: PathBuf,
         #[source]
-        source: PushError,
+        source: Problems,
     },
     #[error("push state file {file}: {message}")]
     BadName { file: PathBuf, message: String },

@@ -9,6 +9,8 @@ use std::time::Duration;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
 
+use crate::problem::{Problem, Problems};
+
 /// Everything the discover stage reads from the daemon settings: the `[aws]`, `[ecs]`,
 /// `[cloud_map]` and `[events]` sections of the settings file, which `Settings::discover`
 /// gathers here.
@@ -154,11 +156,12 @@ impl Default for EventsSettings {
 const MAX_QUEUE_PREFIX: usize = 40;
 
 impl EventsSettings {
-    fn validate(&self, errors: &mut Vec<String>) {
+    fn validate(&self, errors: &mut Problems) {
         if let Some(url) = &self.endpoint_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                errors.push(format!(
-                    "events.endpoint_url: `{url}` is not an http(s) URL"
+                errors.push(Problem::at(
+                    "events.endpoint_url",
+                    format!("`{url}` is not an http(s) URL"),
                 ));
             }
         }
@@ -166,79 +169,101 @@ impl EventsSettings {
             return;
         }
         match (&self.queue_url, &self.topic_arn) {
-            (None, None) => errors.push(
-                "events.enabled: needs events.queue_url (a queue the EventBridge rule targets) or events.topic_arn (an SNS topic it targets)".to_owned(),
-            ),
-            (Some(_), Some(_)) => errors.push(
-                "events.queue_url: give either queue_url or topic_arn, not both".to_owned(),
-            ),
+            (None, None) => errors.push(Problem::at(
+                "events.enabled",
+                "needs events.queue_url (a queue the EventBridge rule targets) or events.topic_arn (an SNS topic it targets)",
+            )),
+            (Some(_), Some(_)) => errors.push(Problem::at(
+                "events.queue_url",
+                "give either queue_url or topic_arn, not both",
+            )),
             (Some(url), None) if !(url.starts_with("http://") || url.starts_with("https://")) => {
-                errors.push(format!("events.queue_url: `{url}` is not an SQS queue URL"))
+                errors.push(Problem::at("events.queue_url", format!("`{url}` is not an SQS queue URL")))
             }
             (None, Some(arn)) if !arn.starts_with("arn:") || !arn.contains(":sns:") => {
-                errors.push(format!("events.topic_arn: `{arn}` is not an SNS topic ARN"))
+                errors.push(Problem::at("events.topic_arn", format!("`{arn}` is not an SNS topic ARN")))
             }
             _ => {}
         }
         let prefix = &self.queue_prefix;
         let allowed = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
         if prefix.is_empty() || prefix.len() > MAX_QUEUE_PREFIX || !prefix.chars().all(allowed) {
-            errors.push(format!(
-                "events.queue_prefix: `{prefix}` must be 1 to {MAX_QUEUE_PREFIX} of A-Z a-z 0-9 - _"
+            errors.push(Problem::at(
+                "events.queue_prefix",
+                format!("`{prefix}` must be 1 to {MAX_QUEUE_PREFIX} of A-Z a-z 0-9 - _"),
             ));
         }
         if self.reconcile_interval < Duration::from_secs(1) {
-            errors.push(format!(
-                "events.reconcile_interval: {} is below the 1s minimum",
-                humantime::format_duration(self.reconcile_interval)
+            errors.push(Problem::at(
+                "events.reconcile_interval",
+                format!(
+                    "{} is below the 1s minimum",
+                    humantime::format_duration(self.reconcile_interval)
+                ),
             ));
         }
         if !(Duration::from_secs(1)..=Duration::from_secs(20)).contains(&self.wait_time)
             || self.wait_time.subsec_nanos() != 0
         {
-            errors.push(format!(
-                "events.wait_time: {} is not a whole number of seconds from 1s to 20s",
-                humantime::format_duration(self.wait_time)
+            errors.push(Problem::at(
+                "events.wait_time",
+                format!(
+                    "{} is not a whole number of seconds from 1s to 20s",
+                    humantime::format_duration(self.wait_time)
+                ),
             ));
         }
         if self.orphan_after < Duration::from_secs(120) {
-            errors.push(format!(
-                "events.orphan_after: {} is below the 2m minimum",
-                humantime::format_duration(self.orphan_after)
+            errors.push(Problem::at(
+                "events.orphan_after",
+                format!(
+                    "{} is below the 2m minimum",
+                    humantime::format_duration(self.orphan_after)
+                ),
             ));
         }
     }
 }
 
-/// Every problem found in the discover settings, one per line, each with its key path.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}", .0.join("\n"))]
-pub struct SettingsErrors(pub Vec<String>);
-
 impl DiscoverSettings {
     /// Checks values serde cannot: globs, templates, the interval, the source list.
-    pub fn validate(&self) -> Result<(), SettingsErrors> {
-        let mut errors = Vec::new();
+    pub fn validate(&self) -> Result<(), Problems> {
+        let mut errors = Problems::default();
         let ecs = &self.ecs;
         if let Some(url) = &self.aws.endpoint_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                errors.push(format!("aws.endpoint_url: `{url}` is not an http(s) URL"));
+                errors.push(Problem::at(
+                    "aws.endpoint_url",
+                    format!("`{url}` is not an http(s) URL"),
+                ));
             }
         }
         if ecs.auto_discover_clusters && !ecs.clusters.is_empty() {
-            errors.push("ecs.clusters: give either a list of clusters or auto_discover_clusters = true, not both".to_owned());
+            errors.push(Problem::at(
+                "ecs.clusters",
+                "give either a list of clusters or auto_discover_clusters = true, not both",
+            ));
         }
         for (i, name) in ecs.clusters.iter().enumerate() {
             if name.trim().is_empty() {
-                errors.push(format!("ecs.clusters[{i}]: empty cluster name"));
+                errors.push(Problem::at(
+                    format!("ecs.clusters[{i}]"),
+                    "empty cluster name",
+                ));
             } else if ecs.clusters[..i].contains(name) {
-                errors.push(format!("ecs.clusters[{i}]: `{name}` is listed twice"));
+                errors.push(Problem::at(
+                    format!("ecs.clusters[{i}]"),
+                    format!("`{name}` is listed twice"),
+                ));
             }
         }
         if ecs.poll_interval < Duration::from_secs(1) {
-            errors.push(format!(
-                "ecs.poll_interval: {} is below the 1s minimum",
-                humantime::format_duration(ecs.poll_interval)
+            errors.push(Problem::at(
+                "ecs.poll_interval",
+                format!(
+                    "{} is below the 1s minimum",
+                    humantime::format_duration(ecs.poll_interval)
+                ),
             ));
         }
         for (key, globs) in [
@@ -247,15 +272,15 @@ impl DiscoverSettings {
         ] {
             for (i, glob) in globs.iter().enumerate() {
                 if let Err(e) = Glob::new(glob) {
-                    errors.push(format!(
-                        "ecs.{key}[{i}]: invalid glob `{glob}`: {}",
-                        e.kind()
+                    errors.push(Problem::at(
+                        format!("ecs.{key}[{i}]"),
+                        format!("invalid glob `{glob}`: {}", e.kind()),
                     ));
                 }
             }
         }
         if ecs.label_prefix.is_empty() {
-            errors.push("ecs.label_prefix: must not be empty".to_owned());
+            errors.push(Problem::at("ecs.label_prefix", "must not be empty"));
         }
         check_template(
             &mut errors,
@@ -273,17 +298,19 @@ impl DiscoverSettings {
         );
         for (i, ns) in self.cloud_map.namespaces.iter().enumerate() {
             if ns.trim().is_empty() {
-                errors.push(format!("cloud_map.namespaces[{i}]: empty namespace name"));
+                errors.push(Problem::at(
+                    format!("cloud_map.namespaces[{i}]"),
+                    "empty namespace name",
+                ));
             } else if self.cloud_map.namespaces[..i].contains(ns) {
-                errors.push(format!("cloud_map.namespaces[{i}]: `{ns}` is listed twice"));
+                errors.push(Problem::at(
+                    format!("cloud_map.namespaces[{i}]"),
+                    format!("`{ns}` is listed twice"),
+                ));
             }
         }
         self.events.validate(&mut errors);
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(SettingsErrors(errors))
-        }
+        errors.into_result()
     }
 }
 
@@ -331,27 +358,33 @@ fn glob_set(globs: &[String]) -> Option<GlobSet> {
 /// Checks that `template` only uses `allowed` variables and uses every `required` one (a
 /// template without `{port_name}` would give every port of a service the same name).
 fn check_template(
-    errors: &mut Vec<String>,
+    errors: &mut Problems,
     key: &str,
     template: &str,
     allowed: &[&str],
     required: &[&str],
 ) {
     match template_variables(template) {
-        Err(e) => errors.push(format!("{key}: {e} in `{template}`")),
+        Err(e) => errors.push(Problem::at(key, format!("{e} in `{template}`"))),
         Ok(vars) => {
             for var in vars.iter().filter(|v| !allowed.contains(&v.as_str())) {
-                errors.push(format!(
-                    "{key}: unknown variable `{{{var}}}` in `{template}` (known: {})",
-                    allowed
-                        .iter()
-                        .map(|a| format!("{{{a}}}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                errors.push(Problem::at(
+                    key,
+                    format!(
+                        "unknown variable `{{{var}}}` in `{template}` (known: {})",
+                        allowed
+                            .iter()
+                            .map(|a| format!("{{{a}}}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
                 ));
             }
             for var in required.iter().filter(|r| !vars.iter().any(|v| v == *r)) {
-                errors.push(format!("{key}: `{template}` must contain `{{{var}}}`"));
+                errors.push(Problem::at(
+                    key,
+                    format!("`{template}` must contain `{{{var}}}`"),
+                ));
             }
         }
     }
@@ -469,7 +502,7 @@ mod tests {
         ];
         for prefix in expected_prefixes {
             assert!(
-                errors.iter().any(|e| e.starts_with(prefix)),
+                errors.iter().any(|e| e.to_string().starts_with(prefix)),
                 "no error starting with {prefix:?} in {errors:#?}"
             );
         }
@@ -507,7 +540,7 @@ mod tests {
                 .unwrap_err()
                 .0;
             assert_eq!(errors.len(), 1, "{errors:?}");
-            assert!(errors[0].starts_with(error), "{errors:?}");
+            assert!(errors[0].to_string().starts_with(error), "{errors:?}");
         }
     }
 
@@ -534,10 +567,7 @@ mod tests {
             "events.wait_time",
             "events.orphan_after",
         ] {
-            assert!(
-                errors.iter().any(|e| e.starts_with(key)),
-                "{key} in {errors:#?}"
-            );
+            assert!(errors.iter().any(|e| e.path == key), "{key} in {errors:#?}");
         }
         assert_eq!(errors.len(), 5, "{errors:#?}");
     }

@@ -32,7 +32,6 @@ mod on_demand;
 pub(crate) mod toml_json;
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
@@ -45,6 +44,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::envoy_json::{self, check_names, resources, FieldError, FieldPath};
+use crate::problem::{Problem, Problems};
 use crate::snapshot::{InconsistentSnapshot, Snapshot};
 use toml_json::Located;
 
@@ -133,65 +133,23 @@ pub struct GeneratedRoutes {
     pub ports: Vec<u16>,
 }
 
-/// One problem in a template file.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}", self.render())]
-pub struct TemplateError {
-    pub file: PathBuf,
-    /// 1-based, where known.
-    pub line: Option<usize>,
-    /// Field path, e.g. `listeners[0].filter_chains[0].filters[0].typed_config`; empty for the
-    /// whole file.
-    pub path: String,
-    pub message: String,
-}
-
-impl TemplateError {
-    fn render(&self) -> String {
-        let mut out = self.file.display().to_string();
-        if let Some(line) = self.line {
-            out += &format!(":{line}");
-        }
-        if !self.path.is_empty() {
-            out += &format!(": {}", self.path);
-        }
-        out + ": " + &self.message
-    }
-}
-
-/// Every problem found in a set of template files.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct TemplateErrors(pub Vec<TemplateError>);
-
-impl fmt::Display for TemplateErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
-    }
-}
-
 impl Templates {
     /// Loads every `*.toml` file of `dir`; the file stem is the node type. A directory with no
     /// templates is an error: nothing would be served.
-    pub fn load_dir(dir: &Path) -> Result<Templates, TemplateErrors> {
+    pub fn load_dir(dir: &Path) -> Result<Templates, Problems> {
         Self::read_dir(dir, false)
     }
 
     /// Like [`Templates::load_dir`], but a directory with no templates gives no node types.
     /// For the REST push API, where node types can come from pushes alone, as in sxds.
-    pub fn load_dir_allow_empty(dir: &Path) -> Result<Templates, TemplateErrors> {
+    pub fn load_dir_allow_empty(dir: &Path) -> Result<Templates, Problems> {
         Self::read_dir(dir, true)
     }
 
-    fn read_dir(dir: &Path, allow_empty: bool) -> Result<Templates, TemplateErrors> {
+    fn read_dir(dir: &Path, allow_empty: bool) -> Result<Templates, Problems> {
         let io_error = |file: &Path, e: std::io::Error| {
-            TemplateErrors(vec![TemplateError {
-                file: file.to_owned(),
+            Problems(vec![Problem {
+                file: Some(file.to_owned()),
                 line: None,
                 path: String::new(),
                 message: e.to_string(),
@@ -224,10 +182,10 @@ impl Templates {
         let parsed = Templates::parse(texts.iter().map(|(f, t)| (f.as_path(), t.as_str())));
         match parsed {
             Ok(templates) if errors.is_empty() => Ok(templates),
-            Ok(_) => Err(TemplateErrors(errors)),
+            Ok(_) => Err(Problems(errors)),
             Err(more) => {
                 errors.extend(more.0);
-                Err(TemplateErrors(errors))
+                Err(Problems(errors))
             }
         }
     }
@@ -235,7 +193,7 @@ impl Templates {
     /// Parses template files given as (path, text); the file stem is the node type.
     pub fn parse<'a>(
         files: impl IntoIterator<Item = (&'a Path, &'a str)>,
-    ) -> Result<Templates, TemplateErrors> {
+    ) -> Result<Templates, Problems> {
         let mut node_types = BTreeMap::new();
         let mut errors = Vec::new();
         for (file, text) in files {
@@ -246,8 +204,8 @@ impl Templates {
             match NodeTemplate::parse(file, text) {
                 Ok(template) => {
                     if let Some(earlier) = node_types.insert(node_type.clone(), template) {
-                        errors.push(TemplateError {
-                            file: file.to_owned(),
+                        errors.push(Problem {
+                            file: Some(file.to_owned()),
                             line: None,
                             path: String::new(),
                             message: format!(
@@ -263,7 +221,7 @@ impl Templates {
         if errors.is_empty() {
             Ok(Templates { node_types })
         } else {
-            Err(TemplateErrors(errors))
+            Err(Problems(errors))
         }
     }
 
@@ -346,17 +304,17 @@ fn everything() -> Vec<String> {
 
 impl NodeTemplate {
     /// Parses one template file. Every problem is reported, each with its line and field path.
-    pub fn parse(file: &Path, text: &str) -> Result<NodeTemplate, Vec<TemplateError>> {
+    pub fn parse(file: &Path, text: &str) -> Result<NodeTemplate, Vec<Problem>> {
         let located = Located::parse(text).map_err(|e| {
-            vec![TemplateError {
-                file: file.to_owned(),
+            vec![Problem {
+                file: Some(file.to_owned()),
                 line: e.line,
                 path: String::new(),
                 message: format!("invalid TOML: {}", e.message),
             }]
         })?;
-        let to_template_error = |e: FieldError| TemplateError {
-            file: file.to_owned(),
+        let to_problem = |e: FieldError| Problem {
+            file: Some(file.to_owned()),
             line: located.line(&e.path),
             path: e.path.to_string(),
             message: e.message,
@@ -423,7 +381,7 @@ impl NodeTemplate {
             template.route_clusters.dedup();
             Ok(template)
         } else {
-            let mut errors: Vec<_> = errors.into_iter().map(to_template_error).collect();
+            let mut errors: Vec<_> = errors.into_iter().map(to_problem).collect();
             errors.sort_by_key(|e| e.line);
             Err(errors)
         }

@@ -6,7 +6,7 @@ use prost::Message;
 
 use super::*;
 
-fn parse(text: &str) -> Result<NodeTemplate, Vec<TemplateError>> {
+fn parse(text: &str) -> Result<NodeTemplate, Vec<Problem>> {
     NodeTemplate::parse(Path::new("t/sidecar.toml"), text)
 }
 
