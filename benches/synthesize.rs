@@ -279,7 +279,7 @@ fn bench_case(
 
     let cold = Synthesizer::new(templates.clone()).synthesize(&base);
     assert_eq!(cold.snapshots.len(), 3);
-    assert!(cold.findings.is_empty(), "{:?}", cold.findings);
+    assert!(cold.warnings.is_empty(), "{:?}", cold.warnings);
     eprintln!(
         "inventory: {} services, {} tasks; cold synthesis encodes {} resources, reuses {}",
         base.clusters.len(),

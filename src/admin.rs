@@ -35,7 +35,7 @@ pub mod push;
 pub mod stats;
 
 pub use metrics::Metrics;
-pub use stats::{DaemonStats, ReloadFailure};
+pub use stats::{DaemonStats, ReloadErrorKind};
 
 /// What the admin views read. Cheap to clone: handles all the way down.
 #[derive(Clone)]

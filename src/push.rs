@@ -41,7 +41,7 @@ pub use crate::synthesize::{Counts, PushedResources};
 pub use apply::Pushes;
 pub use objects::{Condition, Object, ObjectError, ObjectStore, Pending, Written};
 pub use shared::Refresher;
-pub use store::{PersistedStore, StoreError, Stored};
+pub use store::{DirStore, StoreError, Stored};
 
 const SECTIONS: &[&str] = &["version", "listeners", "clusters", "endpoints", "routes"];
 

@@ -18,8 +18,8 @@
 //! let templates = Templates::load_dir("config/templates".as_ref())?; // every error at once
 //! let mut synthesizer = Synthesizer::new(templates);
 //! let synthesis = synthesizer.synthesize(inventory); // again for each new inventory
-//! for finding in &synthesis.findings {
-//!     eprintln!("warning: {finding}");
+//! for warning in &synthesis.warnings {
+//!     eprintln!("warning: {warning}");
 //! }
 //! for (node_type, snapshot) in synthesis.snapshots {
 //!     // cache.publish(&node_type, snapshot)
@@ -38,7 +38,7 @@ pub(crate) mod synthesizer;
 pub mod templates;
 
 pub use pushed::{Counts, PushedResources};
-pub use synthesizer::{synthesize, BackendSet, BackendSets, Finding, Synthesis, Synthesizer};
+pub use synthesizer::{synthesize, BackendSet, BackendSets, Synthesis, Synthesizer, Warning};
 pub use templates::{NodeTemplate, Templates};
 
 use envoy_types::pb::envoy::config::core::v3::{

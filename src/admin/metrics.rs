@@ -18,7 +18,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
-use super::stats::{DaemonStats, ReloadFailure};
+use super::stats::{DaemonStats, ReloadErrorKind};
 use crate::cache::Cache;
 use crate::discover::events::{DetailType, EventOutcome, Mode};
 use crate::discover::{Observe, Observer, PollCycle};
@@ -320,7 +320,7 @@ impl LiveState {
             "template_reloads",
             "Template/settings reloads, by outcome and, for a failed one (which keeps the running config), its reason",
             std::iter::once((vec![("outcome", "ok")], count(stats.reloads_ok()))).chain(
-                ReloadFailure::ALL.into_iter().map(|reason| {
+                ReloadErrorKind::ALL.into_iter().map(|reason| {
                     (
                         vec![("outcome", "failed"), ("reason", reason.as_str())],
                         count(stats.reloads_failed(reason)),
@@ -434,9 +434,9 @@ mod tests {
         calls.record("DescribeTasks", Outcome::Ok);
         calls.record("DescribeTasks", Outcome::Throttled);
         let stats = Arc::new(DaemonStats::default());
-        stats.reload_failed(ReloadFailure::Inconsistent);
-        stats.reload_failed(ReloadFailure::Inconsistent);
-        stats.reload_failed(ReloadFailure::Settings);
+        stats.reload_failed(ReloadErrorKind::Inconsistent);
+        stats.reload_failed(ReloadErrorKind::Inconsistent);
+        stats.reload_failed(ReloadErrorKind::Settings);
         let xds = Arc::new(ConnectionStats::default());
         let (_tx, inventory) = watch::channel(Arc::new(Inventory::default()));
         let metrics = Metrics::new(LiveState {

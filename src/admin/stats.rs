@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 /// Why a reload was refused (the `reason` label of `template_reloads_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReloadFailure {
+pub enum ReloadErrorKind {
     /// The settings file does not load.
     Settings,
     /// A template does not load.
@@ -16,18 +16,18 @@ pub enum ReloadFailure {
     Inconsistent,
 }
 
-impl ReloadFailure {
-    pub const ALL: [ReloadFailure; 3] = [
-        ReloadFailure::Settings,
-        ReloadFailure::Templates,
-        ReloadFailure::Inconsistent,
+impl ReloadErrorKind {
+    pub const ALL: [ReloadErrorKind; 3] = [
+        ReloadErrorKind::Settings,
+        ReloadErrorKind::Templates,
+        ReloadErrorKind::Inconsistent,
     ];
 
     pub fn as_str(self) -> &'static str {
         match self {
-            ReloadFailure::Settings => "settings",
-            ReloadFailure::Templates => "templates",
-            ReloadFailure::Inconsistent => "inconsistent",
+            ReloadErrorKind::Settings => "settings",
+            ReloadErrorKind::Templates => "templates",
+            ReloadErrorKind::Inconsistent => "inconsistent",
         }
     }
 }
@@ -36,7 +36,7 @@ impl ReloadFailure {
 #[derive(Debug, Default)]
 pub struct DaemonStats {
     reloads_ok: AtomicU64,
-    reloads_failed: [AtomicU64; ReloadFailure::ALL.len()],
+    reloads_failed: [AtomicU64; ReloadErrorKind::ALL.len()],
     syntheses: AtomicU64,
     /// Set once the first complete inventory has been synthesized and published. Templates
     /// were valid at start (the daemon does not start otherwise) and a failed reload keeps the
@@ -50,7 +50,7 @@ impl DaemonStats {
     pub fn reload_ok(&self) {
         self.reloads_ok.fetch_add(1, Ordering::Relaxed);
     }
-    pub fn reload_failed(&self, reason: ReloadFailure) {
+    pub fn reload_failed(&self, reason: ReloadErrorKind) {
         self.reloads_failed[reason as usize].fetch_add(1, Ordering::Relaxed);
     }
     pub fn synthesized(&self) {
@@ -71,7 +71,7 @@ impl DaemonStats {
     pub fn reloads_ok(&self) -> u64 {
         self.reloads_ok.load(Ordering::Relaxed)
     }
-    pub fn reloads_failed(&self, reason: ReloadFailure) -> u64 {
+    pub fn reloads_failed(&self, reason: ReloadErrorKind) -> u64 {
         self.reloads_failed[reason as usize].load(Ordering::Relaxed)
     }
     pub fn syntheses(&self) -> u64 {

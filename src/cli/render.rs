@@ -27,8 +27,8 @@ pub async fn render(
     };
     let templates = &loaded.templates;
     let synthesis = crate::synthesize::synthesize(&inventory, templates);
-    for finding in &synthesis.findings {
-        eprintln!("warning: {finding}");
+    for warning in &synthesis.warnings {
+        eprintln!("warning: {warning}");
     }
     let Some((snapshot, set)) = synthesis.snapshot_of_service(node_type, service.unwrap_or(""))
     else {

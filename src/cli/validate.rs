@@ -42,8 +42,8 @@ pub async fn validate(asked: Validate<'_>) -> Result<(), CommandError> {
         .transpose()?
         .unwrap_or_default();
     let synthesis = crate::synthesize::synthesize(&inventory, &loaded.templates);
-    for finding in &synthesis.findings {
-        println!("warning: {finding}");
+    for warning in &synthesis.warnings {
+        println!("warning: {warning}");
     }
     let (mut rejected, mut crashed) = (Vec::new(), Vec::new());
     for (node_type, snapshot) in &synthesis.snapshots {

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::load_templates;
-use crate::admin::ReloadFailure;
+use crate::admin::ReloadErrorKind;
 use crate::inventory::Inventory;
 use crate::problem::Problems;
 use crate::settings::{Settings, SettingsError};
@@ -40,11 +40,11 @@ pub(super) enum ReloadError {
 
 impl ReloadError {
     /// The `reason` label it is counted under.
-    pub fn reason(&self) -> ReloadFailure {
+    pub fn reason(&self) -> ReloadErrorKind {
         match self {
-            ReloadError::Settings(_) => ReloadFailure::Settings,
-            ReloadError::Templates { .. } => ReloadFailure::Templates,
-            ReloadError::Inconsistent { .. } => ReloadFailure::Inconsistent,
+            ReloadError::Settings(_) => ReloadErrorKind::Settings,
+            ReloadError::Templates { .. } => ReloadErrorKind::Templates,
+            ReloadError::Inconsistent { .. } => ReloadErrorKind::Inconsistent,
         }
     }
 }

@@ -13,7 +13,7 @@ use super::Readiness;
 use crate::cache::{NodeTypeSnapshots, Publisher};
 use crate::inventory::Inventory;
 use crate::push::{PushCommand, Pushes};
-use crate::synthesize::{Finding, Synthesis, Synthesizer};
+use crate::synthesize::{Synthesis, Synthesizer, Warning};
 
 /// What the startup line says once the first inventory is in.
 pub(super) struct FirstLine {
@@ -33,7 +33,7 @@ pub(super) struct SynthesisStage {
     /// The last complete inventory (`None` before the first).
     last: Option<Arc<Inventory>>,
     /// Findings of the last synthesis, so each is logged when it appears, not every time.
-    findings: Vec<Finding>,
+    warnings: Vec<Warning>,
 }
 
 impl SynthesisStage {
@@ -51,7 +51,7 @@ impl SynthesisStage {
             readiness,
             reloader,
             last: None,
-            findings: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -124,12 +124,12 @@ impl SynthesisStage {
             synthesizer,
             publisher,
             readiness,
-            findings,
+            warnings,
             last,
             ..
         } = self;
         let published = pushes.handle(command, synthesizer, last.as_deref(), |synthesis| {
-            publish(publisher, readiness, findings, synthesis)
+            publish(publisher, readiness, warnings, synthesis)
         });
         published.await;
         // The shared store's first listing is what the held inventory waited for.
@@ -164,27 +164,27 @@ impl SynthesisStage {
         publish(
             &self.publisher,
             &self.readiness,
-            &mut self.findings,
+            &mut self.warnings,
             synthesis,
         );
     }
 }
 
-/// Publishes every node type's snapshot of `synthesis`, logging its new findings. A snapshot
+/// Publishes every node type's snapshot of `synthesis`, logging its new warnings. A snapshot
 /// the cache refuses keeps what is being served and is logged.
 fn publish(
     publisher: &Publisher,
     readiness: &Readiness,
-    known_findings: &mut Vec<Finding>,
+    known_warnings: &mut Vec<Warning>,
     synthesis: Synthesis,
 ) {
     readiness.stats.synthesized();
-    for finding in &synthesis.findings {
-        if !known_findings.contains(finding) {
-            tracing::warn!(node_type = %finding.node_type, "{finding}");
+    for warning in &synthesis.warnings {
+        if !known_warnings.contains(warning) {
+            tracing::warn!(node_type = %warning.node_type, "{warning}");
         }
     }
-    *known_findings = synthesis.findings;
+    *known_warnings = synthesis.warnings;
     let mut zones = synthesis.zones;
     let mut backend_sets = synthesis.backend_sets;
     for (node_type, snapshot) in synthesis.snapshots {

@@ -8,8 +8,8 @@
 use std::sync::Arc;
 
 use super::objects::ObjectStore;
-use super::shared::{Refresh, Refresher, SharedStore, WriteRefused};
-use super::store::{PersistedStore, StoreError, Stored};
+use super::shared::{Refresh, Refresher, S3Store, WriteRefused};
+use super::store::{DirStore, StoreError, Stored};
 use super::{PushCommand, PutOutcome, Refused};
 use crate::inventory::Inventory;
 use crate::snapshot::{InconsistentSnapshot, Snapshot};
@@ -26,16 +26,16 @@ pub struct Pushes {
 #[derive(Debug)]
 enum Store {
     /// `push.state_dir`, this replica's own.
-    Local(PersistedStore),
+    Local(DirStore),
     /// `push.store.s3`, shared by every replica.
-    Shared(SharedStore),
+    Shared(S3Store),
 }
 
 impl Pushes {
     /// Opens the state directory and loads every persisted push.
     pub fn open(dir: &std::path::Path) -> Result<Pushes, StoreError> {
         Ok(Pushes {
-            store: Store::Local(PersistedStore::open(dir)?),
+            store: Store::Local(DirStore::open(dir)?),
         })
     }
 
@@ -45,7 +45,7 @@ impl Pushes {
         objects: Arc<dyn ObjectStore>,
         refresh_interval: std::time::Duration,
     ) -> (Pushes, Refresher) {
-        let store = SharedStore::new(objects);
+        let store = S3Store::new(objects);
         let refresher = store.refresher(refresh_interval);
         let store = Store::Shared(store);
         (Pushes { store }, refresher)
@@ -177,7 +177,7 @@ impl Pushes {
             return Err(e);
         }
         let warnings = synthesis
-            .findings
+            .warnings
             .iter()
             .filter(|f| f.node_type == node_type)
             .map(|f| f.to_string())

@@ -28,7 +28,7 @@ const WRITE_ATTEMPTS: usize = 3;
 
 /// The shared pushes, as this replica holds them.
 #[derive(Debug)]
-pub struct SharedStore {
+pub struct S3Store {
     objects: Arc<dyn ObjectStore>,
     entries: BTreeMap<String, Entry>,
     /// When this replica last wrote each name: a listing begun before that is older than what
@@ -63,9 +63,9 @@ pub struct Refresh {
     fetched: Vec<(String, Object)>,
 }
 
-impl SharedStore {
-    pub fn new(objects: Arc<dyn ObjectStore>) -> SharedStore {
-        SharedStore {
+impl S3Store {
+    pub fn new(objects: Arc<dyn ObjectStore>) -> S3Store {
+        S3Store {
             objects,
             entries: BTreeMap::new(),
             written: BTreeMap::new(),

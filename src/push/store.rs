@@ -18,7 +18,7 @@ use crate::problem::Problems;
 
 /// The persisted pushes, by node type.
 #[derive(Debug)]
-pub struct PersistedStore {
+pub struct DirStore {
     dir: PathBuf,
     entries: BTreeMap<String, Stored>,
 }
@@ -80,11 +80,11 @@ pub enum StoreError {
     Shared(#[source] super::ObjectError),
 }
 
-impl PersistedStore {
+impl DirStore {
     /// Opens `dir` (created if missing) and loads every `<node_type>.json` in it. A file that
     /// does not parse is an error naming it: starting without a push the operator made would
     /// serve Envoy something else silently. Dot files (interrupted writes) are ignored.
-    pub fn open(dir: &Path) -> Result<PersistedStore, StoreError> {
+    pub fn open(dir: &Path) -> Result<DirStore, StoreError> {
         let dir_error = |source| StoreError::Dir {
             dir: dir.to_owned(),
             source,
@@ -120,7 +120,7 @@ impl PersistedStore {
             };
             entries.insert(node_type, Stored { body, resources });
         }
-        Ok(PersistedStore {
+        Ok(DirStore {
             dir: dir.to_owned(),
             entries,
         })

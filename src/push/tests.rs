@@ -1,6 +1,6 @@
 use serde_json::{json, Value};
 
-use super::store::{PersistedStore, StoreError, Stored};
+use super::store::{DirStore, StoreError, Stored};
 use super::*;
 
 const HCM: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
@@ -191,7 +191,7 @@ fn stored(value: &Value) -> Stored {
 fn the_store_persists_puts_and_deletes_across_reopening() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let mut store = PersistedStore::open(&state).unwrap();
+    let mut store = DirStore::open(&state).unwrap();
     let push = json!({"version": "v1", "clusters": [static_cluster("a", 1)]});
     store.put("sidecar", stored(&push)).unwrap();
     store.put("edge", stored(&json!({}))).unwrap();
@@ -199,7 +199,7 @@ fn the_store_persists_puts_and_deletes_across_reopening() {
         .put("edge", stored(&json!({"version": "v2"})))
         .unwrap();
 
-    let reopened = PersistedStore::open(&state).unwrap();
+    let reopened = DirStore::open(&state).unwrap();
     let names: Vec<&str> = reopened.iter().map(|(n, _)| n).collect();
     assert_eq!(names, ["edge", "sidecar"]);
     assert_eq!(reopened.get("sidecar").unwrap().body, body(&push));
@@ -218,7 +218,7 @@ fn the_store_persists_puts_and_deletes_across_reopening() {
         ["sidecar.json"],
         "no temporary files are left behind"
     );
-    assert!(PersistedStore::open(&state).unwrap().get("edge").is_none());
+    assert!(DirStore::open(&state).unwrap().get("edge").is_none());
 }
 
 #[test]
@@ -226,14 +226,14 @@ fn a_corrupt_state_file_is_an_error_naming_it_and_dot_files_are_ignored() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join(".tmpAbC"), "half a wri").unwrap();
     std::fs::write(dir.path().join("notes.txt"), "not a push").unwrap();
-    assert_eq!(PersistedStore::open(dir.path()).unwrap().iter().count(), 0);
+    assert_eq!(DirStore::open(dir.path()).unwrap().iter().count(), 0);
 
     std::fs::write(
         dir.path().join("sidecar.json"),
         r#"{"clusters": [{"nme": "x"}]}"#,
     )
     .unwrap();
-    let err = PersistedStore::open(dir.path()).unwrap_err();
+    let err = DirStore::open(dir.path()).unwrap_err();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
     let text = err.to_string();
     assert!(text.contains("sidecar.json"), "{text}");

@@ -26,7 +26,7 @@ use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 
 use super::templates::route_clusters;
-use super::{Finding, Synthesis};
+use super::{Synthesis, Warning};
 use crate::snapshot::{
     eds_name, EncodedResource, InconsistentSnapshot, ResourceType, Snapshot, SnapshotBuilder,
 };
@@ -177,7 +177,7 @@ impl Pushed {
                 ..Default::default()
             });
             filled += 1;
-            out.findings.push(Finding {
+            out.warnings.push(Warning {
                 node_type: node_type.to_owned(),
                 file: state_file(node_type),
                 message: format!(
@@ -202,7 +202,7 @@ impl Pushed {
     pub fn route_findings(&self, node_type: &str, snapshot: &Snapshot, out: &mut Synthesis) {
         for (cluster, route) in &self.route_clusters {
             if snapshot.of(ResourceType::Cluster).get(cluster).is_none() {
-                out.findings.push(Finding {
+                out.warnings.push(Warning {
                     node_type: node_type.to_owned(),
                     file: state_file(node_type),
                     message: format!(
@@ -214,7 +214,7 @@ impl Pushed {
     }
 }
 
-/// How findings about pushed resources name their source: the push's file in the state
+/// How warnings about pushed resources name their source: the push's file in the state
 /// directory.
 fn state_file(node_type: &str) -> PathBuf {
     PathBuf::from(format!("{node_type}.json"))

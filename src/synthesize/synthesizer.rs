@@ -37,7 +37,7 @@ pub struct Synthesis {
     pub backend_sets: BTreeMap<String, BackendSets>,
     /// Warnings a human should look at (routes to clusters that are not discovered, ...),
     /// in node type order.
-    pub findings: Vec<Finding>,
+    pub warnings: Vec<Warning>,
     /// Resources encoded by this synthesis.
     pub encoded: usize,
     /// Resources reused, unchanged, from an earlier synthesis or another node type.
@@ -45,20 +45,20 @@ pub struct Synthesis {
     /// References synthesis could resolve only by serving something empty, by node type: a
     /// pushed EDS cluster whose endpoints are neither pushed nor discovered gets an empty
     /// ClusterLoadAssignment. The push API refuses a push that causes one; one that appears
-    /// later (its ECS service was deleted) is served, with a finding.
+    /// later (its ECS service was deleted) is served, with a warning.
     pub dangling: Vec<(String, InconsistentSnapshot)>,
 }
 
 /// A warning about one node type's template against the current inventory.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Finding {
+pub struct Warning {
     pub node_type: String,
     /// The template file, or for pushed resources `<node_type>.json` (their state file).
     pub file: PathBuf,
     pub message: String,
 }
 
-impl fmt::Display for Finding {
+impl fmt::Display for Warning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.file.display(), self.message)
     }
@@ -273,8 +273,8 @@ fn resource_count(snapshot: &Snapshot) -> usize {
         .sum()
 }
 
-fn finding(node_type: &str, template: &NodeTemplate, message: String) -> Finding {
-    Finding {
+fn warning(node_type: &str, template: &NodeTemplate, message: String) -> Warning {
+    Warning {
         node_type: node_type.to_owned(),
         file: template.file.clone(),
         message,

@@ -57,7 +57,7 @@ pub struct Templates {
 /// What one node type is served, besides its discovered clusters.
 #[derive(Debug, Clone)]
 pub struct NodeTemplate {
-    /// The file it was read from (for errors and findings).
+    /// The file it was read from (for errors and warnings).
     pub file: PathBuf,
     pub listeners: Vec<Listener>,
     pub routes: Vec<RouteConfiguration>,

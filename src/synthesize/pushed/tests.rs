@@ -159,7 +159,7 @@ fn a_pushed_eds_cluster_with_no_endpoints_is_served_empty_and_reported() {
             }
         )]
     );
-    assert!(synthesis.findings[0]
+    assert!(synthesis.warnings[0]
         .to_string()
         .starts_with("sidecar.json: "));
 }
@@ -202,7 +202,7 @@ fn pushes_are_encoded_once_and_removing_one_restores_the_template() {
 }
 
 #[test]
-fn a_pushed_route_to_a_cluster_not_served_is_a_finding() {
+fn a_pushed_route_to_a_cluster_not_served_is_a_warning() {
     let mut synthesizer = sidecar();
     synthesizer.set_pushed(
         "sidecar",
@@ -211,22 +211,22 @@ fn a_pushed_route_to_a_cluster_not_served_is_a_finding() {
     let served = synthesizer.synthesize(&three_services());
     assert!(
         !served
-            .findings
+            .warnings
             .iter()
             .any(|f| f.message.contains("pushed route")),
         "web is discovered: {:?}",
-        served.findings
+        served.warnings
     );
     synthesizer.set_pushed(
         "sidecar",
         pushed(json!({"routes": [route("egress", "nowhere")]})),
     );
     let missing = synthesizer.synthesize(&three_services());
-    let finding = missing
-        .findings
+    let warning = missing
+        .warnings
         .iter()
         .find(|f| f.message.contains("pushed route"))
-        .expect("a finding");
-    assert_eq!(finding.file.to_str(), Some("sidecar.json"));
-    assert!(finding.message.contains("\"nowhere\""), "{finding}");
+        .expect("a warning");
+    assert_eq!(warning.file.to_str(), Some("sidecar.json"));
+    assert!(warning.message.contains("\"nowhere\""), "{warning}");
 }

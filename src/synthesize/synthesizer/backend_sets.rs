@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{finding, Encodings, Synthesis};
+use super::{warning, Encodings, Synthesis};
 use crate::inventory::BackendPattern;
 use crate::inventory::{Cluster, Inventory, Source};
 use crate::snapshot::Snapshot;
@@ -207,7 +207,7 @@ pub(super) fn out_of_scope(
                 "backend set {:?}: cluster {name:?} is discovered, but this node type's [scope] leaves it out; its route answers 503",
                 selection.key
             );
-            out.findings.push(finding(node_type, template, message));
+            out.warnings.push(warning(node_type, template, message));
         }
     }
 }

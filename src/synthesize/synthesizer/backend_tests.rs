@@ -156,11 +156,11 @@ routes = [{ match = { prefix = "/" }, route = { cluster = "payments" } }]
     );
     assert!(hosts(web).contains(&("billing".into(), Some(503))));
     assert!(
-        synthesis.findings.iter().any(|f| f
+        synthesis.warnings.iter().any(|f| f
             .message
             .contains("\"billing\" is discovered, but this node type's [scope] leaves it out")),
         "{:?}",
-        synthesis.findings
+        synthesis.warnings
     );
 }
 

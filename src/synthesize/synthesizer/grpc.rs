@@ -1,9 +1,9 @@
 //! A gRPC node type's own resources: each cluster's listener and route configuration under
 //! the name a client dials, one cluster and assignment per revision of a service that splits,
-//! and a finding per field of its clusters gRPC does not take.
+//! and a warning per field of its clusters gRPC does not take.
 
 use super::node::{FreshGrpc, NodeBuild};
-use super::{endpoint_inputs, finding, route_inputs, same_endpoints, Encodings, Synthesis};
+use super::{endpoint_inputs, route_inputs, same_endpoints, warning, Encodings, Synthesis};
 use crate::inventory::{self, ClusterOverrides};
 use crate::snapshot::{ResourceType, SnapshotBuilder};
 use crate::synthesize::clusters::discovered_cluster;
@@ -15,7 +15,7 @@ use crate::synthesize::routes::running_revisions;
 impl Encodings {
     /// For a gRPC node type: each cluster's listener and route configuration under the name a
     /// client dials, one cluster and assignment per revision of a service that splits, and a
-    /// finding per field of its clusters gRPC does not take.
+    /// warning per field of its clusters gRPC does not take.
     pub(super) fn grpc_clients(
         &mut self,
         mut builder: SnapshotBuilder,
@@ -77,7 +77,7 @@ impl Encodings {
         let sample = discovered_cluster("any", defaults, &ClusterOverrides::default(), false);
         for field in client_cluster(&sample).1 {
             let message = format!("[cluster_defaults] {field}: not taken by gRPC clients; dropped from this gRPC node type's clusters");
-            out.findings.push(finding(b.node_type, b.template, message));
+            out.warnings.push(warning(b.node_type, b.template, message));
         }
         for (name, cluster) in in_scope {
             let policy = cluster.overrides.lb_policy;
@@ -88,7 +88,7 @@ impl Encodings {
                 )
             }) {
                 let message = format!("cluster {name:?}: lb policy {policy:?} is not supported by gRPC clients; ROUND_ROBIN is served to this gRPC node type");
-                out.findings.push(finding(b.node_type, b.template, message));
+                out.warnings.push(warning(b.node_type, b.template, message));
             }
         }
         builder

@@ -192,8 +192,8 @@ fn cluster_settings_grpc_does_not_take_are_dropped_and_said_so() {
         100,
         "stated, not left to a default"
     );
-    let findings: Vec<String> = synthesis
-        .findings
+    let warnings: Vec<String> = synthesis
+        .warnings
         .iter()
         .filter(|f| f.node_type == "grpc")
         .map(|f| f.message.clone())
@@ -205,17 +205,17 @@ fn cluster_settings_grpc_does_not_take_are_dropped_and_said_so() {
         "outlier_detection.consecutive_",
     ] {
         assert!(
-            findings.iter().any(|f| f.contains(dropped)),
-            "{dropped} not in {findings:?}"
+            warnings.iter().any(|f| f.contains(dropped)),
+            "{dropped} not in {warnings:?}"
         );
     }
     // The Envoy node type keeps all of it.
     let envoy = cluster_of(&synthesis.snapshots["sidecar"], "orders");
     assert_eq!(envoy.lb_policy, cluster::LbPolicy::LeastRequest as i32);
     assert!(
-        synthesis.findings.iter().all(|f| f.node_type != "sidecar"),
+        synthesis.warnings.iter().all(|f| f.node_type != "sidecar"),
         "{:?}",
-        synthesis.findings
+        synthesis.warnings
     );
 }
 

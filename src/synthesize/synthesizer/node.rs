@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::backend_sets::{out_of_scope, Selection};
 use super::{
-    endpoint_inputs, finding, resource_count, route_inputs, same_endpoints, Encodings,
+    endpoint_inputs, resource_count, route_inputs, same_endpoints, warning, Encodings,
     FreshCluster, FreshEndpoints, GeneratedInputs, RouteInputs, Synthesis,
 };
 use crate::inventory::{self, ClusterOverrides, Inventory};
@@ -130,7 +130,7 @@ impl Encodings {
             if b.statics.contains(name.as_str()) {
                 // Reported once, by the whole scope's snapshot.
                 if b.selection.is_none() {
-                    out.findings.push(finding(b.node_type, b.template, format!(
+                    out.warnings.push(warning(b.node_type, b.template, format!(
                         "template cluster {name:?} has the name of a discovered cluster; the template's is served"
                     )));
                 }
@@ -300,7 +300,7 @@ fn route_findings(
             }
             true => continue,
         };
-        out.findings.push(finding(
+        out.warnings.push(warning(
             node_type,
             template,
             format!("route configuration {route:?} sends to cluster {cluster:?}, {why}"),

@@ -525,28 +525,28 @@ fn new_templates_keep_the_endpoint_encodings() {
 }
 
 #[test]
-fn a_route_to_a_cluster_that_is_not_discovered_is_a_finding() {
+fn a_route_to_a_cluster_that_is_not_discovered_is_a_warning() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/templates");
     let templates = Templates::load_dir(&dir).unwrap();
     let mut inventory = three_services();
     inventory.clusters.remove("web");
     let synthesis = synthesize(&inventory, &templates);
-    let findings: Vec<_> = synthesis.findings.iter().map(|f| f.to_string()).collect();
+    let warnings: Vec<_> = synthesis.warnings.iter().map(|f| f.to_string()).collect();
     assert_eq!(
-        findings,
+        warnings,
         [format!(
             "{}: route configuration \"public\" sends to cluster \"web\", which is not discovered",
             dir.join("ingress.toml").display()
         )]
     );
-    assert_eq!(synthesis.findings[0].node_type, "ingress");
+    assert_eq!(synthesis.warnings[0].node_type, "ingress");
     assert!(synthesize(&three_services(), &templates)
-        .findings
+        .warnings
         .is_empty());
 }
 
 #[test]
-fn a_route_to_a_cluster_out_of_scope_is_a_finding() {
+fn a_route_to_a_cluster_out_of_scope_is_a_warning() {
     let text = template(
         r#"
 [scope]
@@ -574,13 +574,13 @@ name = "unused"
         .replace("route_config = { name = \"inline\", virtual_hosts = [] }", "rds = { route_config_name = \"unused\", config_source = { ads = {} } }")
         + "[[routes.virtual_hosts]]\nname = \"all\"\ndomains = [\"*\"]\nroutes = [{ match = { prefix = \"/\" }, route = { cluster = \"web\" } }]\n";
     let synthesis = synthesize(&three_services(), &templates(&[("edge", &text)]));
-    let findings: Vec<_> = synthesis
-        .findings
+    let warnings: Vec<_> = synthesis
+        .warnings
         .iter()
         .map(|f| f.message.as_str())
         .collect();
     assert_eq!(
-        findings,
+        warnings,
         ["route configuration \"unused\" sends to cluster \"web\", which this node type's [scope] leaves out"]
     );
 }
@@ -599,6 +599,6 @@ load_assignment = { cluster_name = "users", endpoints = [{ lb_endpoints = [{ end
     let snapshot = &synthesis.snapshots["sidecar"];
     assert_eq!(names(snapshot, ResourceType::Endpoint), ["orders", "web"]);
     assert!(cluster_of(snapshot, "users").load_assignment.is_some());
-    assert_eq!(synthesis.findings.len(), 1);
-    assert!(synthesis.findings[0].message.contains("\"users\""));
+    assert_eq!(synthesis.warnings.len(), 1);
+    assert!(synthesis.warnings[0].message.contains("\"users\""));
 }
