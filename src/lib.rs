@@ -1,21 +1,31 @@
 //! ecs-xds: an xDS control plane that makes Envoy a service mesh on AWS ECS.
 //!
 //! # Layout
-//! Modules follow the data flow:
-//! - [`discover`]: AWS (ECS, Cloud Map) in, one complete `Inventory` out. Only module touching AWS.
+//! Modules follow the data flow, discover → synthesize → cache → serve:
+//! - [`settings`]: the daemon's TOML settings, every problem at once ([`settings::Settings`],
+//!   with `[aws]`, `[ecs]`, `[cloud_map]` and `[events]` in `settings/discover.rs`).
+//! - [`aws`]: the only user of the AWS SDK: clients, one retry layer with an attempt timeout per
+//!   operation, one [`aws::CallCounter`], a file per AWS service; no SDK type leaves it.
+//! - [`inventory`]: the [`inventory::Inventory`] model: clusters, endpoints and the traffic
+//!   policy services ask for, as plain data.
+//! - [`discover`]: ECS, Cloud Map and ECS events, through [`aws`], to one complete inventory;
+//!   every tag and label read in one place (`discover/labels.rs`).
 //! - [`synthesize`]: pure (Inventory, Templates, pushed resources) → Snapshot per node type.
 //! - [`snapshot`]: the Snapshot value, [`snapshot::ResourceType`], consistency check, content hashes.
 //! - [`cache`]: latest snapshot per node type; its one [`cache::Publisher`] is the only push trigger.
 //! - [`serve`]: tonic xDS services (ADS + per-type, SotW + delta). Only module touching gRPC.
+//! - [`push`]: REST-pushed resources (sxds compatible): parsing, the state directory or the
+//!   shared store (any [`push::ObjectStore`]; the daemon gives it S3's), applying a push.
 //! - [`admin`]: the operator's HTTP endpoint: health, readiness, metrics, nodes, snapshots.
-//! - [`push`]: REST-pushed resources (sxds compatible): parsing, the state files, applying a push.
-//! - [`settings`]: the daemon's TOML settings; [`daemon`]: `ecs-xds run`, the supervised stages.
-//! - [`validate`]: `ecs-xds validate`: a snapshot as a static bootstrap for `envoy --mode validate`.
+//! - [`daemon`]: `ecs-xds run`'s supervised stages; [`cli`]: the commands of the binary, one
+//!   file each, their errors and exit codes (`validate --envoy` in `cli/validate/`).
 //!
 //! Shared by several of them:
+//! - [`problem`]: the one [`problem::Problem`] shape (file, line, path, message) of every
+//!   "all errors at once" report: settings, templates, pushed bodies.
 //! - [`descriptors`]: Envoy's protobuf descriptors, for templates, pushes and canonical hashing.
 //! - [`envoy_json`]: Envoy's proto3 JSON → Envoy messages, every problem at its field path
-//!   (templates and pushed bodies).
+//!   (templates and pushed bodies), taking what Envoy takes (enum names in any case).
 //! - [`http_listener`]: the accept loop of both listeners: connection cap, first-request
 //!   deadline, bounded graceful shutdown.
 

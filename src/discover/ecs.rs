@@ -4,7 +4,7 @@
 //! DescribeContainerInstances + EC2 DescribeInstances for hosts never seen.
 //!
 //! Each cluster's facts (its serving tasks, its services' tags) are kept in [`ClusterState`]
-//! between polls, so an ECS event (`ecs_events.rs`) can change one task and re-map the cluster
+//! between polls, so an ECS event (`events/apply.rs`) can change one task and re-map the cluster
 //! ([`map_cluster`]) without asking AWS again.
 //!
 //! # Draining

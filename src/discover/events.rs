@@ -5,9 +5,10 @@
 //!   [`Event`]. Pure.
 //! - `queue.rs`: the queue read: a fixed one, or this replica's own, subscribed to the topic.
 //! - `source.rs`: the receive loop, a task beside the discovery stage that hands it batches.
-//! - `sqs_calls.rs`: the SQS and SNS requests.
-//! - applying an event to the facts is `ecs_events.rs`, and the loop that ties polls and events
-//!   together is `reconcile.rs`, both beside the poller, the one owner of the inventory.
+//! - `apply.rs`: one event applied to the poller's facts (through `Poller::apply_events`, the
+//!   one owner of them).
+//! - the SQS and SNS requests are `aws/sqs_sns.rs`'s; the loop that ties polls and events
+//!   together is `discover/reconcile.rs`.
 //!
 //! # Several replicas
 //! Every replica must see every event, from the same settings. An SQS message goes to one

@@ -193,15 +193,12 @@ impl EventsSettings {
                 format!("`{prefix}` must be 1 to {MAX_QUEUE_PREFIX} of A-Z a-z 0-9 - _"),
             ));
         }
-        if self.reconcile_interval < Duration::from_secs(1) {
-            errors.push(Problem::at(
-                "events.reconcile_interval",
-                format!(
-                    "{} is below the 1s minimum",
-                    humantime::format_duration(self.reconcile_interval)
-                ),
-            ));
-        }
+        at_least(
+            errors,
+            "events.reconcile_interval",
+            self.reconcile_interval,
+            Duration::from_secs(1),
+        );
         if !(Duration::from_secs(1)..=Duration::from_secs(20)).contains(&self.wait_time)
             || self.wait_time.subsec_nanos() != 0
         {
@@ -213,15 +210,12 @@ impl EventsSettings {
                 ),
             ));
         }
-        if self.orphan_after < Duration::from_secs(120) {
-            errors.push(Problem::at(
-                "events.orphan_after",
-                format!(
-                    "{} is below the 2m minimum",
-                    humantime::format_duration(self.orphan_after)
-                ),
-            ));
-        }
+        at_least(
+            errors,
+            "events.orphan_after",
+            self.orphan_after,
+            Duration::from_secs(120),
+        );
     }
 }
 
@@ -257,15 +251,12 @@ impl DiscoverSettings {
                 ));
             }
         }
-        if ecs.poll_interval < Duration::from_secs(1) {
-            errors.push(Problem::at(
-                "ecs.poll_interval",
-                format!(
-                    "{} is below the 1s minimum",
-                    humantime::format_duration(ecs.poll_interval)
-                ),
-            ));
-        }
+        at_least(
+            &mut errors,
+            "ecs.poll_interval",
+            ecs.poll_interval,
+            Duration::from_secs(1),
+        );
         for (key, globs) in [
             ("include_services", &ecs.include_services),
             ("exclude_services", &ecs.exclude_services),
@@ -387,6 +378,20 @@ fn check_template(
                 ));
             }
         }
+    }
+}
+
+/// `value` of `key` is at least `minimum`, or a problem.
+fn at_least(errors: &mut Problems, key: &str, value: Duration, minimum: Duration) {
+    if value < minimum {
+        let (value, minimum) = (
+            humantime::format_duration(value),
+            humantime::format_duration(minimum),
+        );
+        errors.push(Problem::at(
+            key,
+            format!("{value} is below the {minimum} minimum"),
+        ));
     }
 }
 

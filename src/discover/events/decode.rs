@@ -316,7 +316,7 @@ fn service_of_arn(arn: &str) -> Option<(ClusterRef, String)> {
     Some((ClusterRef::from_arn(&cluster_arn), service.to_owned()))
 }
 
-/// The detail's task as the facts mapping reads, like `ecs_calls.rs` does for DescribeTasks.
+/// The detail's task as the facts mapping reads, like `aws/ecs/facts.rs` does for DescribeTasks.
 fn task_facts(t: TaskDetail) -> TaskFacts {
     // Events name the attachment `eni`; DescribeTasks `ElasticNetworkInterface`.
     let eni_ipv4 = t
