@@ -100,6 +100,7 @@ async fn events_mode() {
     let calls = aws.calls().clone();
     let mut settings = DiscoverSettings::default();
     settings.ecs.clusters = vec!["prod".to_owned()];
+    let settings = settings.check().expect("valid settings");
     let mut poller = Poller::new(settings, aws).expect("valid settings");
     check(&poller.poll().await);
     let after_first_poll = ecs_calls(&calls);
@@ -180,6 +181,7 @@ async fn polling_mode() {
     let calls = aws.calls().clone();
     let mut settings = DiscoverSettings::default();
     settings.ecs.clusters = vec!["prod".to_owned()];
+    let settings = settings.check().expect("valid settings");
     let mut poller = Poller::new(settings, aws).expect("valid settings");
 
     let pages = TASKS.div_ceil(100) as u64;

@@ -161,7 +161,8 @@ impl Daemon {
             Some(fixed) => Discovery::Fixed(fixed),
             None => {
                 let aws = connected(&mut aws, &settings, &aws_calls).await?;
-                let poller = Poller::new(settings.discover(), aws)?.with_replica(replica.clone());
+                let checked = settings.discover().map_err(DiscoverError::from)?;
+                let poller = Poller::new(checked, aws)?.with_replica(replica.clone());
                 Discovery::Poll(Box::new(poller))
             }
         };

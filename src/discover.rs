@@ -17,6 +17,7 @@
 //! use ecs_xds::aws::Aws;
 //! use ecs_xds::discover::Poller;
 //! use ecs_xds::inventory::Inventory;
+//! let settings = settings.check()?; // every problem at once, and the compiled filter
 //! let aws = Aws::connect(&settings.aws, settings.events.endpoint_url.as_deref()).await?;
 //! let calls = aws.calls().clone(); // for the metrics layer
 //! let (tx, mut rx) = tokio::sync::watch::channel(Arc::new(Inventory::default()));

@@ -16,7 +16,10 @@ use crate::problem::{Problem, Problems};
 mod discover;
 
 pub(crate) use discover::{render_template, ServiceFilter};
-pub use discover::{AwsSettings, CloudMapSettings, DiscoverSettings, EcsSettings, EventsSettings};
+pub use discover::{
+    AwsSettings, CloudMapSettings, DiscoverConfig, DiscoverSettings, EcsSettings, EventsSettings,
+    EventsSource,
+};
 
 /// Everything in the settings file.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -45,6 +48,20 @@ pub struct Settings {
     /// timeout, so the process exits on its own rather than being killed.
     #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// `[aws]`, `[ecs]`, `[cloud_map]` and `[events]` as [`Settings::parse`] checked them.
+    #[serde(skip)]
+    checked_discover: CheckedDiscover,
+}
+
+/// What [`Settings::parse`] made of the discover sections. Made from the other fields, so it
+/// never makes two settings differ; [`Settings::discover`] uses it only while they match it.
+#[derive(Debug, Clone, Default)]
+struct CheckedDiscover(Option<DiscoverConfig>);
+
+impl PartialEq for CheckedDiscover {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 impl Default for Settings {
@@ -60,6 +77,7 @@ impl Default for Settings {
             admin: AdminSettings::default(),
             push: PushSettings::default(),
             shutdown_grace: default_shutdown_grace(),
+            checked_discover: CheckedDiscover::default(),
         }
     }
 }
@@ -238,9 +256,11 @@ impl Settings {
             path: path.to_owned(),
             message: e.to_string().trim_end().to_owned(),
         })?;
+        let mut settings = settings;
         let mut problems = Problems::default();
-        if let Err(errors) = settings.discover().validate() {
-            problems.0.extend(errors.0);
+        match settings.discover_sections().check() {
+            Ok(checked) => settings.checked_discover = CheckedDiscover(Some(checked)),
+            Err(errors) => problems.0.extend(errors.0),
         }
         if let NodeTypeSource::Metadata { key } = &settings.xds.node_type {
             if key.is_empty() {
@@ -349,8 +369,17 @@ impl Settings {
             .collect()
     }
 
-    /// The sections the discover stage reads.
-    pub fn discover(&self) -> DiscoverSettings {
+    /// The sections the discover stage reads, checked: as [`Settings::parse`] checked them, or
+    /// checked now if they were changed since (or never parsed).
+    pub fn discover(&self) -> Result<DiscoverConfig, Problems> {
+        let sections = self.discover_sections();
+        match &self.checked_discover.0 {
+            Some(checked) if **checked == sections => Ok(checked.clone()),
+            _ => sections.check(),
+        }
+    }
+
+    fn discover_sections(&self) -> DiscoverSettings {
         DiscoverSettings {
             aws: self.aws.clone(),
             ecs: self.ecs.clone(),
@@ -382,6 +411,19 @@ mod tests {
 
     fn parse(text: &str) -> Result<Settings, SettingsError> {
         Settings::parse(Path::new("ecs-xds.toml"), text)
+    }
+
+    #[test]
+    fn the_discover_sections_come_checked_and_a_later_change_is_checked_again() {
+        let path = Path::new("ecs-xds.toml");
+        let text = "[ecs]\nclusters = [\"prod\"]\ninclude_services = [\"web-*\"]\n";
+        let mut settings = Settings::parse(path, text).unwrap();
+        let checked = settings.discover().unwrap();
+        assert!(checked.filter().allows("web-1") && !checked.filter().allows("api"));
+        assert_eq!(checked.events_source(), None);
+        settings.ecs.include_services = vec!["[unclosed".into()];
+        let problems = settings.discover().unwrap_err();
+        assert_eq!(problems.0[0].path, "ecs.include_services[0]", "{problems}");
     }
 
     #[test]
@@ -432,7 +474,7 @@ mod tests {
             s.xds.node_type,
             NodeTypeSource::Metadata { key: "role".into() }
         );
-        assert_eq!(s.discover().ecs.clusters, ["prod"]);
+        assert_eq!(s.discover().unwrap().ecs.clusters, ["prod"]);
         assert_eq!(s.admin.listen, "0.0.0.0:19001".parse().unwrap());
         assert_eq!(s.admin.token.as_deref(), Some("s3cret"));
         let debug = format!("{s:?}");

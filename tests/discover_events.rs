@@ -117,7 +117,7 @@ fn endpoints(poller: &Poller, cluster: &str) -> Vec<(String, Health)> {
 async fn polled_over(fake: &Fake) -> (CallCounter, Poller) {
     let aws = fake.aws();
     let calls = aws.calls().clone();
-    let mut poller = Poller::new(settings(), aws).unwrap();
+    let mut poller = Poller::new(settings().check().unwrap(), aws).unwrap();
     assert!(poller.poll().await.errors.is_empty());
     (calls, poller)
 }

@@ -44,7 +44,7 @@ async fn inventory_follows_fargate_tasks_scaled_up_and_down() {
     let config = moto.sdk_config().await;
     let aws = Aws::from_sdk_config(&config).unwrap();
     let calls = aws.calls().clone();
-    let mut poller = Poller::new(settings(&["demo"], &[]), aws).unwrap();
+    let mut poller = Poller::new(settings(&["demo"], &[]).check().unwrap(), aws).unwrap();
     let (tx, mut rx) = tokio::sync::watch::channel(Arc::new(Inventory::default()));
 
     assert!(
@@ -148,7 +148,7 @@ async fn cloud_map_instances_become_endpoints_with_their_health() {
         "127.0.0.1:8082",
     ]);
     let aws = Aws::from_sdk_config(&moto.sdk_config().await).unwrap();
-    let mut poller = Poller::new(settings(&[], &["demo.local"]), aws).unwrap();
+    let mut poller = Poller::new(settings(&[], &["demo.local"]).check().unwrap(), aws).unwrap();
     let report = poller.poll().await;
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     let inv = report.inventory.unwrap();
@@ -174,7 +174,11 @@ async fn unknown_cluster_fails_the_poll_and_publishes_nothing() {
     let moto = Moto::start();
     moto.seed(&["--tasks-per-service", "1"]);
     let aws = Aws::from_sdk_config(&moto.sdk_config().await).unwrap();
-    let mut poller = Poller::new(settings(&["demo", "no-such-cluster"], &[]), aws).unwrap();
+    let mut poller = Poller::new(
+        settings(&["demo", "no-such-cluster"], &[]).check().unwrap(),
+        aws,
+    )
+    .unwrap();
     let (tx, rx) = tokio::sync::watch::channel(Arc::new(Inventory::default()));
     assert!(!poller.poll_and_publish(&tx).await);
     assert!(

@@ -40,7 +40,9 @@ async fn discover_once_reads_the_settings_and_fails_clearly_when_aws_is_unreacha
         moto.endpoint
     ))
     .unwrap();
-    let inventory = discover_once(&settings).await.unwrap();
+    let inventory = discover_once(settings.clone().check().unwrap())
+        .await
+        .unwrap();
     assert_eq!(
         inventory
             .clusters
@@ -75,7 +77,9 @@ async fn discover_once_reads_the_settings_and_fails_clearly_when_aws_is_unreacha
         .port();
     let mut unreachable = settings.clone();
     unreachable.aws.endpoint_url = Some(format!("http://127.0.0.1:{closed}"));
-    let err = discover_once(&unreachable).await.unwrap_err();
+    let err = discover_once(unreachable.check().unwrap())
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             err,
@@ -95,7 +99,7 @@ async fn discover_once_reads_the_settings_and_fails_clearly_when_aws_is_unreacha
     // Invalid settings are refused before any call.
     let mut invalid = settings;
     invalid.ecs.include_services = vec!["[".into()];
-    let err = discover_once(&invalid).await.unwrap_err();
+    let err = invalid.check().unwrap_err();
     assert!(
         err.to_string()
             .contains("ecs.include_services[0]: invalid glob"),

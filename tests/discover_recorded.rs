@@ -68,7 +68,7 @@ async fn list_tasks_pages_and_describe_batches_stay_within_ecs_limits() {
     fake_aws::populate(&mut fake.world(), "big", 25, 250);
     let aws = fake.aws();
     let calls = aws.calls().clone();
-    let inv = ecs_xds::discover::discover_once_with(&settings(&["big"]), aws)
+    let inv = ecs_xds::discover::discover_once_with(settings(&["big"]).check().unwrap(), aws)
         .await
         .unwrap();
     assert_eq!(inv.clusters.len(), 25);
@@ -112,7 +112,7 @@ async fn bridge_tasks_use_the_host_ip_and_dynamic_host_ports_and_hosts_are_cache
     }
     let aws = fake.aws();
     let calls = aws.calls().clone();
-    let mut poller = Poller::new(settings(&["ec2"]), aws).unwrap();
+    let mut poller = Poller::new(settings(&["ec2"]).check().unwrap(), aws).unwrap();
     let inv = poller.poll().await.inventory.unwrap();
     assert_eq!(
         addresses(&inv, "legacy"),
@@ -159,9 +159,10 @@ async fn host_networking_uses_the_host_ip_and_the_container_port() {
             vec![ec2_task("ec2", "h1", "metrics", &td, "ci-a", &[])],
         );
     }
-    let inv = ecs_xds::discover::discover_once_with(&settings(&["ec2"]), fake.aws())
-        .await
-        .unwrap();
+    let inv =
+        ecs_xds::discover::discover_once_with(settings(&["ec2"]).check().unwrap(), fake.aws())
+            .await
+            .unwrap();
     assert_eq!(addresses(&inv, "metrics.prom"), ["172.31.0.10:9100"]);
     assert_eq!(
         inv.clusters["metrics.prom"].port_name.as_deref(),
@@ -191,7 +192,7 @@ async fn task_health_maps_and_a_stopping_task_drains_until_it_stops() {
     }
     let aws = fake.aws();
     let calls = aws.calls().clone();
-    let mut poller = Poller::new(settings(&["demo"]), aws).unwrap();
+    let mut poller = Poller::new(settings(&["demo"]).check().unwrap(), aws).unwrap();
     let health = |inv: &Inventory| {
         inv.clusters["web"]
             .endpoints
@@ -247,7 +248,7 @@ async fn throttled_list_tasks_is_retried_with_backoff_then_succeeds() {
     fake.world().throttle_list_tasks = 2;
     let aws = fake.aws();
     let calls = aws.calls().clone();
-    let inv = ecs_xds::discover::discover_once_with(&settings(&["demo"]), aws)
+    let inv = ecs_xds::discover::discover_once_with(settings(&["demo"]).check().unwrap(), aws)
         .await
         .unwrap();
     assert_eq!(inv.clusters["web"].endpoints.len(), 3);
@@ -260,9 +261,10 @@ async fn throttling_beyond_the_retry_budget_fails_the_source_naming_the_operatio
     let fake = Fake::default();
     web(&mut fake.world(), "demo");
     fake.world().throttle_list_tasks = 100;
-    let err = ecs_xds::discover::discover_once_with(&settings(&["demo"]), fake.aws())
-        .await
-        .unwrap_err();
+    let err =
+        ecs_xds::discover::discover_once_with(settings(&["demo"]).check().unwrap(), fake.aws())
+            .await
+            .unwrap_err();
     let message = err.to_string();
     assert!(
         message.starts_with("ListTasks on ECS cluster demo failed:"),
@@ -289,7 +291,7 @@ async fn describe_tasks_failure_mid_poll_keeps_publishing_the_previous_inventory
     }
     let aws = fake.aws();
     let calls = aws.calls().clone();
-    let mut poller = Poller::new(settings(&["a", "b"]), aws).unwrap();
+    let mut poller = Poller::new(settings(&["a", "b"]).check().unwrap(), aws).unwrap();
     let (tx, mut rx) = channel();
     assert!(poller.poll_and_publish(&tx).await);
     let first = rx.borrow_and_update().clone();
@@ -348,7 +350,7 @@ async fn a_source_that_never_succeeded_blocks_publishing_and_zero_tasks_is_publi
     let fake = Fake::default();
     web(&mut fake.world(), "demo");
     fake.world().fail_describe_tasks = vec!["demo".into()];
-    let mut poller = Poller::new(settings(&["demo"]), fake.aws()).unwrap();
+    let mut poller = Poller::new(settings(&["demo"]).check().unwrap(), fake.aws()).unwrap();
     let (tx, mut rx) = channel();
     assert!(
         !poller.poll_and_publish(&tx).await,
@@ -373,9 +375,12 @@ async fn same_service_in_two_ecs_clusters_is_reported_and_never_merged() {
     let fake = Fake::default();
     web(&mut fake.world(), "first");
     web(&mut fake.world(), "second");
-    let inv = ecs_xds::discover::discover_once_with(&settings(&["second", "first"]), fake.aws())
-        .await
-        .unwrap();
+    let inv = ecs_xds::discover::discover_once_with(
+        settings(&["second", "first"]).check().unwrap(),
+        fake.aws(),
+    )
+    .await
+    .unwrap();
     let web = &inv.clusters["web"];
     assert_eq!(
         web.source,
@@ -408,7 +413,7 @@ async fn service_tags_override_and_auto_discovery_finds_every_cluster() {
     );
     let mut s = DiscoverSettings::default();
     s.ecs.auto_discover_clusters = true;
-    let inv = ecs_xds::discover::discover_once_with(&s, fake.aws())
+    let inv = ecs_xds::discover::discover_once_with(s.check().unwrap(), fake.aws())
         .await
         .unwrap();
     assert_eq!(
@@ -426,7 +431,7 @@ async fn run_publishes_each_change_once_and_stops_at_shutdown() {
     s.ecs.poll_interval = std::time::Duration::from_secs(1);
     let aws = fake.aws();
     let calls = aws.calls().clone();
-    let poller = Poller::new(s, aws).unwrap();
+    let poller = Poller::new(s.check().unwrap(), aws).unwrap();
     let (tx, mut rx) = channel();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let run = tokio::spawn(poller.run(tx, async {

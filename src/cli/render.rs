@@ -23,7 +23,7 @@ pub async fn render(
     let loaded = super::load(config)?;
     let inventory = match saved {
         Some(path) => Inventory::read_file(path)?,
-        None => crate::discover::discover_once(&loaded.settings.discover()).await?,
+        None => crate::discover::discover_once(super::discover::checked(&loaded.settings)?).await?,
     };
     let templates = &loaded.templates;
     let synthesis = crate::synthesize::synthesize(&inventory, templates);

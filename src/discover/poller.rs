@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use crate::aws::Aws;
 use crate::inventory::Inventory;
 use crate::problem::{Problem, Problems};
-use crate::settings::{DiscoverSettings, ServiceFilter};
+use crate::settings::DiscoverConfig;
 
 use super::assemble::{assemble, Part};
 use super::ecs::{map_cluster, poll_cluster, EcsState};
@@ -53,8 +53,7 @@ pub struct PollReport {
 
 /// Polls AWS and remembers what fail-static and call efficiency need between polls.
 pub struct Poller {
-    pub(crate) settings: DiscoverSettings,
-    pub(crate) filter: ServiceFilter,
+    pub(crate) settings: DiscoverConfig,
     pub(crate) aws: Aws,
     pub(crate) ecs: EcsState,
     /// ECS clusters in priority order: the settings' list, or the last ListClusters answer.
@@ -96,16 +95,14 @@ pub trait Observe: Send + Sync {
 pub type Observer = Arc<dyn Observe>;
 
 impl Poller {
-    /// Validates the settings; no AWS call is made yet.
-    pub fn new(settings: DiscoverSettings, aws: Aws) -> Result<Self, DiscoverError> {
-        settings.validate()?;
-        if settings.events.enabled && !aws.has_event_clients() {
+    /// A poller of checked settings; no AWS call is made yet.
+    pub fn new(settings: DiscoverConfig, aws: Aws) -> Result<Self, DiscoverError> {
+        if settings.events_source().is_some() && !aws.has_event_clients() {
             let problem = Problem::at("events.enabled", "these AWS clients have no SQS/SNS client");
             return Err(DiscoverError::Settings(Problems(vec![problem])));
         }
         let auto = settings.ecs.auto_discover_clusters;
         Ok(Self {
-            filter: settings.ecs.service_filter(),
             ecs_clusters: if auto {
                 Vec::new()
             } else {
@@ -154,7 +151,7 @@ impl Poller {
             let result = poll_cluster(
                 &self.aws,
                 &self.settings.ecs,
-                &self.filter,
+                self.settings.filter(),
                 &cluster,
                 &mut self.ecs,
             )
@@ -280,7 +277,7 @@ impl Poller {
         true
     }
 
-    pub(crate) fn settings(&self) -> &DiscoverSettings {
+    pub(crate) fn settings(&self) -> &DiscoverConfig {
         &self.settings
     }
 
@@ -307,13 +304,13 @@ impl Poller {
     pub async fn apply_events(&mut self, events: &[&Event]) -> Vec<EventOutcome> {
         let Poller {
             settings,
-            filter,
             aws,
             ecs,
             ecs_clusters,
             parts,
             ..
         } = self;
+        let filter = settings.filter();
         let ctx = Context {
             aws,
             settings: &settings.ecs,
@@ -389,8 +386,7 @@ fn change_cluster(change: &Change) -> Option<&ClusterRef> {
 
 /// One complete discovery for `ecs-xds discover`: loads AWS from the standard chain and polls
 /// every source once. Any failed source is an error (the first one; all are logged).
-pub async fn discover_once(settings: &DiscoverSettings) -> Result<Inventory, DiscoverError> {
-    settings.validate()?;
+pub async fn discover_once(settings: DiscoverConfig) -> Result<Inventory, DiscoverError> {
     let events_endpoint = settings.events.endpoint_url.as_deref();
     let aws = Aws::connect(&settings.aws, events_endpoint).await?;
     discover_once_with(settings, aws).await
@@ -398,10 +394,10 @@ pub async fn discover_once(settings: &DiscoverSettings) -> Result<Inventory, Dis
 
 /// [`discover_once`] with ready-made clients.
 pub async fn discover_once_with(
-    settings: &DiscoverSettings,
+    settings: DiscoverConfig,
     aws: Aws,
 ) -> Result<Inventory, DiscoverError> {
-    let report = Poller::new(settings.clone(), aws)?.poll().await;
+    let report = Poller::new(settings, aws)?.poll().await;
     match (report.errors.into_iter().next(), report.inventory) {
         (Some(e), _) => Err(e),
         (None, Some(inventory)) => Ok(inventory),

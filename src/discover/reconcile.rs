@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::inventory::{Endpoint, Inventory};
 
 use crate::aws::AwsError;
+use crate::settings::EventsSource;
 
 use super::events::source::{self, Batch, Signal};
 use super::events::{Event, EventOutcome, Mode, MAX_RECEIVES};
@@ -38,6 +39,7 @@ struct EventLoop {
 /// [`Poller::run`] with events: see the module doc.
 pub(super) async fn run(
     poller: Poller,
+    from: EventsSource,
     tx: watch::Sender<Arc<Inventory>>,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -47,7 +49,7 @@ pub(super) async fn run(
     let heartbeat = (events.orphan_after / 4).min(MAX_HEARTBEAT);
     let source = tokio::spawn(source::run(
         poller.aws().clone(),
-        events,
+        (events, from),
         poller.replica().clone(),
         heartbeat,
         signal_tx,

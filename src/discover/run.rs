@@ -17,9 +17,9 @@ impl Poller {
     /// The channel's initial value is the caller's placeholder: receivers should wait for
     /// `changed()` before trusting it. A poll in progress is abandoned at shutdown.
     pub async fn run(self, tx: watch::Sender<Arc<Inventory>>, shutdown: impl Future<Output = ()>) {
-        match self.settings().events.enabled {
-            true => super::reconcile::run(self, tx, shutdown).await,
-            false => self.run_polling(tx, shutdown).await,
+        match self.settings().events_source().cloned() {
+            Some(from) => super::reconcile::run(self, from, tx, shutdown).await,
+            None => self.run_polling(tx, shutdown).await,
         }
     }
 }

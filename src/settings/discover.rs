@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::problem::{Problem, Problems};
 
+mod checked;
+
+pub use checked::{DiscoverConfig, EventsSource};
+
 /// Everything the discover stage reads from the daemon settings: the `[aws]`, `[ecs]`,
 /// `[cloud_map]` and `[events]` sections of the settings file, which `Settings::discover`
 /// gathers here.
@@ -220,7 +224,8 @@ impl EventsSettings {
 }
 
 impl DiscoverSettings {
-    /// Checks values serde cannot: globs, templates, the interval, the source list.
+    /// Checks values serde cannot: globs, templates, the interval, the source list
+    /// ([`DiscoverSettings::check`] also compiles what it accepts).
     pub fn validate(&self) -> Result<(), Problems> {
         let mut errors = Problems::default();
         let ecs = &self.ecs;
@@ -306,7 +311,7 @@ impl DiscoverSettings {
 }
 
 impl EcsSettings {
-    /// The include/exclude filter; call only on validated settings (a bad glob matches nothing).
+    /// The include/exclude filter of checked settings ([`DiscoverSettings::check`]).
     pub(crate) fn service_filter(&self) -> ServiceFilter {
         ServiceFilter {
             include: glob_set(&self.include_services),

@@ -7,7 +7,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::aws::{Aws, AwsError, NewQueue};
-use crate::settings::EventsSettings;
+use crate::settings::{EventsSettings, EventsSource};
 
 /// Tag holding the Unix time of the replica's last heartbeat.
 const HEARTBEAT_TAG: &str = "ecs-xds:heartbeat";
@@ -85,19 +85,19 @@ fn unix_secs(t: SystemTime) -> u64 {
 pub(crate) async fn open(
     aws: &Aws,
     settings: &EventsSettings,
+    from: &EventsSource,
     replica: &str,
 ) -> Result<Queue, AwsError> {
-    if let Some(url) = &settings.queue_url {
-        return Ok(Queue {
-            url: url.clone(),
-            own: false,
-            subscription: None,
-        });
-    }
-    let topic = settings
-        .topic_arn
-        .as_deref()
-        .expect("validated: queue_url or topic_arn");
+    let topic = match from {
+        EventsSource::Queue(url) => {
+            return Ok(Queue {
+                url: url.clone(),
+                own: false,
+                subscription: None,
+            })
+        }
+        EventsSource::Topic(arn) => arn.as_str(),
+    };
     let name = queue_name(&settings.queue_prefix, replica, SystemTime::now());
     if let Err(e) = remove_orphans(aws, settings, &name).await {
         tracing::warn!(error = %e, "could not look for queues of replicas that no longer run");

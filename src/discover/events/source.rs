@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::decode::{decode, DecodeError, Event};
 use super::queue::{self, Queue};
 use crate::aws::{Aws, AwsError, Received, MESSAGE_BATCH};
-use crate::settings::EventsSettings;
+use crate::settings::{EventsSettings, EventsSource};
 
 /// Longest wait between two attempts to open or read the queue while it fails.
 const MAX_RETRY: Duration = Duration::from_secs(30);
@@ -49,14 +49,14 @@ pub(crate) struct Batch {
 /// queue.
 pub(crate) async fn run(
     aws: Aws,
-    settings: EventsSettings,
+    (settings, from): (EventsSettings, EventsSource),
     replica: Arc<str>,
     heartbeat: Duration,
     tx: mpsc::Sender<Signal>,
     stop: CancellationToken,
 ) {
     loop {
-        let Some(queue) = open(&aws, &settings, &replica, &tx, &stop).await else {
+        let Some(queue) = open(&aws, (&settings, &from), &replica, &tx, &stop).await else {
             return;
         };
         let ended = receive(&aws, &queue, &settings, heartbeat, &tx, &stop).await;
@@ -86,7 +86,7 @@ fn queue_gone(error: &AwsError) -> bool {
 /// Opens the queue, retrying with backoff; `None` once stopped.
 async fn open(
     aws: &Aws,
-    settings: &EventsSettings,
+    (settings, from): (&EventsSettings, &EventsSource),
     replica: &str,
     tx: &mpsc::Sender<Signal>,
     stop: &CancellationToken,
@@ -95,7 +95,7 @@ async fn open(
     loop {
         let opened = tokio::select! {
             _ = stop.cancelled() => return None,
-            opened = queue::open(aws, settings, replica) => opened,
+            opened = queue::open(aws, settings, from, replica) => opened,
         };
         match opened {
             Ok(queue) => return Some(queue),
