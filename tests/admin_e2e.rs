@@ -18,7 +18,9 @@ use envoy_types::pb::envoy::service::status::v3::{ClientStatusRequest, ConfigSta
 use serde_json::Value;
 use support::daemon::Running;
 use support::envoy::{free_port, AdsMode, Envoy};
+use support::http::{get, metric};
 use support::moto::Moto;
+use support::settings::SettingsFile;
 use support::templates::egress_sidecar;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -38,15 +40,11 @@ struct Setup {
 fn setup(endpoint: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let egress = free_port();
-    let config = dir.path().join("ecs-xds.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[xds]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[aws]\nendpoint_url = \"{endpoint}\"\n\
-             [ecs]\nclusters = [\"demo\"]\npoll_interval = \"1s\"\n"
-        ),
-    )
-    .unwrap();
+    let config = SettingsFile::new()
+        .aws_endpoint(endpoint)
+        .clusters(&["demo"])
+        .poll_interval("1s")
+        .write(dir.path());
     std::fs::create_dir_all(dir.path().join("templates")).unwrap();
     write_template(dir.path(), &template(egress, 1));
     Setup {
@@ -58,17 +56,6 @@ fn setup(endpoint: &str) -> Setup {
 
 fn write_template(dir: &Path, text: &str) {
     std::fs::write(dir.join("templates/sidecar.toml"), text).unwrap();
-}
-
-async fn get(admin: SocketAddr, path: &str) -> (u16, String) {
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    for _ in 0..100 {
-        if let Ok(r) = client.get(format!("http://{admin}{path}")).send().await {
-            return (r.status().as_u16(), r.text().await.unwrap());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("admin {admin} never answered {path}");
 }
 
 async fn get_json(admin: SocketAddr, path: &str) -> Value {
@@ -91,15 +78,6 @@ async fn grpc_health(xds: SocketAddr) -> ServingStatus {
         .await
         .unwrap();
     response.into_inner().status()
-}
-
-/// The `metrics` line starting with `prefix`, parsed as its value.
-fn metric(metrics: &str, prefix: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,6 +18,7 @@ use support::backend::Backend;
 use support::daemon::{serve_inventory, Running};
 use support::envoy::{free_port, AdsMode, Envoy};
 use support::moto::{awsvpc_network, run_service_task, tag_service, Moto};
+use support::settings::SettingsFile;
 use support::templates::{egress_sidecar, on_demand_sidecar};
 
 fn service(name: &str, backend: Option<&Backend>, backends: Option<&str>) -> Cluster {
@@ -255,15 +256,11 @@ async fn a_changed_tag_reaches_the_envoy_and_an_unrelated_change_sends_it_nothin
     tag("orders ghost").await;
     start_worker(&ecs, &seed, "api.grpc").await;
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("ecs-xds.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[xds]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[aws]\nendpoint_url = \"{}\"\n[ecs]\nclusters = [\"demo\"]\npoll_interval = \"1s\"\n",
-            moto.endpoint
-        ),
-    )
-    .unwrap();
+    let config = SettingsFile::new()
+        .aws_endpoint(&moto.endpoint)
+        .clusters(&["demo"])
+        .poll_interval("1s")
+        .write(dir.path());
     write_templates(dir.path(), free_port());
     let daemon = Running::start(&config).await;
     let web = Envoy::start_of_service("sidecar-web1", daemon.xds, AdsMode::Delta, "web").await;

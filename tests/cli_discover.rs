@@ -6,6 +6,7 @@ use std::process::Command;
 
 use ecs_xds::inventory::Inventory;
 use support::moto::{Moto, REGION};
+use support::settings::SettingsFile;
 
 fn ecs_xds(config: &std::path::Path, extra: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_ecs-xds"))
@@ -24,12 +25,11 @@ fn ecs_xds(config: &std::path::Path, extra: &[&str]) -> std::process::Output {
 }
 
 fn settings(dir: &tempfile::TempDir, endpoint: &str) -> std::path::PathBuf {
-    let path = dir.path().join("ecs-xds.toml");
-    let text = format!(
-        "[aws]\nendpoint_url = \"{endpoint}\"\n[ecs]\nclusters = [\"demo\"]\n[cloud_map]\nnamespaces = [\"demo.local\"]\n"
-    );
-    std::fs::write(&path, text).unwrap();
-    path
+    SettingsFile::bare()
+        .aws_endpoint(endpoint)
+        .clusters(&["demo"])
+        .namespaces(&["demo.local"])
+        .write(dir.path())
 }
 
 #[test]

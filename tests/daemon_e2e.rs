@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use support::daemon::Running;
 use support::envoy::{free_port, AdsMode, Envoy};
 use support::moto::{run_service_task, running_task_ips, Moto};
+use support::settings::SettingsFile;
 use support::templates::egress_sidecar;
 
 const INTERVAL: Duration = Duration::from_secs(1);
@@ -27,15 +28,12 @@ fn sidecar_template(egress_port: u16, stat_prefix: &str) -> String {
 
 /// Settings polling moto every second; xDS on `xds` (port 0: the daemon picks and says).
 fn write_config(dir: &Path, moto: &Moto, xds: SocketAddr, egress_port: u16) -> std::path::PathBuf {
-    let config = dir.join("ecs-xds.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[xds]\nlisten = \"{xds}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[aws]\nendpoint_url = \"{}\"\n[ecs]\nclusters = [\"demo\"]\npoll_interval = \"1s\"\n",
-            moto.endpoint
-        ),
-    )
-    .unwrap();
+    let config = SettingsFile::new()
+        .xds_listen(xds)
+        .aws_endpoint(&moto.endpoint)
+        .clusters(&["demo"])
+        .poll_interval("1s")
+        .write(dir);
     std::fs::create_dir_all(dir.join("templates")).unwrap();
     std::fs::write(
         dir.join("templates/sidecar.toml"),
@@ -266,14 +264,12 @@ async fn requests_through_envoy_reach_cloud_map_backends_and_a_deregistered_one_
     let egress = free_port();
     let config = write_config(dir.path(), &moto, ANY_PORT.parse().unwrap(), egress);
     // Cloud Map only: these backends run on 127.0.0.1, so real traffic is safe.
-    std::fs::write(
-        &config,
-        format!(
-            "[xds]\nlisten = \"{ANY_PORT}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[aws]\nendpoint_url = \"{}\"\n[ecs]\npoll_interval = \"1s\"\n[cloud_map]\nnamespaces = [\"demo.local\"]\n",
-            moto.endpoint
-        ),
-    )
-    .unwrap();
+    SettingsFile::new()
+        .xds_listen(ANY_PORT)
+        .aws_endpoint(&moto.endpoint)
+        .poll_interval("1s")
+        .namespaces(&["demo.local"])
+        .write(dir.path());
     let daemon = Running::start(&config).await;
     let envoy = Envoy::start("sidecar-app1", daemon.xds, AdsMode::Sotw).await;
     let both: BTreeSet<String> = [a.addr, b.addr].iter().map(|s| s.to_string()).collect();

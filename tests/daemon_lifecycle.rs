@@ -11,29 +11,18 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use support::daemon::{ecs_xds_command, Running};
+use support::http::{get, metric};
+use support::settings::SettingsFile;
 
-/// A settings file (`settings` appended to port-0 listeners), an empty sidecar template and an
-/// empty saved inventory, in `dir`. Returns (settings file, inventory file).
-fn write_config(dir: &Path, settings: &str) -> (PathBuf, PathBuf) {
-    let config = dir.join("ecs-xds.toml");
-    std::fs::write(&config, with_listeners(settings)).unwrap();
+/// `settings`, an empty sidecar template and an empty saved inventory, in `dir`. Returns
+/// (settings file, inventory file).
+fn write_config(dir: &Path, settings: SettingsFile) -> (PathBuf, PathBuf) {
+    let config = settings.write(dir);
     std::fs::create_dir_all(dir.join("templates")).unwrap();
     std::fs::write(dir.join("templates/sidecar.toml"), "").unwrap();
     let inventory = dir.join("inventory.json");
     std::fs::write(&inventory, r#"{"clusters": {}}"#).unwrap();
     (config, inventory)
-}
-
-/// `settings` with both listeners on port 0 of 127.0.0.1 (unless it sets them itself).
-fn with_listeners(settings: &str) -> String {
-    let mut text = String::new();
-    if !settings.contains("[xds]") {
-        text.push_str("[xds]\nlisten = \"127.0.0.1:0\"\n");
-    }
-    if !settings.contains("[admin]") {
-        text.push_str("[admin]\nlisten = \"127.0.0.1:0\"\n");
-    }
-    text + settings
 }
 
 fn run_command(config: &Path, inventory: &Path) -> tokio::process::Command {
@@ -59,18 +48,6 @@ async fn exit_of(mut command: tokio::process::Command) -> (Option<i32>, String) 
     )
 }
 
-async fn metrics(admin: std::net::SocketAddr) -> String {
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let url = format!("http://{admin}/metrics");
-    client.get(url).send().await.unwrap().text().await.unwrap()
-}
-
-fn metric(text: &str, line: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(line))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 /// Reads until the peer closes; how long that took (panics after `limit`).
 async fn closed_after(stream: &mut TcpStream, limit: Duration) -> Duration {
     let started = Instant::now();
@@ -87,7 +64,10 @@ async fn closed_after(stream: &mut TcpStream, limit: Duration) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_settings_exit_2_and_a_port_in_use_exits_3() {
     let dir = tempfile::tempdir().unwrap();
-    let (config, inventory) = write_config(dir.path(), "[ecs]\npoll_interval = 5\n");
+    let (config, inventory) = write_config(
+        dir.path(),
+        SettingsFile::new().set("ecs", "poll_interval", 5),
+    );
     let (code, stderr) = exit_of(run_command(&config, &inventory)).await;
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
@@ -97,7 +77,7 @@ async fn bad_settings_exit_2_and_a_port_in_use_exits_3() {
 
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
-    let (config, inventory) = write_config(dir.path(), &format!("[xds]\nlisten = \"{addr}\"\n"));
+    let (config, inventory) = write_config(dir.path(), SettingsFile::new().xds_listen(addr));
     let (code, stderr) = exit_of(run_command(&config, &inventory)).await;
     assert_eq!(code, Some(3), "{stderr}");
     assert!(
@@ -105,7 +85,7 @@ async fn bad_settings_exit_2_and_a_port_in_use_exits_3() {
         "{stderr}"
     );
 
-    let (config, _) = write_config(dir.path(), "");
+    let (config, _) = write_config(dir.path(), SettingsFile::new());
     let (code, stderr) = exit_of(run_command(&config, &dir.path().join("missing.json"))).await;
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("missing.json"), "{stderr}");
@@ -117,7 +97,7 @@ async fn bad_settings_exit_2_and_a_port_in_use_exits_3() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stage_that_ends_early_ends_the_process_with_its_exit_code_and_name() {
     let dir = tempfile::tempdir().unwrap();
-    let (config, inventory) = write_config(dir.path(), "");
+    let (config, inventory) = write_config(dir.path(), SettingsFile::new());
     let runs = [
         ("discovery", 10),
         ("synthesis", 11),
@@ -152,8 +132,9 @@ async fn futures_join_all<F: std::future::Future>(futures: [F; 5]) -> Vec<F::Out
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_xds_connection_and_a_slow_admin_request_are_closed_by_their_deadlines() {
     let dir = tempfile::tempdir().unwrap();
-    let settings = "[xds]\nlisten = \"127.0.0.1:0\"\nhandshake_timeout = \"1s\"\n\
-                    [admin]\nlisten = \"127.0.0.1:0\"\nheader_read_timeout = \"1s\"\n";
+    let settings = SettingsFile::new()
+        .set("xds", "handshake_timeout", "1s")
+        .set("admin", "header_read_timeout", "1s");
     let (config, inventory) = write_config(dir.path(), settings);
     let daemon = start(&config, &inventory).await;
 
@@ -175,7 +156,7 @@ async fn a_silent_xds_connection_and_a_slow_admin_request_are_closed_by_their_de
             "{what} closed after {took:?}, deadline 1 s"
         );
     }
-    let text = metrics(daemon.admin).await;
+    let text = get(daemon.admin, "/metrics").await.1;
     for listener in ["xds", "admin"] {
         let line = format!("ecs_xds_connections_timed_out_total{{listener=\"{listener}\"}} ");
         assert_eq!(metric(&text, &line), Some(1.0), "{line} in\n{text}");
@@ -186,9 +167,10 @@ async fn a_silent_xds_connection_and_a_slow_admin_request_are_closed_by_their_de
 async fn sigterm_with_idle_connections_open_on_both_ports_exits_0_within_the_grace_period() {
     let dir = tempfile::tempdir().unwrap();
     // Deadlines far off, so only shutdown can close these connections.
-    let settings = "shutdown_grace = \"2s\"\n\
-                    [xds]\nlisten = \"127.0.0.1:0\"\nhandshake_timeout = \"60s\"\n\
-                    [admin]\nlisten = \"127.0.0.1:0\"\nheader_read_timeout = \"60s\"\n";
+    let settings = SettingsFile::new()
+        .set("", "shutdown_grace", "2s")
+        .set("xds", "handshake_timeout", "60s")
+        .set("admin", "header_read_timeout", "60s");
     let (config, inventory) = write_config(dir.path(), settings);
     let mut daemon = start(&config, &inventory).await;
     let _xds = TcpStream::connect(daemon.xds).await.unwrap();
@@ -221,7 +203,9 @@ async fn sigterm_with_idle_connections_open_on_both_ports_exits_0_within_the_gra
 async fn a_connection_over_max_connections_is_closed_at_once_and_counted() {
     let dir = tempfile::tempdir().unwrap();
     let settings =
-        "[xds]\nlisten = \"127.0.0.1:0\"\nmax_connections = 1\nhandshake_timeout = \"60s\"\n";
+        SettingsFile::new()
+            .set("xds", "max_connections", 1)
+            .set("xds", "handshake_timeout", "60s");
     let (config, inventory) = write_config(dir.path(), settings);
     let daemon = start(&config, &inventory).await;
     let _first = TcpStream::connect(daemon.xds).await.unwrap();
@@ -229,7 +213,7 @@ async fn a_connection_over_max_connections_is_closed_at_once_and_counted() {
     let mut second = TcpStream::connect(daemon.xds).await.unwrap();
     let took = closed_after(&mut second, Duration::from_secs(5)).await;
     assert!(took < Duration::from_secs(1), "closed after {took:?}");
-    let text = metrics(daemon.admin).await;
+    let text = get(daemon.admin, "/metrics").await.1;
     let refused = "ecs_xds_connections_refused_total{listener=\"xds\"} ";
     assert_eq!(metric(&text, refused), Some(1.0), "{text}");
     assert_eq!(
@@ -243,7 +227,7 @@ async fn a_connection_over_max_connections_is_closed_at_once_and_counted() {
 async fn a_well_behaved_envoy_keeps_its_stream_past_the_handshake_deadline() {
     use support::envoy::{AdsMode, Envoy};
     let dir = tempfile::tempdir().unwrap();
-    let settings = "[xds]\nlisten = \"127.0.0.1:0\"\nhandshake_timeout = \"1s\"\n";
+    let settings = SettingsFile::new().set("xds", "handshake_timeout", "1s");
     let (config, inventory) = write_config(dir.path(), settings);
     let daemon = start(&config, &inventory).await;
     let envoy = Envoy::start("sidecar-app1", daemon.xds, AdsMode::Sotw).await;
@@ -254,7 +238,7 @@ async fn a_well_behaved_envoy_keeps_its_stream_past_the_handshake_deadline() {
         .await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(envoy.stat("control_plane.connected_state").await, 1);
-    let text = metrics(daemon.admin).await;
+    let text = get(daemon.admin, "/metrics").await.1;
     let timed_out = "ecs_xds_connections_timed_out_total{listener=\"xds\"} ";
     assert_eq!(metric(&text, timed_out), Some(0.0), "{text}");
     assert_eq!(
@@ -270,20 +254,17 @@ async fn a_well_behaved_envoy_keeps_its_stream_past_the_handshake_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_rename_style_saves_of_the_settings_file_are_both_noticed() {
     let dir = tempfile::tempdir().unwrap();
-    let (config, inventory) = write_config(dir.path(), "[ecs]\npoll_interval = \"5s\"\n");
+    let (config, inventory) = write_config(dir.path(), SettingsFile::new().poll_interval("5s"));
     let daemon = start(&config, &inventory).await;
     let reloads_ok = "ecs_xds_template_reloads_total{outcome=\"ok\"} ";
     for (save, interval) in [(1.0, "6s"), (2.0, "7s")] {
         let temp = dir.path().join(".ecs-xds.toml.swp");
-        std::fs::write(
-            &temp,
-            with_listeners(&format!("[ecs]\npoll_interval = \"{interval}\"\n")),
-        )
-        .unwrap();
+        let settings = SettingsFile::new().poll_interval(interval);
+        std::fs::write(&temp, settings.text()).unwrap();
         std::fs::rename(&temp, &config).unwrap();
         let started = Instant::now();
         loop {
-            let text = metrics(daemon.admin).await;
+            let text = get(daemon.admin, "/metrics").await.1;
             if metric(&text, reloads_ok) == Some(save) {
                 break;
             }

@@ -10,7 +10,6 @@
 use crate::support;
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -21,23 +20,23 @@ use support::events::{
     task_detail,
 };
 use support::fault_proxy::{FaultProxy, Mode};
+use support::http::{get, scrape_metric, wait_for_metric};
 use support::moto::{run_service_task, running_task_ips, tag_service, Moto};
+use support::settings::SettingsFile;
 use support::templates::egress_sidecar;
 
 /// Settings polling (and reconciling) every `poll` / `reconcile`, reading events as `events`
 /// (TOML lines of the `[events]` section).
 fn write_config(dir: &Path, moto: &Moto, poll: &str, reconcile: &str, events: &str) -> PathBuf {
-    let config = dir.join("ecs-xds.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[xds]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[aws]\nendpoint_url = \"{}\"\n\
-             [ecs]\nclusters = [\"demo\"]\npoll_interval = \"{poll}\"\n\
-             [events]\nenabled = true\nreconcile_interval = \"{reconcile}\"\nwait_time = \"1s\"\n{events}\n",
-            moto.endpoint
-        ),
-    )
-    .unwrap();
+    let config = SettingsFile::new()
+        .aws_endpoint(&moto.endpoint)
+        .clusters(&["demo"])
+        .poll_interval(poll)
+        .set("events", "enabled", true)
+        .set("events", "reconcile_interval", reconcile)
+        .set("events", "wait_time", "1s")
+        .raw("events", events)
+        .write(dir);
     std::fs::create_dir_all(dir.join("templates")).unwrap();
     std::fs::write(
         dir.join("templates/sidecar.toml"),
@@ -45,42 +44,6 @@ fn write_config(dir: &Path, moto: &Moto, poll: &str, reconcile: &str, events: &s
     )
     .unwrap();
     config
-}
-
-async fn get(admin: SocketAddr, path: &str) -> String {
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let response = client
-        .get(format!("http://{admin}{path}"))
-        .send()
-        .await
-        .unwrap();
-    response.text().await.unwrap()
-}
-
-/// The value of the metric line starting with `prefix` (0 when absent).
-async fn metric(admin: SocketAddr, prefix: &str) -> f64 {
-    let metrics = get(admin, "/metrics").await;
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
-async fn wait_for_metric(admin: SocketAddr, prefix: &str, at_least: f64, limit: Duration) {
-    let started = Instant::now();
-    loop {
-        let value = metric(admin, prefix).await;
-        if value >= at_least {
-            return;
-        }
-        assert!(
-            started.elapsed() < limit,
-            "{prefix} is {value}, expected at least {at_least}:\n{}",
-            get(admin, "/metrics").await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 const EVENTS_MODE: &str = "ecs_xds_discovery_mode{mode=\"events\"} ";
@@ -170,13 +133,13 @@ async fn a_task_started_and_stopped_reaches_envoy_through_events_alone_through_d
         "the stale RUNNING did not bring it back"
     );
     assert_eq!(
-        metric(metrics, &format!("{TASK_EVENTS}outcome=\"applied\"}} ")).await,
+        scrape_metric(metrics, &format!("{TASK_EVENTS}outcome=\"applied\"}} ")).await,
         2.0
     );
     // One poll in all (at start): the changes came through events alone.
     let list_tasks = "ecs_xds_aws_requests_total{operation=\"ListTasks\",outcome=\"ok\"} ";
-    assert_eq!(metric(metrics, list_tasks).await, 1.0);
-    assert!(metric(metrics, "ecs_xds_event_lag_seconds_count ").await >= 2.0);
+    assert_eq!(scrape_metric(metrics, list_tasks).await, 1.0);
+    assert!(scrape_metric(metrics, "ecs_xds_event_lag_seconds_count ").await >= 2.0);
     // Every message was deleted: applied, stale or undecodable.
     let sqs = sqs(&moto).await;
     let started = Instant::now();
@@ -388,7 +351,7 @@ async fn two_replicas_from_the_same_settings_both_apply_one_event_and_clean_up_t
     // Each queue is named after the replica, as /nodes names it.
     for daemon in &replicas {
         let nodes: serde_json::Value =
-            serde_json::from_str(&get(daemon.admin, "/nodes").await).unwrap();
+            serde_json::from_str(&get(daemon.admin, "/nodes").await.1).unwrap();
         let replica = nodes["replica"].as_str().unwrap().to_owned();
         // `{prefix}{replica}-{start time in hex}`
         let named = |url: &String| {
@@ -416,7 +379,7 @@ async fn two_replicas_from_the_same_settings_both_apply_one_event_and_clean_up_t
         .to_owned();
     for daemon in &replicas {
         let started = Instant::now();
-        while !get(daemon.admin, "/snapshot/sidecar").await.contains(&ip) {
+        while !get(daemon.admin, "/snapshot/sidecar").await.1.contains(&ip) {
             assert!(
                 started.elapsed() < Duration::from_secs(5),
                 "a replica missed the event"
@@ -491,5 +454,5 @@ async fn a_tag_call_through_cloudtrail_moves_the_envoy_to_its_new_backends() {
         started.elapsed()
     );
     let applied = "ecs_xds_events_received_total{detail_type=\"tag_change\",outcome=\"applied\"} ";
-    assert_eq!(metric(daemon.admin, applied).await, 1.0);
+    assert_eq!(scrape_metric(daemon.admin, applied).await, 1.0);
 }

@@ -15,14 +15,13 @@ use ecs_xds::inventory::{
 use support::daemon::{ecs_xds_command, Running};
 use support::grpc::{bootstrap, grpc_js_calls, grpcio_calls, CallLoop, GrpcServer};
 use support::moto::Moto;
+use support::settings::SettingsFile;
 
 const GRPC_TEMPLATE: &str = "# Proxyless gRPC clients.\n[grpc]\nenabled = true\n";
 
-fn settings(dir: &Path, extra: &str) -> PathBuf {
-    let config = dir.join("ecs-xds.toml");
-    let text =
-        format!("[xds]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n{extra}");
-    std::fs::write(&config, text).unwrap();
+/// `settings` and the gRPC node type's template, in `dir`; the settings file.
+fn settings(dir: &Path, settings: SettingsFile) -> PathBuf {
+    let config = settings.write(dir);
     std::fs::create_dir_all(dir.join("templates")).unwrap();
     std::fs::write(dir.join("templates/grpc.toml"), GRPC_TEMPLATE).unwrap();
     config
@@ -37,11 +36,11 @@ async fn grpc_clients_call_a_cloud_map_service_and_follow_its_instances() {
     let moto = Moto::start();
     let seed = moto.seed(&["--no-ecs", "--cloudmap-instance", &a.addr.to_string()]);
     let dir = tempfile::tempdir().unwrap();
-    let aws = format!(
-        "[aws]\nendpoint_url = \"{}\"\n[ecs]\npoll_interval = \"1s\"\n[cloud_map]\nnamespaces = [\"demo.local\"]\n",
-        moto.endpoint
-    );
-    let daemon = Running::start(&settings(dir.path(), &aws)).await;
+    let aws = SettingsFile::new()
+        .aws_endpoint(&moto.endpoint)
+        .poll_interval("1s")
+        .namespaces(&["demo.local"]);
+    let daemon = Running::start(&settings(dir.path(), aws)).await;
     let config = bootstrap(daemon.xds, "grpc-client1");
     let target = "xds:///cloudmap.backend.demo.local";
 
@@ -116,7 +115,7 @@ fn grpc_service(name: &str, servers: &[(&GrpcServer, u32)], weights: &[(u32, u32
 }
 
 async fn serve_inventory(dir: &Path, clusters: Vec<Cluster>) -> Running {
-    let config = settings(dir, "");
+    let config = settings(dir, SettingsFile::new());
     let inventory = Inventory {
         clusters: clusters.into_iter().map(|c| (c.name.clone(), c)).collect(),
         warnings: Vec::new(),

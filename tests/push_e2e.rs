@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use support::backend::Backend;
 use support::daemon::{ecs_xds_command, Running};
 use support::envoy::{free_port, AdsMode, Envoy};
+use support::settings::SettingsFile;
 use support::templates::egress_sidecar;
 use tokio::process::Command;
 
@@ -41,15 +42,12 @@ fn write_config(dir: &Path, xds: u16, admin: &str) -> (PathBuf, PathBuf) {
 
 /// The settings file alone (as `write_config` writes it).
 fn write_settings(dir: &Path, xds: u16, admin: &str) -> PathBuf {
-    let config = dir.join("ecs-xds.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[xds]\nlisten = \"127.0.0.1:{xds}\"\n[admin]\nlisten = \"{admin}\"\n[push]\nenabled = true\nmax_body_bytes = 16384\n"
-        ),
-    )
-    .unwrap();
-    config
+    SettingsFile::new()
+        .xds_listen(format!("127.0.0.1:{xds}"))
+        .admin_listen(admin)
+        .set("push", "enabled", true)
+        .set("push", "max_body_bytes", 16384)
+        .write(dir)
 }
 
 /// `ecs-xds run` serving the saved inventory (no AWS), killed when dropped.
@@ -403,11 +401,7 @@ async fn with_push_on_node_types_can_come_from_pushes_alone() {
     assert_eq!(served["clusters"][0]["name"], "backend");
 
     let off = dir.path().join("push-off.toml");
-    std::fs::write(
-        &off,
-        "[xds]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
-    )
-    .unwrap();
+    std::fs::write(&off, SettingsFile::new().text()).unwrap();
     let (code, stderr) = refused_start(&off, &inventory).await;
     assert_eq!(code, Some(2));
     assert!(stderr.contains("no templates"), "{stderr}");

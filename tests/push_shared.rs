@@ -13,7 +13,9 @@ use serde_json::{json, Value};
 use support::daemon::{ecs_xds_command, Running};
 use support::envoy::free_port;
 use support::fault_proxy::FaultProxy;
+use support::http::scrape_metric;
 use support::moto::Moto;
+use support::settings::SettingsFile;
 use support::templates::egress_sidecar;
 
 const BUCKET: &str = "ecs-xds-pushes";
@@ -22,17 +24,19 @@ const REFRESH: Duration = Duration::from_millis(1000);
 /// Settings (push on the shared store behind `s3_endpoint`), a sidecar template and an empty
 /// saved inventory in `dir`; (settings file, inventory file).
 fn write_config(dir: &Path, s3_endpoint: &str) -> (PathBuf, PathBuf) {
-    let config = dir.join("ecs-xds.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[xds]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-             [aws]\nendpoint_url = \"{s3_endpoint}\"\n\
-             [push]\nenabled = true\nrefresh_interval = \"{}ms\"\nstore = {{ s3 = {{ bucket = \"{BUCKET}\", prefix = \"prod/push/\" }} }}\n",
-            REFRESH.as_millis()
-        ),
-    )
-    .unwrap();
+    let config = SettingsFile::new()
+        .aws_endpoint(s3_endpoint)
+        .set("push", "enabled", true)
+        .set(
+            "push",
+            "refresh_interval",
+            format!("{}ms", REFRESH.as_millis()),
+        )
+        .raw(
+            "push",
+            &format!("store = {{ s3 = {{ bucket = \"{BUCKET}\", prefix = \"prod/push/\" }} }}"),
+        )
+        .write(dir);
     std::fs::create_dir_all(dir.join("templates")).unwrap();
     std::fs::write(
         dir.join("templates/sidecar.toml"),
@@ -218,15 +222,6 @@ async fn a_push_to_one_replica_is_served_by_the_other_and_if_match_lets_one_writ
     assert_eq!(admin_a.versions().await, admin_b.versions().await);
 }
 
-/// The value of the metric line starting with `prefix` (0 when absent).
-async fn metric(admin: &Admin, prefix: &str) -> f64 {
-    let (_, metrics) = admin.get("/metrics").await;
-    (metrics.lines())
-        .find_map(|l| l.strip_prefix(prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shared_stores_s3_requests_are_counted_in_the_aws_request_metrics() {
     let moto = Moto::start();
@@ -238,15 +233,15 @@ async fn the_shared_stores_s3_requests_are_counted_in_the_aws_request_metrics() 
     admin.wait_ready(Duration::from_secs(20)).await;
     const PUTS: &str = "ecs_xds_aws_requests_total{operation=\"PutObject\",outcome=\"ok\"} ";
     const LISTS: &str = "ecs_xds_aws_requests_total{operation=\"ListObjectsV2\",outcome=\"ok\"} ";
-    assert_eq!(metric(&admin, PUTS).await, 0.0);
+    assert_eq!(scrape_metric(daemon.admin, PUTS).await, 0.0);
     assert!(
-        metric(&admin, LISTS).await >= 1.0,
+        scrape_metric(daemon.admin, LISTS).await >= 1.0,
         "the store was listed at start"
     );
 
     let put = admin.put(&a_push("v1", 9001), None).await;
     assert_eq!(put.status(), StatusCode::OK);
-    assert_eq!(metric(&admin, PUTS).await, 1.0);
+    assert_eq!(scrape_metric(daemon.admin, PUTS).await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,6 +12,7 @@ use support::backend::Backend;
 use support::daemon::Running;
 use support::envoy::{free_port, AdsMode, Envoy};
 use support::moto::{run_service_task, running_task_ips, Moto};
+use support::settings::SettingsFile;
 use support::templates::egress_sidecar;
 
 const BACKEND: &str = "cloudmap.backend.demo.local";
@@ -22,16 +23,12 @@ async fn streams_past_their_age_reconnect_with_no_config_update_and_no_failed_re
     let moto = Moto::start();
     moto.seed(&["--no-ecs", "--cloudmap-instance", &backend.addr.to_string()]);
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("ecs-xds.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[xds]\nlisten = \"127.0.0.1:0\"\nmax_connection_age = \"2s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-             [aws]\nendpoint_url = \"{}\"\n[ecs]\npoll_interval = \"1s\"\n[cloud_map]\nnamespaces = [\"demo.local\"]\n",
-            moto.endpoint
-        ),
-    )
-    .unwrap();
+    let config = SettingsFile::new()
+        .set("xds", "max_connection_age", "2s")
+        .aws_endpoint(&moto.endpoint)
+        .poll_interval("1s")
+        .namespaces(&["demo.local"])
+        .write(dir.path());
     std::fs::create_dir_all(dir.path().join("templates")).unwrap();
     let egress = free_port();
     std::fs::write(
@@ -108,16 +105,11 @@ async fn envoy_fails_over_to_the_other_replica_with_no_config_update_and_follows
     let seed = moto.seed(&["--tasks-per-service", "1"]);
     let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config().await);
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("ecs-xds.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[xds]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-             [aws]\nendpoint_url = \"{}\"\n[ecs]\nclusters = [\"demo\"]\npoll_interval = \"1s\"\n",
-            moto.endpoint
-        ),
-    )
-    .unwrap();
+    let config = SettingsFile::new()
+        .aws_endpoint(&moto.endpoint)
+        .clusters(&["demo"])
+        .poll_interval("1s")
+        .write(dir.path());
     std::fs::create_dir_all(dir.path().join("templates")).unwrap();
     std::fs::write(
         dir.path().join("templates/sidecar.toml"),

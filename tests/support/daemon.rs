@@ -33,12 +33,7 @@ pub async fn serve_inventory(
     dir: &Path,
     clusters: impl IntoIterator<Item = ecs_xds::inventory::Cluster>,
 ) -> Running {
-    let config = dir.join("ecs-xds.toml");
-    std::fs::write(
-        &config,
-        "[xds]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
-    )
-    .unwrap();
+    let config = super::settings::SettingsFile::new().write(dir);
     let inventory = ecs_xds::inventory::Inventory {
         clusters: clusters.into_iter().map(|c| (c.name.clone(), c)).collect(),
         warnings: Vec::new(),
