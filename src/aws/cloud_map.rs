@@ -3,10 +3,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use aws_sdk_servicediscovery::operation::list_namespaces::ListNamespacesOutput;
+use aws_sdk_servicediscovery::operation::list_services::ListServicesOutput;
 use aws_sdk_servicediscovery::types::{
     FilterCondition, HealthStatusFilter, ServiceFilter, ServiceFilterName,
 };
 
+use super::retry::Request;
 use super::{Aws, AwsError};
 
 /// DiscoverInstances answers at most this many instances per call.
@@ -29,27 +32,22 @@ fn target(namespace: &str) -> String {
 impl Aws {
     /// Namespace name → id for every namespace of the account (ListNamespaces, every page).
     pub(crate) async fn namespace_ids(&self) -> Result<BTreeMap<String, String>, AwsError> {
-        let mut ids = BTreeMap::new();
-        let mut token: Option<String> = None;
-        loop {
-            let out = self
-                .call("ListNamespaces", "Cloud Map namespaces", || {
-                    self.cloud_map
-                        .list_namespaces()
-                        .set_next_token(token.clone())
-                        .send()
-                })
-                .await?;
-            for ns in out.namespaces() {
-                if let (Some(name), Some(id)) = (ns.name(), ns.id()) {
-                    ids.insert(name.to_owned(), id.to_owned());
-                }
-            }
-            token = out.next_token().map(str::to_owned);
-            if token.is_none() {
-                return Ok(ids);
-            }
-        }
+        let send = |token| {
+            self.cloud_map
+                .list_namespaces()
+                .set_next_token(token)
+                .send()
+        };
+        let page = |out: ListNamespacesOutput| {
+            let ids = (out.namespaces().iter())
+                .filter_map(|ns| Some((ns.name()?.to_owned(), ns.id()?.to_owned())));
+            (ids.collect(), out.next_token().map(str::to_owned))
+        };
+        let request = Request::new("ListNamespaces");
+        let ids = self
+            .call_paged(request, "Cloud Map namespaces", send, page)
+            .await?;
+        Ok(ids.into_iter().collect())
     }
 
     /// Names of the namespace's services (ListServices filtered by namespace, every page).
@@ -64,28 +62,21 @@ impl Aws {
             .condition(FilterCondition::Eq)
             .build()
             .ok();
-        let mut names = BTreeSet::new();
-        let mut token: Option<String> = None;
-        loop {
-            let out = self
-                .call("ListServices", &target(namespace), || {
-                    self.cloud_map
-                        .list_services()
-                        .set_filters(filter.clone().map(|f| vec![f]))
-                        .set_next_token(token.clone())
-                        .send()
-                })
-                .await?;
-            names.extend(
-                out.services()
-                    .iter()
-                    .filter_map(|s| s.name().map(str::to_owned)),
-            );
-            token = out.next_token().map(str::to_owned);
-            if token.is_none() {
-                return Ok(names.into_iter().collect());
-            }
-        }
+        let send = |token| {
+            let list = self.cloud_map.list_services();
+            let list = list.set_filters(filter.clone().map(|f| vec![f]));
+            list.set_next_token(token).send()
+        };
+        let page = |out: ListServicesOutput| {
+            let names = (out.services().iter()).filter_map(|s| s.name().map(str::to_owned));
+            (names.collect(), out.next_token().map(str::to_owned))
+        };
+        let request = Request::new("ListServices");
+        let names = self
+            .call_paged(request, &target(namespace), send, page)
+            .await?;
+        let names: BTreeSet<String> = names.into_iter().collect();
+        Ok(names.into_iter().collect())
     }
 
     /// DiscoverInstances of every health status, at most [`MAX_INSTANCES`]; `None` when the

@@ -3,8 +3,11 @@
 
 use std::collections::BTreeMap;
 
+use aws_sdk_ecs::operation::list_clusters::ListClustersOutput;
+use aws_sdk_ecs::operation::list_tasks::ListTasksOutput;
 use aws_sdk_ecs::types::{DesiredStatus, ServiceField, TaskField};
 
+use super::retry::Request;
 use super::{Aws, AwsError, TaskDef, TaskFacts};
 
 pub(super) mod facts;
@@ -23,28 +26,18 @@ fn target(ecs_cluster: &str) -> String {
 impl Aws {
     /// Names of every ECS cluster of the account and region, sorted.
     pub(crate) async fn list_clusters(&self) -> Result<Vec<String>, AwsError> {
-        let mut names = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let out = self
-                .call("ListClusters", "the account's ECS clusters", || {
-                    self.ecs
-                        .list_clusters()
-                        .max_results(100)
-                        .set_next_token(token.clone())
-                        .send()
-                })
-                .await?;
-            names.extend(
-                out.cluster_arns()
-                    .iter()
-                    .map(|arn| arn.rsplit('/').next().unwrap_or(arn).to_owned()),
-            );
-            token = out.next_token().map(str::to_owned);
-            if token.is_none() {
-                break;
-            }
-        }
+        let request = Request::new("ListClusters");
+        let send = |token| {
+            let list = self.ecs.list_clusters().max_results(100);
+            list.set_next_token(token).send()
+        };
+        let page = |out: ListClustersOutput| {
+            let arns = out.cluster_arns().iter();
+            let names = arns.map(|arn| arn.rsplit('/').next().unwrap_or(arn).to_owned());
+            (names.collect(), out.next_token().map(str::to_owned))
+        };
+        let target = "the account's ECS clusters";
+        let mut names = self.call_paged(request, target, send, page).await?;
         names.sort();
         names.dedup();
         Ok(names)
@@ -55,26 +48,21 @@ impl Aws {
         &self,
         cluster: &str,
     ) -> Result<Vec<String>, AwsError> {
-        let mut arns = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let out = self
-                .call("ListTasks", &target(cluster), || {
-                    self.ecs
-                        .list_tasks()
-                        .cluster(cluster)
-                        .desired_status(DesiredStatus::Running)
-                        .max_results(TASK_BATCH as i32)
-                        .set_next_token(token.clone())
-                        .send()
-                })
-                .await?;
-            arns.extend(out.task_arns().iter().cloned());
-            token = out.next_token().map(str::to_owned);
-            if token.is_none() {
-                return Ok(arns);
-            }
-        }
+        let send = |token| {
+            let list = self.ecs.list_tasks().cluster(cluster);
+            let list = list.desired_status(DesiredStatus::Running);
+            list.max_results(TASK_BATCH as i32)
+                .set_next_token(token)
+                .send()
+        };
+        let page = |out: ListTasksOutput| {
+            (
+                out.task_arns().to_vec(),
+                out.next_token().map(str::to_owned),
+            )
+        };
+        self.call_paged(Request::new("ListTasks"), &target(cluster), send, page)
+            .await
     }
 
     /// DescribeTasks with tags for at most [`TASK_BATCH`] tasks.

@@ -132,6 +132,37 @@ impl Aws {
     }
 }
 
+impl Aws {
+    /// Every page of a paged request, each page through [`Aws::call_with`]: `send(token)`
+    /// asks for the page after `token` (`None`: the first), `page(out)` gives a page's items
+    /// and the next page's token (`None`: that was the last).
+    pub(crate) async fn call_paged<T, O, E, Fut>(
+        &self,
+        request: Request,
+        target: &str,
+        mut send: impl FnMut(Option<String>) -> Fut,
+        mut page: impl FnMut(O) -> (Vec<T>, Option<String>),
+    ) -> Result<Vec<T>, AwsError>
+    where
+        Fut: Future<Output = Result<O, SdkError<E, HttpResponse>>>,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let mut items = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let out = self
+                .call_with(request, target, || send(token.clone()))
+                .await?;
+            let (more, next) = page(out);
+            items.extend(more);
+            match next {
+                Some(next) => token = Some(next),
+                None => return Ok(items),
+            }
+        }
+    }
+}
+
 /// One failed attempt, classified.
 struct Failure {
     outcome: Outcome,

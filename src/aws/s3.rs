@@ -5,9 +5,11 @@
 
 use std::collections::BTreeMap;
 
+use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 
+use super::retry::Request;
 use super::{Aws, AwsError, RetryPolicy};
 use crate::push::{Condition, Object, ObjectError, ObjectStore, Pending, Written};
 
@@ -61,36 +63,29 @@ impl Objects {
     /// 1,000 objects).
     pub async fn list(&self) -> Result<BTreeMap<String, String>, AwsError> {
         let target = format!("s3://{}/{}", self.bucket, self.prefix);
-        let mut names = BTreeMap::new();
-        let mut token: Option<String> = None;
-        loop {
-            let out = self
-                .aws
-                .call("ListObjectsV2", &target, || {
-                    self.s3
-                        .list_objects_v2()
-                        .bucket(&self.bucket)
-                        .prefix(&self.prefix)
-                        .set_continuation_token(token.clone())
-                        .send()
-                })
-                .await?;
-            for object in out.contents() {
-                let name = object
-                    .key()
+        let send = |token| {
+            let list = self.s3.list_objects_v2().bucket(&self.bucket);
+            list.prefix(&self.prefix)
+                .set_continuation_token(token)
+                .send()
+        };
+        let page = |out: ListObjectsV2Output| {
+            let named = out.contents().iter().filter_map(|object| {
+                let name = (object.key())
                     .and_then(|k| k.strip_prefix(self.prefix.as_str()))
                     .and_then(|k| k.strip_suffix(".json"))
-                    .filter(|n| !n.contains('/'));
-                if let Some(name) = name {
-                    let etag = object.e_tag().unwrap_or_default().to_owned();
-                    names.insert(name.to_owned(), etag);
-                }
-            }
-            match out.next_continuation_token() {
-                Some(next) if out.is_truncated() == Some(true) => token = Some(next.to_owned()),
-                _ => return Ok(names),
-            }
-        }
+                    .filter(|n| !n.contains('/'))?;
+                Some((
+                    name.to_owned(),
+                    object.e_tag().unwrap_or_default().to_owned(),
+                ))
+            });
+            let next = (out.next_continuation_token()).filter(|_| out.is_truncated() == Some(true));
+            (named.collect(), next.map(str::to_owned))
+        };
+        let request = Request::new("ListObjectsV2");
+        let names = self.aws.call_paged(request, &target, send, page).await?;
+        Ok(names.into_iter().collect())
     }
 
     /// The object `name`, or `None` when there is none.

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use aws_sdk_sqs::operation::list_queues::ListQueuesOutput;
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
 };
@@ -238,24 +239,21 @@ impl Aws {
     pub(crate) async fn list_queues(&self, prefix: &str) -> Result<Vec<String>, AwsError> {
         let target = format!("SQS queues named {prefix}*");
         let sqs = &self.event_clients("ListQueues", &target)?.sqs;
-        let mut urls = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let out = self
-                .call_with(request("ListQueues"), &target, || {
-                    sqs.list_queues()
-                        .queue_name_prefix(prefix)
-                        .max_results(1000)
-                        .set_next_token(token.clone())
-                        .send()
-                })
-                .await?;
-            urls.extend(out.queue_urls().iter().cloned());
-            token = out.next_token().map(str::to_owned);
-            if token.is_none() {
-                return Ok(urls);
-            }
-        }
+        let send = |token| {
+            let list = sqs
+                .list_queues()
+                .queue_name_prefix(prefix)
+                .max_results(1000);
+            list.set_next_token(token).send()
+        };
+        let page = |out: ListQueuesOutput| {
+            (
+                out.queue_urls().to_vec(),
+                out.next_token().map(str::to_owned),
+            )
+        };
+        self.call_paged(request("ListQueues"), &target, send, page)
+            .await
     }
 
     /// ListQueueTags.
