@@ -199,7 +199,7 @@ impl Pushed {
 impl Pushed {
     /// A pushed route to a cluster the node type is not served is a warning, as for templates:
     /// Envoy answers 503 for it until the cluster exists.
-    pub fn route_findings(&self, node_type: &str, snapshot: &Snapshot, out: &mut Synthesis) {
+    pub fn route_warnings(&self, node_type: &str, snapshot: &Snapshot, out: &mut Synthesis) {
         for (cluster, route) in &self.route_clusters {
             if snapshot.of(ResourceType::Cluster).get(cluster).is_none() {
                 out.warnings.push(Warning {

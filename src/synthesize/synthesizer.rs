@@ -208,7 +208,7 @@ impl Synthesizer {
                 (None, None) => unreachable!("node types come from templates and pushes"),
             };
             match pushed {
-                Some(pushed) => pushed.route_findings(node_type, &snapshot, &mut out),
+                Some(pushed) => pushed.route_warnings(node_type, &snapshot, &mut out),
                 None => debug_assert_eq!(snapshot.check_consistency(), Ok(()), "{node_type}"),
             }
             let template = self.templates.get(node_type);

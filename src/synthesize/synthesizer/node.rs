@@ -103,7 +103,7 @@ impl Encodings {
             None => {
                 let mut served_statics = b.statics;
                 served_statics.extend(pushed.into_iter().flat_map(|p| p.cluster_names()));
-                route_findings(node_type, template, inventory, &served_statics, out);
+                route_warnings(node_type, template, inventory, &served_statics, out);
             }
             Some(selection) => out_of_scope(node_type, template, selection, out),
         }
@@ -282,7 +282,7 @@ impl Encodings {
 
 /// A template route to a cluster the node type does not have is a warning, not an error: Envoy
 /// answers 503 for it until the service is discovered.
-fn route_findings(
+fn route_warnings(
     node_type: &str,
     template: &NodeTemplate,
     inventory: &Inventory,
