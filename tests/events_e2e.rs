@@ -193,27 +193,65 @@ async fn a_change_no_event_announced_appears_at_the_next_reconcile_and_is_counte
     envoy.stop().await;
 }
 
+/// A daemon reading events from SQS through a fault proxy (ECS direct), polling every `poll`
+/// while events fail, and an Envoy that has its web endpoints, once events are received.
+struct SqsBehindProxy {
+    moto: Moto,
+    seed: serde_json::Value,
+    ecs: aws_sdk_ecs::Client,
+    proxy: FaultProxy,
+    _dir: tempfile::TempDir,
+    daemon: Running,
+    envoy: Envoy,
+    initial: BTreeSet<String>,
+}
+
+impl SqsBehindProxy {
+    async fn start(poll: &str) -> SqsBehindProxy {
+        let moto = Moto::start();
+        let seed = moto.seed(&["--tasks-per-service", "1"]);
+        let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config().await);
+        let queue = routed_queue(&moto, "ecs-events").await;
+        let proxy = FaultProxy::start(moto.port).await;
+        let dir = tempfile::tempdir().unwrap();
+        let events = format!(
+            "queue_url = \"{queue}\"\nendpoint_url = \"{}\"",
+            proxy.endpoint()
+        );
+        let config = write_config(dir.path(), &moto, poll, "1h", &events);
+        let daemon = Running::start(&config).await;
+        let envoy = Envoy::start("sidecar-app1", daemon.xds, AdsMode::Sotw).await;
+        let initial = running_task_ips(&ecs, "web").await;
+        envoy
+            .wait_for_ips("web", &initial, Duration::from_secs(20))
+            .await;
+        wait_for_metric(daemon.admin, EVENTS_MODE, 1.0, Duration::from_secs(10)).await;
+        SqsBehindProxy {
+            moto,
+            seed,
+            ecs,
+            proxy,
+            _dir: dir,
+            daemon,
+            envoy,
+            initial,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_sqs_unreachable_discovery_polls_keeps_every_endpoint_and_returns_to_events() {
-    let moto = Moto::start();
-    let seed = moto.seed(&["--tasks-per-service", "1"]);
-    let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config().await);
-    let queue = routed_queue(&moto, "ecs-events").await;
-    let proxy = FaultProxy::start(moto.port).await;
-    let dir = tempfile::tempdir().unwrap();
-    // SQS through the proxy; ECS direct. Polling every second only while events fail.
-    let events = format!(
-        "queue_url = \"{queue}\"\nendpoint_url = \"{}\"",
-        proxy.endpoint()
-    );
-    let config = write_config(dir.path(), &moto, "1s", "1h", &events);
-    let daemon = Running::start(&config).await;
-    let envoy = Envoy::start("sidecar-app1", daemon.xds, AdsMode::Sotw).await;
-    let initial = running_task_ips(&ecs, "web").await;
-    envoy
-        .wait_for_ips("web", &initial, Duration::from_secs(20))
-        .await;
-    wait_for_metric(daemon.admin, EVENTS_MODE, 1.0, Duration::from_secs(10)).await;
+    // Polling every second only while events fail.
+    let SqsBehindProxy {
+        moto,
+        seed,
+        ecs,
+        proxy,
+        _dir,
+        daemon,
+        envoy,
+        initial,
+    } = SqsBehindProxy::start("1s").await;
     let before = envoy.versions().await;
 
     proxy.set_up(false);
@@ -260,26 +298,18 @@ async fn with_sqs_unreachable_discovery_polls_keeps_every_endpoint_and_returns_t
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_sqs_hanging_a_started_task_reaches_envoy_within_the_poll_interval_and_events_resume()
 {
-    let moto = Moto::start();
-    let seed = moto.seed(&["--tasks-per-service", "1"]);
-    let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config().await);
-    let queue = routed_queue(&moto, "ecs-events").await;
-    let proxy = FaultProxy::start(moto.port).await;
-    let dir = tempfile::tempdir().unwrap();
-    // SQS through the proxy (long polls of 1 s); ECS direct, polled every 2 s while events fail.
+    // Long polls of 1 s; polling every 2 s while events fail.
     let poll = Duration::from_secs(2);
-    let events = format!(
-        "queue_url = \"{queue}\"\nendpoint_url = \"{}\"",
-        proxy.endpoint()
-    );
-    let config = write_config(dir.path(), &moto, "2s", "1h", &events);
-    let daemon = Running::start(&config).await;
-    let envoy = Envoy::start("sidecar-app1", daemon.xds, AdsMode::Sotw).await;
-    let initial = running_task_ips(&ecs, "web").await;
-    envoy
-        .wait_for_ips("web", &initial, Duration::from_secs(20))
-        .await;
-    wait_for_metric(daemon.admin, EVENTS_MODE, 1.0, Duration::from_secs(10)).await;
+    let SqsBehindProxy {
+        moto,
+        seed,
+        ecs,
+        proxy,
+        _dir,
+        daemon,
+        envoy,
+        initial,
+    } = SqsBehindProxy::start("2s").await;
 
     // SQS accepts connections and never answers; a task starts meanwhile.
     proxy.set_mode(Mode::Hanging);
