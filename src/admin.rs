@@ -72,9 +72,12 @@ pub async fn serve(
         "admin",
         listener,
         router,
-        Protocol::Http1,
-        limits,
-        connections,
+        http_listener::Serving {
+            protocol: Protocol::Http1,
+            limits,
+            stats: connections,
+            tls: None,
+        },
         shutdown,
     )
     .await

@@ -10,6 +10,9 @@
 //! - `ecs.rs` (and `ecs/facts.rs`, the plain task and task-definition facts), `ec2.rs`;
 //! - `cloud_map.rs`: namespaces, services and their instances;
 //! - `sqs_sns.rs`: the event queue's requests (receive, delete, create, subscribe);
+//! - `secrets.rs`: the identity CA's Secrets Manager secret;
+//! - `sts.rs`: signing a task's unsent GetCallerIdentity proof (the agent), and sending a
+//!   checked one to the pinned STS endpoint (the identity endpoint);
 //! - `s3.rs`: the objects of the shared push store ([`Objects`]); what they mean is `push`'s.
 
 use std::future::Future;
@@ -33,7 +36,9 @@ mod ec2;
 mod ecs;
 mod retry;
 mod s3;
+mod secrets;
 mod sqs_sns;
+mod sts;
 
 pub(crate) use cloud_map::{Instance, MAX_INSTANCES};
 pub use counter::{CallCounter, Outcome};
@@ -44,6 +49,11 @@ pub(crate) use ecs::{INSTANCE_BATCH, SERVICE_BATCH, TASK_BATCH};
 pub use retry::RetryPolicy;
 pub use s3::Objects;
 pub(crate) use sqs_sns::{NewQueue, Received, MESSAGE_BATCH};
+#[cfg(test)]
+pub(crate) use sts::test_credentials;
+pub use sts::{
+    sign_caller_identity, sign_with, sts_host, SignedRequest, Sts, CALLER_IDENTITY_BODY,
+};
 
 /// An AWS request that failed after its retries, or AWS not set up. Each says which operation
 /// on what, so the user can act (`DescribeTasks on ECS cluster demo failed: ...`).
@@ -100,6 +110,8 @@ pub struct Aws {
     events: Option<EventClients>,
     /// S3, for the shared push store; absent on recorded-response clients.
     s3: Option<aws_sdk_s3::Client>,
+    /// Secrets Manager, for the identity CA's secret; absent on recorded-response clients.
+    secrets: Option<aws_sdk_secretsmanager::Client>,
     /// The region written on every endpoint's locality.
     region: String,
     calls: CallCounter,
@@ -162,6 +174,7 @@ impl Aws {
             aws_sdk_sns::Client::new(&config),
         );
         aws.s3 = Some(aws_sdk_s3::Client::from_conf(s3));
+        aws.secrets = Some(aws_sdk_secretsmanager::Client::new(&config));
         Ok(aws)
     }
 
@@ -221,6 +234,7 @@ impl Aws {
             ),
             events: None,
             s3: None,
+            secrets: None,
             region: region.into(),
             calls: CallCounter::new(),
             retry: RetryPolicy::default(),

@@ -4,7 +4,9 @@
 //! - [`validate()`]: the settings and templates, and with `--envoy` what a real Envoy says of
 //!   what each node type would be served;
 //! - [`render()`]: exactly what a node type (or one service's sidecar) would be served;
-//! - [`discover()`]: one poll of AWS, as a table or the inventory JSON.
+//! - [`discover()`]: one poll of AWS, as a table or the inventory JSON;
+//! - [`agent()`]: the identity sidecar of an app task ([`agent_check()`], its health check);
+//! - [`ca_init()`]: a root and an intermediate CA for a first try.
 //!
 //! Every failure is a [`CommandError`] with its own exit code ([`exit_code`]), so an operator
 //! (or ECS's stopped reason) tells them apart.
@@ -17,11 +19,15 @@ use crate::inventory::InventoryFileError;
 use crate::problem::Problems;
 use crate::settings::{Settings, SettingsError};
 
+mod agent;
+mod ca;
 mod discover;
 mod render;
 mod run;
 mod validate;
 
+pub use agent::{agent, agent_check, AgentFlags};
+pub use ca::ca_init;
 pub use discover::{discover, inventory_table};
 pub use render::{render, Format};
 pub use run::run;
@@ -59,6 +65,15 @@ pub enum CommandError {
     /// `validate --bootstrap`: the sidecar bootstrap given could not be read.
     #[error("cannot use {path} as the sidecar's bootstrap: {message}")]
     Bootstrap { path: PathBuf, message: String },
+    /// `agent`: its flags or trust bundle are unusable.
+    #[error("agent: {0}")]
+    AgentInput(String),
+    /// `agent`: it stopped for good, or `--check` found no valid certificate.
+    #[error("agent: {0}")]
+    Agent(String),
+    /// `ca init` could not write the CA.
+    #[error("ca init in {dir}: {message}")]
+    CaInit { dir: PathBuf, message: String },
     /// `run`: the daemon could not start, or a stage ended.
     #[error(transparent)]
     Daemon(#[from] DaemonError),
@@ -77,6 +92,8 @@ pub mod exit_code {
     pub const ENVOY_REJECTED: u8 = 4;
     /// `validate --envoy`: Envoy crashed checking the config (a fault of Envoy's).
     pub const ENVOY_CRASHED: u8 = 5;
+    /// `agent`: no valid certificate (`--check`), or the agent cannot go on.
+    pub const IDENTITY: u8 = 6;
 }
 
 impl CommandError {
@@ -88,13 +105,17 @@ impl CommandError {
             | CommandError::Templates { .. }
             | CommandError::InventoryFile(_)
             | CommandError::UnknownNodeType { .. }
-            | CommandError::Bootstrap { .. } => exit_code::INPUT,
+            | CommandError::Bootstrap { .. }
+            | CommandError::AgentInput(_)
+            | CommandError::CaInit { .. } => exit_code::INPUT,
+            CommandError::Agent(_) => exit_code::IDENTITY,
             CommandError::EnvoyRejected(_) => exit_code::ENVOY_REJECTED,
             CommandError::EnvoyCrashed(_) => exit_code::ENVOY_CRASHED,
             CommandError::Daemon(e) => match e {
                 DaemonError::Discover(_) | DaemonError::Aws(_) => exit_code::AWS,
                 DaemonError::PushToken(_) | DaemonError::PushState(_) => exit_code::INPUT,
                 DaemonError::Bind { .. } => exit_code::LISTEN,
+                DaemonError::Ca { .. } => exit_code::INPUT,
                 DaemonError::StageEnded { stage, .. } => stage.exit_code(),
             },
         }

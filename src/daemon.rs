@@ -12,6 +12,7 @@
 //! reload requests. A stage that ends before shutdown ends the process ([`supervise`]): Envoys
 //! must never sit on a frozen snapshot behind a replica that says it is ready.
 
+mod identity;
 mod reload;
 mod replica;
 mod supervise;
@@ -66,6 +67,9 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    /// The identity CA could not be loaded or used.
+    #[error("identity CA from {from}: {message}")]
+    Ca { from: String, message: String },
     /// A stage of `run` ended before shutdown.
     #[error("stage {stage} ended unexpectedly: {cause}")]
     StageEnded { stage: Stage, cause: String },
@@ -115,6 +119,8 @@ pub struct Daemon {
     first_line: synthesis::FirstLine,
     /// This replica's name (ECS task id, or host name).
     replica: Arc<str>,
+    /// The identity endpoint and CA (`[identity]` on).
+    identity: Option<identity::Identity>,
 }
 
 impl Daemon {
@@ -166,8 +172,18 @@ impl Daemon {
                 Discovery::Poll(Box::new(poller))
             }
         };
+        let identity = match settings.identity.enabled {
+            false => None,
+            true => {
+                let aws = connected(&mut aws, &settings, &aws_calls).await?;
+                Some(identity::open(&settings, config, aws).await?)
+            }
+        };
         let (cache, publisher) = Cache::new(settings.node_type_resolver());
-        let server = XdsServer::new(cache.clone());
+        let mut server = XdsServer::new(cache.clone());
+        if let Some((tls, _)) = identity.as_ref().and_then(|i| i.xds_tls.clone()) {
+            server = server.with_tls(tls, &settings.identity.trust_domain);
+        }
         let stats = Arc::new(DaemonStats::default());
         let readiness = Readiness {
             stats: stats.clone(),
@@ -176,7 +192,8 @@ impl Daemon {
         readiness.set(false).await;
         let reloader = reload::Reloader::new(config, &settings, &templates_dir);
         let synthesis = SynthesisStage::new(synthesizer, publisher, pushes, readiness, reloader);
-        tracing::info!(xds = %xds.1, admin = %admin.1, %replica, "ecs-xds listening");
+        let identity_addr = identity.as_ref().map(|i| i.addr);
+        tracing::info!(xds = %xds.1, admin = %admin.1, identity = ?identity_addr, %replica, "ecs-xds listening");
         let first_line = synthesis::FirstLine {
             xds: xds.1,
             admin: admin.1,
@@ -186,6 +203,7 @@ impl Daemon {
         Ok(Daemon {
             first_line,
             replica,
+            identity,
             config: config.to_owned(),
             templates_dir,
             xds,
@@ -213,6 +231,11 @@ impl Daemon {
         self.admin.1
     }
 
+    /// The address the identity endpoint is bound to, when `[identity]` is on.
+    pub fn identity_addr(&self) -> Option<SocketAddr> {
+        self.identity.as_ref().map(|i| i.addr)
+    }
+
     /// The daemon's counters and readiness.
     pub fn stats(&self) -> Arc<DaemonStats> {
         self.stats.clone()
@@ -228,16 +251,24 @@ impl Daemon {
         let stop = CancellationToken::new();
         let (inventory_tx, inventories) = watch::channel(Arc::new(Inventory::default()));
         let admin_connections = Arc::default();
+        let mut connections = vec![
+            ("xds", self.server.connections().clone()),
+            ("admin", Arc::clone(&admin_connections)),
+        ];
+        if let Some(identity) = &self.identity {
+            connections.push(("identity", identity.connections.clone()));
+        }
         let metrics = Arc::new(Metrics::new(LiveState {
             cache: self.cache.clone(),
             stats: self.stats.clone(),
             aws_calls: Arc::new(self.aws_calls),
             inventory: inventories.clone(),
             replica: self.replica.clone(),
-            connections: vec![
-                ("xds", self.server.connections().clone()),
-                ("admin", Arc::clone(&admin_connections)),
-            ],
+            connections,
+            identity: self
+                .identity
+                .as_ref()
+                .map(|i| (i.stats.clone(), i.ca.clone())),
         }));
         let mut stages = Stages::new();
         let observer = metrics.discovery_observer();
@@ -259,6 +290,9 @@ impl Daemon {
             stop.clone(),
         );
         stages.spawn(Stage::Synthesis, synthesis);
+        if let Some(identity) = self.identity {
+            stages.spawn(Stage::Identity, identity.run(stop.clone()));
+        }
         if let Some((refresher, commands)) = self.push_refresher {
             stages.spawn(Stage::PushRefresh, refresher.run(commands, stop.clone()));
         }

@@ -2,6 +2,10 @@
 //! open connections, a deadline for a new connection's first request, and a shutdown that ends
 //! within a grace period whatever the peers do.
 //!
+//! A listener may also serve TLS ([`Tls`]), replaceable while it runs: each connection takes the
+//! configuration in force when it was accepted, and its requests carry the client's verified
+//! certificates ([`PeerCertificates`]) and address ([`PeerAddr`]).
+//!
 //! Why not the servers' own loops (tonic's, axum's): neither has a first-request deadline or a
 //! connection cap, and both wait for every open connection at graceful shutdown, so one peer
 //! that connects and never speaks (a port scanner, a slowloris on an admin port open to the VPC)
@@ -10,12 +14,14 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use rustls_pki_types::CertificateDer;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -44,6 +50,45 @@ pub struct Limits {
 #[derive(Debug, Clone)]
 pub struct ConnectionClosing(pub CancellationToken);
 
+/// A listener's TLS configuration, replaceable while it serves (a renewed server certificate,
+/// a changed trust bundle). Cheap to clone: clones share the one configuration.
+#[derive(Clone)]
+pub struct Tls(Arc<RwLock<Arc<rustls::ServerConfig>>>);
+
+impl Tls {
+    pub fn new(config: rustls::ServerConfig) -> Self {
+        Tls(Arc::new(RwLock::new(Arc::new(config))))
+    }
+
+    /// Connections accepted from now on use `config`; open ones keep theirs.
+    pub fn replace(&self, config: rustls::ServerConfig) {
+        // A poisoned lock only means a writer panicked mid-assignment of an Arc: the value is
+        // still a whole configuration.
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+    }
+
+    fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        let config = self.0.read().unwrap_or_else(|e| e.into_inner()).clone();
+        tokio_rustls::TlsAcceptor::from(config)
+    }
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tls(..)")
+    }
+}
+
+/// In every request's extensions on a TLS listener: the client certificate chain the
+/// handshake verified, leaf first; empty when the client presented none (allowed only where
+/// the listener's verifier allows it).
+#[derive(Debug, Clone, Default)]
+pub struct PeerCertificates(pub Arc<Vec<CertificateDer<'static>>>);
+
+/// In every request's extensions: the address the connection came from.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
 /// HTTP versions a listener speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -61,6 +106,7 @@ pub struct ConnectionStats {
     open: AtomicUsize,
     refused: AtomicU64,
     timed_out: AtomicU64,
+    tls_failed: AtomicU64,
 }
 
 impl ConnectionStats {
@@ -77,6 +123,20 @@ impl ConnectionStats {
     pub fn timed_out(&self) -> u64 {
         self.timed_out.load(Ordering::Relaxed)
     }
+    /// Connections whose TLS handshake failed: no client certificate where one is required, a
+    /// certificate from another CA, an expired one, or not TLS at all.
+    pub fn tls_failed(&self) -> u64 {
+        self.tls_failed.load(Ordering::Relaxed)
+    }
+}
+
+/// How a listener serves: its protocol, limits, counters and TLS (if any).
+#[derive(Debug, Clone)]
+pub struct Serving {
+    pub protocol: Protocol,
+    pub limits: Limits,
+    pub stats: Arc<ConnectionStats>,
+    pub tls: Option<Tls>,
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then lets open connections
@@ -85,11 +145,15 @@ pub async fn serve(
     name: &'static str,
     listener: TcpListener,
     router: axum::Router,
-    protocol: Protocol,
-    limits: Limits,
-    stats: Arc<ConnectionStats>,
+    serving: Serving,
     shutdown: CancellationToken,
 ) {
+    let Serving {
+        protocol,
+        limits,
+        stats,
+        tls,
+    } = serving;
     let builder = builder(protocol, limits);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let mut connections = JoinSet::new();
@@ -121,7 +185,8 @@ pub async fn serve(
                     _permit: permit,
                 };
                 let service = router.clone();
-                connections.spawn(connection.run(stream, builder.clone(), service, shutdown.clone()));
+                let acceptor = tls.as_ref().map(Tls::acceptor);
+                connections.spawn(connection.run(stream, acceptor, builder.clone(), service, shutdown.clone()));
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
@@ -172,20 +237,68 @@ struct Connection {
 }
 
 impl Connection {
+    /// Shakes hands (on a TLS listener), then serves the connection.
     async fn run(
         self,
         stream: TcpStream,
+        tls: Option<tokio_rustls::TlsAcceptor>,
         builder: auto::Builder<TokioExecutor>,
         router: axum::Router,
         shutdown: CancellationToken,
     ) {
         let _ = stream.set_nodelay(true);
+        // The handshake counts against the first-request deadline.
+        let deadline = tokio::time::Instant::now() + self.limits.first_request;
+        let Some(acceptor) = tls else {
+            let peer = PeerCertificates::default();
+            return self
+                .serve(stream, peer, deadline, builder, router, shutdown)
+                .await;
+        };
+        let handshake = tokio::time::timeout_at(deadline, acceptor.accept(stream));
+        let stream = match handshake.await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                self.stats.tls_failed.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(listener = self.name, peer = %self.peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                self.stats.timed_out.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(listener = self.name, peer = %self.peer, "connection closed: no TLS handshake in time");
+                return;
+            }
+        };
+        let certificates = stream.get_ref().1.peer_certificates().unwrap_or_default();
+        let peer = PeerCertificates(Arc::new(
+            certificates
+                .iter()
+                .map(|c| c.clone().into_owned())
+                .collect(),
+        ));
+        self.serve(stream, peer, deadline, builder, router, shutdown)
+            .await
+    }
+
+    async fn serve<Io>(
+        self,
+        stream: Io,
+        certificates: PeerCertificates,
+        deadline: tokio::time::Instant,
+        builder: auto::Builder<TokioExecutor>,
+        router: axum::Router,
+        shutdown: CancellationToken,
+    ) where
+        Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let spoke = Arc::new(AtomicBool::new(false));
         // Cancelled at the connection's age, and with the listener at shutdown.
         let closing = self.limits.max_age.map(|_| shutdown.child_token());
         let service = FirstRequest {
             spoke: spoke.clone(),
             closing: closing.clone(),
+            certificates,
+            peer: PeerAddr(self.peer),
             router,
         };
         let connection = builder.serve_connection(
@@ -193,7 +306,7 @@ impl Connection {
             hyper_util::service::TowerToHyperService::new(service),
         );
         tokio::pin!(connection);
-        let deadline = tokio::time::sleep(self.limits.first_request);
+        let deadline = tokio::time::sleep_until(deadline);
         tokio::pin!(deadline);
         let age = self.limits.max_age.map(jittered).unwrap_or(Duration::MAX);
         let aged = tokio::time::sleep(age.min(Duration::from_secs(100 * 365 * 86_400)));
@@ -258,6 +371,8 @@ fn jittered(age: Duration) -> Duration {
 struct FirstRequest {
     spoke: Arc<AtomicBool>,
     closing: Option<CancellationToken>,
+    certificates: PeerCertificates,
+    peer: PeerAddr,
     router: axum::Router,
 }
 
@@ -275,6 +390,8 @@ impl Service<http::Request<Incoming>> for FirstRequest {
 
     fn call(&mut self, mut request: http::Request<Incoming>) -> Self::Future {
         self.spoke.store(true, Ordering::Relaxed);
+        request.extensions_mut().insert(self.certificates.clone());
+        request.extensions_mut().insert(self.peer);
         if let Some(closing) = &self.closing {
             request
                 .extensions_mut()

@@ -30,6 +30,7 @@
 //!   deadline, bounded graceful shutdown.
 
 pub mod admin;
+pub mod agent;
 pub mod aws;
 pub mod cache;
 pub mod cli;
@@ -38,6 +39,7 @@ pub mod descriptors;
 pub mod discover;
 pub mod envoy_json;
 pub mod http_listener;
+pub mod identity;
 pub mod inventory;
 pub mod problem;
 pub mod push;

@@ -99,6 +99,60 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The identity sidecar of an app task: proves the task's ECS service with its task role,
+    /// gets a certificate from ecs-xds and keeps it renewed in --out for Envoy.
+    Agent {
+        /// The identity endpoint, `https://HOST:PORT` (HOST a name in ecs-xds's certificate).
+        #[arg(long, env = "ECS_XDS_IDENTITY_URL", required_unless_present = "check")]
+        server: Option<String>,
+        /// The server id ecs-xds expects (`identity.server_id`).
+        #[arg(long, env = "ECS_XDS_SERVER_ID", required_unless_present = "check")]
+        server_id: Option<String>,
+        /// The trust bundle (PEM) itself, e.g. from an ECS secret.
+        #[arg(long, env = "ECS_XDS_TRUST_BUNDLE", hide_env_values = true)]
+        trust_bundle: Option<String>,
+        /// A file holding the trust bundle (PEM).
+        #[arg(long, env = "ECS_XDS_TRUST_BUNDLE_FILE")]
+        trust_bundle_file: Option<PathBuf>,
+        /// Where the certificate, key, bundle and Envoy's SDS files are written: the same path
+        /// in the agent's and Envoy's containers.
+        #[arg(long, default_value = "/certs")]
+        out: PathBuf,
+        /// The region whose STS the proof is signed for; default: AWS_REGION.
+        #[arg(long)]
+        sts_region: Option<String>,
+        /// This task's ARN; default: from the ECS task metadata endpoint.
+        #[arg(long, env = "ECS_XDS_TASK_ARN")]
+        task_arn: Option<String>,
+        /// Permission bits of the key file (octal): Envoy must be able to read it.
+        #[arg(long, default_value = "600", value_parser = parse_mode)]
+        key_mode: u32,
+        /// Only check that --out holds a valid certificate with a tenth of its life left (a
+        /// container health check); exits 0 if so, 6 if not.
+        #[arg(long)]
+        check: bool,
+    },
+    /// The identity CA.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CaCommand {
+    /// Write a new root and an intermediate under it to --out, for a first try.
+    Init {
+        #[arg(long)]
+        out: PathBuf,
+        /// The SPIFFE trust domain (`identity.trust_domain`).
+        #[arg(long)]
+        trust_domain: String,
+    },
+}
+
+fn parse_mode(text: &str) -> Result<u32, String> {
+    u32::from_str_radix(text, 8).map_err(|e| format!("not an octal mode: {e}"))
 }
 
 fn main() -> ExitCode {
@@ -136,6 +190,32 @@ fn main() -> ExitCode {
             inventory.as_deref(),
             format.into(),
         )),
+        Command::Agent {
+            check: true, out, ..
+        } => cli::agent_check(&out),
+        Command::Agent {
+            server,
+            server_id,
+            trust_bundle,
+            trust_bundle_file,
+            out,
+            sts_region,
+            task_arn,
+            key_mode,
+            check: false,
+        } => runtime.block_on(cli::agent(cli::AgentFlags {
+            server: server.unwrap_or_default(),
+            server_id: server_id.unwrap_or_default(),
+            trust_bundle,
+            trust_bundle_file,
+            out_dir: out,
+            sts_region,
+            task_arn,
+            key_mode,
+        })),
+        Command::Ca {
+            command: CaCommand::Init { out, trust_domain },
+        } => cli::ca_init(&out, &trust_domain),
     };
     match done {
         Ok(()) => ExitCode::SUCCESS,

@@ -12,6 +12,7 @@ mod delta;
 mod fetch;
 mod held;
 mod names;
+mod peer;
 mod sotw;
 mod stream;
 #[cfg(test)]
@@ -38,7 +39,8 @@ use tonic_health::ServingStatus;
 use tonic_prost::ProstCodec;
 
 use crate::cache::Cache;
-use crate::http_listener::{self, ConnectionClosing, ConnectionStats, Limits, Protocol};
+use crate::http_listener::{self, ConnectionClosing, ConnectionStats, Limits, Protocol, Tls};
+use crate::identity::spiffe::SpiffeId;
 use crate::snapshot::{ResourceType, Snapshot};
 use delta::DeltaState;
 use sotw::SotwState;
@@ -93,6 +95,9 @@ pub struct XdsServer {
     health: HealthReporter,
     health_service: HealthServer<HealthService>,
     connections: Arc<ConnectionStats>,
+    /// Mutual TLS, when on: the listener's TLS and the trust domain whose workloads its client
+    /// certificates must name.
+    tls: Option<(Tls, Arc<str>)>,
 }
 
 impl std::fmt::Debug for XdsServer {
@@ -115,7 +120,15 @@ impl XdsServer {
             health,
             health_service,
             connections: Arc::default(),
+            tls: None,
         }
+    }
+
+    /// Serves over `tls`. A client certificate it verified names the stream's service (a
+    /// workload of `trust_domain`), and a node claiming another service is refused.
+    pub fn with_tls(mut self, tls: Tls, trust_domain: &str) -> Self {
+        self.tls = Some((tls, trust_domain.into()));
+        self
     }
 
     /// What the xDS port's connections did (open, refused, timed out).
@@ -198,9 +211,12 @@ impl XdsServer {
             "xds",
             listener,
             router,
-            Protocol::Http2,
-            limits,
-            connections,
+            http_listener::Serving {
+                protocol: Protocol::Http2,
+                limits,
+                stats: connections,
+                tls: self.tls.as_ref().map(|(tls, _)| tls.clone()),
+            },
             shutdown.clone(),
         );
         tokio::join!(serve, end_streams);
@@ -234,17 +250,32 @@ impl tower_service::Service<http::Request<axum::body::Body>> for XdsMethod {
             None => self.server.streams.clone(),
         };
         let cache = self.server.cache.clone();
+        let verified = match &self.server.tls {
+            Some((_, trust_domain)) => peer::workload(&cache, req.extensions(), trust_domain),
+            None => Ok(None),
+        };
         Box::pin(async move {
+            let verified = match verified {
+                Ok(verified) => verified,
+                Err(status) => return Ok(status.into_http()),
+            };
             Ok(match method.variant {
-                Variant::Fetch(_) => {
+                Variant::Fetch(ty) => {
                     let codec = ProstCodec::<SotwResponse, DiscoveryRequest>::default();
+                    let method = Fetch {
+                        cache,
+                        ty,
+                        verified,
+                    };
                     Grpc::new(codec).unary(method, req).await
                 }
                 Variant::Sotw(only) => {
-                    open_stream(cache, shutdown, only, SotwState::new(only), req)
+                    let state = SotwState::new(only);
+                    open_stream(cache, shutdown, only, state, verified, req)
                 }
                 Variant::Delta(only) => {
-                    open_stream(cache, shutdown, only, DeltaState::new(only), req)
+                    let state = DeltaState::new(only);
+                    open_stream(cache, shutdown, only, state, verified, req)
                 }
             })
         })
@@ -258,6 +289,7 @@ fn open_stream<P: stream::Protocol>(
     shutdown: CancellationToken,
     only: Option<ResourceType>,
     state: P,
+    verified: Option<Arc<SpiffeId>>,
     req: http::Request<axum::body::Body>,
 ) -> http::Response<tonic::body::Body>
 where
@@ -267,18 +299,24 @@ where
     let requests: Streaming<P::Request> =
         Streaming::new_request(codec::request_decoder(), req.into_body(), None, None);
     let service = service_name(only);
-    body::response(stream::spawn(cache, shutdown, service, state, requests))
+    let peer = stream::Peer { service, verified };
+    body::response(stream::spawn(cache, shutdown, peer, state, requests))
 }
 
-impl UnaryService<DiscoveryRequest> for XdsMethod {
+/// One unary fetch, with the verified identity of its connection.
+struct Fetch {
+    cache: Cache,
+    ty: ResourceType,
+    verified: Option<Arc<SpiffeId>>,
+}
+
+impl UnaryService<DiscoveryRequest> for Fetch {
     type Response = SotwResponse;
     type Future = std::future::Ready<Result<Response<SotwResponse>, Status>>;
 
     fn call(&mut self, request: Request<DiscoveryRequest>) -> Self::Future {
-        let Variant::Fetch(ty) = self.variant else {
-            unreachable!("routed by variant")
-        };
-        let response = fetch::fetch(&self.server.cache, ty, request.into_inner());
+        let verified = self.verified.as_deref();
+        let response = fetch::fetch(&self.cache, self.ty, verified, request.into_inner());
         std::future::ready(response.map(Response::new))
     }
 }

@@ -14,12 +14,14 @@ use crate::http_listener::Limits;
 use crate::problem::{Problem, Problems};
 
 mod discover;
+mod identity;
 
 pub(crate) use discover::{render_template, ServiceFilter};
 pub use discover::{
     AwsSettings, CloudMapSettings, DiscoverConfig, DiscoverSettings, EcsSettings, EventsSettings,
     EventsSource,
 };
+pub use identity::{CaSource, ClientAuth, IdentitySettings};
 
 /// Everything in the settings file.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -43,6 +45,8 @@ pub struct Settings {
     pub admin: AdminSettings,
     #[serde(default)]
     pub push: PushSettings,
+    #[serde(default)]
+    pub identity: IdentitySettings,
     /// At shutdown (SIGTERM, SIGINT, or a stage that ended), how long open connections on both
     /// listeners get to finish before they are closed. Kept well under ECS's default 30 s stop
     /// timeout, so the process exits on its own rather than being killed.
@@ -76,6 +80,7 @@ impl Default for Settings {
             events: EventsSettings::default(),
             admin: AdminSettings::default(),
             push: PushSettings::default(),
+            identity: IdentitySettings::default(),
             shutdown_grace: default_shutdown_grace(),
             checked_discover: CheckedDiscover::default(),
         }
@@ -113,6 +118,12 @@ pub struct XdsSettings {
     /// back over every replica. `0s`: never.
     #[serde(with = "humantime_serde")]
     pub max_connection_age: Duration,
+    /// Serve xDS over TLS, with a server certificate from the identity CA (`[identity]` must be
+    /// on).
+    pub tls: bool,
+    /// With `tls`: whether Envoys must present a client certificate from the CA, whose service
+    /// then decides what the stream is served.
+    pub client_auth: ClientAuth,
 }
 
 impl Default for XdsSettings {
@@ -124,6 +135,8 @@ impl Default for XdsSettings {
             handshake_timeout: Duration::from_secs(5),
             max_connections: 20_000,
             max_connection_age: Duration::from_secs(30 * 60),
+            tls: false,
+            client_auth: ClientAuth::default(),
         }
     }
 }
@@ -270,6 +283,13 @@ impl Settings {
         if settings.xds.fallback_node_type.as_deref() == Some("") {
             problems.push(Problem::at("xds.fallback_node_type", "empty node type"));
         }
+        settings.identity.check(&mut problems);
+        if settings.xds.tls && !settings.identity.enabled {
+            problems.push(Problem::at(
+                "xds.tls",
+                "needs [identity] enabled: its CA issues the xDS server certificate",
+            ));
+        }
         if settings.push.max_body_bytes == 0 {
             problems.push(Problem::at("push.max_body_bytes", "must be greater than 0"));
         }
@@ -358,6 +378,7 @@ impl Settings {
             ("events", self.events != other.events),
             ("admin", self.admin != other.admin),
             ("push", self.push != other.push),
+            ("identity", self.identity != other.identity),
             (
                 "shutdown_grace",
                 self.shutdown_grace != other.shutdown_grace,
@@ -398,7 +419,7 @@ impl Settings {
 }
 
 /// `path` relative to the settings file `config`'s directory, unless absolute.
-fn beside(config: &Path, path: &Path) -> PathBuf {
+pub(crate) fn beside(config: &Path, path: &Path) -> PathBuf {
     match config.parent() {
         Some(dir) if path.is_relative() => dir.join(path),
         _ => path.to_owned(),

@@ -23,8 +23,11 @@ use crate::cache::Cache;
 use crate::discover::events::{DetailType, EventOutcome, Mode};
 use crate::discover::{Observe, Observer, PollCycle};
 use crate::http_listener::ConnectionStats;
+use crate::identity::{CaHolder, IdentityStats};
 use crate::inventory::{Inventory, Source};
 use crate::snapshot::ResourceType;
+
+mod identity;
 
 /// The metrics registry and the few metrics recorded as events.
 #[derive(Debug)]
@@ -56,6 +59,8 @@ pub struct LiveState {
     pub replica: Arc<str>,
     /// Each listener's connections, by its name (`xds`, `admin`).
     pub connections: Vec<(&'static str, Arc<ConnectionStats>)>,
+    /// The identity endpoint's figures and the CA in force, when `[identity]` is on.
+    pub identity: Option<(Arc<IdentityStats>, CaHolder)>,
 }
 
 impl Metrics {
@@ -184,6 +189,7 @@ impl Collector for LiveState {
         self.encode_discovery(&mut encoder)?;
         self.encode_snapshots(&mut encoder)?;
         self.encode_xds(&mut encoder)?;
+        self.encode_identity(&mut encoder)?;
         self.encode_connections(&mut encoder)
     }
 }
@@ -411,6 +417,13 @@ impl LiveState {
             "connections_timed_out",
             "Connections closed because their first request (or, on admin, a request head) did not arrive in time",
             each(&|s| s.timed_out()).into_iter().map(|(l, n)| (l, count(n))),
+        )?;
+        family(
+            encoder,
+            MetricType::Counter,
+            "connections_tls_failed",
+            "Connections whose TLS handshake failed (no client certificate where required, one from another CA, expired, not TLS)",
+            each(&|s| s.tls_failed()).into_iter().map(|(l, n)| (l, count(n))),
         )
     }
 }
@@ -446,6 +459,7 @@ mod tests {
             inventory,
             replica: "replica-1".into(),
             connections: vec![("xds", xds)],
+            identity: None,
         });
         metrics.poll_cycle(PollCycle {
             duration: Duration::from_millis(30),

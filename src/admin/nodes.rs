@@ -53,6 +53,10 @@ pub struct NodeView {
 
 #[derive(Debug, Serialize)]
 pub struct StreamView {
+    /// The SPIFFE ID of the client certificate its connection verified; `null` for a stream
+    /// without one (plaintext, or `xds.client_auth = "optional"` and no certificate), whose
+    /// service is only its own claim.
+    pub identity: Option<String>,
     /// `ads`, `cds`, `eds`, `lds`, `rds` or `sds`.
     pub service: &'static str,
     /// `sotw` or `delta`.
@@ -147,6 +151,7 @@ impl StreamView {
             })
             .collect();
         Self {
+            identity: stream.identity.as_deref().map(str::to_owned),
             service: stream.service,
             mode: stream.mode,
             types,
@@ -183,6 +188,7 @@ mod tests {
             node_type: "sidecar".into(),
             zone: String::new(),
             caller: String::new(),
+            identity: None,
             service,
             mode: "sotw",
             types: Default::default(),

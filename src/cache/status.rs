@@ -3,7 +3,7 @@
 //! The serve module writes here as streams progress; the admin view reads it. A std `Mutex` is
 //! fine: every critical section is a few field writes, never held across an `.await`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -57,6 +57,9 @@ pub struct StreamStatus {
     /// The service the node says it is ([`super::service_of`]), "" for none: which backend set
     /// it gets.
     pub caller: String,
+    /// The SPIFFE ID of the client certificate the connection verified, when it presented one:
+    /// then `caller` is that certificate's service, not the node's claim.
+    pub identity: Option<Arc<str>>,
     /// `ads`, `cds`, `eds`, `lds`, `rds` or `sds`.
     pub service: &'static str,
     /// `sotw` or `delta`.
@@ -70,6 +73,8 @@ pub struct Counters {
     pushes: [AtomicU64; ResourceType::COUNT],
     acks: [AtomicU64; ResourceType::COUNT],
     nacks: [AtomicU64; ResourceType::COUNT],
+    /// Streams refused for their identity, by reason.
+    refused: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Counters {
@@ -84,6 +89,15 @@ impl Counters {
     /// NACKs received of this type.
     pub fn nacks(&self, ty: ResourceType) -> u64 {
         self.nacks[ty.index()].load(Ordering::Relaxed)
+    }
+    /// Counts a stream refused for its identity (a certificate naming another service than the
+    /// node claims, or no workload of the mesh).
+    pub fn refused(&self, reason: &'static str) {
+        *self.refused.lock().unwrap().entry(reason).or_default() += 1;
+    }
+    /// Streams refused for their identity so far, by reason.
+    pub fn refusals(&self) -> BTreeMap<&'static str, u64> {
+        self.refused.lock().unwrap().clone()
     }
 }
 

@@ -22,12 +22,14 @@ pub async fn run(config: &Path, saved: Option<&Path>) -> Result<(), CommandError
             let _ = reload_tx.try_send(());
         }
     });
-    let shutdown = async {
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
-        }
-    };
-    Ok(daemon.run(reload_rx, shutdown).await?)
+    Ok(daemon.run(reload_rx, terminated()).await?)
+}
+
+/// Resolves on SIGTERM (ECS stopping the task) or SIGINT.
+pub(super) async fn terminated() {
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+    }
 }

@@ -27,16 +27,19 @@ pub enum Stage {
     Reload,
     /// Listing the shared push store (`push.store.s3` only).
     PushRefresh,
+    /// The identity endpoint and the renewal of ecs-xds's own certificate (`[identity]` only).
+    Identity,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 6] = [
+    pub const ALL: [Stage; 7] = [
         Stage::Discovery,
         Stage::Synthesis,
         Stage::Xds,
         Stage::Admin,
         Stage::Reload,
         Stage::PushRefresh,
+        Stage::Identity,
     ];
 
     pub fn name(self) -> &'static str {
@@ -47,6 +50,7 @@ impl Stage {
             Stage::Admin => "admin",
             Stage::Reload => "reload",
             Stage::PushRefresh => "push-refresh",
+            Stage::Identity => "identity",
         }
     }
 
@@ -59,6 +63,7 @@ impl Stage {
             Stage::Admin => 13,
             Stage::Reload => 14,
             Stage::PushRefresh => 15,
+            Stage::Identity => 16,
         }
     }
 }

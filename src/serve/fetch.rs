@@ -6,11 +6,13 @@ use tonic::Status;
 use super::sotw::Subscription;
 use super::wire::{Encoded, SotwResponse};
 use crate::cache::Cache;
+use crate::identity::spiffe::SpiffeId;
 use crate::snapshot::ResourceType;
 
 pub(super) fn fetch(
     cache: &Cache,
     ty: ResourceType,
+    verified: Option<&SpiffeId>,
     req: DiscoveryRequest,
 ) -> Result<SotwResponse, Status> {
     super::StreamCommon::new(Some(ty)).request_type(&req.type_url, "")?;
@@ -24,7 +26,7 @@ pub(super) fn fetch(
         .as_ref()
         .map(|l| l.zone.as_str())
         .unwrap_or_default();
-    let service = crate::cache::service_of(node);
+    let service = super::peer::caller(cache, node, verified)?;
     let snapshot = cache
         .snapshot_for(&node_type, &service, zone)
         .ok_or_else(|| {

@@ -16,6 +16,7 @@ use super::delta::DeltaState;
 use super::sotw::SotwState;
 use super::wire::{DeltaResponse, SotwResponse};
 use crate::cache::{Cache, SnapshotWatch, StreamStatus};
+use crate::identity::spiffe::SpiffeId;
 use crate::snapshot::Snapshot;
 
 /// Responses waiting to be written per stream. The protocol state sends at most one response
@@ -33,6 +34,15 @@ pub(crate) struct StreamContext {
     pub stream_id: u64,
     pub node_id: String,
     pub node_type: String,
+}
+
+/// Which service a stream was opened on, and who its connection's certificate says it is.
+pub(super) struct Peer {
+    /// `ads`, `cds`, ... (the gRPC service).
+    pub service: &'static str,
+    /// The workload its client certificate names, when it presented one. An `Arc`: this sits
+    /// in every stream's task for its whole life.
+    pub verified: Option<Arc<SpiffeId>>,
 }
 
 /// A protocol variant's per-stream state.
@@ -94,7 +104,7 @@ impl Protocol for DeltaState {
 pub(super) fn spawn<P: Protocol>(
     cache: Cache,
     shutdown: CancellationToken,
-    service: &'static str,
+    peer: Peer,
     state: P,
     requests: Streaming<P::Request>,
 ) -> mpsc::Receiver<Outgoing>
@@ -102,7 +112,7 @@ where
     Streaming<P::Request>: Send,
 {
     let (tx, rx) = mpsc::channel(OUTBOX);
-    tokio::spawn(run(cache, shutdown, service, state, requests, tx));
+    tokio::spawn(run(cache, shutdown, peer, state, requests, tx));
     rx
 }
 
@@ -143,10 +153,11 @@ struct Started<'a, R> {
 /// Registers a stream from its first request and answers that request.
 fn start<'a, P: Protocol>(
     cache: &'a Cache,
-    service: &'static str,
+    peer: &Peer,
     state: &mut P,
     first: P::Request,
 ) -> Result<Started<'a, P::Response>, Status> {
+    let service = peer.service;
     let node = P::node(&first)
         .ok_or_else(|| Status::invalid_argument("the first request of a stream must carry node"))?;
     let node_id = node.id.clone();
@@ -158,13 +169,15 @@ fn start<'a, P: Protocol>(
         .as_ref()
         .map(|l| l.zone.clone())
         .unwrap_or_default();
-    // Its service picks its backend set, if that service declares one.
-    let caller = crate::cache::service_of(node);
+    // Its service picks its backend set, if that service declares one: the one its certificate
+    // names, when it has one.
+    let caller = super::peer::caller(cache, node, peer.verified.as_deref())?;
     let stream_id = cache.status().connect(StreamStatus {
         node_id: node_id.clone(),
         node_type: node_type.clone(),
         zone: zone.clone(),
         caller: caller.clone(),
+        identity: peer.verified.as_ref().map(|id| id.to_string().into()),
         service,
         mode: P::MODE,
         types: Default::default(),
@@ -205,7 +218,7 @@ fn start<'a, P: Protocol>(
 fn run<P: Protocol>(
     cache: Cache,
     shutdown: CancellationToken,
-    service: &'static str,
+    peer: Peer,
     mut state: P,
     mut requests: Streaming<P::Request>,
     mut tx: mpsc::Sender<Outgoing>,
@@ -226,7 +239,7 @@ where
                 let Some(first) = first else {
                     break 'stream Ok(());
                 };
-                start(&cache, service, &mut state, first)
+                start(&cache, &peer, &mut state, first)
             };
             let Started {
                 ctx,
@@ -300,7 +313,11 @@ mod tests {
         );
         let held = std::mem::size_of_val(&state) + std::mem::size_of_val(&requests);
         let (cache, _publisher) = Cache::new(NodeTypeResolver::default());
-        let task = run(cache, CancellationToken::new(), "ads", state, requests, tx);
+        let peer = Peer {
+            service: "ads",
+            verified: None,
+        };
+        let task = run(cache, CancellationToken::new(), peer, state, requests, tx);
         (std::mem::size_of_val(&task), held)
     }
 

@@ -136,6 +136,7 @@ fn connect<P: Tested>(cache: &Cache, only: Option<ResourceType>) -> StreamContex
         node_type: NODE_TYPE.into(),
         zone: String::new(),
         caller: String::new(),
+        identity: None,
         service: super::service_name(only),
         mode: P::MODE,
         types: Default::default(),

@@ -24,6 +24,9 @@ pub struct TaskFacts {
     /// ECS's `version` of the task, which grows with every change (DescribeTasks and the task
     /// state change event carry the same one).
     pub version: Option<i64>,
+    /// The task role this task was run with (`overrides.taskRoleArn`), when it overrides its
+    /// task definition's.
+    pub task_role_override: Option<String>,
 }
 
 /// A running container's host port bindings (bridge networking).
@@ -48,6 +51,8 @@ pub struct TaskDef {
     pub revision: i32,
     pub network_mode: NetworkMode,
     pub containers: Vec<ContainerDef>,
+    /// `taskRoleArn`: the IAM role the task's containers get credentials for.
+    pub task_role_arn: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -108,6 +113,7 @@ pub(super) fn task_def(td: &aws_sdk_ecs::types::TaskDefinition) -> TaskDef {
         revision: td.revision(),
         network_mode,
         containers,
+        task_role_arn: td.task_role_arn().map(str::to_owned),
     }
 }
 
@@ -160,5 +166,9 @@ pub(super) fn task_facts(t: &aws_sdk_ecs::types::Task) -> TaskFacts {
             .filter_map(|tag| Some((tag.key()?.to_owned(), tag.value()?.to_owned())))
             .collect(),
         version: Some(t.version()).filter(|v| *v > 0),
+        task_role_override: t
+            .overrides()
+            .and_then(|o| o.task_role_arn())
+            .map(str::to_owned),
     }
 }

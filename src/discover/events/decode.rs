@@ -362,6 +362,8 @@ fn task_facts(t: TaskDetail) -> TaskFacts {
         tags: Default::default(),
         started_by: t.started_by,
         version: t.version,
+        // Only identity reads it, and identity asks DescribeTasks itself.
+        task_role_override: None,
     }
 }
 

@@ -25,6 +25,7 @@ fn def(mode: NetworkMode, containers: Vec<ContainerDef>) -> TaskDef {
         revision: 1,
         network_mode: mode,
         containers,
+        task_role_arn: None,
     }
 }
 
