@@ -3,8 +3,7 @@
 //! docs/identity.md has the threat model: what is trusted, and what an attacker can and cannot
 //! do.
 //!
-//! - `spiffe.rs`: the SPIFFE ID a certificate names
-//!   (`spiffe://<trust_domain>/ecs/<account>/<region>/<cluster>/<service>`).
+//! - [`crate::spiffe`] (shared with settings and serve): the SPIFFE ID a certificate names.
 //! - `ca.rs`: the signing CA (an intermediate), issuing certificates built here from a CSR's
 //!   public key alone; `ca init` for a first try.
 //! - `proof.rs`: the checks on a task's signed, unsent `sts:GetCallerIdentity` request before
@@ -22,7 +21,6 @@ pub mod attest;
 pub mod ca;
 pub mod endpoint;
 pub mod proof;
-pub mod spiffe;
 pub mod tls;
 
 /// The CA in force, replaceable while ecs-xds runs (a renewed intermediate read from Secrets

@@ -17,10 +17,15 @@
 //! - [`push`]: REST-pushed resources (sxds compatible): parsing, the state directory or the
 //!   shared store (any [`push::ObjectStore`]; the daemon gives it S3's), applying a push.
 //! - [`admin`]: the operator's HTTP endpoint: health, readiness, metrics, nodes, snapshots.
+//! - [`identity`]: workload identity: the CA, task attestation through STS and ECS, the
+//!   identity endpoint, the listeners' TLS; [`agent`]: the sidecar that gets a task its
+//!   certificate.
 //! - [`daemon`]: `ecs-xds run`'s supervised stages; [`cli`]: the commands of the binary, one
 //!   file each, their errors and exit codes (`validate --envoy` in `cli/validate/`).
 //!
 //! Shared by several of them:
+//! - [`spiffe`]: the SPIFFE ID a workload certificate names
+//!   (`spiffe://<trust_domain>/ecs/<account>/<region>/<cluster>/<service>`).
 //! - [`problem`]: the one [`problem::Problem`] shape (file, line, path, message) of every
 //!   "all errors at once" report: settings, templates, pushed bodies.
 //! - [`descriptors`]: Envoy's protobuf descriptors, for templates, pushes and canonical hashing.
@@ -46,6 +51,7 @@ pub mod push;
 pub mod serve;
 pub mod settings;
 pub mod snapshot;
+pub mod spiffe;
 pub mod synthesize;
 
 #[doc(hidden)]

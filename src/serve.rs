@@ -40,8 +40,8 @@ use tonic_prost::ProstCodec;
 
 use crate::cache::Cache;
 use crate::http_listener::{self, ConnectionClosing, ConnectionStats, Limits, Protocol, Tls};
-use crate::identity::spiffe::SpiffeId;
 use crate::snapshot::{ResourceType, Snapshot};
+use crate::spiffe::SpiffeId;
 use delta::DeltaState;
 use sotw::SotwState;
 pub(crate) use stream::StreamContext;

@@ -15,7 +15,7 @@ pub fn ca_init(dir: &Path, trust_domain: &str) -> Result<(), CommandError> {
         dir: dir.to_owned(),
         message,
     };
-    crate::identity::spiffe::check_trust_domain(trust_domain)
+    crate::spiffe::check_trust_domain(trust_domain)
         .map_err(|e| fail(format!("--trust-domain: {e}")))?;
     let files = crate::identity::ca::init(trust_domain, SystemTime::now())
         .map_err(|e| fail(e.to_string()))?;

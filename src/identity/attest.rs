@@ -18,9 +18,9 @@ use std::time::{Duration, SystemTime};
 
 use super::ca::{Ca, CsrError, Issued};
 use super::proof::{self, Pins};
-use super::spiffe::SpiffeId;
 use super::CaHolder;
 use crate::aws::{Aws, AwsError, SignedRequest, Sts, TaskFacts};
+use crate::spiffe::SpiffeId;
 
 /// What an agent sends.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]

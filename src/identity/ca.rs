@@ -31,7 +31,7 @@ use x509_parser::prelude::FromDer;
 use x509_parser::time::ASN1Time;
 use x509_parser::x509::SubjectPublicKeyInfo;
 
-use super::spiffe::{self, SpiffeError, SpiffeId};
+use crate::spiffe::{self, SpiffeError, SpiffeId};
 
 /// How far back a certificate's validity starts, so a peer whose clock is a little behind
 /// ecs-xds's does not see it as not yet valid.

@@ -12,23 +12,8 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use serde::Deserialize;
 
-/// `xds.client_auth`: what a listener asks of a client certificate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum ClientAuth {
-    /// No client certificate is asked for: an Envoy's own claim names its service, as without
-    /// TLS.
-    Off,
-    /// A certificate, when presented, must verify against the bundle and then names the
-    /// stream's service; Envoys without one are served as before (and shown as such in
-    /// `/nodes`), for rolling a fleet over.
-    Optional,
-    /// Every client must present a certificate that verifies against the bundle.
-    #[default]
-    Required,
-}
+pub use crate::settings::ClientAuth;
 
 /// A PEM input that could not be used.
 #[derive(Debug, thiserror::Error)]

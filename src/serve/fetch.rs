@@ -6,8 +6,8 @@ use tonic::Status;
 use super::sotw::Subscription;
 use super::wire::{Encoded, SotwResponse};
 use crate::cache::Cache;
-use crate::identity::spiffe::SpiffeId;
 use crate::snapshot::ResourceType;
+use crate::spiffe::SpiffeId;
 
 pub(super) fn fetch(
     cache: &Cache,

@@ -11,7 +11,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::cache::Cache;
 use crate::http_listener::PeerCertificates;
-use crate::identity::spiffe::SpiffeId;
+use crate::spiffe::SpiffeId;
 
 /// Refusal reasons, as counted in `xds_identity_refused_total`.
 pub(crate) const FOREIGN_CERTIFICATE: &str = "foreign_certificate";

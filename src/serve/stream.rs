@@ -16,8 +16,8 @@ use super::delta::DeltaState;
 use super::sotw::SotwState;
 use super::wire::{DeltaResponse, SotwResponse};
 use crate::cache::{Cache, SnapshotWatch, StreamStatus};
-use crate::identity::spiffe::SpiffeId;
 use crate::snapshot::Snapshot;
+use crate::spiffe::SpiffeId;
 
 /// Responses waiting to be written per stream. The protocol state sends at most one response
 /// per type before an ACK, so a handful is enough.

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use crate::identity::tls::ClientAuth;
 use crate::problem::{Problem, Problems};
 
 /// `[identity]`.
@@ -99,7 +98,7 @@ impl IdentitySettings {
         if !self.enabled {
             return;
         }
-        if let Err(e) = crate::identity::spiffe::check_trust_domain(&self.trust_domain) {
+        if let Err(e) = crate::spiffe::check_trust_domain(&self.trust_domain) {
             problems.push(Problem::at("identity.trust_domain", e.to_string()));
         }
         if self.server_id.as_deref() == Some("") {
@@ -153,6 +152,22 @@ impl CaSource {
             )),
         }
     }
+}
+
+/// `xds.client_auth`: what a listener asks of a client certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// No client certificate is asked for: an Envoy's own claim names its service, as without
+    /// TLS.
+    Off,
+    /// A certificate, when presented, must verify against the bundle and then names the
+    /// stream's service; Envoys without one are served as before (and shown as such in
+    /// `/nodes`), for rolling a fleet over.
+    Optional,
+    /// Every client must present a certificate that verifies against the bundle.
+    #[default]
+    Required,
 }
 
 #[cfg(test)]
