@@ -62,9 +62,14 @@ def seed_ecs(session, endpoint, cluster, tasks_per_service):
     network = {"awsvpcConfiguration": {"subnets": [subnet], "securityGroups": [sg], "assignPublicIp": "DISABLED"}}
     ecs.create_cluster(clusterName=cluster)
     summary = {"cluster": cluster, "subnet": subnet, "security_group": sg, "services": {}}
+    # Each service runs with a task role of its own, as workload identity (`ecs-xds agent`)
+    # expects: the role is what a task proves its service with.
+    account = session.client("sts", endpoint_url=endpoint).get_caller_identity()["Account"]
     for name, ports in SERVICES.items():
+        role = f"arn:aws:iam::{account}:role/{name}-task"
         td = ecs.register_task_definition(
             family=name,
+            taskRoleArn=role,
             networkMode="awsvpc",
             requiresCompatibilities=["FARGATE"],
             cpu="256",
@@ -84,7 +89,7 @@ def seed_ecs(session, endpoint, cluster, tasks_per_service):
             out = ecs.run_task(cluster=cluster, taskDefinition=td, launchType="FARGATE", count=1,
                                group=f"service:{name}", networkConfiguration=network)
             arns += [t["taskArn"] for t in out["tasks"]]
-        summary["services"][name] = {"task_definition": td, "tasks": arns}
+        summary["services"][name] = {"task_definition": td, "task_role": role, "tasks": arns}
     return summary
 
 

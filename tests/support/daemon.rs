@@ -119,6 +119,14 @@ impl Running {
         }
     }
 
+    /// The identity endpoint's address (`[identity]` on), from the startup line.
+    pub fn identity(&self) -> Option<std::net::SocketAddr> {
+        let log = self.log();
+        let line = log.lines().find(|l| l.contains("ecs-xds listening"))?;
+        let start = line.find("identity=Some(")? + "identity=Some(".len();
+        line[start..].split(')').next()?.parse().ok()
+    }
+
     /// The log so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()

@@ -103,7 +103,8 @@ impl Envoy {
         Envoy::start_config(config, mode).await
     }
 
-    async fn start_config(config: Value, mode: AdsMode) -> Envoy {
+    /// Starts Envoy with the bootstrap `config` (JSON), as built by [`bootstrap_json`] and edited.
+    pub async fn start_config(config: Value, mode: AdsMode) -> Envoy {
         let dir = tempfile::tempdir().unwrap();
         let bootstrap = dir.path().join("bootstrap.json");
         let admin_path = dir.path().join("admin-address");
