@@ -77,6 +77,7 @@ pub async fn serve(
             limits,
             stats: connections,
             tls: None,
+            plaintext_beside_tls: false,
         },
         shutdown,
     )

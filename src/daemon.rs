@@ -181,8 +181,11 @@ impl Daemon {
         };
         let (cache, publisher) = Cache::new(settings.node_type_resolver());
         let mut server = XdsServer::new(cache.clone());
-        if let Some((tls, _)) = identity.as_ref().and_then(|i| i.xds_tls.clone()) {
+        if let Some((tls, client_auth)) = identity.as_ref().and_then(|i| i.xds_tls.clone()) {
             server = server.with_tls(tls, &settings.identity.trust_domain);
+            if client_auth == crate::settings::ClientAuth::Optional {
+                server = server.with_plaintext_beside_tls();
+            }
         }
         let stats = Arc::new(DaemonStats::default());
         let readiness = Readiness {

@@ -137,6 +137,9 @@ pub struct Serving {
     pub limits: Limits,
     pub stats: Arc<ConnectionStats>,
     pub tls: Option<Tls>,
+    /// With `tls`: serve connections that do not open with a TLS handshake in plaintext too
+    /// (`xds.client_auth = "optional"`, while a fleet moves over to mutual TLS).
+    pub plaintext_beside_tls: bool,
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then lets open connections
@@ -153,6 +156,7 @@ pub async fn serve(
         limits,
         stats,
         tls,
+        plaintext_beside_tls,
     } = serving;
     let builder = builder(protocol, limits);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
@@ -182,6 +186,7 @@ pub async fn serve(
                     peer,
                     limits,
                     stats: stats.clone(),
+                    plaintext_beside_tls,
                     _permit: permit,
                 };
                 let service = router.clone();
@@ -227,12 +232,24 @@ fn builder(protocol: Protocol, limits: Limits) -> auto::Builder<TokioExecutor> {
     builder
 }
 
+/// Whether the connection's first byte is a TLS handshake record's (22); `None` when nothing
+/// arrived before `deadline` or the connection failed. Peeked, not read: TLS still sees it.
+async fn opens_with_tls(stream: &TcpStream, deadline: tokio::time::Instant) -> Option<bool> {
+    const HANDSHAKE: u8 = 22;
+    let mut first = [0u8; 1];
+    match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+        Ok(Ok(1)) => Some(first[0] == HANDSHAKE),
+        _ => None,
+    }
+}
+
 /// One accepted connection, counted open and holding its permit until it ends.
 struct Connection {
     name: &'static str,
     peer: SocketAddr,
     limits: Limits,
     stats: Arc<ConnectionStats>,
+    plaintext_beside_tls: bool,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -249,7 +266,18 @@ impl Connection {
         let _ = stream.set_nodelay(true);
         // The handshake counts against the first-request deadline.
         let deadline = tokio::time::Instant::now() + self.limits.first_request;
-        let Some(acceptor) = tls else {
+        let plaintext = match &tls {
+            None => true,
+            Some(_) if self.plaintext_beside_tls => match opens_with_tls(&stream, deadline).await {
+                Some(tls) => !tls,
+                None => {
+                    self.stats.timed_out.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            },
+            Some(_) => false,
+        };
+        let (Some(acceptor), false) = (tls, plaintext) else {
             let peer = PeerCertificates::default();
             return self
                 .serve(stream, peer, deadline, builder, router, shutdown)

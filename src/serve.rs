@@ -98,6 +98,8 @@ pub struct XdsServer {
     /// Mutual TLS, when on: the listener's TLS and the trust domain whose workloads its client
     /// certificates must name.
     tls: Option<(Tls, Arc<str>)>,
+    /// Serve Envoys that open without TLS too (`xds.client_auth = "optional"`).
+    plaintext_beside_tls: bool,
 }
 
 impl std::fmt::Debug for XdsServer {
@@ -121,6 +123,7 @@ impl XdsServer {
             health_service,
             connections: Arc::default(),
             tls: None,
+            plaintext_beside_tls: false,
         }
     }
 
@@ -128,6 +131,13 @@ impl XdsServer {
     /// workload of `trust_domain`), and a node claiming another service is refused.
     pub fn with_tls(mut self, tls: Tls, trust_domain: &str) -> Self {
         self.tls = Some((tls, trust_domain.into()));
+        self
+    }
+
+    /// With [`XdsServer::with_tls`], serves Envoys that do not open with TLS in plaintext too, as
+    /// before mutual TLS (their own claim names their service): for moving a fleet over.
+    pub fn with_plaintext_beside_tls(mut self) -> Self {
+        self.plaintext_beside_tls = true;
         self
     }
 
@@ -216,6 +226,7 @@ impl XdsServer {
                 limits,
                 stats: connections,
                 tls: self.tls.as_ref().map(|(tls, _)| tls.clone()),
+                plaintext_beside_tls: self.plaintext_beside_tls,
             },
             shutdown.clone(),
         );

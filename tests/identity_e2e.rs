@@ -639,7 +639,7 @@ async fn the_identity_endpoint_refuses_stale_rebound_or_other_proofs_and_bad_inp
             "ecs_xds_identity_certificates_issued_total"
         )
         .await,
-        1.0
+        2.0
     );
 }
 
@@ -854,4 +854,100 @@ async fn two_replicas_share_a_secrets_manager_ca_and_an_envoy_fails_over_with_it
         .await;
     assert_eq!(envoy.stat("control_plane.connected_state").await, 1);
     assert!(envoy.cluster_names().await.contains("web"));
+}
+
+/// deploy/ecs/envoy-bootstrap-mtls.yaml as the sidecar runs it (the node section envoy-init
+/// appends; only the addresses, the certificate directory and the trust domain filled in for
+/// 127.0.0.1) reaches ecs-xds over mutual TLS with the agent's files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deploy_mtls_bootstrap_reaches_ecs_xds_with_the_agents_files() {
+    let mesh = Mesh::start("").await;
+    let web = mesh.task("web");
+    let creds = mesh.task_credentials(&mesh.role("web"), &web).await;
+    let certs = mesh.dir.path().join("certs");
+    let agent = mesh.agent(&creds, &web, &certs);
+    wait_for_certificate(&certs, &agent).await;
+    let path = crate::support::moto::repo_root().join("deploy/ecs/envoy-bootstrap-mtls.yaml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let xds = mesh.daemon.xds;
+    let text = text
+        .replace("/certs/", &format!("{}/", certs.display()))
+        .replace("<TRUST_DOMAIN>", TRUST_DOMAIN)
+        .replace(
+            "address: ecs-xds.mesh.local, port_value: 18000",
+            &format!("address: 127.0.0.1, port_value: {}", xds.port()),
+        )
+        .replace("port_value: 9901", "port_value: 0");
+    let text = format!(
+        "{text}\nnode:\n  id: sidecar-{}\n  cluster: web\n",
+        task_id(&web)
+    );
+    let config: Value = serde_yaml_ng::from_str(&text).unwrap();
+    let envoy = Envoy::start_config(config, AdsMode::Delta).await;
+    envoy
+        .wait_for(
+            "the clusters over mTLS",
+            Duration::from_secs(20),
+            || async { envoy.cluster_names().await.contains("web") },
+        )
+        .await;
+    let nodes: Value = serde_json::from_str(&get(mesh.daemon.admin, "/nodes").await.1).unwrap();
+    assert_eq!(
+        nodes["nodes"][0]["streams"][0]["identity"],
+        spiffe_id("web")
+    );
+}
+
+/// `client_auth = "optional"`, for moving a fleet over: on one port, an Envoy without TLS is
+/// served on its own claim (identity null), and an Envoy with its agent's certificate is
+/// verified (its SPIFFE ID shown); that certificate still cannot claim another service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_client_auth_optional_plaintext_and_verified_envoys_share_the_xds_port() {
+    let moto = Moto::start();
+    let seed = moto.seed(&["--tasks-per-service", "1"]);
+    let dir = prepared_dir();
+    let ca = dir.path().join("ca");
+    let files = format!(
+        r#"ca = {{ key_file = "{}", chain_file = "{}", bundle_file = "{}" }}"#,
+        ca.join("intermediate-key.pem").display(),
+        ca.join("intermediate.pem").display(),
+        ca.join("bundle.pem").display(),
+    );
+    let config = identity_settings(&moto, &files)
+        .set("xds", "client_auth", "optional")
+        .write(dir.path());
+    let mesh = Mesh::serve(moto, seed, dir, &config).await;
+    let web = mesh.task("web");
+    let creds = mesh.task_credentials(&mesh.role("web"), &web).await;
+    let certs = mesh.dir.path().join("certs");
+    let agent = mesh.agent(&creds, &web, &certs);
+    wait_for_certificate(&certs, &agent).await;
+
+    let mut plain = bootstrap_json("sidecar-plain", mesh.daemon.xds, AdsMode::Sotw);
+    plain["node"]["cluster"] = json!("api");
+    let plain = Envoy::start_config(plain, AdsMode::Sotw).await;
+    let verified = mesh.envoy("sidecar-verified", "web", Some(&certs)).await;
+    for envoy in [&plain, &verified] {
+        envoy
+            .wait_for("the clusters", Duration::from_secs(20), || async {
+                envoy.cluster_names().await.contains("web")
+            })
+            .await;
+    }
+    let nodes: Value = serde_json::from_str(&get(mesh.daemon.admin, "/nodes").await.1).unwrap();
+    let identity = |id: &str| {
+        let node = (nodes["nodes"].as_array().unwrap().iter()).find(|n| n["node_id"] == id);
+        node.map(|n| n["streams"][0]["identity"].clone())
+    };
+    assert_eq!(identity("sidecar-plain"), Some(Value::Null), "{nodes}");
+    assert_eq!(identity("sidecar-verified"), Some(json!(spiffe_id("web"))));
+
+    let _claims_api = mesh.envoy("sidecar-claims-api", "api", Some(&certs)).await;
+    wait_for_metric(
+        mesh.daemon.admin,
+        "ecs_xds_xds_identity_refused_total{reason=\"service_mismatch\"}",
+        1.0,
+        Duration::from_secs(20),
+    )
+    .await;
 }

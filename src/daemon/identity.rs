@@ -229,6 +229,7 @@ impl Identity {
                 limits: self.limits,
                 stats: self.connections.clone(),
                 tls: Some(self.identity_tls.clone()),
+                plaintext_beside_tls: false,
             },
             stop.clone(),
         );
