@@ -34,6 +34,6 @@ COPY deploy/ecs/ecs-xds.toml /etc/ecs-xds/ecs-xds.toml
 # Numeric, so a runtime that refuses root images (runAsNonRoot) can verify it.
 USER 10001:10001
 # 18000: xDS (gRPC, ADS). 19000: admin HTTP (health, readiness, metrics, what each node ACKed).
-EXPOSE 18000 19000
+EXPOSE 18000 18443 19000
 ENTRYPOINT ["ecs-xds"]
 CMD ["run", "--config", "/etc/ecs-xds/ecs-xds.toml"]
