@@ -24,6 +24,8 @@ use crate::support::templates::egress_sidecar;
 
 pub const TRUST_DOMAIN: &str = "mesh.test";
 pub const SERVER_ID: &str = "ecs-xds.mesh.test";
+const STS_CALLS: &str =
+    "ecs_xds_aws_requests_total{operation=\"GetCallerIdentity\",outcome=\"ok\"}";
 const TLS_FAILED: &str = "ecs_xds_connections_tls_failed_total{listener=\"xds\"}";
 
 /// A moto with the demo cluster, a CA, and ecs-xds serving it with `[identity]` on and mTLS on
@@ -416,6 +418,10 @@ async fn an_agent_is_refused_for_another_role_task_or_server_and_for_a_stopped_t
         )
     };
     let before = sts_calls(&get(mesh.daemon.admin, "/metrics").await.1);
+    assert!(
+        before >= Some(2.0),
+        "the refusals above asked STS: {before:?}"
+    );
     let _other_server = mesh.agent_with(
         &creds,
         &web,
@@ -605,10 +611,14 @@ async fn the_identity_endpoint_refuses_stale_rebound_or_other_proofs_and_bad_inp
     let mut ca = plain_csr();
     ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     let asks_ca = crafted_request(&creds, &web, now, ca, None);
+    let before = scrape_metric(mesh.daemon.admin, STS_CALLS).await;
+    assert!(before >= 1.0, "the control request asked STS");
     let (status, body) = post_certificate(&mesh, send(&asks_ca)).await;
     assert_eq!(status, 400, "{body}");
     mesh.wait_for_outcome("bad_request", "csr_asks_for_ca", 1.0)
         .await;
+    // Refused before STS is asked: such a CSR could never be issued.
+    assert_eq!(scrape_metric(mesh.daemon.admin, STS_CALLS).await, before);
     let mut foreign = plain_csr();
     foreign.subject_alt_names = vec![rcgen::SanType::URI(
         rcgen::string::Ia5String::try_from(spiffe_id("orders")).unwrap(),

@@ -172,6 +172,7 @@ impl Attestor {
         let key = super::ca::key_sha256_hex(&request.csr)?;
         proof::check(&request.proof, &self.policy.pins, &key, now)
             .map_err(|r| Denied::refused(r.reason(), r.to_string()))?;
+        super::ca::check_csr(&request.csr)?;
         let task_arn = parse_task_arn(&request.task_arn).ok_or_else(|| Denied::BadRequest {
             reason: "task_arn_malformed",
             detail: "task_arn is not an ECS task ARN (arn:aws:ecs:REGION:ACCOUNT:task/CLUSTER/ID)"

@@ -671,6 +671,23 @@ fn check_key_algorithm(csr: &CertificateSigningRequestParams) -> Result<(), CsrE
 }
 
 /// The requested content is read only to refuse: a CA, or any name but `id`.
+/// The checks of a CSR that need no identity (its signature, its key, no CA, no name but a URI),
+/// so that a request that could never be issued is refused before any STS or ECS call.
+/// [`Ca::issue_workload`] checks it again, with the name it may hold.
+pub fn check_csr(csr_pem: &str) -> Result<(), CsrError> {
+    let der = csr_der(csr_pem)?;
+    let csr = read_csr(&der)?;
+    check_key(&parse_csr(&der)?.certification_request_info.subject_pki)?;
+    check_key_algorithm(&csr)?;
+    if matches!(csr.params.is_ca, IsCa::Ca(_)) {
+        return Err(CsrError::AsksForCa);
+    }
+    match (csr.params.subject_alt_names.iter()).find(|san| !matches!(san, SanType::URI(_))) {
+        Some(san) => Err(CsrError::ForeignName(describe(san))),
+        None => Ok(()),
+    }
+}
+
 fn check_request(requested: &CertificateParams, id: &SpiffeId) -> Result<(), CsrError> {
     if matches!(requested.is_ca, IsCa::Ca(_)) {
         return Err(CsrError::AsksForCa);
@@ -993,6 +1010,21 @@ mod tests {
         let e = f.issue(&csr, &checkout()).unwrap_err();
         assert_eq!(e, CsrError::AsksForCa);
         assert_eq!(e.reason(), "csr_asks_for_ca");
+    }
+
+    #[test]
+    fn the_identity_free_checks_refuse_a_ca_or_a_dns_name_and_pass_a_plain_csr() {
+        let ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let (asks_ca, _) = csr_with(&PKCS_ECDSA_P256_SHA256, vec![], ca);
+        assert_eq!(check_csr(&asks_ca), Err(CsrError::AsksForCa));
+        let dns = vec![SanType::DnsName("checkout.internal".try_into().unwrap())];
+        let (named, _) = csr_with(&PKCS_ECDSA_P256_SHA256, dns, IsCa::NoCa);
+        assert!(matches!(check_csr(&named), Err(CsrError::ForeignName(_))));
+        let (p384, _) = csr_with(&rcgen::PKCS_ECDSA_P384_SHA384, vec![], IsCa::NoCa);
+        assert_eq!(check_csr(&p384).unwrap_err().reason(), "csr_key_type");
+        let (plain, _) = csr_with(&PKCS_ECDSA_P256_SHA256, vec![], IsCa::NoCa);
+        assert_eq!(check_csr(&plain), Ok(()));
+        assert_eq!(check_csr("junk").unwrap_err().reason(), "csr_malformed");
     }
 
     #[test]
