@@ -298,38 +298,9 @@ async fn start_envoy(
     if let Some(service) = service {
         config["node"]["cluster"] = json!(service);
     }
-    config["static_resources"]["clusters"][0]["transport_socket"] = xds_tls(bundle, certs);
+    config["static_resources"]["clusters"][0]["transport_socket"] =
+        envoy::xds_tls(bundle, certs, TRUST_DOMAIN);
     envoy::Envoy::start_config(config, envoy::AdsMode::Sotw).await
-}
-
-/// The UpstreamTlsContext of an Envoy's xDS cluster. It always checks that the server is
-/// ecs-xds of the trust domain (its SPIFFE ID); with `certs`, the workload certificate and the
-/// trust bundle come from the agent's SDS files, which Envoy re-reads when the agent renews.
-fn xds_tls(bundle: &Path, certs: Option<&Path>) -> Value {
-    let sds = |file: &Path, name: &str| {
-        json!({ "name": name, "sds_config": {
-            "path_config_source": { "path": file.display().to_string() },
-            "resource_api_version": "V3" } })
-    };
-    let server_id = json!([{ "san_type": "URI", "matcher": {
-        "exact": format!("spiffe://{TRUST_DOMAIN}/ecs-xds") } }]);
-    let mut common = match certs {
-        Some(dir) => json!({
-            "tls_certificate_sds_secret_configs": [sds(&dir.join("tls_certificate.yaml"), "workload")],
-            "combined_validation_context": {
-                "default_validation_context": { "match_typed_subject_alt_names": server_id },
-                "validation_context_sds_secret_config": sds(&dir.join("validation_context.yaml"), "trust_bundle")
-            }
-        }),
-        None => json!({ "validation_context": {
-            "trusted_ca": { "filename": bundle.display().to_string() },
-            "match_typed_subject_alt_names": server_id } }),
-    };
-    common["alpn_protocols"] = json!(["h2"]);
-    json!({ "name": "envoy.transport_sockets.tls", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-        "sni": "localhost",
-        "common_tls_context": common } })
 }
 
 /// What the identity step needs of the running demo.

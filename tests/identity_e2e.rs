@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 
 use crate::support::daemon::Running;
-use crate::support::envoy::{bootstrap_json, free_port, AdsMode, Envoy};
+use crate::support::envoy::{bootstrap_json, free_port, xds_tls, AdsMode, Envoy};
 use crate::support::http::{get, scrape_metric, wait_for_metric};
 use crate::support::moto::{Moto, REGION};
 use crate::support::settings::SettingsFile;
@@ -44,13 +44,7 @@ impl Mesh {
         let moto = Moto::start();
         let seed = moto.seed(&["--tasks-per-service", "1"]);
         let dir = prepared_dir();
-        let ca = dir.path().join("ca");
-        let files = format!(
-            r#"ca = {{ key_file = "{}", chain_file = "{}", bundle_file = "{}" }}"#,
-            ca.join("intermediate-key.pem").display(),
-            ca.join("intermediate.pem").display(),
-            ca.join("bundle.pem").display(),
-        );
+        let files = ca_files(dir.path());
         let config = identity_settings(&moto, &format!("{files}\n{identity}")).write(dir.path());
         Mesh::serve(moto, seed, dir, &config).await
     }
@@ -110,6 +104,17 @@ impl Mesh {
         }
     }
 
+    /// `service`'s seeded task with the certificate its agent wrote into `dir_name`: (the task
+    /// ARN, the directory, the agent, still renewing).
+    pub async fn certified(&self, service: &str, dir_name: &str) -> (String, PathBuf, Agent) {
+        let task = self.task(service);
+        let creds = self.task_credentials(&self.role(service), &task).await;
+        let certs = self.dir.path().join(dir_name);
+        let agent = self.agent(&creds, &task, &certs);
+        wait_for_certificate(&certs, &agent).await;
+        (task, certs, agent)
+    }
+
     /// `ecs-xds agent` for `task_arn` with `creds`, writing into `out`.
     pub fn agent(&self, creds: &TaskCredentials, task_arn: &str, out: &Path) -> Agent {
         self.agent_with(creds, task_arn, out, SERVER_ID, &self.bundle())
@@ -149,6 +154,12 @@ impl Mesh {
         Agent { _child: child, log }
     }
 
+    /// `identity_certificates_issued_total`.
+    pub async fn issued(&self) -> f64 {
+        let metric = "ecs_xds_identity_certificates_issued_total";
+        scrape_metric(self.daemon.admin, metric).await
+    }
+
     /// Waits until `identity_requests_total{outcome,reason}` is at least `n`.
     pub async fn wait_for_outcome(&self, outcome: &str, reason: &str, n: f64) {
         let metric =
@@ -162,7 +173,7 @@ impl Mesh {
         let mut config = bootstrap_json(node_id, self.daemon.xds, AdsMode::Sotw);
         config["node"]["cluster"] = json!(service);
         config["static_resources"]["clusters"][0]["transport_socket"] =
-            xds_tls(&self.bundle(), certs);
+            xds_tls(&self.bundle(), certs, TRUST_DOMAIN);
         Envoy::start_config(config, AdsMode::Sotw).await
     }
 }
@@ -175,6 +186,17 @@ fn prepared_dir() -> tempfile::TempDir {
     let sidecar = egress_sidecar(free_port(), "egress", 1);
     std::fs::write(dir.path().join("templates/sidecar.toml"), sidecar).unwrap();
     dir
+}
+
+/// `identity.ca` naming the files `ecs-xds ca init` wrote into `dir/ca`.
+fn ca_files(dir: &Path) -> String {
+    let ca = dir.join("ca");
+    format!(
+        r#"ca = {{ key_file = "{}", chain_file = "{}", bundle_file = "{}" }}"#,
+        ca.join("intermediate-key.pem").display(),
+        ca.join("intermediate.pem").display(),
+        ca.join("bundle.pem").display(),
+    )
 }
 
 /// ecs-xds discovering moto's demo cluster, with `[identity]` on (its CA and more keys in
@@ -246,35 +268,6 @@ pub fn ca_init(dir: &Path) {
     );
 }
 
-/// The UpstreamTlsContext of the xDS cluster: the workload certificate and the trust bundle
-/// through the agent's SDS files, ecs-xds's own SPIFFE ID checked.
-fn xds_tls(bundle: &Path, certs: Option<&Path>) -> Value {
-    let sds = |file: &Path, name: &str| {
-        json!({ "name": name, "sds_config": {
-            "path_config_source": { "path": file.display().to_string() },
-            "resource_api_version": "V3" } })
-    };
-    let server_id = json!([{ "san_type": "URI", "matcher": {
-        "exact": format!("spiffe://{TRUST_DOMAIN}/ecs-xds") } }]);
-    let mut common = match certs {
-        Some(dir) => json!({
-            "tls_certificate_sds_secret_configs": [sds(&dir.join("tls_certificate.yaml"), "workload")],
-            "combined_validation_context": {
-                "default_validation_context": { "match_typed_subject_alt_names": server_id },
-                "validation_context_sds_secret_config": sds(&dir.join("validation_context.yaml"), "trust_bundle")
-            }
-        }),
-        None => json!({ "validation_context": {
-            "trusted_ca": { "filename": bundle.display().to_string() },
-            "match_typed_subject_alt_names": server_id } }),
-    };
-    common["alpn_protocols"] = json!(["h2"]);
-    json!({ "name": "envoy.transport_sockets.tls", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-        "sni": "localhost",
-        "common_tls_context": common } })
-}
-
 /// The URI SAN of the first certificate of `dir/cert.pem`, and its serial (hex).
 pub fn certificate_identity(dir: &Path) -> (String, String) {
     let pem = std::fs::read(dir.join("cert.pem")).unwrap();
@@ -299,6 +292,21 @@ pub fn certificate_identity(dir: &Path) -> (String, String) {
 fn normal_serial(text: &str) -> String {
     let hex: String = text.chars().filter(|c| *c != ':').collect();
     hex.trim_start_matches('0').to_lowercase()
+}
+
+/// Waits until `envoy` holds the discovered cluster `web` (`what` says how it got there).
+async fn wait_for_discovered(envoy: &Envoy, what: &str) {
+    let limit = Duration::from_secs(20);
+    envoy
+        .wait_for(what, limit, || async {
+            envoy.cluster_names().await.contains("web")
+        })
+        .await;
+}
+
+/// The admin `/nodes` of the ecs-xds whose admin endpoint is `admin`.
+async fn nodes_of(admin: SocketAddr) -> Value {
+    serde_json::from_str(&get(admin, "/nodes").await.1).unwrap()
 }
 
 /// Waits until the agent has written its certificate and both SDS files into `dir`.
@@ -328,24 +336,14 @@ pub fn spiffe_id(service: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_proves_its_service_with_its_task_role_and_its_envoy_gets_config_over_mutual_tls() {
     let mesh = Mesh::start("").await;
-    let web = mesh.task("web");
-    let creds = mesh.task_credentials(&mesh.role("web"), &web).await;
-    let certs = mesh.dir.path().join("certs-web");
-    let agent = mesh.agent(&creds, &web, &certs);
-    wait_for_certificate(&certs, &agent).await;
+    let (_, certs, _agent) = mesh.certified("web", "certs-web").await;
     let (san, _) = certificate_identity(&certs);
     assert_eq!(san, spiffe_id("web"));
     mesh.wait_for_outcome("issued", "ok", 1.0).await;
 
     let envoy = mesh.envoy("sidecar-web", "web", Some(&certs)).await;
-    envoy
-        .wait_for(
-            "the discovered clusters over mTLS",
-            Duration::from_secs(20),
-            || async { envoy.cluster_names().await.contains("web") },
-        )
-        .await;
-    let nodes: Value = serde_json::from_str(&get(mesh.daemon.admin, "/nodes").await.1).unwrap();
+    wait_for_discovered(&envoy, "the discovered clusters over mTLS").await;
+    let nodes: Value = nodes_of(mesh.daemon.admin).await;
     let stream = &nodes["nodes"][0]["streams"][0];
     assert_eq!(stream["identity"], spiffe_id("web"), "{nodes}");
 
@@ -383,7 +381,7 @@ async fn a_task_proves_its_service_with_its_task_role_and_its_envoy_gets_config_
     let names = impostor.cluster_names().await;
     assert!(names.iter().all(|c| c == "ecs-xds"), "{names:?}");
 
-    let nodes: Value = serde_json::from_str(&get(mesh.daemon.admin, "/nodes").await.1).unwrap();
+    let nodes: Value = nodes_of(mesh.daemon.admin).await;
     let ids: Vec<&str> = (nodes["nodes"].as_array().unwrap().iter())
         .filter_map(|n| n["node_id"].as_str())
         .collect();
@@ -462,14 +460,7 @@ async fn an_agent_is_refused_for_another_role_task_or_server_and_for_a_stopped_t
     for dir in ["role", "task", "server", "user", "stopped"] {
         assert!(!out(dir).join("cert.pem").exists(), "{dir}: no certificate");
     }
-    assert_eq!(
-        scrape_metric(
-            mesh.daemon.admin,
-            "ecs_xds_identity_certificates_issued_total"
-        )
-        .await,
-        0.0
-    );
+    assert_eq!(mesh.issued().await, 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -485,14 +476,7 @@ async fn an_agent_given_another_ca_refuses_the_server_and_writes_nothing() {
         .wait_for_log("UnknownIssuer", Duration::from_secs(20))
         .await;
     assert!(!out.join("cert.pem").exists());
-    assert_eq!(
-        scrape_metric(
-            mesh.daemon.admin,
-            "ecs_xds_identity_certificates_issued_total"
-        )
-        .await,
-        0.0
-    );
+    assert_eq!(mesh.issued().await, 0.0);
 }
 
 /// A client of the identity endpoint speaking for itself (not the agent): HTTPS trusting the
@@ -643,14 +627,7 @@ async fn the_identity_endpoint_refuses_stale_rebound_or_other_proofs_and_bad_inp
     assert_eq!(post_certificate(&mesh, send(&after)).await.0, 200);
 
     // Only the two well-formed requests were issued a certificate.
-    assert_eq!(
-        scrape_metric(
-            mesh.daemon.admin,
-            "ecs_xds_identity_certificates_issued_total"
-        )
-        .await,
-        2.0
-    );
+    assert_eq!(mesh.issued().await, 2.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -697,20 +674,10 @@ async fn envoy_serials(envoy: &Envoy) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_minute_certificates_rotate_for_six_minutes_with_the_envoy_connected_throughout() {
     let mesh = Mesh::start(r#"certificate_ttl = "2m""#).await;
-    let web = mesh.task("web");
-    let creds = mesh.task_credentials(&mesh.role("web"), &web).await;
-    let certs = mesh.dir.path().join("certs");
-    let agent = mesh.agent(&creds, &web, &certs);
-    wait_for_certificate(&certs, &agent).await;
+    let (_, certs, _agent) = mesh.certified("web", "certs").await;
     let (_, first) = certificate_identity(&certs);
     let envoy = mesh.envoy("sidecar-web", "web", Some(&certs)).await;
-    envoy
-        .wait_for(
-            "the clusters over mTLS",
-            Duration::from_secs(20),
-            || async { envoy.cluster_names().await.contains("web") },
-        )
-        .await;
+    wait_for_discovered(&envoy, "the clusters over mTLS").await;
 
     let started = Instant::now();
     let mut seen = std::collections::BTreeSet::new();
@@ -744,21 +711,8 @@ async fn two_minute_certificates_rotate_for_six_minutes_with_the_envoy_connected
     );
     // The first certificate expired long ago; the current one opens a new stream.
     let again = mesh.envoy("sidecar-web-2", "web", Some(&certs)).await;
-    again
-        .wait_for(
-            "a new stream with the renewed certificate",
-            Duration::from_secs(20),
-            || async { again.cluster_names().await.contains("web") },
-        )
-        .await;
-    assert!(
-        scrape_metric(
-            mesh.daemon.admin,
-            "ecs_xds_identity_certificates_issued_total"
-        )
-        .await
-            >= 5.0
-    );
+    wait_for_discovered(&again, "a new stream with the renewed certificate").await;
+    assert!(mesh.issued().await >= 5.0);
 }
 
 /// Writes into `out` what an agent would, but with a certificate for `service` issued by a CA of
@@ -817,17 +771,13 @@ async fn two_replicas_share_a_secrets_manager_ca_and_an_envoy_fails_over_with_it
     let second = Running::start(&config).await;
     let mesh = Mesh::serve(moto, seed, dir, &config).await;
 
-    let web = mesh.task("web");
-    let creds = mesh.task_credentials(&mesh.role("web"), &web).await;
-    let certs = mesh.dir.path().join("certs");
-    let agent = mesh.agent(&creds, &web, &certs);
-    wait_for_certificate(&certs, &agent).await;
+    let (_, certs, _agent) = mesh.certified("web", "certs").await;
 
     // The Envoy's xDS cluster names both replicas; it connects to one of them.
     let mut config = bootstrap_json("sidecar-web", mesh.daemon.xds, AdsMode::Sotw);
     config["node"]["cluster"] = json!("web");
     let xds = &mut config["static_resources"]["clusters"][0];
-    xds["transport_socket"] = xds_tls(&mesh.bundle(), Some(&certs));
+    xds["transport_socket"] = xds_tls(&mesh.bundle(), Some(&certs), TRUST_DOMAIN);
     let endpoints: Vec<Value> = [mesh.daemon.xds, second.xds]
         .iter()
         .map(|r| {
@@ -837,15 +787,9 @@ async fn two_replicas_share_a_secrets_manager_ca_and_an_envoy_fails_over_with_it
         .collect();
     xds["load_assignment"]["endpoints"] = json!([{ "lb_endpoints": endpoints }]);
     let envoy = Envoy::start_config(config, AdsMode::Sotw).await;
-    envoy
-        .wait_for(
-            "the clusters over mTLS",
-            Duration::from_secs(20),
-            || async { envoy.cluster_names().await.contains("web") },
-        )
-        .await;
+    wait_for_discovered(&envoy, "the clusters over mTLS").await;
     let holds = |replica: SocketAddr| async move {
-        let nodes: Value = serde_json::from_str(&get(replica, "/nodes").await.1).unwrap();
+        let nodes: Value = nodes_of(replica).await;
         nodes["nodes"][0]["streams"][0]["identity"] == spiffe_id("web")
     };
     let (serving, other) = if holds(mesh.daemon.admin).await {
@@ -872,11 +816,7 @@ async fn two_replicas_share_a_secrets_manager_ca_and_an_envoy_fails_over_with_it
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_deploy_mtls_bootstrap_reaches_ecs_xds_with_the_agents_files() {
     let mesh = Mesh::start("").await;
-    let web = mesh.task("web");
-    let creds = mesh.task_credentials(&mesh.role("web"), &web).await;
-    let certs = mesh.dir.path().join("certs");
-    let agent = mesh.agent(&creds, &web, &certs);
-    wait_for_certificate(&certs, &agent).await;
+    let (web, certs, _agent) = mesh.certified("web", "certs").await;
     let path = crate::support::moto::repo_root().join("deploy/ecs/envoy-bootstrap-mtls.yaml");
     let text = std::fs::read_to_string(path).unwrap();
     let xds = mesh.daemon.xds;
@@ -894,14 +834,8 @@ async fn the_deploy_mtls_bootstrap_reaches_ecs_xds_with_the_agents_files() {
     );
     let config: Value = serde_yaml_ng::from_str(&text).unwrap();
     let envoy = Envoy::start_config(config, AdsMode::Delta).await;
-    envoy
-        .wait_for(
-            "the clusters over mTLS",
-            Duration::from_secs(20),
-            || async { envoy.cluster_names().await.contains("web") },
-        )
-        .await;
-    let nodes: Value = serde_json::from_str(&get(mesh.daemon.admin, "/nodes").await.1).unwrap();
+    wait_for_discovered(&envoy, "the clusters over mTLS").await;
+    let nodes: Value = nodes_of(mesh.daemon.admin).await;
     assert_eq!(
         nodes["nodes"][0]["streams"][0]["identity"],
         spiffe_id("web")
@@ -916,35 +850,21 @@ async fn with_client_auth_optional_plaintext_and_verified_envoys_share_the_xds_p
     let moto = Moto::start();
     let seed = moto.seed(&["--tasks-per-service", "1"]);
     let dir = prepared_dir();
-    let ca = dir.path().join("ca");
-    let files = format!(
-        r#"ca = {{ key_file = "{}", chain_file = "{}", bundle_file = "{}" }}"#,
-        ca.join("intermediate-key.pem").display(),
-        ca.join("intermediate.pem").display(),
-        ca.join("bundle.pem").display(),
-    );
+    let files = ca_files(dir.path());
     let config = identity_settings(&moto, &files)
         .set("xds", "client_auth", "optional")
         .write(dir.path());
     let mesh = Mesh::serve(moto, seed, dir, &config).await;
-    let web = mesh.task("web");
-    let creds = mesh.task_credentials(&mesh.role("web"), &web).await;
-    let certs = mesh.dir.path().join("certs");
-    let agent = mesh.agent(&creds, &web, &certs);
-    wait_for_certificate(&certs, &agent).await;
+    let (_, certs, _agent) = mesh.certified("web", "certs").await;
 
     let mut plain = bootstrap_json("sidecar-plain", mesh.daemon.xds, AdsMode::Sotw);
     plain["node"]["cluster"] = json!("api");
     let plain = Envoy::start_config(plain, AdsMode::Sotw).await;
     let verified = mesh.envoy("sidecar-verified", "web", Some(&certs)).await;
     for envoy in [&plain, &verified] {
-        envoy
-            .wait_for("the clusters", Duration::from_secs(20), || async {
-                envoy.cluster_names().await.contains("web")
-            })
-            .await;
+        wait_for_discovered(envoy, "the clusters").await;
     }
-    let nodes: Value = serde_json::from_str(&get(mesh.daemon.admin, "/nodes").await.1).unwrap();
+    let nodes: Value = nodes_of(mesh.daemon.admin).await;
     let identity = |id: &str| {
         let node = (nodes["nodes"].as_array().unwrap().iter()).find(|n| n["node_id"] == id);
         node.map(|n| n["streams"][0]["identity"].clone())

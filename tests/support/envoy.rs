@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -393,6 +393,37 @@ pub fn bootstrap_json(node_id: &str, xds: SocketAddr, mode: AdsMode) -> Value {
             }]
         }
     })
+}
+
+/// The transport socket of an Envoy's xDS cluster on TLS to ecs-xds of `trust_domain` (its
+/// SPIFFE ID checked, its certificate against `bundle`). With `certs`, an agent's directory,
+/// the workload certificate and the bundle come from its SDS files, which Envoy re-reads on
+/// each renewal; without, the Envoy presents no certificate.
+pub fn xds_tls(bundle: &Path, certs: Option<&Path>, trust_domain: &str) -> Value {
+    let sds = |file: &Path, name: &str| {
+        json!({ "name": name, "sds_config": {
+            "path_config_source": { "path": file.display().to_string() },
+            "resource_api_version": "V3" } })
+    };
+    let server_id = json!([{ "san_type": "URI", "matcher": {
+        "exact": format!("spiffe://{trust_domain}/ecs-xds") } }]);
+    let mut common = match certs {
+        Some(dir) => json!({
+            "tls_certificate_sds_secret_configs": [sds(&dir.join("tls_certificate.yaml"), "workload")],
+            "combined_validation_context": {
+                "default_validation_context": { "match_typed_subject_alt_names": server_id },
+                "validation_context_sds_secret_config": sds(&dir.join("validation_context.yaml"), "trust_bundle")
+            }
+        }),
+        None => json!({ "validation_context": {
+            "trusted_ca": { "filename": bundle.display().to_string() },
+            "match_typed_subject_alt_names": server_id } }),
+    };
+    common["alpn_protocols"] = json!(["h2"]);
+    json!({ "name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "sni": "localhost",
+        "common_tls_context": common } })
 }
 
 /// A free TCP port on 127.0.0.1 (bound, read, released).
