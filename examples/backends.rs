@@ -35,10 +35,13 @@ mod backend;
 mod envoy;
 #[path = "../tests/support/moto.rs"]
 mod moto;
+#[path = "../tests/support/proc.rs"]
+mod proc_stats;
 #[allow(dead_code)]
 #[path = "../tests/support/templates.rs"]
 mod templates;
 
+use proc_stats::rss_kb;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -430,14 +433,4 @@ fn median(mut times: Vec<Duration>) -> Duration {
 
 fn ms(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1000.0)
-}
-
-/// Resident set size of a process, in KiB.
-fn rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }

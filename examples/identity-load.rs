@@ -36,10 +36,13 @@
 
 #[path = "../tests/support/moto.rs"]
 mod moto;
+#[path = "../tests/support/proc.rs"]
+mod proc_stats;
 #[allow(dead_code)]
 #[path = "../tests/support/templates.rs"]
 mod templates;
 
+use proc_stats::{cpu_seconds, rss_kb};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -546,31 +549,6 @@ impl Daemon {
     }
 }
 
-/// Resident set size of a process, in KiB.
-fn rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    (status.lines())
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// CPU time (user + system) a process has used, in seconds; `self` for this one.
-fn cpu_seconds(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The command name (field 2) may hold spaces: count the fields after its parenthesis.
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // utime and stime, in USER_HZ ticks (100 a second on Linux).
-    (ticks(11) + ticks(12)) as f64 / 100.0
-}
-
 // ---- the clients ----
 
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
@@ -765,7 +743,7 @@ async fn phase(
 ) -> Phase {
     let name = mode.name();
     let (mode, next) = (Arc::new(mode), Arc::new(AtomicUsize::new(0)));
-    let daemon_cpu = || daemon.map_or(0.0, |pid| cpu_seconds(&pid.to_string()));
+    let daemon_cpu = || daemon.map_or(0.0, cpu_seconds);
     let (daemon_start, own_start) = (daemon_cpu(), cpu_seconds("self"));
     let started = Instant::now();
     let clients: Vec<_> = (0..concurrency)

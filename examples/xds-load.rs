@@ -25,9 +25,12 @@ mod churn;
 mod client;
 #[path = "xds-load/floor.rs"]
 mod floor;
+#[path = "../tests/support/proc.rs"]
+mod proc_stats;
 #[path = "xds-load/server.rs"]
 mod server;
 
+use proc_stats::{cpu_seconds, rss_kb};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -386,33 +389,6 @@ fn percentile(sorted: &[Duration], p: usize) -> Duration {
 
 fn fmt_ms(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1000.0)
-}
-
-/// Resident set size of a process, in KiB.
-fn rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// CPU time (user + system) a process has used, in seconds, from `/proc/<pid>/stat`.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The command name (field 2) is in parentheses and may hold spaces; count after it.
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // utime and stime are fields 14 and 15 (11 and 12 after the name), in clock ticks of
-    // USER_HZ, which Linux fixes at 100 for /proc.
-    (ticks(11) + ticks(12)) as f64 / 100.0
 }
 
 /// Shared between the fleet's stream tasks.
