@@ -245,8 +245,31 @@ impl Identity {
     }
 }
 
-/// Reissues ecs-xds's certificate at half its life (and reloads a Secrets Manager CA every
-/// [`CA_REFRESH`]), swapping both listeners' TLS. A failure keeps what is served and is retried.
+/// Reads the CA secret again; whether it now holds another CA (chain or bundle), which is then
+/// the one that signs. A failure keeps the CA already loaded.
+async fn reload_ca(settings: &Settings, aws: &Aws, ca: &CaHolder) -> bool {
+    let identity = &settings.identity;
+    match load_ca(&identity.ca, Path::new(""), &identity.trust_domain, aws).await {
+        Ok(fresh) => {
+            let current = ca.current();
+            let same = fresh.chain_pem() == current.chain_pem()
+                && fresh.bundle_pem() == current.bundle_pem();
+            if !same {
+                ca.replace(fresh);
+                tracing::info!("the CA secret holds a new CA; signing with it");
+            }
+            !same
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the CA secret again failed; signing with the CA already loaded");
+            false
+        }
+    }
+}
+
+/// Reissues ecs-xds's certificate at half its life, and at once when a Secrets Manager CA,
+/// read again every [`CA_REFRESH`], has changed; swaps both listeners' TLS. A failure keeps
+/// what is served and is retried.
 async fn renew(
     settings: Settings,
     aws: Aws,
@@ -265,24 +288,10 @@ async fn renew(
             _ = tokio::time::sleep(wait) => {}
             _ = stop.cancelled() => return,
         }
-        if settings.identity.ca.secret_id.is_some() {
-            let config = Path::new("");
-            match load_ca(
-                &settings.identity.ca,
-                config,
-                &settings.identity.trust_domain,
-                &aws,
-            )
-            .await
-            {
-                Ok(fresh) => ca.replace(fresh),
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading the CA secret again failed; signing with the CA already loaded")
-                }
-            }
-        }
+        let changed =
+            settings.identity.ca.secret_id.is_some() && reload_ca(&settings, &aws, &ca).await;
         let due = issued_at.elapsed() >= SERVER_CERTIFICATE_TTL / 2;
-        if !due && settings.identity.ca.secret_id.is_none() {
+        if !due && !changed {
             continue;
         }
         match listener_configs(&settings, &ca.current()) {
