@@ -63,6 +63,7 @@ fn inventory() -> Inventory {
             },
             route: Default::default(),
             backends: None,
+            security: Default::default(),
             endpoints,
         };
         (name, cluster)

@@ -135,6 +135,7 @@ fn inventory(services: usize, declares: impl Fn(usize) -> Option<Vec<String>>) -
             overrides: Default::default(),
             route: Default::default(),
             backends: declares(s),
+            security: Default::default(),
             endpoints,
         };
         (name, cluster)

@@ -22,6 +22,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -95,8 +96,8 @@ pub fn load_templates(settings: &Settings, dir: &Path) -> Result<Templates, Prob
 /// Where inventories come from.
 enum Discovery {
     Poll(Box<Poller>),
-    /// A saved inventory, served as discovered (`run --inventory`).
-    Fixed(Inventory),
+    /// A saved inventory, served as discovered (`run --inventory`), and the file to follow.
+    Fixed(Inventory, Option<PathBuf>),
 }
 
 /// A daemon whose every fallible step is done: listeners bound, templates and pushes loaded.
@@ -124,6 +125,15 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// Follows the saved inventory's `file` (`run --inventory`): each change to it is served,
+    /// as a poll's would be.
+    pub fn follow_inventory_file(mut self, file: PathBuf) -> Self {
+        if let Discovery::Fixed(_, follow) = &mut self.discovery {
+            *follow = Some(file);
+        }
+        self
+    }
+
     /// Loads the persisted pushes, binds both listeners and prepares discovery: a saved
     /// `inventory`, or a poller of AWS. Nothing runs yet.
     pub async fn start(
@@ -164,7 +174,7 @@ impl Daemon {
         let admin = bind("admin HTTP", "admin.listen", settings.admin.listen).await?;
         let replica: Arc<str> = replica::replica_id().await.into();
         let discovery = match inventory {
-            Some(fixed) => Discovery::Fixed(fixed),
+            Some(fixed) => Discovery::Fixed(fixed, None),
             None => {
                 let aws = connected(&mut aws, &settings, &aws_calls).await?;
                 let checked = settings.discover().map_err(DiscoverError::from)?;
@@ -346,9 +356,47 @@ async fn discover(
             let poller = poller.with_observer(observer);
             poller.run(inventories, stop.cancelled()).await
         }
-        Discovery::Fixed(inventory) => {
+        Discovery::Fixed(inventory, None) => {
             inventories.send_replace(Arc::new(inventory));
             stop.cancelled().await;
+        }
+        Discovery::Fixed(inventory, Some(file)) => {
+            inventories.send_replace(Arc::new(inventory));
+            tokio::select! {
+                _ = follow_inventory(&file, &inventories) => {}
+                _ = stop.cancelled() => {}
+            }
+        }
+    }
+}
+
+/// How often a followed inventory file is looked at.
+const FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Serves each new version of the saved inventory `file`: one that does not read is logged
+/// and the last good one stays served (fail static).
+async fn follow_inventory(file: &Path, inventories: &watch::Sender<Arc<Inventory>>) {
+    let modified = || std::fs::metadata(file).and_then(|m| m.modified()).ok();
+    let mut seen = modified();
+    loop {
+        tokio::time::sleep(FOLLOW_INTERVAL).await;
+        let now = modified();
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        match Inventory::read_file(file) {
+            Ok(inventory) => {
+                tracing::info!(file = %file.display(), "the saved inventory changed; serving it");
+                inventories.send_if_modified(|current| {
+                    let changed = **current != inventory;
+                    if changed {
+                        *current = Arc::new(inventory);
+                    }
+                    changed
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "keeping the inventory already served"),
         }
     }
 }
@@ -387,7 +435,7 @@ async fn open_pushes(
 /// What the startup line says is watched.
 fn sources(settings: &Settings, discovery: &Discovery) -> String {
     let watched = match settings.ecs.auto_discover_clusters {
-        _ if matches!(discovery, Discovery::Fixed(_)) => "a saved inventory".to_owned(),
+        _ if matches!(discovery, Discovery::Fixed(..)) => "a saved inventory".to_owned(),
         true => "all ECS clusters".to_owned(),
         false => format!("ECS clusters {:?}", settings.ecs.clusters),
     };

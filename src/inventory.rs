@@ -13,6 +13,9 @@ use std::time::Duration;
 use globset::{Glob, GlobMatcher};
 use serde::{Deserialize, Serialize};
 
+mod security;
+pub use security::{parse_allow_from, parse_authz, AllowFrom, AuthzMode, MtlsMode, Security, Workload};
+
 /// Every Envoy cluster discovered in one poll, by cluster name.
 ///
 /// Deterministic: clusters are ordered by name and endpoints by (address, port), so two polls of
@@ -80,6 +83,9 @@ pub struct Cluster {
     /// only these clusters. `None`: not declared, so they get the node type's whole scope.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backends: Option<Vec<String>>,
+    /// Who may call it and how (`<prefix>mtls`, `allow-from`, `authz`), and where it runs.
+    #[serde(default, skip_serializing_if = "Security::is_empty")]
+    pub security: Security,
     /// Sorted by (address, port); may be empty only for Cloud Map services with no instances.
     pub endpoints: Vec<Endpoint>,
 }

@@ -48,7 +48,8 @@ enum Command {
         /// The settings file.
         #[arg(long, default_value = "config/ecs-xds.toml")]
         config: PathBuf,
-        /// Serve a saved inventory (`ecs-xds discover --json`) instead of polling AWS.
+        /// Serve a saved inventory (`ecs-xds discover --json`) instead of polling AWS, and each
+        /// change to the file (a file that does not read keeps the last good one served).
         #[arg(long)]
         inventory: Option<PathBuf>,
     },

@@ -137,7 +137,8 @@ impl TypeResources {
 /// Build it with [`Snapshot::builder`]. It is immutable once built and shared as `Arc<Snapshot>`.
 #[derive(Debug)]
 pub struct Snapshot {
-    types: [TypeResources; ResourceType::COUNT],
+    /// Shared with the snapshots derived from this one ([`Snapshot::with_resource`]).
+    types: [Arc<TypeResources>; ResourceType::COUNT],
     /// For an on-demand node type: the clusters a wildcard CDS subscription gets. Envoy asks
     /// for any other by name (on-demand CDS, delta only) the first time a request needs it.
     /// `None`: every cluster.
@@ -244,6 +245,28 @@ impl Snapshot {
         changes
     }
 
+    /// This snapshot with `resource` added to its type (replacing its namesake), sharing every
+    /// other type's resources: what a service whose listener differs is served, at the cost of
+    /// one type's map, not of the whole snapshot.
+    pub fn with_resource(&self, ty: ResourceType, resource: Arc<EncodedResource>) -> Snapshot {
+        let mut types = self.types.clone();
+        let mut resources = types[ty.index()].resources.clone();
+        resources.insert(resource.name.clone(), resource);
+        let version = hash::type_version(resources.values().map(|r| (&*r.name, r.hash)));
+        // An on-demand snapshot's CDS version also covers its wildcard set (see `build`).
+        debug_assert!(ty != ResourceType::Cluster || self.wildcard_clusters.is_none());
+        types[ty.index()] = Arc::new(TypeResources {
+            version: version.into(),
+            resources,
+        });
+        Snapshot {
+            types,
+            wildcard_clusters: self.wildcard_clusters.clone(),
+            id: next_id(),
+            changes: Mutex::default(),
+        }
+    }
+
     /// Checks that references between types resolve (see [`InconsistentSnapshot`]).
     pub fn check_consistency(&self) -> Result<(), InconsistentSnapshot> {
         consistency::check(self)
@@ -332,14 +355,19 @@ impl SnapshotBuilder {
                 .chain(marked.iter().map(|n| (n.as_str(), 0)));
             cds.version = hash::type_version(entries).into();
         }
-        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Snapshot {
-            types,
+            types: types.map(Arc::new),
             wildcard_clusters: self.wildcard_clusters,
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            id: next_id(),
             changes: Mutex::default(),
         }
     }
+}
+
+/// A new snapshot's id: unique in the process.
+fn next_id() -> u64 {
+    static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
 }
 
 #[cfg(test)]

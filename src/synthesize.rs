@@ -34,6 +34,7 @@ pub mod grpc;
 pub mod listeners;
 mod pushed;
 pub mod routes;
+pub mod security;
 pub(crate) mod synthesizer;
 pub mod templates;
 

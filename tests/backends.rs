@@ -32,6 +32,7 @@ fn service(name: &str, backend: Option<&Backend>, backends: Option<&str>) -> Clu
         overrides: Default::default(),
         route: Default::default(),
         backends: backends.map(|b| b.split(' ').map(str::to_owned).collect()),
+        security: Default::default(),
         endpoints: backend
             .map(|b| Endpoint {
                 address: b.addr.ip().to_string(),

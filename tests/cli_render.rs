@@ -31,6 +31,7 @@ fn inventory() -> Inventory {
             overrides: Default::default(),
             route: Default::default(),
             backends: None,
+            security: Default::default(),
             endpoints: vec![endpoint("10.0.0.1"), endpoint("10.0.0.2")],
         },
     );

@@ -95,6 +95,7 @@ fn grpc_service(name: &str, servers: &[(&GrpcServer, u32)], weights: &[(u32, u32
             ..Default::default()
         },
         backends: None,
+        security: Default::default(),
         endpoints: servers
             .iter()
             .map(|(server, revision)| Endpoint {

@@ -49,6 +49,7 @@ fn service(name: &str, endpoints: Vec<Endpoint>) -> Cluster {
         overrides: ClusterOverrides::default(),
         route: RoutePolicy::default(),
         backends: None,
+        security: Default::default(),
         endpoints,
     }
 }

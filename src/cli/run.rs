@@ -9,11 +9,14 @@ use super::CommandError;
 use crate::daemon::Daemon;
 use crate::inventory::Inventory;
 
-/// Runs `config`'s daemon (serving the saved inventory `saved`, if given, instead of polling
-/// AWS) until SIGTERM or SIGINT.
+/// Runs `config`'s daemon (serving the saved inventory `saved`, if given, and each change to
+/// it, instead of polling AWS) until SIGTERM or SIGINT.
 pub async fn run(config: &Path, saved: Option<&Path>) -> Result<(), CommandError> {
     let inventory = saved.map(Inventory::read_file).transpose()?;
-    let daemon = Daemon::start(super::load(config)?, inventory).await?;
+    let mut daemon = Daemon::start(super::load(config)?, inventory).await?;
+    if let Some(file) = saved {
+        daemon = daemon.follow_inventory_file(file.to_owned());
+    }
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
     let mut hangups = signal(SignalKind::hangup()).expect("SIGHUP handler");
     tokio::spawn(async move {

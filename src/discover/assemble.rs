@@ -49,6 +49,7 @@ impl Part {
                     overrides: m.overrides.clone(),
                     route: m.route.clone(),
                     backends: m.backends.clone(),
+                    security: m.security.clone(),
                     endpoints: Vec::new(),
                 });
             if cluster.source == source {
@@ -179,6 +180,7 @@ mod tests {
             },
             route: Default::default(),
             backends: None,
+            security: Default::default(),
             revision,
         }
     }

@@ -100,6 +100,7 @@ mod tests {
             overrides: Default::default(),
             route: Default::default(),
             backends: None,
+            security: Default::default(),
             endpoints: Vec::new(),
         };
         let grpc = cluster("orders.grpc", "orders");

@@ -44,6 +44,7 @@ pub(crate) async fn poll_namespace(
             overrides: ClusterOverrides::default(),
             route: Default::default(),
             backends: None,
+            security: Default::default(),
             endpoints: Vec::new(),
         };
         if instances.len() >= MAX_INSTANCES as usize {

@@ -29,6 +29,9 @@
 //! | `weights` | `12=10 11=90` (revision=weight, spaces or commas) | a weighted split across task-definition revisions |
 //! | `zone-aware` | boolean | `false`: this service's endpoints are served without zone priorities |
 //! | `backends` | names or globs, spaces or commas | what the service calls (`discover::backends`) |
+//! | `mtls` | `strict`, `permissive`, `off` | how its Envoy takes connections and how callers connect to it (over the node type's `[mtls] mode`) |
+//! | `allow-from` | ECS service names, spaces or commas | only these services' Envoys may call it (RBAC on its ingress); a bad value keeps its previous policy |
+//! | `authz` | `enforce`, `shadow` | `shadow`: the rules are evaluated and counted, not enforced; a bad value keeps its previous mode |
 //!
 //! Booleans are `true`/`yes`/`1` and `false`/`no`/`0`, in any case. Lists take spaces as well as
 //! commas because ECS tag values cannot hold a comma (letters, digits, spaces and
@@ -42,7 +45,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::aws::ContainerDef;
-use crate::inventory::{ClusterOverrides, LbPolicy, RoutePolicy};
+use crate::inventory::{
+    parse_allow_from, parse_authz, AllowFrom, AuthzMode, ClusterOverrides, LbPolicy, MtlsMode,
+    RoutePolicy, Security,
+};
 
 mod values;
 
@@ -58,6 +64,8 @@ pub(crate) struct ServiceLabels {
     pub overrides: ClusterOverrides,
     pub route: RoutePolicy,
     pub backends: Option<Vec<String>>,
+    /// `mtls`, `allow-from` and `authz` (the workload is the mapping's to fill in).
+    pub security: Security,
 }
 
 /// Where one task's keys are looked up, and where its warnings go.
@@ -174,6 +182,29 @@ impl<'a> Labels<'a> {
             route: self.route(&v),
             overrides,
             backends: self.backends(v.get("backends").copied()),
+            security: self.security(&v),
+        }
+    }
+
+    /// `mtls` (a bad value: the node type's mode), `allow-from` and `authz` (a bad value:
+    /// marked invalid, so synthesis keeps the service's previous policy).
+    fn security(&mut self, v: &Values<'a>) -> Security {
+        let keep = "keeping this service's previous policy (or denying every caller)";
+        let allow_from = v.get("allow-from").map(|value| {
+            match self.parse("allow-from", Some(value), parse_allow_from, keep) {
+                Some(services) => AllowFrom::Services(services),
+                None => AllowFrom::Invalid,
+            }
+        });
+        let authz = v.get("authz").map(|value| {
+            let keep = "keeping this service's previous mode (or enforcing)";
+            (self.parse("authz", Some(value), parse_authz, keep)).unwrap_or(AuthzMode::Invalid)
+        });
+        Security {
+            workload: None,
+            mtls: self.at(v, "mtls", |v| v.parse::<MtlsMode>()),
+            allow_from,
+            authz,
         }
     }
 
@@ -232,6 +263,9 @@ const SERVICE_KEYS: &[&str] = &[
     "outlier-base-ejection-time",
     "outlier-max-ejection-percent",
     "backends",
+    "mtls",
+    "allow-from",
+    "authz",
 ];
 
 #[cfg(test)]

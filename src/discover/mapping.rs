@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::aws::{ContainerDef, NetworkMode, PortMapping, TaskDef, TaskFacts};
-use crate::inventory::{ClusterOverrides, Endpoint, Health, Locality, RoutePolicy};
+use crate::inventory::{ClusterOverrides, Endpoint, Health, Locality, RoutePolicy, Security, Workload};
 use crate::settings::{render_template, EcsSettings, ServiceFilter};
 
 use super::labels::Labels;
@@ -35,6 +35,7 @@ pub(crate) struct Mapped {
     pub overrides: ClusterOverrides,
     pub route: RoutePolicy,
     pub backends: Option<Vec<String>>,
+    pub security: Security,
     pub endpoint: Endpoint,
     /// Task-definition revision: the newest revision's overrides win for the cluster.
     pub revision: i32,
@@ -135,6 +136,10 @@ pub(crate) fn map_task(
             },
             route: wanted.route.clone(),
             backends: wanted.backends.clone(),
+            security: Security {
+                workload: Workload::of_task_arn(&task.arn),
+                ..wanted.security.clone()
+            },
             endpoint: Endpoint {
                 address,
                 port: port_number,

@@ -261,6 +261,7 @@ mod tests {
             overrides: Default::default(),
             route: Default::default(),
             backends: None,
+            security: Default::default(),
             endpoints: endpoints
                 .iter()
                 .map(|(id, health)| Endpoint {

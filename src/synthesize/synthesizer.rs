@@ -6,7 +6,7 @@
 //! - `backend_sets.rs`: a snapshot per set of declared backends;
 //! - `memo.rs`: the encodings kept, with their inputs, from one synthesis to the next.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,7 +15,8 @@ use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 
 use super::pushed::Pushed;
 use super::pushed::PushedResources;
-use super::templates::{NodeTemplate, Templates};
+use super::security::IngressPolicy;
+use super::templates::{Mtls, NodeTemplate, Templates};
 use crate::inventory::{self, ClusterOverrides, Inventory, RoutePolicy};
 use crate::snapshot::{EncodedResource, InconsistentSnapshot, ResourceType, Snapshot};
 use backend_sets::{by_service, Declarations};
@@ -78,15 +79,15 @@ pub struct Synthesizer {
 /// Everything a [`Synthesizer`] keeps besides its templates.
 #[derive(Default)]
 struct Encodings {
-    /// The distinct (`cluster_defaults`, gRPC node type?): node types with equal ones share
-    /// cluster encodings.
-    defaults: Vec<(Cluster, bool)>,
+    /// The distinct (`cluster_defaults`, gRPC node type?, `[mtls]`): node types with equal
+    /// ones share cluster encodings.
+    defaults: Vec<ClusterClass>,
     defaults_of: BTreeMap<String, usize>,
     /// Each template's own listeners, routes and clusters, encoded once.
     statics: BTreeMap<String, Vec<(ResourceType, Arc<EncodedResource>)>>,
-    /// By (defaults, cluster name), from the cluster's overrides and whether it splits by
-    /// revision.
-    clusters: Memo<(usize, String), (ClusterOverrides, bool)>,
+    /// By (defaults, cluster name), from the cluster's overrides, whether it splits by
+    /// revision and the callee's SPIFFE ID when it is reached over mutual TLS.
+    clusters: Memo<(usize, String), ClusterInputs>,
     /// By (cluster name, zone for which priorities were set, "" for none), from its endpoints
     /// and whether it splits by revision (the same for every node type).
     endpoints: Memo<(String, String), (Vec<inventory::Endpoint>, bool)>,
@@ -97,7 +98,19 @@ struct Encodings {
     /// cluster name).
     grpc_listeners: Memo<(String, String), ()>,
     grpc_routes: Memo<(String, String), RouteInputs>,
+    /// Services' own ingress listeners, by (node type, policy).
+    ingresses: Memo<(String, IngressPolicy), ()>,
+    /// By (node type, cluster name), the ingress policy of the last synthesis: what a tag that
+    /// no longer parses keeps.
+    last_policies: HashMap<(String, String), IngressPolicy>,
 }
+
+/// What a discovered cluster is made from besides its class: the service's overrides,
+/// whether it splits by revision, and the SPIFFE ID its endpoints must present (mutual TLS).
+type ClusterInputs = (ClusterOverrides, bool, Option<String>);
+/// What every cluster of some node types is made from: `cluster_defaults`, whether the node
+/// type is a gRPC one, and its `[mtls]`.
+type ClusterClass = (Cluster, bool, Option<Mtls>);
 
 /// What a generated virtual host is made from, besides the node type's route defaults.
 type RouteInputs = (String, RoutePolicy, Vec<u32>);
@@ -106,7 +119,7 @@ type RouteInputs = (String, RoutePolicy, Vec<u32>);
 type GeneratedInputs = (Vec<RouteInputs>, Vec<String>);
 
 /// A discovered cluster encoded by this synthesis: its key and what it was made from.
-type FreshCluster = ((usize, String), (ClusterOverrides, bool));
+type FreshCluster = ((usize, String), ClusterInputs);
 /// A discovered assignment encoded by this synthesis: its key and what it was made from.
 type FreshEndpoints = ((String, String), (Vec<inventory::Endpoint>, bool));
 
@@ -128,20 +141,24 @@ impl Synthesizer {
     }
 
     /// Replaces the templates (a reload), returning the previous ones. Endpoint encodings are
-    /// kept: they do not depend on templates.
+    /// kept: they do not depend on templates; so are the services' last ingress policies.
     pub fn set_templates(&mut self, templates: Templates) -> Templates {
         let endpoints = std::mem::take(&mut self.encodings.endpoints);
+        // What a tag that stops parsing keeps survives a reload too.
+        let last_policies = std::mem::take(&mut self.encodings.last_policies);
         let mut encodings = Encodings {
             endpoints,
+            last_policies,
             ..Default::default()
         };
         for (node_type, template) in templates.iter() {
             let defaults = &mut encodings.defaults;
-            let wanted = (&template.cluster_defaults, template.grpc);
-            let class = match defaults.iter().position(|(d, g)| (d, *g) == wanted) {
+            let wanted = (&template.cluster_defaults, template.grpc, &template.mtls);
+            let class = match defaults.iter().position(|(d, g, m)| (d, *g, m) == wanted) {
                 Some(i) => i,
                 None => {
-                    defaults.push((template.cluster_defaults.clone(), template.grpc));
+                    let mtls = template.mtls.clone();
+                    defaults.push((template.cluster_defaults.clone(), template.grpc, mtls));
                     defaults.len() - 1
                 }
             };
@@ -220,7 +237,8 @@ impl Synthesizer {
             }
             out.snapshots.insert(node_type.to_owned(), snapshot);
             // gRPC clients ask for each target by name: they get only what they dial anyway.
-            if let Some(template) = template.filter(|t| !t.grpc && !declarations.sets.is_empty()) {
+            let template = template.filter(|t| !t.grpc);
+            if let Some(template) = template.filter(|_| !declarations.sets.is_empty()) {
                 let sets = self.encodings.backend_sets(
                     node_type,
                     template,
@@ -231,12 +249,17 @@ impl Synthesizer {
                 );
                 out.backend_sets.insert(node_type.to_owned(), sets);
             }
+            if let Some(template) = template {
+                let encodings = &mut self.encodings;
+                encodings.service_ingresses(node_type, template, inventory, &mut out);
+            }
         }
         self.encodings.clusters.end_round();
         self.encodings.endpoints.end_round();
         self.encodings.generated.end_round();
         self.encodings.grpc_listeners.end_round();
         self.encodings.grpc_routes.end_round();
+        self.encodings.ingresses.end_round();
         out
     }
 }
@@ -282,10 +305,18 @@ fn warning(node_type: &str, template: &NodeTemplate, message: String) -> Warning
 }
 
 /// A template's own resources, encoded (they change only with the templates).
+/// The ingress listener is secured by the node type's own policy (`ingress.rs`).
 fn encode_statics(template: &NodeTemplate) -> Vec<(ResourceType, Arc<EncodedResource>)> {
     let mut builder = Snapshot::builder();
     for l in &template.listeners {
         builder = builder.listener(l.clone());
+    }
+    let mtls = template.mtls.as_ref().filter(|_| !template.grpc);
+    if let Some(mtls) = mtls {
+        let secured = ingress::encode_ingress(template, mtls, &ingress::base_policy(template, mtls));
+        if let Some(listener) = secured {
+            builder = builder.shared(ResourceType::Listener, listener);
+        }
     }
     for r in &template.routes {
         builder = builder.route(r.clone());
@@ -313,10 +344,13 @@ mod backend_tests;
 mod grpc;
 #[cfg(test)]
 mod grpc_tests;
+mod ingress;
 mod memo;
 mod node;
 #[cfg(test)]
 mod policy_tests;
+#[cfg(test)]
+mod security_tests;
 #[cfg(test)]
 pub(crate) mod tests;
 mod zones;

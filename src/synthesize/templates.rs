@@ -22,6 +22,8 @@
 //! # ...
 //! [[routes]]                    # Envoy RouteConfiguration resources
 //! [[clusters]]                  # static extra clusters (endpoints written inline)
+//! [mtls]                        # mutual TLS and its ingress listener (`templates/security.rs`)
+//! [authz]                       # who may call a service without `allow-from`
 //! ```
 //!
 //! Loading checks everything against Envoy's descriptors and reports every problem at once, each
@@ -29,6 +31,7 @@
 //! endpoints, so `cluster_defaults` may not set them.
 
 mod on_demand;
+mod security;
 pub(crate) mod toml_json;
 
 use std::collections::BTreeMap;
@@ -46,6 +49,7 @@ use serde_json::Value;
 use crate::envoy_json::{self, check_names, resources, FieldError, FieldPath};
 use crate::problem::{Problem, Problems};
 use crate::snapshot::{InconsistentSnapshot, Snapshot};
+pub use security::Mtls;
 use toml_json::Located;
 
 /// The templates of every node type, by node type.
@@ -78,6 +82,10 @@ pub struct NodeTemplate {
     /// Envoys get the template's own clusters up front and ask for each discovered one the
     /// first time a request needs it (`[on_demand] enabled = true`; see `on_demand.rs`).
     pub on_demand: bool,
+    /// Mutual TLS with the services this node type calls and on its ingress (`[mtls]`).
+    pub mtls: Option<Mtls>,
+    /// A service without `allow-from` accepts no caller (`[authz] default = "deny"`).
+    pub deny_by_default: bool,
     pub scope: Scope,
     pub generated_routes: Option<GeneratedRoutes>,
     /// Clusters the template's routes send to: (cluster, route configuration).
@@ -250,6 +258,8 @@ const SECTIONS: &[&str] = &[
     "zone_aware",
     "grpc",
     "on_demand",
+    "mtls",
+    "authz",
     "scope",
     "generated_routes",
 ];
@@ -352,6 +362,17 @@ impl NodeTemplate {
         let grpc = section::<ZoneAware>(&root, "grpc", &mut errors).is_some_and(|g| g.enabled);
         let on_demand =
             section::<ZoneAware>(&root, "on_demand", &mut errors).is_some_and(|o| o.enabled);
+        let names: Vec<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
+        let mtls = section::<security::MtlsSpec>(&root, "mtls", &mut errors)
+            .and_then(|spec| spec.check(&names, &mut errors));
+        if mtls.is_some() && grpc {
+            errors.push(FieldError::new(
+                FieldPath::default().key("mtls"),
+                "not supported for a [grpc] node type yet: proxyless clients would need xDS credentials (gRFC A29)",
+            ));
+        }
+        let deny_by_default = section::<security::AuthzSpec>(&root, "authz", &mut errors)
+            .is_some_and(|a| a.deny_by_default());
         let scope = scope(root.get("scope"), &mut errors);
         let generated_routes = section::<GeneratedRoutes>(&root, "generated_routes", &mut errors);
         let mut template = NodeTemplate {
@@ -365,6 +386,8 @@ impl NodeTemplate {
             zone_aware,
             grpc,
             on_demand,
+            mtls,
+            deny_by_default,
             scope,
             generated_routes,
         };

@@ -93,6 +93,7 @@ mod tests {
                 overrides: ClusterOverrides::default(),
                 route: Default::default(),
                 backends: None,
+                security: Default::default(),
                 endpoints: vec![Endpoint {
                     address: "10.0.0.1".into(),
                     port: 8080,
@@ -120,6 +121,7 @@ mod tests {
                 overrides: ClusterOverrides::default(),
                 route: Default::default(),
                 backends: None,
+                security: Default::default(),
                 endpoints: vec![],
             },
         );

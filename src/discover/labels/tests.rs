@@ -149,3 +149,46 @@ fn a_service_tag_wins_over_a_task_tag_which_wins_over_a_container_label() {
     assert_eq!(service.weight, 7);
     assert!(warnings.is_empty(), "{warnings:?}");
 }
+
+fn security(tags: &[(&str, &str)]) -> (Security, Vec<String>) {
+    let tags: BTreeMap<String, String> = tags
+        .iter()
+        .map(|(k, v)| (format!("ecs-xds.{k}"), v.to_string()))
+        .collect();
+    let (none, container) = (BTreeMap::new(), ContainerDef::default());
+    let mut warnings = BTreeSet::new();
+    let whose = "ECS service demo/orders".to_owned();
+    let service = Labels::new("ecs-xds.", &tags, &none, whose, &mut warnings).service(&container);
+    (service.security, warnings.into_iter().collect())
+}
+
+#[test]
+fn security_tags_are_read_and_a_bad_one_is_marked_invalid_not_dropped() {
+    let (good, warnings) = security(&[
+        ("mtls", "permissive"),
+        ("allow-from", "web api"),
+        ("authz", "shadow"),
+    ]);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(good.mtls, Some(MtlsMode::Permissive));
+    let callers = vec!["api".to_owned(), "web".to_owned()];
+    assert_eq!(good.allow_from, Some(AllowFrom::Services(callers)));
+    assert_eq!(good.authz, Some(AuthzMode::Shadow));
+    let (bad, warnings) = security(&[
+        ("mtls", "on"),
+        ("allow-from", "web *"),
+        ("authz", "audit"),
+    ]);
+    assert_eq!(bad.mtls, None, "the node type's mode");
+    assert_eq!(bad.allow_from, Some(AllowFrom::Invalid));
+    assert_eq!(bad.authz, Some(AuthzMode::Invalid));
+    assert_eq!(warnings.len(), 3, "{warnings:#?}");
+    let allow = warnings.iter().find(|w| w.contains("allow-from")).unwrap();
+    assert!(
+        allow.starts_with("ECS service demo/orders: ecs-xds.allow-from=`web *`")
+            && allow.contains("keeping this service's previous policy"),
+        "{allow}"
+    );
+    let (none, _) = security(&[]);
+    assert!(none.is_empty());
+}

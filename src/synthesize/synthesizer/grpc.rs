@@ -73,7 +73,7 @@ impl Encodings {
         }
         // What the node type's defaults set that gRPC does not take, and each service's
         // own lb policy gRPC refuses.
-        let (defaults, _) = &self.defaults[b.class];
+        let (defaults, _, _) = &self.defaults[b.class];
         let sample = discovered_cluster("any", defaults, &ClusterOverrides::default(), false);
         for field in client_cluster(&sample).1 {
             let message = format!("[cluster_defaults] {field}: not taken by gRPC clients; dropped from this gRPC node type's clusters");

@@ -9,9 +9,12 @@ use std::sync::Arc;
 use super::backend_sets::{out_of_scope, Selection};
 use super::{
     endpoint_inputs, resource_count, route_inputs, same_endpoints, warning, Encodings,
-    FreshCluster, FreshEndpoints, GeneratedInputs, RouteInputs, Synthesis,
+    ClusterInputs, FreshCluster, FreshEndpoints, GeneratedInputs, RouteInputs, Synthesis,
 };
-use crate::inventory::{self, ClusterOverrides, Inventory};
+use crate::inventory::{self, Inventory, MtlsMode, Source};
+use crate::spiffe::SpiffeId;
+use crate::synthesize::security::upstream_tls;
+use crate::synthesize::templates::Mtls;
 use crate::snapshot::{ResourceType, Snapshot, SnapshotBuilder};
 use crate::synthesize::clusters::discovered_cluster;
 use crate::synthesize::endpoints::discovered_load_assignment;
@@ -266,18 +269,45 @@ impl Encodings {
         fresh: &mut Vec<FreshCluster>,
     ) -> SnapshotBuilder {
         let key = (class, name.to_owned());
-        let same = |(o, s): &(ClusterOverrides, bool)| *o == cluster.overrides && *s == subsets;
+        let (defaults, grpc, mtls) = &self.defaults[class];
+        let callee = mtls.as_ref().and_then(|m| callee_id(m, cluster));
+        let same = |(o, s, c): &ClusterInputs| {
+            *o == cluster.overrides && *s == subsets && *c == callee
+        };
         if let Some(shared) = self.clusters.get(&key, same) {
             return builder.shared(ResourceType::Cluster, shared);
         }
-        let (defaults, grpc) = &self.defaults[class];
-        fresh.push((key, (cluster.overrides.clone(), subsets)));
-        let envoy = discovered_cluster(name, defaults, &cluster.overrides, subsets);
+        let mut envoy = discovered_cluster(name, defaults, &cluster.overrides, subsets);
+        if let (Some(mtls), Some(callee)) = (mtls, &callee) {
+            envoy.transport_socket = Some(upstream_tls(mtls, callee));
+        }
+        fresh.push((key, (cluster.overrides.clone(), subsets, callee)));
         match grpc {
             true => builder.cluster(client_cluster(&envoy).0),
             false => builder.cluster(envoy),
         }
     }
+}
+
+/// The SPIFFE ID a cluster's endpoints must present, when the node type reaches it over mutual
+/// TLS: its `mtls` tag (or the node type's mode) is not `off`, and it is an ECS service whose
+/// tasks' ARNs say where it runs (a Cloud Map service has no certificate from the agent).
+fn callee_id(mtls: &Mtls, cluster: &inventory::Cluster) -> Option<String> {
+    if cluster.security.mtls.unwrap_or(mtls.mode) == MtlsMode::Off {
+        return None;
+    }
+    let workload = cluster.security.workload.as_ref()?;
+    let Source::Ecs { service, .. } = &cluster.source else {
+        return None;
+    };
+    let id = SpiffeId::new(
+        &mtls.trust_domain,
+        &workload.account,
+        &workload.region,
+        &workload.ecs_cluster,
+        service,
+    );
+    id.ok().map(|id| id.to_string())
 }
 
 /// A template route to a cluster the node type does not have is a warning, not an error: Envoy

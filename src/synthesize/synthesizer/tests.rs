@@ -79,6 +79,7 @@ pub(crate) fn service(name: &str, ips: &[&str]) -> inventory::Cluster {
         overrides: ClusterOverrides::default(),
         route: Default::default(),
         backends: None,
+        security: Default::default(),
         endpoints: ips
             .iter()
             .map(|ip| endpoint(ip, Health::Healthy, "eu-west-1a", 1))

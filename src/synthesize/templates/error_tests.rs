@@ -303,3 +303,27 @@ fn an_on_demand_node_type_needs_the_on_demand_filter_where_the_generated_routes_
     );
     assert!(NodeTemplate::parse(Path::new("t/sidecar.toml"), &with_filter).is_ok());
 }
+
+#[test]
+fn mtls_problems_name_their_keys() {
+    let found = errors(
+        r#"[mtls]
+mode = "strict"
+trust_domain = "Mesh.Example"
+certificate_dir = "certs"
+ingress_listener = "inbound"
+"#,
+    );
+    assert_errors(
+        &found,
+        &[
+            (3, "mtls.trust_domain", "the trust domain `Mesh.Example` holds 'M'"),
+            (4, "mtls.certificate_dir", "must be an absolute path"),
+            (5, "mtls.ingress_listener", "no listener \"inbound\" in this template"),
+        ],
+    );
+    let unknown = errors("[mtls]\nmode = \"on\"\ntrust_domain = \"mesh.example\"\n");
+    assert!(unknown[0].contains("mtls.mode") && unknown[0].contains("unknown variant"), "{unknown:?}");
+    let grpc = errors("[grpc]\nenabled = true\n[mtls]\nmode = \"strict\"\ntrust_domain = \"m.x\"\n");
+    assert!(grpc[0].contains("gRFC A29"), "{grpc:?}");
+}

@@ -1,0 +1,324 @@
+//! Mutual TLS and authorization builders: the one place TLS contexts and RBAC filters are made.
+//!
+//! - Upstream: every discovered cluster a node type with `[mtls]` reaches over TLS presents the
+//!   agent's certificate and accepts only the callee's own SPIFFE ID (exact URI SAN), so an
+//!   address reused by another task cannot pose as the service.
+//! - Ingress: the template's ingress listener requires a client certificate of the trust
+//!   domain (`strict`), or takes TLS and plaintext side by side (`permissive`: TLS inspector,
+//!   one filter chain each); an RBAC filter whose principals are the allowed callers' SPIFFE IDs
+//!   goes before the router, enforcing or in shadow.
+//!
+//! Certificates and the trust bundle come from the agent's files through file-based SDS
+//! (`<certificate_dir>/tls_certificate.yaml`, `validation_context.yaml`): the key never leaves
+//! the task, Envoy reloads both on the agent's atomic swap, and a handshake needs no xDS.
+
+use envoy_types::pb::envoy::config::core::v3::{
+    config_source::ConfigSourceSpecifier, transport_socket, ApiVersion, ConfigSource,
+    PathConfigSource, TransportSocket,
+};
+use envoy_types::pb::envoy::config::listener::v3::{
+    filter, listener_filter, Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter,
+};
+use envoy_types::pb::envoy::config::rbac::v3::{
+    permission, principal, rbac, Permission, Policy, Principal, Rbac,
+};
+use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac as HttpRbac;
+use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    http_connection_manager::{ForwardClientCertDetails, SetCurrentClientCertDetails},
+    http_filter, HttpConnectionManager, HttpFilter,
+};
+use envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac as NetworkRbac;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    common_tls_context::{CombinedCertificateValidationContext, ValidationContextType},
+    subject_alt_name_matcher::SanType,
+    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig,
+    SubjectAltNameMatcher, UpstreamTlsContext,
+};
+use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher::MatchPattern, StringMatcher};
+use envoy_types::pb::google::protobuf::{Any, BoolValue};
+use prost::{Message, Name};
+
+use crate::inventory::MtlsMode;
+use crate::synthesize::templates::Mtls;
+
+const HCM: &str = "envoy.filters.network.http_connection_manager";
+const HTTP_RBAC: &str = "envoy.filters.http.rbac";
+const NETWORK_RBAC: &str = "envoy.filters.network.rbac";
+const TLS_INSPECTOR: &str = "envoy.filters.listener.tls_inspector";
+/// The agent's SDS files and secret names (`agent/files.rs`).
+const CERTIFICATE_FILE: &str = "tls_certificate.yaml";
+const BUNDLE_FILE: &str = "validation_context.yaml";
+const CERTIFICATE_SECRET: &str = "workload";
+const BUNDLE_SECRET: &str = "trust_bundle";
+/// The one RBAC policy's name, as Envoy's access logs and stats name it.
+pub const POLICY_NAME: &str = "allow-from";
+/// Stats of the plaintext chain's shadow rules in `permissive`:
+/// `http.<stat_prefix>.rbac.plaintext_shadow_denied`.
+const PLAINTEXT_SHADOW_PREFIX: &str = "plaintext_";
+
+/// Who may call a service, as its ingress enforces it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Callers {
+    /// Any workload of the trust domain (the TLS handshake already checks that).
+    AnyWorkload,
+    /// Exactly these SPIFFE IDs (empty: nobody).
+    Only(Vec<String>),
+}
+
+/// Everything a service's ingress listener is made from, besides the template's listener.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IngressPolicy {
+    pub mode: MtlsMode,
+    pub callers: Callers,
+    /// Rules evaluated and counted, not enforced (`authz = shadow`).
+    pub shadow: bool,
+}
+
+fn pack<M: Message + Name>(message: &M) -> Any {
+    Any {
+        type_url: M::type_url(),
+        value: message.encode_to_vec(),
+    }
+}
+
+/// A file-based SDS reference to one of the agent's secrets.
+fn sds(mtls: &Mtls, file: &str, secret: &str) -> SdsSecretConfig {
+    SdsSecretConfig {
+        name: secret.to_owned(),
+        sds_config: Some(ConfigSource {
+            resource_api_version: ApiVersion::V3 as i32,
+            config_source_specifier: Some(ConfigSourceSpecifier::PathConfigSource(
+                PathConfigSource {
+                    path: format!("{}/{file}", mtls.certificate_dir),
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        }),
+    }
+}
+
+fn uri_san(pattern: MatchPattern) -> SubjectAltNameMatcher {
+    SubjectAltNameMatcher {
+        san_type: SanType::Uri as i32,
+        matcher: Some(StringMatcher {
+            match_pattern: Some(pattern),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The agent's certificate, and the trust bundle with `peer` checked on top.
+fn common_context(mtls: &Mtls, peer: SubjectAltNameMatcher) -> CommonTlsContext {
+    let combined = CombinedCertificateValidationContext {
+        default_validation_context: Some(CertificateValidationContext {
+            match_typed_subject_alt_names: vec![peer],
+            ..Default::default()
+        }),
+        validation_context_sds_secret_config: Some(sds(mtls, BUNDLE_FILE, BUNDLE_SECRET)),
+        ..Default::default()
+    };
+    CommonTlsContext {
+        tls_certificate_sds_secret_configs: vec![sds(mtls, CERTIFICATE_FILE, CERTIFICATE_SECRET)],
+        validation_context_type: Some(ValidationContextType::CombinedValidationContext(combined)),
+        ..Default::default()
+    }
+}
+
+fn tls_socket<M: Message + Name>(context: &M) -> TransportSocket {
+    TransportSocket {
+        name: "envoy.transport_sockets.tls".to_owned(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(pack(context))),
+    }
+}
+
+/// What a cluster to the service named `callee` (a SPIFFE ID) connects with.
+pub fn upstream_tls(mtls: &Mtls, callee: &str) -> TransportSocket {
+    tls_socket(&UpstreamTlsContext {
+        common_tls_context: Some(common_context(
+            mtls,
+            uri_san(MatchPattern::Exact(callee.to_owned())),
+        )),
+        ..Default::default()
+    })
+}
+
+/// What the ingress takes: a client certificate of a workload of the trust domain.
+fn downstream_tls(mtls: &Mtls) -> TransportSocket {
+    let workloads = format!("spiffe://{}/ecs/", mtls.trust_domain);
+    tls_socket(&DownstreamTlsContext {
+        common_tls_context: Some(common_context(mtls, uri_san(MatchPattern::Prefix(workloads)))),
+        require_client_certificate: Some(BoolValue { value: true }),
+        ..Default::default()
+    })
+}
+
+/// The RBAC rules of `callers`; `None` for any workload (the handshake checked it).
+fn rules(callers: &Callers) -> Option<Rbac> {
+    let Callers::Only(ids) = callers else {
+        return None;
+    };
+    let principals = ids.iter().map(|id| Principal {
+        identifier: Some(principal::Identifier::Authenticated(
+            principal::Authenticated {
+                principal_name: Some(StringMatcher {
+                    match_pattern: Some(MatchPattern::Exact(id.clone())),
+                    ..Default::default()
+                }),
+            },
+        )),
+    });
+    let policy = Policy {
+        permissions: vec![Permission {
+            rule: Some(permission::Rule::Any(true)),
+        }],
+        principals: principals.collect(),
+        ..Default::default()
+    };
+    // One policy, so the map encodes the same bytes every time (content-hashed versions).
+    let policies = match ids.is_empty() {
+        true => Default::default(),
+        false => [(POLICY_NAME.to_owned(), policy)].into(),
+    };
+    Some(Rbac {
+        action: rbac::Action::Allow as i32,
+        policies,
+        ..Default::default()
+    })
+}
+
+/// Where a chain's rules go: enforced, or only counted.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Enforcement {
+    Enforce,
+    /// Counted under `shadow_denied`, with this stats prefix.
+    Shadow(&'static str),
+}
+
+/// `chain` with `rules` before its HTTP router (or first among its network filters).
+fn with_rbac(mut chain: FilterChain, rules: &Rbac, how: Enforcement) -> FilterChain {
+    let (enforced, shadow, prefix) = match how {
+        Enforcement::Enforce => (Some(rules.clone()), None, ""),
+        Enforcement::Shadow(prefix) => (None, Some(rules.clone()), prefix),
+    };
+    let mut network_rbac = None;
+    for filter in &mut chain.filters {
+        let Some(filter::ConfigType::TypedConfig(any)) = &mut filter.config_type else {
+            continue;
+        };
+        if filter.name != HCM {
+            continue;
+        }
+        let Ok(mut hcm) = HttpConnectionManager::decode(any.value.as_slice()) else {
+            continue;
+        };
+        let rbac = HttpRbac {
+            rules: enforced.clone(),
+            shadow_rules: shadow.clone(),
+            shadow_rules_stat_prefix: prefix.to_owned(),
+            ..Default::default()
+        };
+        hcm.http_filters.insert(
+            0,
+            HttpFilter {
+                name: HTTP_RBAC.to_owned(),
+                config_type: Some(http_filter::ConfigType::TypedConfig(pack(&rbac))),
+                ..Default::default()
+            },
+        );
+        any.value = hcm.encode_to_vec();
+        network_rbac = Some(false);
+    }
+    if network_rbac.is_none() {
+        let rbac = NetworkRbac {
+            rules: enforced,
+            shadow_rules: shadow,
+            shadow_rules_stat_prefix: prefix.to_owned(),
+            stat_prefix: "ingress".to_owned(),
+            ..Default::default()
+        };
+        let filter = Filter {
+            name: NETWORK_RBAC.to_owned(),
+            config_type: Some(filter::ConfigType::TypedConfig(pack(&rbac))),
+        };
+        chain.filters.insert(0, filter);
+    }
+    chain
+}
+
+/// The app is told who called: `x-forwarded-client-cert` with the caller's URI SAN, set by
+/// this Envoy (a caller's own header is replaced).
+fn with_client_cert_header(mut chain: FilterChain) -> FilterChain {
+    for filter in &mut chain.filters {
+        let Some(filter::ConfigType::TypedConfig(any)) = &mut filter.config_type else {
+            continue;
+        };
+        if filter.name != HCM {
+            continue;
+        }
+        if let Ok(mut hcm) = HttpConnectionManager::decode(any.value.as_slice()) {
+            hcm.forward_client_cert_details = ForwardClientCertDetails::SanitizeSet as i32;
+            hcm.set_current_client_cert_details = Some(SetCurrentClientCertDetails {
+                uri: true,
+                ..Default::default()
+            });
+            any.value = hcm.encode_to_vec();
+        }
+    }
+    chain
+}
+
+fn on_transport(mut chain: FilterChain, protocol: &str) -> FilterChain {
+    let matching = chain
+        .filter_chain_match
+        .get_or_insert_with(FilterChainMatch::default);
+    matching.transport_protocol = protocol.to_owned();
+    chain
+}
+
+/// The template's ingress `listener` as `policy` secures it.
+pub fn secured_ingress(listener: &Listener, mtls: &Mtls, policy: &IngressPolicy) -> Listener {
+    let mut secured = listener.clone();
+    if policy.mode == MtlsMode::Off {
+        // Plaintext: no identity to authorize by; the template's listener as written.
+        return secured;
+    }
+    let rules = rules(&policy.callers);
+    let how = match policy.shadow {
+        true => Enforcement::Shadow(""),
+        false => Enforcement::Enforce,
+    };
+    let mut chains = Vec::new();
+    for chain in &listener.filter_chains {
+        let mut tls = with_client_cert_header(chain.clone());
+        tls.transport_socket = Some(downstream_tls(mtls));
+        if let Some(rules) = &rules {
+            tls = with_rbac(tls, rules, how);
+        }
+        if policy.mode == MtlsMode::Strict {
+            chains.push(tls);
+            continue;
+        }
+        chains.push(on_transport(tls, "tls"));
+        // Permissive protects nothing yet: plaintext is served, its would-be denials counted.
+        let mut plain = on_transport(chain.clone(), "raw_buffer");
+        if let Some(rules) = &rules {
+            plain = with_rbac(plain, rules, Enforcement::Shadow(PLAINTEXT_SHADOW_PREFIX));
+        }
+        chains.push(plain);
+    }
+    secured.filter_chains = chains;
+    let inspecting = (secured.listener_filters.iter()).any(|f| f.name == TLS_INSPECTOR);
+    if policy.mode == MtlsMode::Permissive && !inspecting {
+        secured.listener_filters.push(ListenerFilter {
+            name: TLS_INSPECTOR.to_owned(),
+            config_type: Some(listener_filter::ConfigType::TypedConfig(pack(
+                &TlsInspector::default(),
+            ))),
+            ..Default::default()
+        });
+    }
+    secured
+}

@@ -1,0 +1,249 @@
+//! Each service's own ingress, for node types with `[mtls]` and an ingress listener: the
+//! template's listener secured by the service's policy (`mtls`, `allow-from`, `authz` tags).
+//!
+//! Every snapshot of the node type holds the listener as the node type's own policy secures it
+//! (its `[mtls] mode`, and any caller of the trust domain, or none with `[authz] default =
+//! "deny"`). A service whose tags ask for something else gets a snapshot of its own: the one
+//! it would have had (its backend set's or the whole scope's, per zone) with that one listener
+//! replaced and every other resource shared. Services asking for the same policy share it.
+//!
+//! A tag that does not parse keeps the policy the service had at the last synthesis (or denies
+//! every caller, and enforces): never "allow all" by accident.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use super::{Encodings, Synthesis};
+use crate::inventory::{AllowFrom, AuthzMode, Cluster, Inventory, MtlsMode, Source, Workload};
+use crate::snapshot::{EncodedResource, ResourceType, Snapshot};
+use crate::spiffe::SpiffeId;
+use crate::synthesize::security::{secured_ingress, Callers, IngressPolicy};
+use crate::synthesize::templates::{Mtls, NodeTemplate};
+use crate::synthesize::BackendSet;
+
+/// By the name an Envoy states (a cluster's or its ECS service's), its ingress policy.
+type Policies<'i> = BTreeMap<&'i str, IngressPolicy>;
+
+/// What each caller named in an `allow-from` tag is: the workloads of the ECS services of that
+/// name (or whose cluster has that name).
+type Workloads<'i> = BTreeMap<&'i str, Vec<(&'i str, &'i Workload)>>;
+
+/// The policy of a node type's services without tags.
+pub(super) fn base_policy(template: &NodeTemplate, mtls: &Mtls) -> IngressPolicy {
+    IngressPolicy {
+        mode: mtls.mode,
+        callers: match template.deny_by_default {
+            true => Callers::Only(Vec::new()),
+            false => Callers::AnyWorkload,
+        },
+        shadow: false,
+    }
+}
+
+/// The template's ingress listener secured by `policy`, encoded.
+pub(super) fn encode_ingress(
+    template: &NodeTemplate,
+    mtls: &Mtls,
+    policy: &IngressPolicy,
+) -> Option<Arc<EncodedResource>> {
+    let name = mtls.ingress_listener.as_deref()?;
+    let listener = template.listeners.iter().find(|l| l.name == name)?;
+    let secured = secured_ingress(listener, mtls, policy);
+    let snapshot = Snapshot::builder().listener(secured).build();
+    snapshot.of(ResourceType::Listener).get(name).cloned()
+}
+
+impl Encodings {
+    /// Adds to `out` a snapshot for every policy some service of `node_type` asks for that is
+    /// not the node type's own, and puts those services on it.
+    pub(super) fn service_ingresses(
+        &mut self,
+        node_type: &str,
+        template: &NodeTemplate,
+        inventory: &Inventory,
+        out: &mut Synthesis,
+    ) {
+        let Some(mtls) = template.mtls.as_ref().filter(|m| m.ingress_listener.is_some()) else {
+            return;
+        };
+        let base = base_policy(template, mtls);
+        let policies = self.policies(node_type, template, mtls, inventory);
+        let mut sets = out.backend_sets.remove(node_type).unwrap_or_default();
+        for (caller, policy) in policies.into_iter().filter(|(_, p)| *p != base) {
+            let on = sets.callers.get(caller).cloned();
+            let key = format!("{}|ingress {}", on.as_deref().unwrap_or("*"), describe(&policy));
+            if !sets.sets.contains_key(&key) {
+                let Some(listener) = self.ingress(node_type, template, mtls, &policy) else {
+                    return;
+                };
+                let derived = match on.as_ref().and_then(|k| sets.sets.get(k)) {
+                    Some(set) => derive(&set.snapshot, &set.zones, &listener),
+                    None => {
+                        let none = BTreeMap::new();
+                        let zones = out.zones.get(node_type).unwrap_or(&none);
+                        derive(&out.snapshots[node_type], zones, &listener)
+                    }
+                };
+                sets.sets.insert(key.clone(), derived);
+            }
+            sets.callers.insert(caller.to_owned(), key);
+        }
+        if !sets.sets.is_empty() {
+            out.backend_sets.insert(node_type.to_owned(), sets);
+        }
+    }
+
+    /// The listener `policy` secures, from an earlier synthesis when it had the same.
+    fn ingress(
+        &mut self,
+        node_type: &str,
+        template: &NodeTemplate,
+        mtls: &Mtls,
+        policy: &IngressPolicy,
+    ) -> Option<Arc<EncodedResource>> {
+        let key = (node_type.to_owned(), policy.clone());
+        if let Some(kept) = self.ingresses.get(&key, |_| true) {
+            return Some(kept);
+        }
+        let encoded = encode_ingress(template, mtls, policy)?;
+        self.ingresses.insert(key, (), encoded.clone());
+        Some(encoded)
+    }
+
+    /// Every ECS service's policy, by its clusters' names and its own (a cluster's name wins).
+    fn policies<'i>(
+        &mut self,
+        node_type: &str,
+        template: &NodeTemplate,
+        mtls: &Mtls,
+        inventory: &'i Inventory,
+    ) -> Policies<'i> {
+        let workloads = workloads(inventory);
+        let mut policies = Policies::new();
+        let mut kept = HashMap::new();
+        for (name, cluster) in &inventory.clusters {
+            let Source::Ecs { service, .. } = &cluster.source else {
+                continue;
+            };
+            let key = (node_type.to_owned(), name.clone());
+            let previous = self.last_policies.get(&key);
+            let policy = policy_of(cluster, template, mtls, &workloads, previous);
+            kept.insert(key, policy.clone());
+            policies.entry(service.as_str()).or_insert(policy.clone());
+            policies.insert(name.as_str(), policy);
+        }
+        self.last_policies.retain(|(n, _), _| n != node_type);
+        self.last_policies.extend(kept);
+        policies
+    }
+}
+
+/// `cluster`'s policy: its tags over the node type's; a tag that does not parse keeps the
+/// `previous` policy's part (or the strict one).
+fn policy_of(
+    cluster: &Cluster,
+    template: &NodeTemplate,
+    mtls: &Mtls,
+    workloads: &Workloads<'_>,
+    previous: Option<&IngressPolicy>,
+) -> IngressPolicy {
+    let base = base_policy(template, mtls);
+    let callers = match &cluster.security.allow_from {
+        None => base.callers,
+        Some(AllowFrom::Services(names)) => {
+            Callers::Only(caller_ids(names, cluster, mtls, workloads))
+        }
+        Some(AllowFrom::Invalid) => {
+            (previous.map(|p| p.callers.clone())).unwrap_or(Callers::Only(Vec::new()))
+        }
+    };
+    let shadow = match cluster.security.authz {
+        None | Some(AuthzMode::Enforce) => false,
+        Some(AuthzMode::Shadow) => true,
+        Some(AuthzMode::Invalid) => previous.is_some_and(|p| p.shadow),
+    };
+    IngressPolicy {
+        mode: cluster.security.mtls.unwrap_or(mtls.mode),
+        callers,
+        shadow,
+    }
+}
+
+/// The SPIFFE IDs of the services `names`: of every ECS service of that name discovered (or
+/// whose cluster has that name), else of one in the callee's own cluster (a worker with no
+/// port of its own, or one not deployed yet).
+fn caller_ids(
+    names: &[String],
+    callee: &Cluster,
+    mtls: &Mtls,
+    workloads: &Workloads<'_>,
+) -> Vec<String> {
+    let mut ids = Vec::new();
+    for name in names {
+        let found = workloads.get(name.as_str()).cloned().unwrap_or_default();
+        let fallback = callee.security.workload.as_ref().map(|w| (name.as_str(), w));
+        let chosen = match found.is_empty() {
+            true => fallback.into_iter().collect(),
+            false => found,
+        };
+        for (service, w) in chosen {
+            let id = SpiffeId::new(
+                &mtls.trust_domain,
+                &w.account,
+                &w.region,
+                &w.ecs_cluster,
+                service,
+            );
+            ids.extend(id.ok().map(|id| id.to_string()));
+        }
+    }
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+fn workloads(inventory: &Inventory) -> Workloads<'_> {
+    let mut out = Workloads::new();
+    for (name, cluster) in &inventory.clusters {
+        let (Source::Ecs { service, .. }, Some(w)) = (&cluster.source, &cluster.security.workload)
+        else {
+            continue;
+        };
+        for key in [service.as_str(), name.as_str()] {
+            let entry = out.entry(key).or_default();
+            if !entry.contains(&(service.as_str(), w)) {
+                entry.push((service.as_str(), w));
+            }
+        }
+    }
+    out
+}
+
+/// A policy as a backend set key shows it (`/nodes`, `render --service`).
+fn describe(policy: &IngressPolicy) -> String {
+    let mode = match policy.mode {
+        MtlsMode::Strict => "strict",
+        MtlsMode::Permissive => "permissive",
+        MtlsMode::Off => "off",
+    };
+    let callers = match &policy.callers {
+        Callers::AnyWorkload => "any".to_owned(),
+        Callers::Only(ids) if ids.is_empty() => "none".to_owned(),
+        Callers::Only(ids) => ids.join(" "),
+    };
+    let shadow = if policy.shadow { " (shadow)" } else { "" };
+    format!("{mode} allow {callers}{shadow}")
+}
+
+/// `base` and its zones' snapshots with `listener` in place of their own.
+fn derive(
+    base: &Snapshot,
+    zones: &BTreeMap<String, Snapshot>,
+    listener: &Arc<EncodedResource>,
+) -> BackendSet {
+    let with = |s: &Snapshot| s.with_resource(ResourceType::Listener, listener.clone());
+    BackendSet {
+        snapshot: with(base),
+        zones: zones.iter().map(|(z, s)| (z.clone(), with(s))).collect(),
+    }
+}
