@@ -14,7 +14,9 @@ use globset::{Glob, GlobMatcher};
 use serde::{Deserialize, Serialize};
 
 mod security;
-pub use security::{parse_allow_from, parse_authz, AllowFrom, AuthzMode, MtlsMode, Security, Workload};
+pub use security::{
+    parse_allow_from, parse_authz, AllowFrom, AuthzMode, MtlsMode, Security, Workload,
+};
 
 /// Every Envoy cluster discovered in one poll, by cluster name.
 ///

@@ -20,6 +20,7 @@ mod envoy_e2e;
 mod events_e2e;
 mod grpc_clients;
 mod identity_e2e;
+mod mtls_e2e;
 mod push_e2e;
 mod push_shared;
 mod replicas;

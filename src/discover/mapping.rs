@@ -13,7 +13,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::aws::{ContainerDef, NetworkMode, PortMapping, TaskDef, TaskFacts};
-use crate::inventory::{ClusterOverrides, Endpoint, Health, Locality, RoutePolicy, Security, Workload};
+use crate::inventory::{
+    ClusterOverrides, Endpoint, Health, Locality, RoutePolicy, Security, Workload,
+};
 use crate::settings::{render_template, EcsSettings, ServiceFilter};
 
 use super::labels::Labels;

@@ -149,7 +149,10 @@ pub fn upstream_tls(mtls: &Mtls, callee: &str) -> TransportSocket {
 fn downstream_tls(mtls: &Mtls) -> TransportSocket {
     let workloads = format!("spiffe://{}/ecs/", mtls.trust_domain);
     tls_socket(&DownstreamTlsContext {
-        common_tls_context: Some(common_context(mtls, uri_san(MatchPattern::Prefix(workloads)))),
+        common_tls_context: Some(common_context(
+            mtls,
+            uri_san(MatchPattern::Prefix(workloads)),
+        )),
         require_client_certificate: Some(BoolValue { value: true }),
         ..Default::default()
     })

@@ -313,7 +313,8 @@ fn encode_statics(template: &NodeTemplate) -> Vec<(ResourceType, Arc<EncodedReso
     }
     let mtls = template.mtls.as_ref().filter(|_| !template.grpc);
     if let Some(mtls) = mtls {
-        let secured = ingress::encode_ingress(template, mtls, &ingress::base_policy(template, mtls));
+        let secured =
+            ingress::encode_ingress(template, mtls, &ingress::base_policy(template, mtls));
         if let Some(listener) = secured {
             builder = builder.shared(ResourceType::Listener, listener);
         }

@@ -174,11 +174,7 @@ fn security_tags_are_read_and_a_bad_one_is_marked_invalid_not_dropped() {
     let callers = vec!["api".to_owned(), "web".to_owned()];
     assert_eq!(good.allow_from, Some(AllowFrom::Services(callers)));
     assert_eq!(good.authz, Some(AuthzMode::Shadow));
-    let (bad, warnings) = security(&[
-        ("mtls", "on"),
-        ("allow-from", "web *"),
-        ("authz", "audit"),
-    ]);
+    let (bad, warnings) = security(&[("mtls", "on"), ("allow-from", "web *"), ("authz", "audit")]);
     assert_eq!(bad.mtls, None, "the node type's mode");
     assert_eq!(bad.allow_from, Some(AllowFrom::Invalid));
     assert_eq!(bad.authz, Some(AuthzMode::Invalid));

@@ -63,7 +63,11 @@ impl Encodings {
         inventory: &Inventory,
         out: &mut Synthesis,
     ) {
-        let Some(mtls) = template.mtls.as_ref().filter(|m| m.ingress_listener.is_some()) else {
+        let Some(mtls) = template
+            .mtls
+            .as_ref()
+            .filter(|m| m.ingress_listener.is_some())
+        else {
             return;
         };
         let base = base_policy(template, mtls);
@@ -71,7 +75,11 @@ impl Encodings {
         let mut sets = out.backend_sets.remove(node_type).unwrap_or_default();
         for (caller, policy) in policies.into_iter().filter(|(_, p)| *p != base) {
             let on = sets.callers.get(caller).cloned();
-            let key = format!("{}|ingress {}", on.as_deref().unwrap_or("*"), describe(&policy));
+            let key = format!(
+                "{}|ingress {}",
+                on.as_deref().unwrap_or("*"),
+                describe(&policy)
+            );
             if !sets.sets.contains_key(&key) {
                 let Some(listener) = self.ingress(node_type, template, mtls, &policy) else {
                     return;
@@ -181,7 +189,11 @@ fn caller_ids(
     let mut ids = Vec::new();
     for name in names {
         let found = workloads.get(name.as_str()).cloned().unwrap_or_default();
-        let fallback = callee.security.workload.as_ref().map(|w| (name.as_str(), w));
+        let fallback = callee
+            .security
+            .workload
+            .as_ref()
+            .map(|w| (name.as_str(), w));
         let chosen = match found.is_empty() {
             true => fallback.into_iter().collect(),
             false => found,

@@ -8,19 +8,19 @@ use std::sync::Arc;
 
 use super::backend_sets::{out_of_scope, Selection};
 use super::{
-    endpoint_inputs, resource_count, route_inputs, same_endpoints, warning, Encodings,
-    ClusterInputs, FreshCluster, FreshEndpoints, GeneratedInputs, RouteInputs, Synthesis,
+    endpoint_inputs, resource_count, route_inputs, same_endpoints, warning, ClusterInputs,
+    Encodings, FreshCluster, FreshEndpoints, GeneratedInputs, RouteInputs, Synthesis,
 };
 use crate::inventory::{self, Inventory, MtlsMode, Source};
-use crate::spiffe::SpiffeId;
-use crate::synthesize::security::upstream_tls;
-use crate::synthesize::templates::Mtls;
 use crate::snapshot::{ResourceType, Snapshot, SnapshotBuilder};
+use crate::spiffe::SpiffeId;
 use crate::synthesize::clusters::discovered_cluster;
 use crate::synthesize::endpoints::discovered_load_assignment;
 use crate::synthesize::grpc::client_cluster;
 use crate::synthesize::pushed::Pushed;
 use crate::synthesize::routes::generated_routes;
+use crate::synthesize::security::upstream_tls;
+use crate::synthesize::templates::Mtls;
 use crate::synthesize::templates::NodeTemplate;
 
 /// One node type's snapshot in the making: what it is made from, and what it encoded afresh.
@@ -271,9 +271,8 @@ impl Encodings {
         let key = (class, name.to_owned());
         let (defaults, grpc, mtls) = &self.defaults[class];
         let callee = mtls.as_ref().and_then(|m| callee_id(m, cluster));
-        let same = |(o, s, c): &ClusterInputs| {
-            *o == cluster.overrides && *s == subsets && *c == callee
-        };
+        let same =
+            |(o, s, c): &ClusterInputs| *o == cluster.overrides && *s == subsets && *c == callee;
         if let Some(shared) = self.clusters.get(&key, same) {
             return builder.shared(ResourceType::Cluster, shared);
         }

@@ -75,19 +75,29 @@ fn ingress(snapshot: &Snapshot) -> Listener {
 /// Each filter chain's transport protocol, whether it has TLS, and its HTTP RBAC filter.
 fn chains(listener: &Listener) -> Vec<(String, bool, Option<HttpRbac>)> {
     let chain = |c: &envoy_types::pb::envoy::config::listener::v3::FilterChain| {
-        let protocol = c.filter_chain_match.as_ref().map(|m| m.transport_protocol.clone());
+        let protocol = c
+            .filter_chain_match
+            .as_ref()
+            .map(|m| m.transport_protocol.clone());
         let Some(filter::ConfigType::TypedConfig(any)) = &c.filters[0].config_type else {
             panic!("typed config");
         };
         let hcm = HttpConnectionManager::decode(any.value.as_slice()).unwrap();
-        let rbac = hcm.http_filters.iter().find(|f| f.name == "envoy.filters.http.rbac");
+        let rbac = hcm
+            .http_filters
+            .iter()
+            .find(|f| f.name == "envoy.filters.http.rbac");
         let rbac = rbac.map(|f| match &f.config_type {
             Some(http_filter::ConfigType::TypedConfig(any)) => {
                 HttpRbac::decode(any.value.as_slice()).unwrap()
             }
             _ => panic!("typed config"),
         });
-        (protocol.unwrap_or_default(), c.transport_socket.is_some(), rbac)
+        (
+            protocol.unwrap_or_default(),
+            c.transport_socket.is_some(),
+            rbac,
+        )
     };
     listener.filter_chains.iter().map(chain).collect()
 }
@@ -110,16 +120,25 @@ fn principals(rules: &Rbac) -> Vec<String> {
 
 #[test]
 fn clusters_check_the_callees_own_spiffe_id() {
-    let synthesis = synthesize(&inventory([ecs("orders"), ecs("web")]), &sidecar("strict", ""));
+    let synthesis = synthesize(
+        &inventory([ecs("orders"), ecs("web")]),
+        &sidecar("strict", ""),
+    );
     let tls = upstream(&synthesis.snapshots["sidecar"], "orders").expect("TLS to orders");
     let common = tls.common_tls_context.unwrap();
-    assert_eq!(common.tls_certificate_sds_secret_configs[0].name, "workload");
+    assert_eq!(
+        common.tls_certificate_sds_secret_configs[0].name,
+        "workload"
+    );
     let Some(ValidationContextType::CombinedValidationContext(combined)) =
         common.validation_context_type
     else {
         panic!("combined validation context");
     };
-    let san = &combined.default_validation_context.unwrap().match_typed_subject_alt_names[0];
+    let san = &combined
+        .default_validation_context
+        .unwrap()
+        .match_typed_subject_alt_names[0];
     let matcher = san.matcher.as_ref().unwrap().match_pattern.clone();
     assert_eq!(matcher, Some(MatchPattern::Exact(id("orders"))));
     let bundle = combined.validation_context_sds_secret_config.unwrap();
@@ -131,7 +150,10 @@ fn a_callee_tagged_off_and_a_cloud_map_service_are_plaintext() {
     let mut off = ecs("legacy");
     off.security.mtls = Some(MtlsMode::Off);
     let cloud_map = service("external", &["10.0.5.1"]); // no workload: not an agent's task
-    let synthesis = synthesize(&inventory([off, cloud_map, ecs("web")]), &sidecar("strict", ""));
+    let synthesis = synthesize(
+        &inventory([off, cloud_map, ecs("web")]),
+        &sidecar("strict", ""),
+    );
     let snapshot = &synthesis.snapshots["sidecar"];
     assert!(upstream(snapshot, "legacy").is_none());
     assert!(upstream(snapshot, "external").is_none());
@@ -164,7 +186,10 @@ fn strict_ingress_requires_a_client_certificate_of_the_trust_domain() {
     else {
         panic!("combined validation context");
     };
-    let san = &combined.default_validation_context.unwrap().match_typed_subject_alt_names[0];
+    let san = &combined
+        .default_validation_context
+        .unwrap()
+        .match_typed_subject_alt_names[0];
     let prefix = format!("spiffe://{TD}/ecs/");
     let matcher = san.matcher.as_ref().unwrap().match_pattern.clone();
     assert_eq!(matcher, Some(MatchPattern::Prefix(prefix)));
@@ -194,15 +219,24 @@ fn allow_from_becomes_rbac_with_the_callers_spiffe_ids_on_that_service_only() {
     let synthesis = synthesize(&inventory, &sidecar("strict", ""));
     let (orders, key) = synthesis.snapshot_of_service("sidecar", "orders").unwrap();
     assert!(key.is_some_and(|k| k.contains("strict allow")), "{key:?}");
-    let rbac = chains(&ingress(orders))[0].2.clone().expect("RBAC on orders");
+    let rbac = chains(&ingress(orders))[0]
+        .2
+        .clone()
+        .expect("RBAC on orders");
     assert_eq!(principals(&rbac.rules.unwrap()), [id("api"), id("web")]);
     let (web, key) = synthesis.snapshot_of_service("sidecar", "web").unwrap();
     assert_eq!(key, None, "web has no tag: the node type's snapshot");
     assert_eq!(chains(&ingress(web))[0].2, None, "any workload: no RBAC");
     // Everything but the listener is shared with the node type's snapshot.
     let whole = &synthesis.snapshots["sidecar"];
-    assert_eq!(orders.version(ResourceType::Cluster), whole.version(ResourceType::Cluster));
-    assert_ne!(orders.version(ResourceType::Listener), whole.version(ResourceType::Listener));
+    assert_eq!(
+        orders.version(ResourceType::Cluster),
+        whole.version(ResourceType::Cluster)
+    );
+    assert_ne!(
+        orders.version(ResourceType::Listener),
+        whole.version(ResourceType::Listener)
+    );
     orders.check_consistency().unwrap();
 }
 
@@ -230,9 +264,14 @@ fn shadow_rules_are_evaluated_not_enforced() {
 fn deny_by_default_gives_untagged_services_an_empty_allow_list() {
     let templates = sidecar("strict", "[authz]\ndefault = \"deny\"");
     let synthesis = synthesize(&inventory([ecs("web")]), &templates);
-    let rbac = chains(&ingress(&synthesis.snapshots["sidecar"]))[0].2.clone();
+    let rbac = chains(&ingress(&synthesis.snapshots["sidecar"]))[0]
+        .2
+        .clone();
     let rules = rbac.expect("RBAC").rules.expect("enforced");
-    assert!(rules.policies.is_empty(), "an ALLOW with no policy denies all");
+    assert!(
+        rules.policies.is_empty(),
+        "an ALLOW with no policy denies all"
+    );
 }
 
 #[test]
@@ -246,11 +285,20 @@ fn a_bad_tag_keeps_the_previous_policy_and_denies_when_there_was_none() {
     let synthesis = synthesizer.synthesize(&inventory([broken.clone(), ecs("web")]));
     let (orders, _) = synthesis.snapshot_of_service("sidecar", "orders").unwrap();
     let rbac = chains(&ingress(orders))[0].2.clone().unwrap();
-    assert_eq!(principals(&rbac.rules.unwrap()), [id("web")], "kept, enforced");
+    assert_eq!(
+        principals(&rbac.rules.unwrap()),
+        [id("web")],
+        "kept, enforced"
+    );
     // A fresh synthesizer has nothing to keep: nobody may call.
     let fresh = synthesize(&inventory([broken, ecs("web")]), &sidecar("strict", ""));
     let (orders, _) = fresh.snapshot_of_service("sidecar", "orders").unwrap();
-    let rules = chains(&ingress(orders))[0].2.clone().unwrap().rules.unwrap();
+    let rules = chains(&ingress(orders))[0]
+        .2
+        .clone()
+        .unwrap()
+        .rules
+        .unwrap();
     assert!(rules.policies.is_empty());
 }
 
@@ -258,9 +306,19 @@ fn a_bad_tag_keeps_the_previous_policy_and_denies_when_there_was_none() {
 fn services_with_one_policy_share_one_snapshot_and_backend_sets_keep_theirs() {
     let mut web = allowing("web", &["edge"]);
     web.backends = Some(vec!["orders".into()]);
-    let inventory = inventory([allowing("orders", &["web"]), allowing("users", &["web"]), web]);
+    let inventory = inventory([
+        allowing("orders", &["web"]),
+        allowing("users", &["web"]),
+        web,
+    ]);
     let synthesis = synthesize(&inventory, &sidecar("strict", ""));
-    let key = |s| synthesis.snapshot_of_service("sidecar", s).unwrap().1.unwrap();
+    let key = |s| {
+        synthesis
+            .snapshot_of_service("sidecar", s)
+            .unwrap()
+            .1
+            .unwrap()
+    };
     assert_eq!(key("orders"), key("users"));
     assert!(key("web").starts_with("orders|ingress"), "{}", key("web"));
     let (web, _) = synthesis.snapshot_of_service("sidecar", "web").unwrap();

@@ -317,13 +317,25 @@ ingress_listener = "inbound"
     assert_errors(
         &found,
         &[
-            (3, "mtls.trust_domain", "the trust domain `Mesh.Example` holds 'M'"),
+            (
+                3,
+                "mtls.trust_domain",
+                "the trust domain `Mesh.Example` holds 'M'",
+            ),
             (4, "mtls.certificate_dir", "must be an absolute path"),
-            (5, "mtls.ingress_listener", "no listener \"inbound\" in this template"),
+            (
+                5,
+                "mtls.ingress_listener",
+                "no listener \"inbound\" in this template",
+            ),
         ],
     );
     let unknown = errors("[mtls]\nmode = \"on\"\ntrust_domain = \"mesh.example\"\n");
-    assert!(unknown[0].contains("mtls.mode") && unknown[0].contains("unknown variant"), "{unknown:?}");
-    let grpc = errors("[grpc]\nenabled = true\n[mtls]\nmode = \"strict\"\ntrust_domain = \"m.x\"\n");
+    assert!(
+        unknown[0].contains("mtls.mode") && unknown[0].contains("unknown variant"),
+        "{unknown:?}"
+    );
+    let grpc =
+        errors("[grpc]\nenabled = true\n[mtls]\nmode = \"strict\"\ntrust_domain = \"m.x\"\n");
     assert!(grpc[0].contains("gRFC A29"), "{grpc:?}");
 }
