@@ -65,10 +65,42 @@ pub fn inventory_table(inventory: &Inventory) -> String {
         };
         let _ = writeln!(out, "backends: {who}{note} calls {items}");
     }
+    for cluster in inventory.clusters.values() {
+        if let Some(line) = security_line(cluster) {
+            let _ = writeln!(out, "{line}");
+        }
+    }
     for w in &inventory.warnings {
         let _ = writeln!(out, "warning: {w}");
     }
     out
+}
+
+/// Who may call a service and how, when its tags say (`mtls`, `allow-from`, `authz`).
+fn security_line(cluster: &crate::inventory::Cluster) -> Option<String> {
+    use crate::inventory::{AllowFrom, AuthzMode};
+    let security = &cluster.security;
+    if security.mtls.is_none() && security.allow_from.is_none() && security.authz.is_none() {
+        return None;
+    }
+    let mtls = match security.mtls {
+        Some(mode) => format!("{mode:?}").to_lowercase(),
+        None => "the node type's".to_owned(),
+    };
+    let callers = match &security.allow_from {
+        None => "as the node type says".to_owned(),
+        Some(AllowFrom::Services(names)) => names.join(" "),
+        Some(AllowFrom::Invalid) => "its previous callers (the tag does not parse)".to_owned(),
+    };
+    let shadow = match security.authz {
+        Some(AuthzMode::Shadow) => ", in shadow (not enforced)",
+        Some(AuthzMode::Invalid) => ", enforcement as before (the tag does not parse)",
+        _ => "",
+    };
+    let name = &cluster.name;
+    Some(format!(
+        "security: {name} accepts {callers}{shadow}; mtls {mtls}"
+    ))
 }
 
 #[cfg(test)]
@@ -93,7 +125,14 @@ mod tests {
                 overrides: ClusterOverrides::default(),
                 route: Default::default(),
                 backends: None,
-                security: Default::default(),
+                security: crate::inventory::Security {
+                    allow_from: Some(crate::inventory::AllowFrom::Services(vec![
+                        "api".into(),
+                        "edge".into(),
+                    ])),
+                    authz: Some(crate::inventory::AuthzMode::Shadow),
+                    ..Default::default()
+                },
                 endpoints: vec![Endpoint {
                     address: "10.0.0.1".into(),
                     port: 8080,
@@ -146,6 +185,10 @@ mod tests {
         );
         assert_eq!(lines[3], "2 clusters, 1 endpoints");
         assert_eq!(lines[4], "backends: queue (no cluster) calls orders web");
-        assert_eq!(lines[5], "warning: something to fix");
+        assert_eq!(
+            lines[5],
+            "security: web accepts api edge, in shadow (not enforced); mtls the node type's"
+        );
+        assert_eq!(lines[6], "warning: something to fix");
     }
 }

@@ -72,6 +72,7 @@ impl Encodings {
         };
         let base = base_policy(template, mtls);
         let policies = self.policies(node_type, template, mtls, inventory);
+        denied_backends(node_type, template, mtls, inventory, &policies, out);
         let mut sets = out.backend_sets.remove(node_type).unwrap_or_default();
         for (caller, policy) in policies.into_iter().filter(|(_, p)| *p != base) {
             let on = sets.callers.get(caller).cloned();
@@ -143,6 +144,50 @@ impl Encodings {
         self.last_policies.retain(|(n, _), _| n != node_type);
         self.last_policies.extend(kept);
         policies
+    }
+}
+
+/// A service that declares a backend whose policy does not allow it: its calls would be
+/// denied (403), which its owners should hear of before they make them.
+fn denied_backends(
+    node_type: &str,
+    template: &NodeTemplate,
+    mtls: &Mtls,
+    inventory: &Inventory,
+    policies: &Policies<'_>,
+    out: &mut Synthesis,
+) {
+    let mut warned = std::collections::BTreeSet::new();
+    for cluster in inventory.clusters.values() {
+        let (Source::Ecs { service, .. }, Some(items), Some(w)) = (
+            &cluster.source,
+            &cluster.backends,
+            &cluster.security.workload,
+        ) else {
+            continue;
+        };
+        let Ok(id) = SpiffeId::new(
+            &mtls.trust_domain,
+            &w.account,
+            &w.region,
+            &w.ecs_cluster,
+            service,
+        ) else {
+            continue;
+        };
+        for item in items {
+            let Some(Callers::Only(allowed)) = policies.get(item.as_str()).map(|p| &p.callers)
+            else {
+                continue;
+            };
+            if !allowed.contains(&id.to_string()) && warned.insert((service, item)) {
+                let message = format!(
+                    "ECS service {service} declares backend {item:?}, whose allow-from does not name {service}: its calls would be denied (403)"
+                );
+                out.warnings
+                    .push(super::warning(node_type, template, message));
+            }
+        }
     }
 }
 

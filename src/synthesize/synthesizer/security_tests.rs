@@ -339,3 +339,24 @@ fn an_unchanged_policy_is_not_encoded_again() {
     };
     assert_eq!(version(&first), version(&again));
 }
+
+#[test]
+fn a_declared_backend_that_does_not_allow_its_caller_is_a_warning() {
+    let mut web = ecs("web");
+    web.backends = Some(vec!["orders".into(), "users".into()]);
+    let inventory = inventory([
+        allowing("orders", &["api"]),
+        allowing("users", &["web"]),
+        web,
+    ]);
+    let synthesis = synthesize(&inventory, &sidecar("strict", ""));
+    let warnings: Vec<String> = synthesis
+        .warnings
+        .iter()
+        .map(|w| w.message.clone())
+        .collect();
+    assert_eq!(
+        warnings,
+        ["ECS service web declares backend \"orders\", whose allow-from does not name web: its calls would be denied (403)"]
+    );
+}
