@@ -39,7 +39,9 @@ pub(crate) mod synthesizer;
 pub mod templates;
 
 pub use pushed::{Counts, PushedResources};
-pub use synthesizer::{synthesize, BackendSet, BackendSets, Synthesis, Synthesizer, Warning};
+pub use synthesizer::{
+    set_key_parts, synthesize, BackendSet, BackendSets, Synthesis, Synthesizer, Warning,
+};
 pub use templates::{NodeTemplate, Templates};
 
 use envoy_types::pb::envoy::config::core::v3::{

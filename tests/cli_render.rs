@@ -158,3 +158,45 @@ fn render_service_prints_what_its_sidecar_gets_only_its_declared_backends() {
     assert_eq!(users, ["local_app", "orders", "users", "web"]);
     assert!(said.contains("whole scope"), "{said}");
 }
+
+#[test]
+fn render_service_says_who_may_call_it_and_serves_its_rbac() {
+    use ecs_xds::inventory::{AllowFrom, Workload};
+    let mut inventory = inventory();
+    let orders = inventory.clusters.get_mut("orders").unwrap();
+    orders.security.workload = Some(Workload {
+        account: "111122223333".into(),
+        region: "us-east-1".into(),
+        ecs_cluster: "prod".into(),
+    });
+    orders.security.allow_from = Some(AllowFrom::Services(vec!["web".into()]));
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shipped = std::fs::read_to_string(root.join("config/templates/sidecar.toml")).unwrap();
+    std::fs::create_dir_all(dir.path().join("templates")).unwrap();
+    let mtls = "\n[mtls]\nmode = \"strict\"\ntrust_domain = \"mesh.test\"\n";
+    std::fs::write(dir.path().join("templates/sidecar.toml"), shipped + mtls).unwrap();
+    let config = dir.path().join("ecs-xds.toml");
+    let templates = dir.path().join("templates").display().to_string();
+    std::fs::write(&config, format!("templates_dir = {templates:?}\n")).unwrap();
+    let saved = dir.path().join("inventory.json");
+    std::fs::write(&saved, serde_json::to_string(&inventory).unwrap()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ecs-xds"))
+        .args(["render", "--node-type", "sidecar", "--service", "orders"])
+        .arg("--config")
+        .arg(&config)
+        .arg("--inventory")
+        .arg(&saved)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    let web = "spiffe://mesh.test/ecs/111122223333/us-east-1/prod/web";
+    assert!(
+        said.contains(&format!("service \"orders\" accepts (its tags): strict allow {web}")),
+        "{said}"
+    );
+    let json = String::from_utf8_lossy(&out.stdout);
+    assert!(json.contains("envoy.filters.http.rbac") && json.contains(web), "{json}");
+    assert!(json.contains("spiffe://mesh.test/ecs/111122223333/us-east-1/prod/orders"));
+}

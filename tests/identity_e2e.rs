@@ -179,7 +179,7 @@ impl Mesh {
 }
 
 /// A test directory with a CA from `ecs-xds ca init` in `ca/` and the sidecar template.
-fn prepared_dir() -> tempfile::TempDir {
+pub fn prepared_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     ca_init(&dir.path().join("ca"));
     std::fs::create_dir_all(dir.path().join("templates")).unwrap();
@@ -201,7 +201,7 @@ fn ca_files(dir: &Path) -> String {
 
 /// ecs-xds discovering moto's demo cluster, with `[identity]` on (its CA and more keys in
 /// `identity`) and mutual TLS on xDS.
-fn identity_settings(moto: &Moto, identity: &str) -> SettingsFile {
+pub fn identity_settings(moto: &Moto, identity: &str) -> SettingsFile {
     SettingsFile::new()
         .aws_endpoint(&moto.endpoint)
         .clusters(&["demo"])
@@ -658,7 +658,7 @@ async fn a_slow_body_is_answered_408_after_the_request_timeout() {
 }
 
 /// The serial numbers of the certificates Envoy's admin `/certs` shows as loaded.
-async fn envoy_serials(envoy: &Envoy) -> Vec<String> {
+pub async fn envoy_serials(envoy: &Envoy) -> Vec<String> {
     let certs: Value = serde_json::from_str(&envoy.admin_get("/certs").await).unwrap();
     let mut serials: Vec<String> = (certs["certificates"].as_array().into_iter().flatten())
         .flat_map(|c| c["cert_chain"].as_array().into_iter().flatten())

@@ -38,10 +38,17 @@ pub async fn render(
         });
     };
     if let Some(service) = service {
-        match set {
+        let (backends, ingress) = set.map_or((None, None), crate::synthesize::set_key_parts);
+        match backends {
             Some(set) => eprintln!("service {service:?} declares its backends: {set:?}"),
             None => eprintln!(
                 "service {service:?} declares no backends (or is not discovered): it gets node type {node_type:?}'s whole scope"
+            ),
+        }
+        match ingress {
+            Some(policy) => eprintln!("service {service:?} accepts (its tags): {policy}"),
+            None => eprintln!(
+                "service {service:?} accepts what node type {node_type:?} does ([mtls], [authz])"
             ),
         }
     }

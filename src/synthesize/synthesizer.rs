@@ -21,6 +21,7 @@ use crate::inventory::{self, ClusterOverrides, Inventory, RoutePolicy};
 use crate::snapshot::{EncodedResource, InconsistentSnapshot, ResourceType, Snapshot};
 use backend_sets::{by_service, Declarations};
 pub use backend_sets::{BackendSet, BackendSets};
+pub use ingress::set_key_parts;
 use memo::Memo;
 
 /// What one synthesis produced.

@@ -276,6 +276,22 @@ fn workloads(inventory: &Inventory) -> Workloads<'_> {
     out
 }
 
+/// What a snapshot key of [`BackendSets`](crate::synthesize::BackendSets) says: the backends
+/// declared (`None`: the whole scope) and the service's own ingress policy (`None`: the node
+/// type's).
+pub fn set_key_parts(key: &str) -> (Option<&str>, Option<&str>) {
+    let (backends, ingress) = match key.split_once(INGRESS_MARK) {
+        Some((backends, ingress)) => (backends, Some(ingress)),
+        None => (key, None),
+    };
+    ((backends != WHOLE_SCOPE).then_some(backends), ingress)
+}
+
+/// Between a key's backends and its ingress policy.
+const INGRESS_MARK: &str = "|ingress ";
+/// A key's backends part for the whole scope.
+const WHOLE_SCOPE: &str = "*";
+
 /// A policy as a backend set key shows it (`/nodes`, `render --service`).
 fn describe(policy: &IngressPolicy) -> String {
     let mode = match policy.mode {
