@@ -200,60 +200,10 @@ enum Enforcement {
     Shadow(&'static str),
 }
 
-/// `chain` with `rules` before its HTTP router (or first among its network filters).
-fn with_rbac(mut chain: FilterChain, rules: &Rbac, how: Enforcement) -> FilterChain {
-    let (enforced, shadow, prefix) = match how {
-        Enforcement::Enforce => (Some(rules.clone()), None, ""),
-        Enforcement::Shadow(prefix) => (None, Some(rules.clone()), prefix),
-    };
-    let mut network_rbac = None;
-    for filter in &mut chain.filters {
-        let Some(filter::ConfigType::TypedConfig(any)) = &mut filter.config_type else {
-            continue;
-        };
-        if filter.name != HCM {
-            continue;
-        }
-        let Ok(mut hcm) = HttpConnectionManager::decode(any.value.as_slice()) else {
-            continue;
-        };
-        let rbac = HttpRbac {
-            rules: enforced.clone(),
-            shadow_rules: shadow.clone(),
-            shadow_rules_stat_prefix: prefix.to_owned(),
-            ..Default::default()
-        };
-        hcm.http_filters.insert(
-            0,
-            HttpFilter {
-                name: HTTP_RBAC.to_owned(),
-                config_type: Some(http_filter::ConfigType::TypedConfig(pack(&rbac))),
-                ..Default::default()
-            },
-        );
-        any.value = hcm.encode_to_vec();
-        network_rbac = Some(false);
-    }
-    if network_rbac.is_none() {
-        let rbac = NetworkRbac {
-            rules: enforced,
-            shadow_rules: shadow,
-            shadow_rules_stat_prefix: prefix.to_owned(),
-            stat_prefix: "ingress".to_owned(),
-            ..Default::default()
-        };
-        let filter = Filter {
-            name: NETWORK_RBAC.to_owned(),
-            config_type: Some(filter::ConfigType::TypedConfig(pack(&rbac))),
-        };
-        chain.filters.insert(0, filter);
-    }
-    chain
-}
-
-/// The app is told who called: `x-forwarded-client-cert` with the caller's URI SAN, set by
-/// this Envoy (a caller's own header is replaced).
-fn with_client_cert_header(mut chain: FilterChain) -> FilterChain {
+/// Edits each HTTP connection manager of `chain` in place (one decode and encode each); false
+/// when the chain has none.
+fn edit_hcms(chain: &mut FilterChain, edit: impl Fn(&mut HttpConnectionManager)) -> bool {
+    let mut found = false;
     for filter in &mut chain.filters {
         let Some(filter::ConfigType::TypedConfig(any)) = &mut filter.config_type else {
             continue;
@@ -262,13 +212,69 @@ fn with_client_cert_header(mut chain: FilterChain) -> FilterChain {
             continue;
         }
         if let Ok(mut hcm) = HttpConnectionManager::decode(any.value.as_slice()) {
+            edit(&mut hcm);
+            any.value = hcm.encode_to_vec();
+            found = true;
+        }
+    }
+    found
+}
+
+/// The RBAC filter of `rules` (enforced or counted), as HTTP and as network filter configs.
+fn rbac_configs(rules: &Rbac, how: Enforcement) -> (HttpRbac, NetworkRbac) {
+    let (enforced, shadow, prefix) = match how {
+        Enforcement::Enforce => (Some(rules.clone()), None, ""),
+        Enforcement::Shadow(prefix) => (None, Some(rules.clone()), prefix),
+    };
+    let http = HttpRbac {
+        rules: enforced.clone(),
+        shadow_rules: shadow.clone(),
+        shadow_rules_stat_prefix: prefix.to_owned(),
+        ..Default::default()
+    };
+    let network = NetworkRbac {
+        rules: enforced,
+        shadow_rules: shadow,
+        shadow_rules_stat_prefix: prefix.to_owned(),
+        stat_prefix: "ingress".to_owned(),
+        ..Default::default()
+    };
+    (http, network)
+}
+
+/// `chain` with the RBAC filter of `rules` (if any) before its HTTP router, or first among its
+/// network filters when it has no HTTP connection manager; with `tell_app`, its app is told who
+/// called: `x-forwarded-client-cert` with the caller's URI SAN, set by this Envoy (a caller's
+/// own header is replaced).
+fn authorized(
+    mut chain: FilterChain,
+    rules: Option<(&Rbac, Enforcement)>,
+    tell_app: bool,
+) -> FilterChain {
+    let configs = rules.map(|(rules, how)| rbac_configs(rules, how));
+    let http_rbac = (configs.as_ref()).map(|(http, _)| HttpFilter {
+        name: HTTP_RBAC.to_owned(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(pack(http))),
+        ..Default::default()
+    });
+    let has_hcm = edit_hcms(&mut chain, |hcm| {
+        if tell_app {
             hcm.forward_client_cert_details = ForwardClientCertDetails::SanitizeSet as i32;
             hcm.set_current_client_cert_details = Some(SetCurrentClientCertDetails {
                 uri: true,
                 ..Default::default()
             });
-            any.value = hcm.encode_to_vec();
         }
+        if let Some(filter) = &http_rbac {
+            hcm.http_filters.insert(0, filter.clone());
+        }
+    });
+    if let (false, Some((_, network))) = (has_hcm, &configs) {
+        let filter = Filter {
+            name: NETWORK_RBAC.to_owned(),
+            config_type: Some(filter::ConfigType::TypedConfig(pack(network))),
+        };
+        chain.filters.insert(0, filter);
     }
     chain
 }
@@ -294,23 +300,19 @@ pub fn secured_ingress(listener: &Listener, mtls: &Mtls, policy: &IngressPolicy)
         false => Enforcement::Enforce,
     };
     let mut chains = Vec::new();
+    let socket = downstream_tls(mtls);
     for chain in &listener.filter_chains {
-        let mut tls = with_client_cert_header(chain.clone());
-        tls.transport_socket = Some(downstream_tls(mtls));
-        if let Some(rules) = &rules {
-            tls = with_rbac(tls, rules, how);
-        }
+        let mut tls = authorized(chain.clone(), rules.as_ref().map(|r| (r, how)), true);
+        tls.transport_socket = Some(socket.clone());
         if policy.mode == MtlsMode::Strict {
             chains.push(tls);
             continue;
         }
         chains.push(on_transport(tls, "tls"));
         // Permissive protects nothing yet: plaintext is served, its would-be denials counted.
-        let mut plain = on_transport(chain.clone(), "raw_buffer");
-        if let Some(rules) = &rules {
-            plain = with_rbac(plain, rules, Enforcement::Shadow(PLAINTEXT_SHADOW_PREFIX));
-        }
-        chains.push(plain);
+        let shadow = Enforcement::Shadow(PLAINTEXT_SHADOW_PREFIX);
+        let plain = authorized(chain.clone(), rules.as_ref().map(|r| (r, shadow)), false);
+        chains.push(on_transport(plain, "raw_buffer"));
     }
     secured.filter_chains = chains;
     let inspecting = (secured.listener_filters.iter()).any(|f| f.name == TLS_INSPECTOR);

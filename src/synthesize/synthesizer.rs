@@ -99,10 +99,14 @@ struct Encodings {
     /// cluster name).
     grpc_listeners: Memo<(String, String), ()>,
     grpc_routes: Memo<(String, String), RouteInputs>,
-    /// Services' own ingress listeners, by (node type, policy).
-    ingresses: Memo<(String, IngressPolicy), ()>,
-    /// By (node type, cluster name), the ingress policy of the last synthesis: what a tag that
-    /// no longer parses keeps.
+    /// Services' own ingress listeners, by (ingress class, policy): node types with the same
+    /// ingress listener and `[mtls]` share them.
+    ingresses: Memo<(u64, IngressPolicy), ()>,
+    /// By policy class (trust domain, mode, default), the services' ingress policies and what
+    /// they were found from.
+    kept_policies: BTreeMap<String, ingress::KeptPolicies>,
+    /// By (policy class, cluster name), the ingress policy of the last synthesis: what a tag
+    /// that no longer parses keeps.
     last_policies: HashMap<(String, String), IngressPolicy>,
 }
 

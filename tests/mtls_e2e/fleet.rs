@@ -15,6 +15,7 @@ use crate::identity_e2e::{wait_for_certificate, Agent, Mesh, SERVER_ID, TRUST_DO
 use crate::support::daemon::{ecs_xds_command, Running};
 use crate::support::envoy::{free_port, AdsMode, Envoy};
 use crate::support::settings::SettingsFile;
+use crate::support::templates::{mtls_sidecar, MtlsSidecar};
 
 const SERVICES: [&str; 3] = ["web", "api", "orders"];
 
@@ -68,57 +69,15 @@ explicit_http_config = { http_protocol_options = {} }
 /// to its app, `[mtls]` with its certificate directory; `defaults` (TOML tables under
 /// `[cluster_defaults]`) added to the clusters' defaults.
 pub(crate) fn template(service: &Service, mode: &str, defaults: &str) -> String {
-    let hcm = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
-    let router = r#"{ name = "envoy.filters.http.router", typed_config = { "@type" = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" } }"#;
-    format!(
-        r#"
-[mtls]
-mode = "{mode}"
-trust_domain = "{TRUST_DOMAIN}"
-certificate_dir = "{certs}"
-
-[cluster_defaults]
-connect_timeout = "1s"
-{defaults}
-
-[generated_routes]
-name = "egress"
-
-[[listeners]]
-name = "egress"
-address = {{ socket_address = {{ address = "127.0.0.1", port_value = {egress} }} }}
-[[listeners.filter_chains]]
-[[listeners.filter_chains.filters]]
-name = "envoy.filters.network.http_connection_manager"
-[listeners.filter_chains.filters.typed_config]
-"@type" = "{hcm}"
-stat_prefix = "egress"
-rds = {{ route_config_name = "egress", config_source = {{ ads = {{}}, resource_api_version = "V3" }} }}
-http_filters = [{router}]
-
-[[listeners]]
-name = "ingress"
-address = {{ socket_address = {{ address = "127.0.0.1", port_value = {ingress} }} }}
-[[listeners.filter_chains]]
-[[listeners.filter_chains.filters]]
-name = "envoy.filters.network.http_connection_manager"
-[listeners.filter_chains.filters.typed_config]
-"@type" = "{hcm}"
-stat_prefix = "ingress"
-route_config = {{ name = "local_app", virtual_hosts = [{{ name = "local_app", domains = ["*"], routes = [{{ match = {{ prefix = "/" }}, route = {{ cluster = "local_app" }} }}] }}] }}
-http_filters = [{router}]
-
-[[clusters]]
-name = "local_app"
-type = "STATIC"
-connect_timeout = "0.25s"
-load_assignment = {{ cluster_name = "local_app", endpoints = [{{ lb_endpoints = [{{ endpoint = {{ address = {{ socket_address = {{ address = "127.0.0.1", port_value = {app} }} }} }} }}] }}] }}
-"#,
-        certs = service.certs.display(),
-        egress = service.egress,
-        ingress = service.ingress,
-        app = service.app.addr.port(),
-    )
+    mtls_sidecar(&MtlsSidecar {
+        mode,
+        trust_domain: TRUST_DOMAIN,
+        certs: &service.certs,
+        egress: service.egress,
+        ingress: service.ingress,
+        app: service.app.addr.port(),
+        defaults,
+    })
 }
 
 /// The inventory entry of `service`, reached at `ingress` (its Envoy's, or another's).

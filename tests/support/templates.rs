@@ -58,3 +58,76 @@ address = {{ socket_address = {{ address = "127.0.0.1", port_value = {egress_por
         chain.repeat(chains)
     )
 }
+
+/// One service's sidecar with mutual TLS, as [`mtls_sidecar`] writes it.
+pub struct MtlsSidecar<'a> {
+    /// `[mtls] mode`: strict, permissive or off.
+    pub mode: &'a str,
+    pub trust_domain: &'a str,
+    /// Where its agent writes (`[mtls] certificate_dir`).
+    pub certs: &'a std::path::Path,
+    pub egress: u16,
+    pub ingress: u16,
+    /// The app's port on 127.0.0.1 (the `local_app` cluster).
+    pub app: u16,
+    /// TOML tables under `[cluster_defaults]`, added to the clusters' defaults.
+    pub defaults: &'a str,
+}
+
+/// A node type for one service's sidecar on 127.0.0.1: egress to the generated routes, an
+/// ingress listener to its app, and `[mtls]` with its own certificate directory (tests run
+/// several on one machine; in ECS every task has its own `/certs`).
+pub fn mtls_sidecar(s: &MtlsSidecar<'_>) -> String {
+    let hcm = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+    let router = ROUTER;
+    let (mode, trust_domain, defaults) = (s.mode, s.trust_domain, s.defaults);
+    format!(
+        r#"
+[mtls]
+mode = "{mode}"
+trust_domain = "{trust_domain}"
+certificate_dir = "{certs}"
+
+[cluster_defaults]
+connect_timeout = "1s"
+{defaults}
+
+[generated_routes]
+name = "egress"
+
+[[listeners]]
+name = "egress"
+address = {{ socket_address = {{ address = "127.0.0.1", port_value = {egress} }} }}
+[[listeners.filter_chains]]
+[[listeners.filter_chains.filters]]
+name = "envoy.filters.network.http_connection_manager"
+[listeners.filter_chains.filters.typed_config]
+"@type" = "{hcm}"
+stat_prefix = "egress"
+rds = {{ route_config_name = "egress", config_source = {{ ads = {{}}, resource_api_version = "V3" }} }}
+http_filters = [{router}]
+
+[[listeners]]
+name = "ingress"
+address = {{ socket_address = {{ address = "127.0.0.1", port_value = {ingress} }} }}
+[[listeners.filter_chains]]
+[[listeners.filter_chains.filters]]
+name = "envoy.filters.network.http_connection_manager"
+[listeners.filter_chains.filters.typed_config]
+"@type" = "{hcm}"
+stat_prefix = "ingress"
+route_config = {{ name = "local_app", virtual_hosts = [{{ name = "local_app", domains = ["*"], routes = [{{ match = {{ prefix = "/" }}, route = {{ cluster = "local_app" }} }}] }}] }}
+http_filters = [{router}]
+
+[[clusters]]
+name = "local_app"
+type = "STATIC"
+connect_timeout = "0.25s"
+load_assignment = {{ cluster_name = "local_app", endpoints = [{{ lb_endpoints = [{{ endpoint = {{ address = {{ socket_address = {{ address = "127.0.0.1", port_value = {app} }} }} }} }}] }}] }}
+"#,
+        certs = s.certs.display(),
+        egress = s.egress,
+        ingress = s.ingress,
+        app = s.app,
+    )
+}

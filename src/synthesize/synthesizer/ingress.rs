@@ -21,8 +21,9 @@ use crate::synthesize::security::{secured_ingress, Callers, IngressPolicy};
 use crate::synthesize::templates::{Mtls, NodeTemplate};
 use crate::synthesize::BackendSet;
 
-/// By the name an Envoy states (a cluster's or its ECS service's), its ingress policy.
-type Policies<'i> = BTreeMap<&'i str, IngressPolicy>;
+/// By the name an Envoy states (a cluster's or its ECS service's), its ingress policy and
+/// that policy as a snapshot key shows it.
+type Policies = BTreeMap<String, (IngressPolicy, String)>;
 
 /// What each caller named in an `allow-from` tag is: the workloads of the ECS services of that
 /// name (or whose cluster has that name).
@@ -53,6 +54,13 @@ pub(super) fn encode_ingress(
     snapshot.of(ResourceType::Listener).get(name).cloned()
 }
 
+/// A node type's policies as [`Encodings::policies`] found them, with what they were found
+/// from: each ECS cluster's (name, service, security tags).
+pub(super) struct KeptPolicies {
+    inputs: Vec<(String, String, crate::inventory::Security)>,
+    policies: Arc<Policies>,
+}
+
 impl Encodings {
     /// Adds to `out` a snapshot for every policy some service of `node_type` asks for that is
     /// not the node type's own, and puts those services on it.
@@ -63,26 +71,20 @@ impl Encodings {
         inventory: &Inventory,
         out: &mut Synthesis,
     ) {
-        let Some(mtls) = template
-            .mtls
-            .as_ref()
-            .filter(|m| m.ingress_listener.is_some())
-        else {
+        let Some(mtls) = (template.mtls.as_ref()).filter(|m| m.ingress_listener.is_some()) else {
             return;
         };
         let base = base_policy(template, mtls);
-        let policies = self.policies(node_type, template, mtls, inventory);
+        let policies = self.policies(template, mtls, inventory);
         denied_backends(node_type, template, mtls, inventory, &policies, out);
+        let class = ingress_class(template, mtls);
         let mut sets = out.backend_sets.remove(node_type).unwrap_or_default();
-        for (caller, policy) in policies.into_iter().filter(|(_, p)| *p != base) {
+        for (caller, (policy, described)) in policies.iter().filter(|(_, (p, _))| *p != base) {
             let on = sets.callers.get(caller).cloned();
-            let key = format!(
-                "{}|ingress {}",
-                on.as_deref().unwrap_or("*"),
-                describe(&policy)
-            );
+            let backends = on.as_deref().unwrap_or(WHOLE_SCOPE);
+            let key = format!("{backends}{INGRESS_MARK}{described}");
             if !sets.sets.contains_key(&key) {
-                let Some(listener) = self.ingress(node_type, template, mtls, &policy) else {
+                let Some(listener) = self.ingress(class, template, mtls, policy) else {
                     return;
                 };
                 let derived = match on.as_ref().and_then(|k| sets.sets.get(k)) {
@@ -95,22 +97,23 @@ impl Encodings {
                 };
                 sets.sets.insert(key.clone(), derived);
             }
-            sets.callers.insert(caller.to_owned(), key);
+            sets.callers.insert(caller.clone(), key);
         }
         if !sets.sets.is_empty() {
             out.backend_sets.insert(node_type.to_owned(), sets);
         }
     }
 
-    /// The listener `policy` secures, from an earlier synthesis when it had the same.
+    /// The listener `policy` secures, from an earlier synthesis or another node type with the
+    /// same ingress listener (`class`) when they had the same.
     fn ingress(
         &mut self,
-        node_type: &str,
+        class: u64,
         template: &NodeTemplate,
         mtls: &Mtls,
         policy: &IngressPolicy,
     ) -> Option<Arc<EncodedResource>> {
-        let key = (node_type.to_owned(), policy.clone());
+        let key = (class, policy.clone());
         if let Some(kept) = self.ingresses.get(&key, |_| true) {
             return Some(kept);
         }
@@ -119,14 +122,29 @@ impl Encodings {
         Some(encoded)
     }
 
-    /// Every ECS service's policy, by its clusters' names and its own (a cluster's name wins).
-    fn policies<'i>(
+    /// Every ECS service's policy, by its clusters' names and its own (a cluster's name
+    /// wins); the last synthesis's when no service's tags changed.
+    fn policies(
         &mut self,
-        node_type: &str,
         template: &NodeTemplate,
         mtls: &Mtls,
-        inventory: &'i Inventory,
-    ) -> Policies<'i> {
+        inventory: &Inventory,
+    ) -> Arc<Policies> {
+        let inputs: Vec<_> = (inventory.clusters.iter())
+            .filter_map(|(name, c)| match &c.source {
+                Source::Ecs { service, .. } => Some((name, service, &c.security)),
+                Source::CloudMap { .. } => None,
+            })
+            .collect();
+        let class = policy_class(template, mtls);
+        if let Some(kept) = self.kept_policies.get(&class) {
+            let same = kept.inputs.len() == inputs.len()
+                && (kept.inputs.iter().zip(&inputs))
+                    .all(|((n, s, c), (n2, s2, c2))| n == *n2 && s == *s2 && c == *c2);
+            if same {
+                return kept.policies.clone();
+            }
+        }
         let workloads = workloads(inventory);
         let mut policies = Policies::new();
         let mut kept = HashMap::new();
@@ -134,17 +152,48 @@ impl Encodings {
             let Source::Ecs { service, .. } = &cluster.source else {
                 continue;
             };
-            let key = (node_type.to_owned(), name.clone());
+            let key = (class.clone(), name.clone());
             let previous = self.last_policies.get(&key);
             let policy = policy_of(cluster, template, mtls, &workloads, previous);
             kept.insert(key, policy.clone());
-            policies.entry(service.as_str()).or_insert(policy.clone());
-            policies.insert(name.as_str(), policy);
+            let described = (policy.clone(), describe(&policy));
+            policies.entry(service.clone()).or_insert(described.clone());
+            policies.insert(name.clone(), described);
         }
-        self.last_policies.retain(|(n, _), _| n != node_type);
+        self.last_policies.retain(|(c, _), _| *c != class);
         self.last_policies.extend(kept);
+        let policies = Arc::new(policies);
+        let inputs = (inputs.into_iter())
+            .map(|(n, s, c)| (n.clone(), s.clone(), c.clone()))
+            .collect();
+        let fresh = KeptPolicies {
+            inputs,
+            policies: policies.clone(),
+        };
+        self.kept_policies.insert(class, fresh);
         policies
     }
+}
+
+/// What a node type's policies are made from besides the inventory: node types with the same
+/// trust domain, mode and default share them (and what a bad tag keeps).
+fn policy_class(template: &NodeTemplate, mtls: &Mtls) -> String {
+    let mode = describe_mode(mtls.mode);
+    let deny = template.deny_by_default;
+    format!("{}\0{mode}\0{deny}", mtls.trust_domain)
+}
+
+/// What a node type's ingress listeners are made from besides the policy: node types with
+/// the same template listener and `[mtls]` share their encodings.
+fn ingress_class(template: &NodeTemplate, mtls: &Mtls) -> u64 {
+    use prost::Message;
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let name = mtls.ingress_listener.as_deref();
+    let listener = template.listeners.iter().find(|l| Some(l.name.as_str()) == name);
+    listener.map(|l| l.encode_to_vec()).hash(&mut hasher);
+    mtls.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// A service that declares a backend whose policy does not allow it: its calls would be
@@ -154,7 +203,7 @@ fn denied_backends(
     template: &NodeTemplate,
     mtls: &Mtls,
     inventory: &Inventory,
-    policies: &Policies<'_>,
+    policies: &Policies,
     out: &mut Synthesis,
 ) {
     let mut warned = std::collections::BTreeSet::new();
@@ -176,7 +225,7 @@ fn denied_backends(
             continue;
         };
         for item in items {
-            let Some(Callers::Only(allowed)) = policies.get(item.as_str()).map(|p| &p.callers)
+            let Some(Callers::Only(allowed)) = policies.get(item.as_str()).map(|p| &p.0.callers)
             else {
                 continue;
             };
@@ -294,11 +343,7 @@ const WHOLE_SCOPE: &str = "*";
 
 /// A policy as a backend set key shows it (`/nodes`, `render --service`).
 fn describe(policy: &IngressPolicy) -> String {
-    let mode = match policy.mode {
-        MtlsMode::Strict => "strict",
-        MtlsMode::Permissive => "permissive",
-        MtlsMode::Off => "off",
-    };
+    let mode = describe_mode(policy.mode);
     let callers = match &policy.callers {
         Callers::AnyWorkload => "any".to_owned(),
         Callers::Only(ids) if ids.is_empty() => "none".to_owned(),
@@ -306,6 +351,14 @@ fn describe(policy: &IngressPolicy) -> String {
     };
     let shadow = if policy.shadow { " (shadow)" } else { "" };
     format!("{mode} allow {callers}{shadow}")
+}
+
+fn describe_mode(mode: MtlsMode) -> &'static str {
+    match mode {
+        MtlsMode::Strict => "strict",
+        MtlsMode::Permissive => "permissive",
+        MtlsMode::Off => "off",
+    }
 }
 
 /// `base` and its zones' snapshots with `listener` in place of their own.
