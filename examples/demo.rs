@@ -14,7 +14,11 @@
 //!    gets a short-lived certificate from ecs-xds (the mesh's CA, made by `ecs-xds ca init`);
 //!    an Envoy of web with it holds a mutual-TLS xDS stream whose service is the verified
 //!    certificate's, and an Envoy presenting that certificate while claiming `api` is refused;
-//! 6. stops everything it started.
+//! 6. mutual TLS between services (`demo/mtls.rs`): web, api and orders get their agents'
+//!    certificates, orders is tagged `ecs-xds.allow-from = web`, and three Envoys on 127.0.0.1
+//!    (served by a second ecs-xds from a saved inventory) show web's call answered over mTLS
+//!    and api's refused by orders' RBAC;
+//! 7. stops everything it started.
 //!
 //! ecs-xds serves xDS with `xds.tls` on and `client_auth = "optional"` (the migration switch):
 //! an Envoy that opens with TLS and a client certificate is verified, and the certificate names
@@ -35,6 +39,11 @@ mod envoy;
 mod http;
 #[path = "../tests/support/moto.rs"]
 mod moto;
+#[path = "demo/mtls.rs"]
+mod mtls;
+#[allow(dead_code)]
+#[path = "../tests/support/templates.rs"]
+mod templates;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -139,6 +148,7 @@ async fn demo() {
         identity,
     };
     workload_identity(&mesh).await;
+    mtls::between_services(&mesh).await;
     web.stop().await;
 
     envoy.stop().await;
@@ -463,7 +473,10 @@ struct Agent {
 
 impl Agent {
     fn start(mesh: &Mesh<'_>, creds: &[String; 3], task: &str, out: &Path) -> Agent {
-        let log = mesh.dir.join("agent.log");
+        let name = out.file_name().map(|n| n.to_string_lossy().into_owned());
+        let log = mesh
+            .dir
+            .join(format!("agent-{}.log", name.unwrap_or_default()));
         let file = std::fs::File::create(&log).unwrap();
         let server = format!("https://localhost:{}", mesh.identity.port());
         let server_id = format!("ecs-xds.{TRUST_DOMAIN}");

@@ -193,10 +193,15 @@ fn render_service_says_who_may_call_it_and_serves_its_rbac() {
     assert!(out.status.success(), "{said}");
     let web = "spiffe://mesh.test/ecs/111122223333/us-east-1/prod/web";
     assert!(
-        said.contains(&format!("service \"orders\" accepts (its tags): strict allow {web}")),
+        said.contains(&format!(
+            "service \"orders\" accepts (its tags): strict allow {web}"
+        )),
         "{said}"
     );
     let json = String::from_utf8_lossy(&out.stdout);
-    assert!(json.contains("envoy.filters.http.rbac") && json.contains(web), "{json}");
+    assert!(
+        json.contains("envoy.filters.http.rbac") && json.contains(web),
+        "{json}"
+    );
     assert!(json.contains("spiffe://mesh.test/ecs/111122223333/us-east-1/prod/orders"));
 }

@@ -1,17 +1,15 @@
 //! The mesh the mTLS tests run: three services, their apps, Envoys and agents, and the
 //! ecs-xds that serves them from a saved inventory.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use axum::http::HeaderMap;
 use ecs_xds::inventory::{
     AllowFrom, Cluster, Endpoint, Health, Inventory, Locality, Security, Source, Workload,
 };
-use tokio::sync::oneshot;
 
 use crate::identity_e2e::{wait_for_certificate, Agent, Mesh, SERVER_ID, TRUST_DOMAIN};
+use crate::support::backend::Backend;
 use crate::support::daemon::{ecs_xds_command, Running};
 use crate::support::envoy::{free_port, AdsMode, Envoy};
 use crate::support::settings::SettingsFile;
@@ -19,38 +17,12 @@ use crate::support::templates::{mtls_sidecar, MtlsSidecar};
 
 const SERVICES: [&str; 3] = ["web", "api", "orders"];
 
-/// An app that answers `NAME xfcc=<x-forwarded-client-cert>`: who its Envoy says called.
-pub(crate) struct App {
-    pub(crate) addr: SocketAddr,
-    pub(crate) _stop: oneshot::Sender<()>,
-}
-
-impl App {
-    pub(crate) async fn start(name: &'static str) -> App {
-        let app = axum::Router::new().fallback(move |headers: HeaderMap| async move {
-            let xfcc = headers.get("x-forwarded-client-cert");
-            let xfcc = xfcc.and_then(|v| v.to_str().ok()).unwrap_or("none");
-            format!("{name} xfcc={xfcc}")
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let server = axum::serve(listener, app).with_graceful_shutdown(async {
-                let _ = stopped.await;
-            });
-            let _ = server.await;
-        });
-        App { addr, _stop: stop }
-    }
-}
-
 /// One service of the mesh: its app, its Envoy's ports and certificates, its agent.
 pub(crate) struct Service {
     pub(crate) name: &'static str,
     pub(crate) task: String,
     pub(crate) certs: PathBuf,
-    pub(crate) app: App,
+    pub(crate) app: Backend,
     pub(crate) egress: u16,
     pub(crate) ingress: u16,
     pub(crate) _agent: Agent,
@@ -160,7 +132,7 @@ impl Fleet {
                 name,
                 task,
                 certs,
-                app: App::start(name).await,
+                app: Backend::start_telling_caller(name).await,
                 egress: free_port(),
                 ingress: free_port(),
                 _agent: agent,

@@ -54,6 +54,26 @@ impl Backend {
                 }
             }
         });
+        Backend::serve(app, hits).await
+    }
+
+    /// An HTTP app on 127.0.0.1 that answers `NAME xfcc=<x-forwarded-client-cert>`: who its
+    /// Envoy says called (`none` without the header).
+    pub async fn start_telling_caller(name: &'static str) -> Backend {
+        let hits = Arc::new(AtomicU64::new(0));
+        let counter = hits.clone();
+        let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
+            counter.fetch_add(1, Ordering::Relaxed);
+            async move {
+                let xfcc = headers.get("x-forwarded-client-cert");
+                let xfcc = xfcc.and_then(|v| v.to_str().ok()).unwrap_or("none");
+                format!("{name} xfcc={xfcc}")
+            }
+        });
+        Backend::serve(app, hits).await
+    }
+
+    async fn serve(app: axum::Router, hits: Arc<AtomicU64>) -> Backend {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();

@@ -190,7 +190,10 @@ fn ingress_class(template: &NodeTemplate, mtls: &Mtls) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     let name = mtls.ingress_listener.as_deref();
-    let listener = template.listeners.iter().find(|l| Some(l.name.as_str()) == name);
+    let listener = template
+        .listeners
+        .iter()
+        .find(|l| Some(l.name.as_str()) == name);
     listener.map(|l| l.encode_to_vec()).hash(&mut hasher);
     mtls.hash(&mut hasher);
     hasher.finish()
