@@ -14,7 +14,7 @@ mod rotation;
 
 use std::time::Duration;
 
-use ecs_xds::inventory::{AuthzMode, MtlsMode, Security};
+use ecs_xds::inventory::{AllowFrom, AuthzMode, MtlsMode, Security};
 
 use fleet::*;
 
@@ -41,6 +41,24 @@ async fn web_may_call_orders_over_mtls_api_may_not_until_retagged() {
     let denied = fleet.envoy("orders").stat("http.ingress.rbac.denied").await;
     assert!(denied >= 1, "orders' Envoy counted the denial");
     fleet.wait_for_call("api", "web", 200).await;
+
+    // A tag that stops parsing keeps orders' policy: web still passes, api is still denied.
+    let broken = Security {
+        allow_from: Some(AllowFrom::Invalid),
+        ..Default::default()
+    };
+    let listeners = fleet
+        .envoy("orders")
+        .stat("listener_manager.lds.update_success")
+        .await;
+    fleet.write_and_wait(&fleet.inventory(broken, None)).await;
+    assert_eq!(fleet.call("web", "orders").await.0, 200);
+    assert_eq!(fleet.call("api", "orders").await.0, 403);
+    let after = fleet
+        .envoy("orders")
+        .stat("listener_manager.lds.update_success")
+        .await;
+    assert_eq!(after, listeners, "orders' listener did not change");
 
     // A plaintext client is refused in strict mode.
     assert_eq!(fleet.plaintext("orders").await, None);

@@ -199,6 +199,27 @@ impl Fleet {
         std::fs::rename(fresh, path).unwrap();
     }
 
+    /// [`Fleet::write`], then waits until ecs-xds has read it (its log says so) and a second
+    /// more, for it to reach the Envoys if it changed anything.
+    pub(crate) async fn write_and_wait(&self, inventory: &Inventory) {
+        let log = &self.xds.as_ref().expect("started").log;
+        let served = || {
+            let log = log.lock().unwrap();
+            log.matches("the saved inventory changed").count()
+        };
+        let before = served();
+        self.write(inventory);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while served() == before {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "ecs-xds did not read the inventory"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
     /// `caller`'s app calling `callee` through `caller`'s Envoy: (status, body).
     pub(crate) async fn call(&self, caller: &str, callee: &str) -> (u16, String) {
         let egress = self.service(caller).egress;
