@@ -41,6 +41,13 @@ async fn web_may_call_orders_over_mtls_api_may_not_until_retagged() {
     let denied = fleet.envoy("orders").stat("http.ingress.rbac.denied").await;
     assert!(denied >= 1, "orders' Envoy counted the denial");
     fleet.wait_for_call("api", "web", 200).await;
+    // ecs-xds's /nodes says which policy each Envoy is served.
+    let shown = fleet.ingress_shown("orders").await;
+    assert_eq!(
+        shown,
+        format!("strict allow {}", fleet.spiffe_id("web")).as_str()
+    );
+    assert_eq!(fleet.ingress_shown("web").await, serde_json::Value::Null);
 
     // A tag that stops parsing keeps orders' policy: web still passes, api is still denied.
     let broken = Security {

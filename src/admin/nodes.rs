@@ -48,6 +48,9 @@ pub struct NodeView {
     /// The backend set it is served (its service's declared backends, joined by `,`); `null`:
     /// the node type's whole scope.
     pub backends: Option<String>,
+    /// Its service's own ingress policy, from its tags (`strict allow <SPIFFE IDs>`, with
+    /// `(shadow)` when not enforced); `null`: the node type's (`[mtls]`, `[authz]`).
+    pub ingress: Option<String>,
     pub streams: Vec<StreamView>,
 }
 
@@ -109,8 +112,16 @@ impl NodesView {
                 .into_iter()
                 .map(|((node_id, node_type, service, zone), mut streams)| {
                     streams.sort_by_key(|s| (s.service, s.mode));
+                    let set = backend_set(&node_type, &service);
+                    let (backends, ingress) = match &set {
+                        Some(key) => crate::synthesize::set_key_parts(key),
+                        None => (None, None),
+                    };
+                    let (backends, ingress) =
+                        (backends.map(str::to_owned), ingress.map(str::to_owned));
                     NodeView {
-                        backends: backend_set(&node_type, &service),
+                        backends,
+                        ingress,
                         node_id,
                         node_type,
                         service,

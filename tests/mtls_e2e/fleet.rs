@@ -220,6 +220,18 @@ impl Fleet {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 
+    /// The `ingress` policy ecs-xds's `/nodes` shows for `service`'s Envoy (null: the node
+    /// type's own).
+    pub(crate) async fn ingress_shown(&self, service: &str) -> serde_json::Value {
+        let admin = self.xds.as_ref().expect("started").admin;
+        let (_, body) = crate::support::http::get(admin, "/nodes").await;
+        let nodes: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let node_id = format!("{service}-1");
+        let nodes = nodes["nodes"].as_array().unwrap();
+        let node = nodes.iter().find(|n| n["node_id"] == node_id.as_str());
+        node.unwrap_or_else(|| panic!("{node_id} in {body}"))["ingress"].clone()
+    }
+
     /// `caller`'s app calling `callee` through `caller`'s Envoy: (status, body).
     pub(crate) async fn call(&self, caller: &str, callee: &str) -> (u16, String) {
         let egress = self.service(caller).egress;
