@@ -1,6 +1,7 @@
 //! Proxyless gRPC clients served by the real `ecs-xds run`: grpcio (the gRPC C core) and
 //! grpc-js with @grpc/grpc-js-xds, calling gRPC servers on 127.0.0.1 by `xds:///<cluster>`,
-//! with no listener written by hand: the node type's template only says `[grpc] enabled`.
+//! with no listener written by hand: the node type's template only says `[grpc] enabled`
+//! (and `[mtls]` for mutual TLS with the agent's certificates, gRFC A29).
 
 use crate::support;
 
@@ -8,12 +9,16 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::identity_e2e::{spiffe_id, Mesh, TRUST_DOMAIN};
 use ecs_xds::inventory::{
     Cluster, ClusterOverrides, Endpoint, Health, Inventory, Locality, RevisionWeight, RoutePolicy,
-    Source,
+    Source, Workload,
 };
 use support::daemon::{ecs_xds_command, Running};
-use support::grpc::{bootstrap, grpc_js_calls, grpcio_calls, CallLoop, GrpcServer};
+use support::grpc::{
+    bootstrap, grpc_js_calls, grpcio_calls, grpcio_xds_calls, with_certificate_provider, CallLoop,
+    GrpcServer,
+};
 use support::moto::Moto;
 use support::settings::SettingsFile;
 
@@ -21,9 +26,14 @@ const GRPC_TEMPLATE: &str = "# Proxyless gRPC clients.\n[grpc]\nenabled = true\n
 
 /// `settings` and the gRPC node type's template, in `dir`; the settings file.
 fn settings(dir: &Path, settings: SettingsFile) -> PathBuf {
+    settings_with(dir, settings, GRPC_TEMPLATE)
+}
+
+/// `settings` and `template` as the gRPC node type's, in `dir`; the settings file.
+fn settings_with(dir: &Path, settings: SettingsFile, template: &str) -> PathBuf {
     let config = settings.write(dir);
     std::fs::create_dir_all(dir.join("templates")).unwrap();
-    std::fs::write(dir.join("templates/grpc.toml"), GRPC_TEMPLATE).unwrap();
+    std::fs::write(dir.join("templates/grpc.toml"), template).unwrap();
     config
 }
 
@@ -116,7 +126,11 @@ fn grpc_service(name: &str, servers: &[(&GrpcServer, u32)], weights: &[(u32, u32
 }
 
 async fn serve_inventory(dir: &Path, clusters: Vec<Cluster>) -> Running {
-    let config = settings(dir, SettingsFile::new());
+    serve_inventory_with(dir, GRPC_TEMPLATE, clusters).await
+}
+
+async fn serve_inventory_with(dir: &Path, template: &str, clusters: Vec<Cluster>) -> Running {
+    let config = settings_with(dir, SettingsFile::new(), template);
     let inventory = Inventory {
         clusters: clusters.into_iter().map(|c| (c.name.clone(), c)).collect(),
         warnings: Vec::new(),
@@ -183,4 +197,98 @@ async fn a_client_of_an_unknown_target_hears_it_does_not_exist_and_nodes_shows_i
         .unwrap();
     let text = nodes.to_string();
     assert!(text.contains("no-such-service"), "{text}");
+}
+
+/// The ECS service `name` of the task `task`'s cluster (so of its account and region), served
+/// by `server`.
+fn ecs_service(name: &str, task: &str, server: &GrpcServer) -> Cluster {
+    let mut cluster = grpc_service(name, &[(server, 1)], &[]);
+    let workload = Workload::of_task_arn(task).expect("a task ARN");
+    cluster.source = Source::Ecs {
+        ecs_cluster: workload.ecs_cluster.clone(),
+        service: name.into(),
+    };
+    cluster.security.workload = Some(workload);
+    cluster
+}
+
+/// A gRPC node type with `[mtls]`, served to clients of web's task: `orders` at a TLS server
+/// holding orders' certificate, `users` at one holding api's (valid, of the trust domain, but
+/// not users' SPIFFE ID). All certificates are real agents', from the mesh's identity endpoint.
+struct MtlsClients {
+    /// The clients' bootstrap: ADS, and the certificate provider `ecs-xds` over web's files.
+    config: String,
+    _mesh: Mesh,
+    _agents: Vec<crate::identity_e2e::Agent>,
+    _servers: Vec<GrpcServer>,
+    _dir: tempfile::TempDir,
+    _daemon: Running,
+}
+
+impl MtlsClients {
+    async fn start() -> MtlsClients {
+        let started = Instant::now();
+        let mesh = Mesh::start("").await;
+        let (_, web_certs, web_agent) = mesh.certified("web", "certs-web").await;
+        let (orders_task, orders_certs, orders_agent) =
+            mesh.certified("orders", "certs-orders").await;
+        let (_, api_certs, api_agent) = mesh.certified("api", "certs-api").await;
+        let orders = GrpcServer::start_tls("orders", &orders_certs).await;
+        let impostor = GrpcServer::start_tls("impostor", &api_certs).await;
+        let template = format!(
+            "[grpc]\nenabled = true\n[mtls]\nmode = \"strict\"\ntrust_domain = \"{TRUST_DOMAIN}\"\n"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let clusters = vec![
+            ecs_service("orders", &orders_task, &orders),
+            ecs_service("users", &orders_task, &impostor),
+        ];
+        let daemon = serve_inventory_with(dir.path(), &template, clusters).await;
+        let plain = bootstrap(daemon.xds, "grpc-mtls");
+        let config = with_certificate_provider(&plain, "ecs-xds", &web_certs);
+        eprintln!(
+            "mesh, three agents' certificates and ecs-xds in {:?}",
+            started.elapsed()
+        );
+        MtlsClients {
+            config,
+            _mesh: mesh,
+            _agents: vec![web_agent, orders_agent, api_agent],
+            _servers: vec![orders, impostor],
+            _dir: dir,
+            _daemon: daemon,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_client_with_xds_credentials_calls_its_callee_over_mutual_tls() {
+    let clients = MtlsClients::start().await;
+    let started = Instant::now();
+    let answers = grpcio_xds_calls(&clients.config, "xds:///orders", 3).await;
+    let answer = format!("ok orders to {}", spiffe_id("web"));
+    assert_eq!(
+        answers,
+        [answer.as_str(); 3],
+        "orders answers, and saw web's certificate"
+    );
+    eprintln!("3 calls over mutual TLS in {:?}", started.elapsed());
+    // A channel without xDS credentials ignores the cluster's TLS context: plaintext, which
+    // the server refuses.
+    let plaintext = grpcio_calls(&clients.config, "xds:///orders", 1, &[]).await;
+    assert!(
+        plaintext[0].starts_with("error UNAVAILABLE"),
+        "{plaintext:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_client_refuses_a_server_holding_another_services_certificate() {
+    let clients = MtlsClients::start().await;
+    let refused = grpcio_xds_calls(&clients.config, "xds:///users", 1).await;
+    let mismatch = "SANs from certificate did not match SANs from xDS control plane";
+    assert!(
+        refused[0].starts_with("error UNAVAILABLE") && refused[0].contains(mismatch),
+        "{refused:?}"
+    );
 }

@@ -18,7 +18,7 @@ use crate::snapshot::Snapshot;
 
 mod bootstrap;
 
-pub use bootstrap::{api_listeners, envoy_validate, static_bootstrap, Verdict};
+pub use bootstrap::{api_listeners, envoy_validate, grpc_tls_clusters, static_bootstrap, Verdict};
 
 /// deploy/ecs's sidecar bootstrap, the default of `--bootstrap`.
 const SIDECAR_BOOTSTRAP: &str = include_str!("../../deploy/ecs/envoy-bootstrap.yaml");
@@ -101,10 +101,13 @@ fn sidecar_bootstrap(path: Option<&Path>) -> Result<Value, CommandError> {
 /// Has `envoy --mode validate` check `snapshot` within `sidecar`, and says what it found.
 async fn check(envoy: &Path, sidecar: &Value, label: &str, snapshot: &Snapshot) -> Verdict {
     let bootstrap = static_bootstrap(sidecar, snapshot);
-    let grpc_only = match api_listeners(snapshot) {
-        0 => String::new(),
-        n => format!(
+    let grpc_only = match (api_listeners(snapshot), grpc_tls_clusters(snapshot)) {
+        (0, 0) => String::new(),
+        (n, 0) => format!(
             " (but its {n} API listeners, which are for proxyless gRPC clients: the Envoy server has no API listener)"
+        ),
+        (n, tls) => format!(
+            " (but its {n} API listeners and the TLS contexts of {tls} clusters, which are for proxyless gRPC clients: the Envoy server has no API listener, nor their bootstrap's certificate providers)"
         ),
     };
     let verdict = envoy_validate(envoy, &bootstrap).await;

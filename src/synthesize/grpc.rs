@@ -18,7 +18,19 @@
 //!   has no subset load balancing;
 //! - the cluster keeps what gRPC reads (EDS, ROUND_ROBIN or RING_HASH, the DEFAULT
 //!   `max_requests` circuit breaker, outlier detection's success-rate and failure-percentage
-//!   settings, metadata); every other field set is dropped and said so ([`client_cluster`]).
+//!   settings, metadata); every other field set is dropped and said so ([`client_cluster`]);
+//! - with `[mtls]`, each cluster of an ECS service reached over TLS (its `mtls` tag, or the
+//!   node type's mode, is not `off`; a Cloud Map service has no certificate and stays
+//!   plaintext) gets a `transport_socket` in gRFC A29's shape instead of Envoy's SDS one: an
+//!   `UpstreamTlsContext` whose `tls_certificate_provider_instance` and
+//!   `combined_validation_context.default_validation_context.ca_certificate_provider_instance`
+//!   name the `[mtls] certificate_provider` instance of the client's bootstrap, and whose
+//!   `match_subject_alt_names` (and `match_typed_subject_alt_names`) accept exactly the
+//!   callee's SPIFFE ID (`security::grpc_upstream_tls`). A client uses it only when its
+//!   channel has xDS credentials (falling back to their fallback credentials on a cluster
+//!   without it); its bootstrap's `certificate_providers` entry of that name is a
+//!   `file_watcher` over the agent's `cert.pem`, `key.pem` and `bundle.pem`. The server side
+//!   (xDS-enabled gRPC servers: LDS with a `DownstreamTlsContext`, RBAC) is not generated.
 
 use envoy_types::pb::envoy::config::cluster::v3::{
     circuit_breakers, cluster, Cluster, OutlierDetection,
@@ -145,8 +157,9 @@ fn grpc_action(mut action: RouteAction, policy: &RoutePolicy) -> RouteAction {
 
 /// The cluster as gRPC clients take it, and the fields dropped from it (by name, e.g.
 /// `connect_timeout`, `lb_policy LEAST_REQUEST`): gRPC ignores most Envoy-only fields, but
-/// refuses others (a LEAST_REQUEST policy, a transport socket it cannot use), and either way a
-/// setting that seems to apply but does not is worth saying.
+/// refuses others (a LEAST_REQUEST policy, a transport socket it cannot use, such as Envoy's
+/// SDS one: the synthesis sets gRPC's own on the result), and either way a setting that seems
+/// to apply but does not is worth saying.
 pub fn client_cluster(envoy: &Cluster) -> (Cluster, Vec<String>) {
     let mut dropped = Vec::new();
     let lb_policy = match cluster::LbPolicy::try_from(envoy.lb_policy) {

@@ -11,6 +11,13 @@
 //! Certificates and the trust bundle come from the agent's files through file-based SDS
 //! (`<certificate_dir>/tls_certificate.yaml`, `validation_context.yaml`): the key never leaves
 //! the task, Envoy reloads both on the agent's atomic swap, and a handshake needs no xDS.
+//!
+//! Proxyless gRPC clients (gRFC A29) get the same check of the callee's SPIFFE ID, but gRPC
+//! reads neither SDS nor the typed SAN matchers: their clusters' TLS context names the
+//! certificate provider instance of the client's bootstrap (`tls_certificate_provider_instance`
+//! and `ca_certificate_provider_instance`, a `file_watcher` over the agent's PEM files) and
+//! states the SAN both ways ([`grpc_upstream_tls`]). Their ingress is not secured: xDS-enabled
+//! gRPC servers are not generated.
 
 use envoy_types::pb::envoy::config::core::v3::{
     config_source::ConfigSourceSpecifier, transport_socket, ApiVersion, ConfigSource,
@@ -32,8 +39,8 @@ use envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac as Netw
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     common_tls_context::{CombinedCertificateValidationContext, ValidationContextType},
     subject_alt_name_matcher::SanType,
-    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig,
-    SubjectAltNameMatcher, UpstreamTlsContext,
+    CertificateProviderPluginInstance, CertificateValidationContext, CommonTlsContext,
+    DownstreamTlsContext, SdsSecretConfig, SubjectAltNameMatcher, UpstreamTlsContext,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher::MatchPattern, StringMatcher};
 use envoy_types::pb::google::protobuf::{Any, BoolValue};
@@ -141,6 +148,47 @@ pub fn upstream_tls(mtls: &Mtls, callee: &str) -> TransportSocket {
             mtls,
             uri_san(MatchPattern::Exact(callee.to_owned())),
         )),
+        ..Default::default()
+    })
+}
+
+/// What a proxyless gRPC client's cluster to the service named `callee` (a SPIFFE ID)
+/// connects with, as gRFC A29 has it: the certificate and the roots of the bootstrap's
+/// certificate provider instance `[mtls] certificate_provider`, and `callee` as the one SAN
+/// accepted, exactly.
+///
+/// The SAN is in `match_subject_alt_names`, the field gRPC reads (grpc-core, grpc-go and
+/// grpc-java match it against every SAN of the peer's leaf); the same URI matcher is also in
+/// `match_typed_subject_alt_names`, which those ignore and Envoy prefers, so a reader of either
+/// accepts only `callee`.
+pub fn grpc_upstream_tls(mtls: &Mtls, callee: &str) -> TransportSocket {
+    let provider = CertificateProviderPluginInstance {
+        instance_name: mtls.certificate_provider.clone(),
+        certificate_name: String::new(),
+    };
+    let exact = MatchPattern::Exact(callee.to_owned());
+    #[allow(deprecated)] // deprecated in Envoy; the only SAN matchers gRPC reads
+    let validation = CertificateValidationContext {
+        ca_certificate_provider_instance: Some(provider.clone()),
+        match_subject_alt_names: vec![StringMatcher {
+            match_pattern: Some(exact.clone()),
+            ..Default::default()
+        }],
+        match_typed_subject_alt_names: vec![uri_san(exact)],
+        ..Default::default()
+    };
+    let combined = CombinedCertificateValidationContext {
+        default_validation_context: Some(validation),
+        ..Default::default()
+    };
+    tls_socket(&UpstreamTlsContext {
+        common_tls_context: Some(CommonTlsContext {
+            tls_certificate_provider_instance: Some(provider),
+            validation_context_type: Some(ValidationContextType::CombinedValidationContext(
+                combined,
+            )),
+            ..Default::default()
+        }),
         ..Default::default()
     })
 }

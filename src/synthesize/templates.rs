@@ -82,7 +82,8 @@ pub struct NodeTemplate {
     /// Envoys get the template's own clusters up front and ask for each discovered one the
     /// first time a request needs it (`[on_demand] enabled = true`; see `on_demand.rs`).
     pub on_demand: bool,
-    /// Mutual TLS with the services this node type calls and on its ingress (`[mtls]`).
+    /// Mutual TLS with the services this node type calls and on its ingress (`[mtls]`); for a
+    /// gRPC node type, with the services its clients call (gRFC A29), no ingress.
     pub mtls: Option<Mtls>,
     /// A service without `allow-from` accepts no caller (`[authz] default = "deny"`).
     pub deny_by_default: bool,
@@ -364,13 +365,7 @@ impl NodeTemplate {
             section::<ZoneAware>(&root, "on_demand", &mut errors).is_some_and(|o| o.enabled);
         let names: Vec<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
         let mtls = section::<security::MtlsSpec>(&root, "mtls", &mut errors)
-            .and_then(|spec| spec.check(&names, &mut errors));
-        if mtls.is_some() && grpc {
-            errors.push(FieldError::new(
-                FieldPath::default().key("mtls"),
-                "not supported for a [grpc] node type yet: proxyless clients would need xDS credentials (gRFC A29)",
-            ));
-        }
+            .and_then(|spec| spec.check(&names, grpc, &mut errors));
         let deny_by_default = section::<security::AuthzSpec>(&root, "authz", &mut errors)
             .is_some_and(|a| a.deny_by_default());
         let scope = scope(root.get("scope"), &mut errors);

@@ -3,9 +3,11 @@
 //! installed by `scripts/setup-test-env.sh`. Every process is killed when its handle drops.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
+use ecs_xds::agent::files;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
@@ -24,6 +26,25 @@ pub fn bootstrap(xds: SocketAddr, node_id: &str) -> String {
         "node": { "id": node_id, "cluster": "ecs-xds-test", "locality": {} }
     })
     .to_string()
+}
+
+/// `bootstrap` with the certificate provider instance `instance`: a `file_watcher` over the
+/// agent's files in `dir`, as a client's TLS contexts (gRFC A29) name it.
+pub fn with_certificate_provider(bootstrap: &str, instance: &str, dir: &Path) -> String {
+    let mut config: serde_json::Value = serde_json::from_str(bootstrap).unwrap();
+    let file = |name: &str| dir.join(name).display().to_string();
+    config["certificate_providers"] = json!({
+        instance: {
+            "plugin_name": "file_watcher",
+            "config": {
+                "certificate_file": file(files::CERT),
+                "private_key_file": file(files::KEY),
+                "ca_certificate_file": file(files::BUNDLE),
+                "refresh_interval": "10s"
+            }
+        }
+    });
+    config.to_string()
 }
 
 fn peer(args: &[&str]) -> Command {
@@ -48,7 +69,17 @@ pub struct GrpcServer {
 
 impl GrpcServer {
     pub async fn start(name: &str) -> GrpcServer {
-        let mut child = peer(&["server", name])
+        GrpcServer::start_with(&["server", name]).await
+    }
+
+    /// A server that takes only TLS with the agent's files in `dir` (a client certificate of
+    /// the bundle's CA required) and answers `<name> to <the client's SPIFFE ID>`.
+    pub async fn start_tls(name: &str, dir: &Path) -> GrpcServer {
+        GrpcServer::start_with(&["server", name, &dir.display().to_string()]).await
+    }
+
+    async fn start_with(args: &[&str]) -> GrpcServer {
+        let mut child = peer(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -80,6 +111,14 @@ pub async fn grpcio_calls(
     for (k, v) in env {
         command.env(k, v);
     }
+    output_lines(command).await
+}
+
+/// [`grpcio_calls`] over xDS credentials (`grpc.xds_channel_credentials`, insecure fallback):
+/// TLS where the cluster says so, with the bootstrap's certificate providers.
+pub async fn grpcio_xds_calls(bootstrap: &str, target: &str, n: usize) -> Vec<String> {
+    let mut command = peer(&["calls", target, &n.to_string(), "xds"]);
+    command.env("GRPC_XDS_BOOTSTRAP_CONFIG", bootstrap);
     output_lines(command).await
 }
 

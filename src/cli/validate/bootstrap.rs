@@ -16,7 +16,9 @@ const HCM: &str =
 /// `sidecar` (a bootstrap) without its `dynamic_resources`, and with `snapshot` added to its
 /// static resources. Listeners with an `api_listener` (what gRPC node types serve proxyless
 /// clients) are left out: the Envoy server has no API listener extension and refuses them,
-/// though gRPC clients take them ([`api_listeners`]).
+/// though gRPC clients take them ([`api_listeners`]). So are the TLS contexts of a gRPC node
+/// type's clusters (gRFC A29): they name certificate provider instances of the client's
+/// bootstrap, and leave out the SDS secret Envoy requires ([`grpc_tls_clusters`]).
 pub fn static_bootstrap(sidecar: &Value, snapshot: &Snapshot) -> Value {
     let rendered = snapshot.to_envoy_json();
     let by_name = |section: &str, key: &str| -> Map<String, Value> {
@@ -38,6 +40,9 @@ pub fn static_bootstrap(sidecar: &Value, snapshot: &Snapshot) -> Value {
         .flatten()
         .map(|c| {
             let mut c = strip_type(c);
+            if grpc_tls(&c) {
+                c.as_object_mut().map(|o| o.remove("transportSocket"));
+            }
             if c["type"] == "EDS" {
                 let name = c["name"].as_str().unwrap_or_default().to_owned();
                 let object = c.as_object_mut().expect("a cluster is an object");
@@ -98,6 +103,20 @@ pub fn api_listeners(snapshot: &Snapshot) -> usize {
         .iter()
         .filter(|l| l.get("apiListener").is_some())
         .count()
+}
+
+/// How many of the snapshot's clusters have a TLS context for proxyless gRPC clients.
+pub fn grpc_tls_clusters(snapshot: &Snapshot) -> usize {
+    let rendered = snapshot.to_envoy_json();
+    let clusters = rendered["clusters"].as_array().cloned().unwrap_or_default();
+    clusters.iter().filter(|c| grpc_tls(c)).count()
+}
+
+/// Whether `cluster` (rendered) has a TLS context for proxyless gRPC clients: one whose
+/// certificate comes from a certificate provider instance (gRFC A29).
+fn grpc_tls(cluster: &Value) -> bool {
+    let common = &cluster["transportSocket"]["typedConfig"]["commonTlsContext"];
+    common.get("tlsCertificateProviderInstance").is_some()
 }
 
 /// A top-level resource rendered from its `Any`, without the `@type` a bootstrap does not take.
@@ -215,5 +234,25 @@ mod tests {
             hcm["routeConfig"]["virtualHosts"][0]["domains"][0],
             "orders"
         );
+    }
+
+    #[test]
+    fn a_grpc_clients_tls_context_is_left_out_and_counted() {
+        let text = "[grpc]\nenabled = true\n[mtls]\nmode = \"strict\"\ntrust_domain = \"m.x\"\n";
+        let templates = crate::synthesize::Templates::parse([(Path::new("t/grpc.toml"), text)]);
+        let mut orders = crate::synthesize::synthesizer::tests::service("orders", &["10.0.0.1"]);
+        orders.security.workload = Some(crate::inventory::Workload {
+            account: "111122223333".into(),
+            region: "eu-west-1".into(),
+            ecs_cluster: "demo".into(),
+        });
+        let inventory = crate::synthesize::synthesizer::tests::inventory([orders]);
+        let synthesis = crate::synthesize::synthesize(&inventory, &templates.unwrap());
+        let snapshot = &synthesis.snapshots["grpc"];
+        assert_eq!(grpc_tls_clusters(snapshot), 1);
+        let bootstrap = static_bootstrap(&json!({}), snapshot);
+        let cluster = &bootstrap["static_resources"]["clusters"][0];
+        assert_eq!(cluster["name"], "orders");
+        assert!(cluster.get("transportSocket").is_none(), "{cluster}");
     }
 }

@@ -19,7 +19,7 @@ use crate::synthesize::endpoints::discovered_load_assignment;
 use crate::synthesize::grpc::client_cluster;
 use crate::synthesize::pushed::Pushed;
 use crate::synthesize::routes::generated_routes;
-use crate::synthesize::security::upstream_tls;
+use crate::synthesize::security::{grpc_upstream_tls, upstream_tls};
 use crate::synthesize::templates::Mtls;
 use crate::synthesize::templates::NodeTemplate;
 
@@ -258,7 +258,8 @@ impl Encodings {
     }
 
     /// The discovered cluster `name`, from the node type's defaults (class) and the service's
-    /// overrides, as gRPC takes it for a gRPC node type.
+    /// overrides, as gRPC takes it for a gRPC node type; over mutual TLS when the callee is
+    /// (Envoy's SDS context, or gRPC's certificate provider one).
     pub(super) fn cluster(
         &mut self,
         builder: SnapshotBuilder,
@@ -277,14 +278,23 @@ impl Encodings {
             return builder.shared(ResourceType::Cluster, shared);
         }
         let mut envoy = discovered_cluster(name, defaults, &cluster.overrides, subsets);
-        if let (Some(mtls), Some(callee)) = (mtls, &callee) {
-            envoy.transport_socket = Some(upstream_tls(mtls, callee));
-        }
+        let secured = mtls.as_ref().zip(callee.as_deref());
+        let resource = match grpc {
+            // What gRPC takes of the Envoy cluster, and the TLS context as gRFC A29 has it.
+            true => {
+                let mut client = client_cluster(&envoy).0;
+                client.transport_socket = secured.map(|(m, id)| grpc_upstream_tls(m, id));
+                client
+            }
+            false => {
+                if let Some((mtls, callee)) = secured {
+                    envoy.transport_socket = Some(upstream_tls(mtls, callee));
+                }
+                envoy
+            }
+        };
         fresh.push((key, (cluster.overrides.clone(), subsets, callee)));
-        match grpc {
-            true => builder.cluster(client_cluster(&envoy).0),
-            false => builder.cluster(envoy),
-        }
+        builder.cluster(resource)
     }
 }
 

@@ -8,14 +8,15 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     http_filter, HttpConnectionManager,
 };
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
-    common_tls_context::ValidationContextType, DownstreamTlsContext, UpstreamTlsContext,
+    common_tls_context::ValidationContextType, subject_alt_name_matcher::SanType,
+    DownstreamTlsContext, UpstreamTlsContext,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
 use prost::Message;
 
 use super::tests::{inventory, service, template, templates};
 use super::*;
-use crate::inventory::{AllowFrom, AuthzMode, MtlsMode, Workload};
+use crate::inventory::{AllowFrom, AuthzMode, MtlsMode, RevisionWeight, Workload};
 
 const TD: &str = "mesh.test";
 
@@ -168,6 +169,72 @@ fn off_mode_clusters_are_plaintext_unless_the_callee_asks() {
     let snapshot = &synthesis.snapshots["sidecar"];
     assert!(upstream(snapshot, "orders").is_some());
     assert!(upstream(snapshot, "web").is_none());
+}
+
+/// A gRPC node type with `[mtls]` (`extra`: more of its keys).
+fn grpc_clients(extra: &str) -> Templates {
+    let text = format!(
+        "[grpc]\nenabled = true\n[mtls]\nmode = \"strict\"\ntrust_domain = \"{TD}\"\n{extra}"
+    );
+    templates(&[("grpc", &text)])
+}
+
+#[test]
+fn grpc_clients_clusters_name_the_bootstraps_certificate_provider_and_the_callees_id() {
+    let mut split = ecs("web");
+    split.endpoints[0].revision = Some(12);
+    split.route.weights = vec![RevisionWeight {
+        revision: 12,
+        weight: 100,
+    }];
+    let mut off = ecs("legacy");
+    off.security.mtls = Some(MtlsMode::Off);
+    let mut cloud_map = ecs("external");
+    cloud_map.source = crate::inventory::Source::CloudMap {
+        namespace: "demo.local".into(),
+        service: "external".into(),
+    };
+    let inventory = inventory([ecs("orders"), split, off, cloud_map]);
+    for (extra, instance) in [
+        ("", "ecs-xds"),
+        ("certificate_provider = \"spire\"", "spire"),
+    ] {
+        let synthesis = synthesize(&inventory, &grpc_clients(extra));
+        let snapshot = &synthesis.snapshots["grpc"];
+        for (cluster, service) in [("orders", "orders"), ("web@12", "web")] {
+            let socket = super::tests::cluster_of(snapshot, cluster).transport_socket;
+            assert_eq!(socket.unwrap().name, "envoy.transport_sockets.tls");
+            let tls = upstream(snapshot, cluster).expect("TLS to an ECS service");
+            let common = tls.common_tls_context.unwrap();
+            let provider = common.tls_certificate_provider_instance.unwrap();
+            assert_eq!(provider.instance_name, instance, "{cluster}");
+            // gRPC refuses (NACKs) SDS: nothing of Envoy's shape is left.
+            assert!(common.tls_certificate_sds_secret_configs.is_empty());
+            let Some(ValidationContextType::CombinedValidationContext(combined)) =
+                common.validation_context_type
+            else {
+                panic!("combined validation context");
+            };
+            assert_eq!(combined.validation_context_sds_secret_config, None);
+            let validation = combined.default_validation_context.unwrap();
+            let roots = validation.ca_certificate_provider_instance.clone().unwrap();
+            assert_eq!(roots.instance_name, instance);
+            #[allow(deprecated)] // what gRPC reads
+            let sans: Vec<_> = (validation.match_subject_alt_names.iter())
+                .map(|m| m.match_pattern.clone())
+                .collect();
+            assert_eq!(sans, [Some(MatchPattern::Exact(id(service)))], "{cluster}");
+            let typed = &validation.match_typed_subject_alt_names;
+            assert_eq!(typed.len(), 1);
+            assert_eq!(typed[0].san_type, SanType::Uri as i32);
+            let matcher = typed[0].matcher.as_ref().unwrap().match_pattern.clone();
+            assert_eq!(matcher, Some(MatchPattern::Exact(id(service))));
+        }
+        assert!(upstream(snapshot, "legacy").is_none(), "tagged off");
+        assert!(upstream(snapshot, "external").is_none(), "Cloud Map");
+        // No warning about a dropped transport socket: the gRPC one is synthesis's own.
+        assert!(synthesis.warnings.is_empty(), "{:?}", synthesis.warnings);
+    }
 }
 
 #[test]

@@ -335,7 +335,39 @@ ingress_listener = "inbound"
         unknown[0].contains("mtls.mode") && unknown[0].contains("unknown variant"),
         "{unknown:?}"
     );
-    let grpc =
-        errors("[grpc]\nenabled = true\n[mtls]\nmode = \"strict\"\ntrust_domain = \"m.x\"\n");
-    assert!(grpc[0].contains("gRFC A29"), "{grpc:?}");
+    // A gRPC node type's clients name their bootstrap's certificate provider, not files, and
+    // have no ingress ecs-xds secures.
+    let grpc = errors(
+        r#"[grpc]
+enabled = true
+[mtls]
+mode = "strict"
+trust_domain = "m.x"
+certificate_dir = "/certs"
+ingress_listener = "ingress"
+certificate_provider = ""
+"#,
+    );
+    assert_errors(
+        &grpc,
+        &[
+            (6, "mtls.certificate_dir", "not read for a [grpc] node type"),
+            (
+                7,
+                "mtls.ingress_listener",
+                "not supported for a [grpc] node type",
+            ),
+            (
+                8,
+                "mtls.certificate_provider",
+                "must name the certificate provider",
+            ),
+        ],
+    );
+    let envoy =
+        errors("[mtls]\nmode = \"strict\"\ntrust_domain = \"m.x\"\ncertificate_provider = \"x\"\n");
+    assert!(
+        envoy[0].contains("mtls.certificate_provider") && envoy[0].contains("only for a [grpc]"),
+        "{envoy:?}"
+    );
 }
