@@ -290,10 +290,10 @@ impl Daemon {
             discover(self.discovery, inventory_tx, observer, stop.clone()),
         );
         let (reload_tx, reloads) = mpsc::channel(1);
-        let files = reload::Watched::new(&self.config, &self.templates_dir);
+        let watching = reload::Watched::new(&self.config, &self.templates_dir).watch();
         stages.spawn(
             Stage::Reload,
-            reload::forward(files, reload, reload_tx, stop.clone()),
+            reload::forward(watching, reload, reload_tx, stop.clone()),
         );
         let synthesis = self.synthesis.run(
             self.first_line,

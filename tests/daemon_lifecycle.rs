@@ -256,6 +256,16 @@ async fn two_rename_style_saves_of_the_settings_file_are_both_noticed() {
     let dir = tempfile::tempdir().unwrap();
     let (config, inventory) = write_config(dir.path(), SettingsFile::new().poll_interval("5s"));
     let daemon = start(&config, &inventory).await;
+    // The files are watched before the synthesis stage, which logs this line, runs.
+    let started = Instant::now();
+    while !daemon.log().contains("ecs-xds running") {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let reloads_ok = "ecs_xds_template_reloads_total{outcome=\"ok\"} ";
     for (save, interval) in [(1.0, "6s"), (2.0, "7s")] {
         let temp = dir.path().join(".ecs-xds.toml.swp");

@@ -172,16 +172,28 @@ impl Watched {
     }
 }
 
+/// A started watch of the files (none when it could not start) and the changes it sends.
+pub(super) type Watching = (
+    Option<notify::RecommendedWatcher>,
+    mpsc::UnboundedReceiver<()>,
+);
+
+impl Watched {
+    /// Starts watching now, before any stage runs, so that a save right after startup is seen.
+    pub(super) fn watch(self) -> Watching {
+        let (changed, changes) = mpsc::unbounded_channel();
+        (self.start(changed), changes)
+    }
+}
+
 /// The reload stage: turns SIGHUPs (`signals`) and bursts of file changes into reload requests
 /// on `reload`, until `stop`.
 pub(super) async fn forward(
-    files: Watched,
+    (_watcher, mut changes): Watching,
     mut signals: mpsc::Receiver<()>,
     reload: mpsc::Sender<()>,
     stop: CancellationToken,
 ) {
-    let (changed, mut changes) = mpsc::unbounded_channel();
-    let _watcher = files.start(changed);
     let mut signals_open = true;
     loop {
         tokio::select! {
