@@ -299,6 +299,9 @@ fn authorized(
     rules: Option<(&Rbac, Enforcement)>,
     tell_app: bool,
 ) -> FilterChain {
+    if rules.is_none() && !tell_app {
+        return chain;
+    }
     let configs = rules.map(|(rules, how)| rbac_configs(rules, how));
     let http_rbac = (configs.as_ref()).map(|(http, _)| HttpFilter {
         name: HTTP_RBAC.to_owned(),

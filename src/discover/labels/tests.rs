@@ -5,6 +5,20 @@ use std::time::Duration;
 use super::*;
 use crate::inventory::{CircuitBreakers, OutlierDetection, RevisionWeight};
 
+/// The service-wide labels read from service tags `ecs-xds.{key}` = value of the ECS service
+/// `whose`, and the warnings.
+fn service_of_tags(tags: &[(&str, &str)], whose: &str) -> (ServiceLabels, Vec<String>) {
+    let tags: BTreeMap<String, String> = tags
+        .iter()
+        .map(|(k, v)| (format!("ecs-xds.{k}"), v.to_string()))
+        .collect();
+    let (none, container) = (BTreeMap::new(), ContainerDef::default());
+    let mut warnings = BTreeSet::new();
+    let whose = format!("ECS service {whose}");
+    let service = Labels::new("ecs-xds.", &tags, &none, whose, &mut warnings).service(&container);
+    (service, warnings.into_iter().collect())
+}
+
 /// Service tags `ecs-xds.{key}` = value → (route, breakers, outlier, zone-aware), warnings.
 fn parsed(
     tags: &[(&str, &str)],
@@ -12,14 +26,7 @@ fn parsed(
     (RoutePolicy, CircuitBreakers, OutlierDetection, Option<bool>),
     Vec<String>,
 ) {
-    let tags: BTreeMap<String, String> = tags
-        .iter()
-        .map(|(k, v)| (format!("ecs-xds.{k}"), v.to_string()))
-        .collect();
-    let (none, container) = (BTreeMap::new(), ContainerDef::default());
-    let mut warnings = BTreeSet::new();
-    let whose = "ECS service demo/web".to_owned();
-    let service = Labels::new("ecs-xds.", &tags, &none, whose, &mut warnings).service(&container);
+    let (service, warnings) = service_of_tags(tags, "demo/web");
     let o = service.overrides;
     let policy = (
         service.route,
@@ -27,7 +34,7 @@ fn parsed(
         o.outlier_detection,
         o.zone_aware,
     );
-    (policy, warnings.into_iter().collect())
+    (policy, warnings)
 }
 
 #[test]
@@ -151,15 +158,8 @@ fn a_service_tag_wins_over_a_task_tag_which_wins_over_a_container_label() {
 }
 
 fn security(tags: &[(&str, &str)]) -> (Security, Vec<String>) {
-    let tags: BTreeMap<String, String> = tags
-        .iter()
-        .map(|(k, v)| (format!("ecs-xds.{k}"), v.to_string()))
-        .collect();
-    let (none, container) = (BTreeMap::new(), ContainerDef::default());
-    let mut warnings = BTreeSet::new();
-    let whose = "ECS service demo/orders".to_owned();
-    let service = Labels::new("ecs-xds.", &tags, &none, whose, &mut warnings).service(&container);
-    (service.security, warnings.into_iter().collect())
+    let (service, warnings) = service_of_tags(tags, "demo/orders");
+    (service.security, warnings)
 }
 
 #[test]
