@@ -16,6 +16,7 @@
 //! the service, not the set, so a stream never changes channels: when a service's declaration
 //! changes, the next publish puts the other set's snapshot on its channel.
 
+mod denials;
 mod node_type;
 mod status;
 
@@ -25,6 +26,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use tokio::sync::watch;
 
+pub use denials::{DenialCounts, ShadowDenials, MAX_CALLERS, MAX_SERVICES, OTHER};
 pub use node_type::{service_of, NodeTypeResolver, NodeTypeSource, SERVICE_METADATA_KEY};
 pub use status::{Counters, Nack, NotFound, StatusRegistry, StreamStatus, TypeStatus};
 

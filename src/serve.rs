@@ -4,7 +4,11 @@
 //! Every method is one [`XdsMethod`] value naming its protocol variant and type; they share the
 //! stream runner ([`stream`]) and differ only in the protocol state ([`sotw`], [`delta`]).
 //! Responses are written from bytes the snapshot encoded once ([`wire`]).
+//!
+//! Beside them, the access log service where Envoys report what their services' rules in
+//! shadow would deny ([`access_log`]).
 
+mod access_log;
 mod body;
 mod codec;
 mod csds;
@@ -26,6 +30,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use envoy_types::pb::envoy::service::accesslog::v3::access_log_service_server::AccessLogServiceServer;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_server::ClientStatusDiscoveryServiceServer;
 use tokio::net::TcpListener;
@@ -173,8 +178,8 @@ impl XdsServer {
             .is_ok_and(|answer| answer.into_inner().status == Status::Serving as i32)
     }
 
-    /// Every xDS method, CSDS and gRPC health as tonic routes, for embedding next to other
-    /// gRPC services.
+    /// Every xDS method, CSDS, the access log service and gRPC health as tonic routes, for
+    /// embedding next to other gRPC services.
     pub fn routes(&self) -> Routes {
         let mut methods = vec![
             (
@@ -191,11 +196,16 @@ impl XdsServer {
             methods.push((format!("/{service}/Delta{stem}"), Variant::Delta(Some(ty))));
             methods.push((format!("/{service}/Fetch{stem}"), Variant::Fetch(ty)));
         }
-        let mut routes = Routes::new(self.health_service.clone()).add_service(
-            ClientStatusDiscoveryServiceServer::new(csds::Csds {
+        let access_logs = access_log::AccessLogs {
+            cache: self.cache.clone(),
+            trust_domain: self.tls.as_ref().map(|(_, domain)| domain.clone()),
+            streams: self.streams.clone(),
+        };
+        let mut routes = Routes::new(self.health_service.clone())
+            .add_service(ClientStatusDiscoveryServiceServer::new(csds::Csds {
                 cache: self.cache.clone(),
-            }),
-        );
+            }))
+            .add_service(AccessLogServiceServer::new(access_logs));
         let router = routes.axum_router_mut();
         for (path, variant) in methods {
             let method = XdsMethod {

@@ -31,6 +31,7 @@
 pub mod clusters;
 pub mod endpoints;
 pub mod grpc;
+pub mod grpc_server;
 pub mod listeners;
 mod pushed;
 pub mod routes;

@@ -108,20 +108,24 @@ fn grpc_service(name: &str, servers: &[(&GrpcServer, u32)], weights: &[(u32, u32
         security: Default::default(),
         endpoints: servers
             .iter()
-            .map(|(server, revision)| Endpoint {
-                address: "127.0.0.1".into(),
-                port: server.addr.port(),
-                health: Health::Healthy,
-                locality: Locality {
-                    region: "us-east-1".into(),
-                    zone: Some("us-east-1a".into()),
-                },
-                weight: 1,
-                id: format!("task-{}", server.addr.port()),
-                revision: Some(*revision),
-                deployment: None,
-            })
+            .map(|(server, revision)| endpoint(server.addr.port(), *revision))
             .collect(),
+    }
+}
+
+fn endpoint(port: u16, revision: u32) -> Endpoint {
+    Endpoint {
+        address: "127.0.0.1".into(),
+        port,
+        health: Health::Healthy,
+        locality: Locality {
+            region: "us-east-1".into(),
+            zone: Some("us-east-1a".into()),
+        },
+        weight: 1,
+        id: format!("task-{port}"),
+        revision: Some(revision),
+        deployment: None,
     }
 }
 
@@ -129,7 +133,11 @@ async fn serve_inventory(dir: &Path, clusters: Vec<Cluster>) -> Running {
     serve_inventory_with(dir, GRPC_TEMPLATE, clusters).await
 }
 
-async fn serve_inventory_with(dir: &Path, template: &str, clusters: Vec<Cluster>) -> Running {
+pub(crate) async fn serve_inventory_with(
+    dir: &Path,
+    template: &str,
+    clusters: Vec<Cluster>,
+) -> Running {
     let config = settings_with(dir, SettingsFile::new(), template);
     let inventory = Inventory {
         clusters: clusters.into_iter().map(|c| (c.name.clone(), c)).collect(),
@@ -202,7 +210,13 @@ async fn a_client_of_an_unknown_target_hears_it_does_not_exist_and_nodes_shows_i
 /// The ECS service `name` of the task `task`'s cluster (so of its account and region), served
 /// by `server`.
 fn ecs_service(name: &str, task: &str, server: &GrpcServer) -> Cluster {
-    let mut cluster = grpc_service(name, &[(server, 1)], &[]);
+    ecs_service_at(name, task, server.addr.port())
+}
+
+/// [`ecs_service`] served on 127.0.0.1:`port`.
+pub(crate) fn ecs_service_at(name: &str, task: &str, port: u16) -> Cluster {
+    let mut cluster = grpc_service(name, &[], &[]);
+    cluster.endpoints.push(endpoint(port, 1));
     let workload = Workload::of_task_arn(task).expect("a task ARN");
     cluster.source = Source::Ecs {
         ecs_cluster: workload.ecs_cluster.clone(),

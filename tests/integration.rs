@@ -19,6 +19,7 @@ mod discover_recorded;
 mod envoy_e2e;
 mod events_e2e;
 mod grpc_clients;
+mod grpc_servers;
 mod identity_e2e;
 mod mtls_e2e;
 mod push_e2e;

@@ -15,6 +15,7 @@ mod rotation;
 use std::time::Duration;
 
 use ecs_xds::inventory::{AllowFrom, AuthzMode, MtlsMode, Security};
+use serde_json::Value;
 
 use fleet::*;
 
@@ -82,6 +83,20 @@ async fn web_may_call_orders_over_mtls_api_may_not_until_retagged() {
         .stat("http.ingress.rbac.shadow_denied")
         .await;
     assert!(shadow_denied >= 1, "the shadow denial is in orders' stats");
+    // ... and reported to ecs-xds ([authz] shadow_log_cluster): api, and not web (allowed).
+    fleet.wait_for_call("web", "orders", 200).await;
+    let api_id = fleet.spiffe_id("api");
+    let denials = fleet.wait_for_shadow_denial("orders", &api_id).await;
+    assert_eq!(denials.as_object().unwrap().len(), 1, "only api: {denials}");
+    assert_eq!(fleet.node_shown("web").await["shadow_denials"], Value::Null);
+    let admin = fleet.xds.as_ref().unwrap().admin;
+    let (_, metrics) = crate::support::http::get(admin, "/metrics").await;
+    let line =
+        format!("ecs_xds_authz_shadow_denials_total{{service=\"orders\",caller=\"{api_id}\"}} ");
+    let counted = crate::support::http::metric(&metrics, &line);
+    assert!(counted.is_some_and(|n| n >= 1.0), "{line} in:\n{metrics}");
+    let web_line = format!("caller=\"{web_id}\"");
+    assert!(!metrics.contains(&web_line), "web is allowed:\n{metrics}");
 
     // allow-from = "web api", enforced: api passes with no restart.
     fleet.write(&fleet.inventory(allow_from(&["web", "api"]), None));

@@ -96,6 +96,7 @@ fn write_mesh(dir: &Path, services: &[Service]) -> PathBuf {
             ingress: s.ingress,
             app: s.app.addr.port(),
             defaults: "",
+            authz: "",
         });
         std::fs::write(templates.join(format!("{}.toml", s.name)), template).unwrap();
     }

@@ -27,6 +27,7 @@ use crate::identity::{CaHolder, IdentityStats};
 use crate::inventory::{Inventory, Source};
 use crate::snapshot::ResourceType;
 
+mod authz;
 mod identity;
 
 /// The metrics registry and the few metrics recorded as events.
@@ -190,6 +191,7 @@ impl Collector for LiveState {
         self.encode_snapshots(&mut encoder)?;
         self.encode_xds(&mut encoder)?;
         self.encode_identity(&mut encoder)?;
+        self.encode_authz(&mut encoder)?;
         self.encode_connections(&mut encoder)
     }
 }
@@ -470,6 +472,8 @@ mod tests {
         metrics.event_lag(Duration::from_millis(700));
         metrics.reconciled(2);
         metrics.mode(Mode::Fallback);
+        let api = "spiffe://m/ecs/1/r/c/api";
+        cache.status().shadow_denials().add("orders", api, 3);
 
         let text = metrics.encode().unwrap();
         let version = cache
@@ -497,6 +501,7 @@ mod tests {
             "ecs_xds_reconciles_total 1".to_owned(),
             "ecs_xds_discovery_mode{mode=\"fallback\"} 1".to_owned(),
             "ecs_xds_discovery_mode{mode=\"events\"} 0".to_owned(),
+            format!("ecs_xds_authz_shadow_denials_total{{service=\"orders\",caller=\"{api}\"}} 3"),
         ] {
             assert!(text.contains(&line), "missing {line} in:\n{text}");
         }

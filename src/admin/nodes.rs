@@ -51,6 +51,10 @@ pub struct NodeView {
     /// Its service's own ingress policy, from its tags (`strict allow <SPIFFE IDs>`, with
     /// `(shadow)` when not enforced); `null`: the node type's (`[mtls]`, `[authz]`).
     pub ingress: Option<String>,
+    /// The requests its service's rules in shadow would have denied, by caller (SPIFFE ID, or
+    /// `plaintext`), as its service's Envoys report them (`[authz] shadow_log_cluster`); `null`:
+    /// none reported.
+    pub shadow_denials: Option<BTreeMap<String, u64>>,
     pub streams: Vec<StreamView>,
 }
 
@@ -119,9 +123,11 @@ impl NodesView {
                     };
                     let (backends, ingress) =
                         (backends.map(str::to_owned), ingress.map(str::to_owned));
+                    let shadow_denials = registry.shadow_denials().of(&service);
                     NodeView {
                         backends,
                         ingress,
+                        shadow_denials,
                         node_id,
                         node_type,
                         service,
@@ -245,5 +251,25 @@ mod tests {
             "v1"
         );
         assert_eq!(view["recent_nacks"][0]["type"], "cds");
+    }
+
+    #[test]
+    fn each_node_shows_its_services_shadow_denials_by_caller() {
+        let registry = StatusRegistry::default();
+        for (node_id, service) in [("orders-1", "orders"), ("web-1", "web")] {
+            let mut status = stream(node_id, "ads");
+            status.caller = service.into();
+            registry.connect(status);
+        }
+        let api = "spiffe://m/ecs/1/r/c/api";
+        registry.shadow_denials().add("orders", api, 2);
+        registry.shadow_denials().add("orders", "plaintext", 1);
+
+        let view = serde_json::to_value(NodesView::of("r", &registry, |_, _| None)).unwrap();
+        let orders = &view["nodes"][0];
+        assert_eq!(orders["service"], "orders");
+        assert_eq!(orders["shadow_denials"][api], 2);
+        assert_eq!(orders["shadow_denials"]["plaintext"], 1);
+        assert_eq!(view["nodes"][1]["shadow_denials"], serde_json::Value::Null);
     }
 }

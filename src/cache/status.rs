@@ -1,4 +1,5 @@
-//! What each connected Envoy has been sent, has ACKed and has rejected.
+//! What each connected Envoy has been sent, has ACKed and has rejected (and, in
+//! `denials.rs`, what services' rules in shadow would have denied).
 //!
 //! The serve module writes here as streams progress; the admin view reads it. A std `Mutex` is
 //! fine: every critical section is a few field writes, never held across an `.await`.
@@ -8,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use super::denials::ShadowDenials;
 use crate::snapshot::ResourceType;
 
 /// How many recent NACKs are kept across all nodes.
@@ -111,6 +113,7 @@ pub struct StatusRegistry {
     recent_nacks: Mutex<VecDeque<Nack>>,
     recent_not_found: Mutex<VecDeque<NotFound>>,
     counters: Counters,
+    shadow_denials: ShadowDenials,
 }
 
 impl StatusRegistry {
@@ -213,6 +216,11 @@ impl StatusRegistry {
     /// Protocol event counters.
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// What services' rules in shadow would have denied, as their Envoys report it.
+    pub fn shadow_denials(&self) -> &ShadowDenials {
+        &self.shadow_denials
     }
 
     fn update(&self, id: u64, ty: ResourceType, f: impl FnOnce(&mut TypeStatus)) {

@@ -30,7 +30,7 @@
 //!   channel has xDS credentials (falling back to their fallback credentials on a cluster
 //!   without it); its bootstrap's `certificate_providers` entry of that name is a
 //!   `file_watcher` over the agent's `cert.pem`, `key.pem` and `bundle.pem`. The server side
-//!   (xDS-enabled gRPC servers: LDS with a `DownstreamTlsContext`, RBAC) is not generated.
+//!   (xDS-enabled gRPC servers, `[grpc] server_addresses`) is in `grpc_server.rs`.
 
 use envoy_types::pb::envoy::config::cluster::v3::{
     circuit_breakers, cluster, Cluster, OutlierDetection,

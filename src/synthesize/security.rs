@@ -6,7 +6,11 @@
 //! - Ingress: the template's ingress listener requires a client certificate of the trust
 //!   domain (`strict`), or takes TLS and plaintext side by side (`permissive`: TLS inspector,
 //!   one filter chain each); an RBAC filter whose principals are the allowed callers' SPIFFE IDs
-//!   goes before the router, enforcing or in shadow.
+//!   goes before the router, enforcing or in shadow. With `[authz] shadow_log_cluster`, a
+//!   chain whose rules are in shadow also has a gRPC access log to ecs-xds through that
+//!   bootstrap cluster, filtered on the RBAC filter's dynamic metadata
+//!   (`<prefix>shadow_engine_result = "denied"`), so only the requests its rules would deny are
+//!   reported ([`SHADOW_DENIED_LOG`]).
 //!
 //! Certificates and the trust bundle come from the agent's files through file-based SDS
 //! (`<certificate_dir>/tls_certificate.yaml`, `validation_context.yaml`): the key never leaves
@@ -16,18 +20,24 @@
 //! reads neither SDS nor the typed SAN matchers: their clusters' TLS context names the
 //! certificate provider instance of the client's bootstrap (`tls_certificate_provider_instance`
 //! and `ca_certificate_provider_instance`, a `file_watcher` over the agent's PEM files) and
-//! states the SAN both ways ([`grpc_upstream_tls`]). Their ingress is not secured: xDS-enabled
-//! gRPC servers are not generated.
+//! states the SAN both ways ([`grpc_upstream_tls`]). xDS-enabled gRPC servers get their
+//! listeners from `grpc_server.rs`, with these RBAC rules.
 
+use envoy_types::pb::envoy::config::accesslog::v3::{
+    access_log, access_log_filter::FilterSpecifier, AccessLog, AccessLogFilter, MetadataFilter,
+};
 use envoy_types::pb::envoy::config::core::v3::{
-    config_source::ConfigSourceSpecifier, transport_socket, ApiVersion, ConfigSource,
-    PathConfigSource, TransportSocket,
+    config_source::ConfigSourceSpecifier, grpc_service, transport_socket, ApiVersion, ConfigSource,
+    GrpcService, PathConfigSource, TransportSocket,
 };
 use envoy_types::pb::envoy::config::listener::v3::{
     filter, listener_filter, Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter,
 };
 use envoy_types::pb::envoy::config::rbac::v3::{
     permission, principal, rbac, Permission, Policy, Principal, Rbac,
+};
+use envoy_types::pb::envoy::extensions::access_loggers::grpc::v3::{
+    CommonGrpcAccessLogConfig, HttpGrpcAccessLogConfig,
 };
 use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac as HttpRbac;
 use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
@@ -42,7 +52,10 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CertificateProviderPluginInstance, CertificateValidationContext, CommonTlsContext,
     DownstreamTlsContext, SdsSecretConfig, SubjectAltNameMatcher, UpstreamTlsContext,
 };
-use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher::MatchPattern, StringMatcher};
+use envoy_types::pb::envoy::r#type::matcher::v3::metadata_matcher::{path_segment, PathSegment};
+use envoy_types::pb::envoy::r#type::matcher::v3::{
+    string_matcher::MatchPattern, value_matcher, MetadataMatcher, StringMatcher, ValueMatcher,
+};
 use envoy_types::pb::google::protobuf::{Any, BoolValue};
 use prost::{Message, Name};
 
@@ -50,7 +63,7 @@ use crate::inventory::MtlsMode;
 use crate::synthesize::templates::Mtls;
 
 const HCM: &str = "envoy.filters.network.http_connection_manager";
-const HTTP_RBAC: &str = "envoy.filters.http.rbac";
+pub(super) const HTTP_RBAC: &str = "envoy.filters.http.rbac";
 const NETWORK_RBAC: &str = "envoy.filters.network.rbac";
 const TLS_INSPECTOR: &str = "envoy.filters.listener.tls_inspector";
 /// The agent's SDS files and secret names (`agent/files.rs`).
@@ -63,6 +76,13 @@ pub const POLICY_NAME: &str = "allow-from";
 /// Stats of the plaintext chain's shadow rules in `permissive`:
 /// `http.<stat_prefix>.rbac.plaintext_shadow_denied`.
 const PLAINTEXT_SHADOW_PREFIX: &str = "plaintext_";
+/// The `log_name` of the access log through which Envoy reports the requests that rules in
+/// shadow would deny; ecs-xds's access log service counts the entries of this log only.
+pub const SHADOW_DENIED_LOG: &str = "ecs-xds/shadow-denied";
+const GRPC_ACCESS_LOG: &str = "envoy.access_loggers.http_grpc";
+/// The RBAC filter's dynamic metadata key (in its filter's namespace, after the shadow rules'
+/// stat prefix) holding what the shadow rules decided: `allowed` or `denied`.
+const SHADOW_ENGINE_RESULT: &str = "shadow_engine_result";
 
 /// Who may call a service, as its ingress enforces it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -82,7 +102,7 @@ pub struct IngressPolicy {
     pub shadow: bool,
 }
 
-fn pack<M: Message + Name>(message: &M) -> Any {
+pub(super) fn pack<M: Message + Name>(message: &M) -> Any {
     Any {
         type_url: M::type_url(),
         value: message.encode_to_vec(),
@@ -134,7 +154,7 @@ fn common_context(mtls: &Mtls, peer: SubjectAltNameMatcher) -> CommonTlsContext 
     }
 }
 
-fn tls_socket<M: Message + Name>(context: &M) -> TransportSocket {
+pub(super) fn tls_socket<M: Message + Name>(context: &M) -> TransportSocket {
     TransportSocket {
         name: "envoy.transport_sockets.tls".to_owned(),
         config_type: Some(transport_socket::ConfigType::TypedConfig(pack(context))),
@@ -207,7 +227,7 @@ fn downstream_tls(mtls: &Mtls) -> TransportSocket {
 }
 
 /// The RBAC rules of `callers`; `None` for any workload (the handshake checked it).
-fn rules(callers: &Callers) -> Option<Rbac> {
+pub(super) fn rules(callers: &Callers) -> Option<Rbac> {
     let Callers::Only(ids) = callers else {
         return None;
     };
@@ -290,19 +310,77 @@ fn rbac_configs(rules: &Rbac, how: Enforcement) -> (HttpRbac, NetworkRbac) {
     (http, network)
 }
 
+/// An access log sending, through the bootstrap cluster `cluster`, the requests that the
+/// shadow rules of stats prefix `prefix` would deny (and no others: a request the rules did not
+/// see is not logged either).
+fn shadow_denied_log(cluster: &str, prefix: &str) -> AccessLog {
+    let config = HttpGrpcAccessLogConfig {
+        common_config: Some(CommonGrpcAccessLogConfig {
+            log_name: SHADOW_DENIED_LOG.to_owned(),
+            grpc_service: Some(GrpcService {
+                target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
+                    grpc_service::EnvoyGrpc {
+                        cluster_name: cluster.to_owned(),
+                        ..Default::default()
+                    },
+                )),
+                ..Default::default()
+            }),
+            transport_api_version: ApiVersion::V3 as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let denied = MetadataMatcher {
+        filter: HTTP_RBAC.to_owned(),
+        path: vec![PathSegment {
+            segment: Some(path_segment::Segment::Key(format!(
+                "{prefix}{SHADOW_ENGINE_RESULT}"
+            ))),
+        }],
+        value: Some(ValueMatcher {
+            match_pattern: Some(value_matcher::MatchPattern::StringMatch(StringMatcher {
+                match_pattern: Some(MatchPattern::Exact("denied".to_owned())),
+                ..Default::default()
+            })),
+        }),
+        invert: false,
+    };
+    let filter = MetadataFilter {
+        matcher: Some(denied),
+        // Unset means true: every request without the key would be logged.
+        match_if_key_not_found: Some(BoolValue { value: false }),
+    };
+    AccessLog {
+        name: GRPC_ACCESS_LOG.to_owned(),
+        filter: Some(AccessLogFilter {
+            filter_specifier: Some(FilterSpecifier::MetadataFilter(filter)),
+        }),
+        config_type: Some(access_log::ConfigType::TypedConfig(pack(&config))),
+    }
+}
+
 /// `chain` with the RBAC filter of `rules` (if any) before its HTTP router, or first among its
 /// network filters when it has no HTTP connection manager; with `tell_app`, its app is told who
 /// called: `x-forwarded-client-cert` with the caller's URI SAN, set by this Envoy (a caller's
-/// own header is replaced).
+/// own header is replaced). Rules in shadow on an HTTP connection manager report what they
+/// would deny through `shadow_log` (a bootstrap cluster), when given.
 fn authorized(
     mut chain: FilterChain,
     rules: Option<(&Rbac, Enforcement)>,
     tell_app: bool,
+    shadow_log: Option<&str>,
 ) -> FilterChain {
     if rules.is_none() && !tell_app {
         return chain;
     }
     let configs = rules.map(|(rules, how)| rbac_configs(rules, how));
+    let access_log = match (shadow_log, rules) {
+        (Some(cluster), Some((_, Enforcement::Shadow(prefix)))) => {
+            Some(shadow_denied_log(cluster, prefix))
+        }
+        _ => None,
+    };
     let http_rbac = (configs.as_ref()).map(|(http, _)| HttpFilter {
         name: HTTP_RBAC.to_owned(),
         config_type: Some(http_filter::ConfigType::TypedConfig(pack(http))),
@@ -319,6 +397,7 @@ fn authorized(
         if let Some(filter) = &http_rbac {
             hcm.http_filters.insert(0, filter.clone());
         }
+        hcm.access_log.extend(access_log.clone());
     });
     if let (false, Some((_, network))) = (has_hcm, &configs) {
         let filter = Filter {
@@ -338,8 +417,14 @@ fn on_transport(mut chain: FilterChain, protocol: &str) -> FilterChain {
     chain
 }
 
-/// The template's ingress `listener` as `policy` secures it.
-pub fn secured_ingress(listener: &Listener, mtls: &Mtls, policy: &IngressPolicy) -> Listener {
+/// The template's ingress `listener` as `policy` secures it; rules in shadow report what they
+/// would deny through the bootstrap cluster `shadow_log`, when given.
+pub fn secured_ingress(
+    listener: &Listener,
+    mtls: &Mtls,
+    policy: &IngressPolicy,
+    shadow_log: Option<&str>,
+) -> Listener {
     let mut secured = listener.clone();
     if policy.mode == MtlsMode::Off {
         // Plaintext: no identity to authorize by; the template's listener as written.
@@ -353,7 +438,12 @@ pub fn secured_ingress(listener: &Listener, mtls: &Mtls, policy: &IngressPolicy)
     let mut chains = Vec::new();
     let socket = downstream_tls(mtls);
     for chain in &listener.filter_chains {
-        let mut tls = authorized(chain.clone(), rules.as_ref().map(|r| (r, how)), true);
+        let mut tls = authorized(
+            chain.clone(),
+            rules.as_ref().map(|r| (r, how)),
+            true,
+            shadow_log,
+        );
         tls.transport_socket = Some(socket.clone());
         if policy.mode == MtlsMode::Strict {
             chains.push(tls);
@@ -362,7 +452,8 @@ pub fn secured_ingress(listener: &Listener, mtls: &Mtls, policy: &IngressPolicy)
         chains.push(on_transport(tls, "tls"));
         // Permissive protects nothing yet: plaintext is served, its would-be denials counted.
         let shadow = Enforcement::Shadow(PLAINTEXT_SHADOW_PREFIX);
-        let plain = authorized(chain.clone(), rules.as_ref().map(|r| (r, shadow)), false);
+        let rules = rules.as_ref().map(|r| (r, shadow));
+        let plain = authorized(chain.clone(), rules, false, shadow_log);
         chains.push(on_transport(plain, "raw_buffer"));
     }
     secured.filter_chains = chains;

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 
+use super::grpc_server;
 use super::pushed::Pushed;
 use super::pushed::PushedResources;
 use super::security::IngressPolicy;
@@ -101,7 +102,8 @@ struct Encodings {
     grpc_routes: Memo<(String, String), RouteInputs>,
     /// Services' own ingress listeners, by (ingress class, policy): node types with the same
     /// ingress listener and `[mtls]` share them.
-    ingresses: Memo<(u64, IngressPolicy), ()>,
+    /// By (ingress class, policy, which of the class's listeners).
+    ingresses: Memo<(u64, IngressPolicy, usize), ()>,
     /// By policy class (trust domain, mode, default), the services' ingress policies and what
     /// they were found from.
     kept_policies: BTreeMap<String, ingress::KeptPolicies>,
@@ -254,7 +256,8 @@ impl Synthesizer {
                 );
                 out.backend_sets.insert(node_type.to_owned(), sets);
             }
-            if let Some(template) = template {
+            // A gRPC node type's servers are secured per service like an Envoy's ingress.
+            if let Some(template) = self.templates.get(node_type) {
                 let encodings = &mut self.encodings;
                 encodings.service_ingresses(node_type, template, inventory, &mut out);
             }
@@ -316,12 +319,17 @@ fn encode_statics(template: &NodeTemplate) -> Vec<(ResourceType, Arc<EncodedReso
     for l in &template.listeners {
         builder = builder.listener(l.clone());
     }
-    let mtls = template.mtls.as_ref().filter(|_| !template.grpc);
-    if let Some(mtls) = mtls {
-        let secured =
-            ingress::encode_ingress(template, mtls, &ingress::base_policy(template, mtls));
-        if let Some(listener) = secured {
-            builder = builder.shared(ResourceType::Listener, listener);
+    match &template.mtls {
+        Some(mtls) => {
+            let base = ingress::base_policy(template, mtls);
+            for listener in ingress::encode_ingress(template, mtls, &base) {
+                builder = builder.shared(ResourceType::Listener, listener);
+            }
+        }
+        None => {
+            for server in &template.grpc_servers {
+                builder = builder.listener(grpc_server::server_listener(server, None));
+            }
         }
     }
     for r in &template.routes {
@@ -348,6 +356,8 @@ mod backend_sets;
 #[cfg(test)]
 mod backend_tests;
 mod grpc;
+#[cfg(test)]
+mod grpc_server_tests;
 #[cfg(test)]
 mod grpc_tests;
 mod ingress;

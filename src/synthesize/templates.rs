@@ -30,6 +30,7 @@
 //! with its file, line and field path. Synthesis owns each discovered cluster's name, type and
 //! endpoints, so `cluster_defaults` may not set them.
 
+mod grpc;
 mod on_demand;
 mod security;
 pub(crate) mod toml_json;
@@ -49,6 +50,7 @@ use serde_json::Value;
 use crate::envoy_json::{self, check_names, resources, FieldError, FieldPath};
 use crate::problem::{Problem, Problems};
 use crate::snapshot::{InconsistentSnapshot, Snapshot};
+pub use grpc::ServerListener;
 pub use security::Mtls;
 use toml_json::Located;
 
@@ -79,6 +81,9 @@ pub struct NodeTemplate {
     /// cluster in scope also gets the listener and route configuration a client dialing
     /// `xds:///<cluster>` asks for, and clusters as gRPC takes them (see `grpc.rs`).
     pub grpc: bool,
+    /// The listeners its xDS-enabled gRPC servers ask for (`[grpc] server_addresses`), each
+    /// secured by the service's policy when the node type has `[mtls]` (`grpc_server.rs`).
+    pub grpc_servers: Vec<ServerListener>,
     /// Envoys get the template's own clusters up front and ask for each discovered one the
     /// first time a request needs it (`[on_demand] enabled = true`; see `on_demand.rs`).
     pub on_demand: bool,
@@ -87,6 +92,9 @@ pub struct NodeTemplate {
     pub mtls: Option<Mtls>,
     /// A service without `allow-from` accepts no caller (`[authz] default = "deny"`).
     pub deny_by_default: bool,
+    /// The Envoy bootstrap's cluster to ecs-xds, through which rules in shadow report the
+    /// requests they would deny (`[authz] shadow_log_cluster`); `None`: Envoy's stats only.
+    pub shadow_log_cluster: Option<String>,
     pub scope: Scope,
     pub generated_routes: Option<GeneratedRoutes>,
     /// Clusters the template's routes send to: (cluster, route configuration).
@@ -292,7 +300,7 @@ const OWNED_CLUSTER_FIELDS: &[&str] = &[
     "loadAssignment",
 ];
 
-/// `[zone_aware]`, `[grpc]` and `[on_demand]`: a switch.
+/// `[zone_aware]` and `[on_demand]`: a switch.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ZoneAware {
@@ -360,14 +368,17 @@ impl NodeTemplate {
         );
         let zone_aware =
             section::<ZoneAware>(&root, "zone_aware", &mut errors).is_some_and(|z| z.enabled);
-        let grpc = section::<ZoneAware>(&root, "grpc", &mut errors).is_some_and(|g| g.enabled);
+        let (grpc, grpc_servers) = section::<grpc::GrpcSpec>(&root, "grpc", &mut errors)
+            .map(|spec| spec.check(&mut errors))
+            .unwrap_or_default();
         let on_demand =
             section::<ZoneAware>(&root, "on_demand", &mut errors).is_some_and(|o| o.enabled);
         let names: Vec<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
         let mtls = section::<security::MtlsSpec>(&root, "mtls", &mut errors)
             .and_then(|spec| spec.check(&names, grpc, &mut errors));
-        let deny_by_default = section::<security::AuthzSpec>(&root, "authz", &mut errors)
-            .is_some_and(|a| a.deny_by_default());
+        let authz = section::<security::AuthzSpec>(&root, "authz", &mut errors);
+        let deny_by_default = authz.as_ref().is_some_and(|a| a.deny_by_default());
+        let shadow_log_cluster = authz.and_then(|a| a.shadow_log_cluster(&mut errors));
         let scope = scope(root.get("scope"), &mut errors);
         let generated_routes = section::<GeneratedRoutes>(&root, "generated_routes", &mut errors);
         let mut template = NodeTemplate {
@@ -380,9 +391,11 @@ impl NodeTemplate {
             route_defaults,
             zone_aware,
             grpc,
+            grpc_servers,
             on_demand,
             mtls,
             deny_by_default,
+            shadow_log_cluster,
             scope,
             generated_routes,
         };

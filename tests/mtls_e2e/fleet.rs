@@ -38,7 +38,8 @@ explicit_http_config = { http_protocol_options = {} }
 "#;
 
 /// A node type of its own for `service`: egress to the generated routes, an ingress listener
-/// to its app, `[mtls]` with its certificate directory; `defaults` (TOML tables under
+/// to its app, `[mtls]` with its certificate directory, would-be denials reported to ecs-xds
+/// through the bootstrap's cluster `ecs-xds`; `defaults` (TOML tables under
 /// `[cluster_defaults]`) added to the clusters' defaults.
 pub(crate) fn template(service: &Service, mode: &str, defaults: &str) -> String {
     mtls_sidecar(&MtlsSidecar {
@@ -49,6 +50,7 @@ pub(crate) fn template(service: &Service, mode: &str, defaults: &str) -> String 
         ingress: service.ingress,
         app: service.app.addr.port(),
         defaults,
+        authz: r#"shadow_log_cluster = "ecs-xds""#,
     })
 }
 
@@ -220,16 +222,43 @@ impl Fleet {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 
-    /// The `ingress` policy ecs-xds's `/nodes` shows for `service`'s Envoy (null: the node
-    /// type's own).
-    pub(crate) async fn ingress_shown(&self, service: &str) -> serde_json::Value {
+    /// What ecs-xds's `/nodes` shows for `service`'s Envoy.
+    pub(crate) async fn node_shown(&self, service: &str) -> serde_json::Value {
         let admin = self.xds.as_ref().expect("started").admin;
         let (_, body) = crate::support::http::get(admin, "/nodes").await;
         let nodes: serde_json::Value = serde_json::from_str(&body).unwrap();
         let node_id = format!("{service}-1");
         let nodes = nodes["nodes"].as_array().unwrap();
         let node = nodes.iter().find(|n| n["node_id"] == node_id.as_str());
-        node.unwrap_or_else(|| panic!("{node_id} in {body}"))["ingress"].clone()
+        node.unwrap_or_else(|| panic!("{node_id} in {body}"))
+            .clone()
+    }
+
+    /// The `ingress` policy ecs-xds's `/nodes` shows for `service`'s Envoy (null: the node
+    /// type's own).
+    pub(crate) async fn ingress_shown(&self, service: &str) -> serde_json::Value {
+        self.node_shown(service).await["ingress"].clone()
+    }
+
+    /// Waits (Envoy's gRPC access logger sends every second) until ecs-xds's `/nodes` shows
+    /// a would-be denial of `caller` for `service`'s Envoy; returns its `shadow_denials`.
+    pub(crate) async fn wait_for_shadow_denial(
+        &self,
+        service: &str,
+        caller: &str,
+    ) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let denials = self.node_shown(service).await["shadow_denials"].clone();
+            if denials[caller].as_u64().is_some_and(|n| n >= 1) {
+                return denials;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no shadow denial of {caller} shown for {service}: {denials}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// `caller`'s app calling `callee` through `caller`'s Envoy: (status, body).

@@ -78,8 +78,20 @@ impl GrpcServer {
         GrpcServer::start_with(&["server", name, &dir.display().to_string()]).await
     }
 
+    /// An xDS-enabled server on `address` whose bootstrap (`GRPC_XDS_BOOTSTRAP_CONFIG`) is
+    /// `bootstrap`: it serves once the control plane gives it its listener.
+    pub async fn start_xds(name: &str, address: SocketAddr, bootstrap: &str) -> GrpcServer {
+        let mut command = peer(&["xds-server", name, &address.to_string()]);
+        command.env("GRPC_XDS_BOOTSTRAP_CONFIG", bootstrap);
+        GrpcServer::start_command(command).await
+    }
+
     async fn start_with(args: &[&str]) -> GrpcServer {
-        let mut child = peer(args)
+        GrpcServer::start_command(peer(args)).await
+    }
+
+    async fn start_command(mut command: Command) -> GrpcServer {
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()

@@ -72,6 +72,8 @@ pub struct MtlsSidecar<'a> {
     pub app: u16,
     /// TOML tables under `[cluster_defaults]`, added to the clusters' defaults.
     pub defaults: &'a str,
+    /// TOML lines of its `[authz]` section.
+    pub authz: &'a str,
 }
 
 /// A node type for one service's sidecar on 127.0.0.1: egress to the generated routes, an
@@ -80,13 +82,16 @@ pub struct MtlsSidecar<'a> {
 pub fn mtls_sidecar(s: &MtlsSidecar<'_>) -> String {
     let hcm = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
     let router = ROUTER;
-    let (mode, trust_domain, defaults) = (s.mode, s.trust_domain, s.defaults);
+    let (mode, trust_domain, defaults, authz) = (s.mode, s.trust_domain, s.defaults, s.authz);
     format!(
         r#"
 [mtls]
 mode = "{mode}"
 trust_domain = "{trust_domain}"
 certificate_dir = "{certs}"
+
+[authz]
+{authz}
 
 [cluster_defaults]
 connect_timeout = "1s"

@@ -17,6 +17,7 @@ use super::{Encodings, Synthesis};
 use crate::inventory::{AllowFrom, AuthzMode, Cluster, Inventory, MtlsMode, Source, Workload};
 use crate::snapshot::{EncodedResource, ResourceType, Snapshot};
 use crate::spiffe::SpiffeId;
+use crate::synthesize::grpc_server::server_listener;
 use crate::synthesize::security::{secured_ingress, Callers, IngressPolicy};
 use crate::synthesize::templates::{Mtls, NodeTemplate};
 use crate::synthesize::BackendSet;
@@ -41,17 +42,35 @@ pub(super) fn base_policy(template: &NodeTemplate, mtls: &Mtls) -> IngressPolicy
     }
 }
 
-/// The template's ingress listener secured by `policy`, encoded.
+/// The node type's ingress listeners secured by `policy`, encoded: the template's ingress
+/// listener, or a gRPC node type's server listeners.
 pub(super) fn encode_ingress(
     template: &NodeTemplate,
     mtls: &Mtls,
     policy: &IngressPolicy,
-) -> Option<Arc<EncodedResource>> {
-    let name = mtls.ingress_listener.as_deref()?;
-    let listener = template.listeners.iter().find(|l| l.name == name)?;
-    let secured = secured_ingress(listener, mtls, policy);
-    let snapshot = Snapshot::builder().listener(secured).build();
-    snapshot.of(ResourceType::Listener).get(name).cloned()
+) -> Vec<Arc<EncodedResource>> {
+    let mut builder = Snapshot::builder();
+    if template.grpc {
+        for server in &template.grpc_servers {
+            builder = builder.listener(server_listener(server, Some((mtls, policy))));
+        }
+    } else if let Some(name) = mtls.ingress_listener.as_deref() {
+        if let Some(listener) = template.listeners.iter().find(|l| l.name == name) {
+            let shadow_log = template.shadow_log_cluster.as_deref();
+            builder = builder.listener(secured_ingress(listener, mtls, policy, shadow_log));
+        }
+    }
+    let snapshot = builder.build();
+    let listeners = snapshot.of(ResourceType::Listener).resources().values();
+    listeners.cloned().collect()
+}
+
+/// How many listeners [`encode_ingress`] makes.
+fn ingress_count(template: &NodeTemplate, mtls: &Mtls) -> usize {
+    match template.grpc {
+        true => template.grpc_servers.len(),
+        false => usize::from(mtls.ingress_listener.is_some()),
+    }
 }
 
 /// A node type's policies as [`Encodings::policies`] found them, with what they were found
@@ -71,7 +90,7 @@ impl Encodings {
         inventory: &Inventory,
         out: &mut Synthesis,
     ) {
-        let Some(mtls) = (template.mtls.as_ref()).filter(|m| m.ingress_listener.is_some()) else {
+        let Some(mtls) = (template.mtls.as_ref()).filter(|m| ingress_count(template, m) > 0) else {
             return;
         };
         let base = base_policy(template, mtls);
@@ -84,15 +103,17 @@ impl Encodings {
             let backends = on.as_deref().unwrap_or(WHOLE_SCOPE);
             let key = format!("{backends}{INGRESS_MARK}{described}");
             if !sets.sets.contains_key(&key) {
-                let Some(listener) = self.ingress(class, template, mtls, policy) else {
+                let listeners = self.ingress(class, template, mtls, policy);
+                if listeners.is_empty() {
                     return;
-                };
+                }
+                let listener = listeners.as_slice();
                 let derived = match on.as_ref().and_then(|k| sets.sets.get(k)) {
-                    Some(set) => derive(&set.snapshot, &set.zones, &listener),
+                    Some(set) => derive(&set.snapshot, &set.zones, listener),
                     None => {
                         let none = BTreeMap::new();
                         let zones = out.zones.get(node_type).unwrap_or(&none);
-                        derive(&out.snapshots[node_type], zones, &listener)
+                        derive(&out.snapshots[node_type], zones, listener)
                     }
                 };
                 sets.sets.insert(key.clone(), derived);
@@ -104,22 +125,28 @@ impl Encodings {
         }
     }
 
-    /// The listener `policy` secures, from an earlier synthesis or another node type with the
-    /// same ingress listener (`class`) when they had the same.
+    /// The listeners `policy` secures, from an earlier synthesis or another node type with
+    /// the same ingress listeners (`class`) when they had the same.
     fn ingress(
         &mut self,
         class: u64,
         template: &NodeTemplate,
         mtls: &Mtls,
         policy: &IngressPolicy,
-    ) -> Option<Arc<EncodedResource>> {
-        let key = (class, policy.clone());
-        if let Some(kept) = self.ingresses.get(&key, |_| true) {
-            return Some(kept);
+    ) -> Vec<Arc<EncodedResource>> {
+        let count = ingress_count(template, mtls);
+        let kept: Option<Vec<_>> = (0..count)
+            .map(|i| (self.ingresses).get(&(class, policy.clone(), i), |_| true))
+            .collect();
+        if let Some(kept) = kept {
+            return kept;
         }
-        let encoded = encode_ingress(template, mtls, policy)?;
-        self.ingresses.insert(key, (), encoded.clone());
-        Some(encoded)
+        let encoded = encode_ingress(template, mtls, policy);
+        for (i, listener) in encoded.iter().enumerate() {
+            let key = (class, policy.clone(), i);
+            self.ingresses.insert(key, (), listener.clone());
+        }
+        encoded
     }
 
     /// Every ECS service's policy, by its clusters' names and its own (a cluster's name
@@ -195,7 +222,9 @@ fn ingress_class(template: &NodeTemplate, mtls: &Mtls) -> u64 {
         .iter()
         .find(|l| Some(l.name.as_str()) == name);
     listener.map(|l| l.encode_to_vec()).hash(&mut hasher);
+    (template.grpc, &template.grpc_servers).hash(&mut hasher);
     mtls.hash(&mut hasher);
+    template.shadow_log_cluster.hash(&mut hasher);
     hasher.finish()
 }
 
@@ -364,13 +393,19 @@ fn describe_mode(mode: MtlsMode) -> &'static str {
     }
 }
 
-/// `base` and its zones' snapshots with `listener` in place of their own.
+/// `base` and its zones' snapshots with `listeners` in place of their own.
 fn derive(
     base: &Snapshot,
     zones: &BTreeMap<String, Snapshot>,
-    listener: &Arc<EncodedResource>,
+    listeners: &[Arc<EncodedResource>],
 ) -> BackendSet {
-    let with = |s: &Snapshot| s.with_resource(ResourceType::Listener, listener.clone());
+    let with = |s: &Snapshot| {
+        let mut derived = s.with_resource(ResourceType::Listener, listeners[0].clone());
+        for listener in &listeners[1..] {
+            derived = derived.with_resource(ResourceType::Listener, listener.clone());
+        }
+        derived
+    };
     BackendSet {
         snapshot: with(base),
         zones: zones.iter().map(|(z, s)| (z.clone(), with(s))).collect(),

@@ -18,9 +18,11 @@ use super::tests::{inventory, service, template, templates};
 use super::*;
 use crate::inventory::{AllowFrom, AuthzMode, MtlsMode, RevisionWeight, Workload};
 
-const TD: &str = "mesh.test";
+pub(super) mod shadow_log;
 
-fn id(service: &str) -> String {
+pub(super) const TD: &str = "mesh.test";
+
+pub(super) fn id(service: &str) -> String {
     format!("spiffe://{TD}/ecs/111122223333/eu-west-1/demo/{service}")
 }
 
@@ -42,7 +44,7 @@ http_filters = [{ name = "envoy.filters.http.router", typed_config = { "@type" =
     templates(&[("sidecar", &template(&mtls))])
 }
 
-fn ecs(name: &str) -> inventory::Cluster {
+pub(super) fn ecs(name: &str) -> inventory::Cluster {
     let mut cluster = service(name, &["10.0.0.1"]);
     cluster.security.workload = Some(Workload {
         account: "111122223333".into(),
@@ -52,7 +54,7 @@ fn ecs(name: &str) -> inventory::Cluster {
     cluster
 }
 
-fn allowing(name: &str, callers: &[&str]) -> inventory::Cluster {
+pub(super) fn allowing(name: &str, callers: &[&str]) -> inventory::Cluster {
     let mut cluster = ecs(name);
     let callers = callers.iter().map(|c| c.to_string()).collect();
     cluster.security.allow_from = Some(AllowFrom::Services(callers));
@@ -74,7 +76,7 @@ fn ingress(snapshot: &Snapshot) -> Listener {
 }
 
 /// Each filter chain's transport protocol, whether it has TLS, and its HTTP RBAC filter.
-fn chains(listener: &Listener) -> Vec<(String, bool, Option<HttpRbac>)> {
+pub(super) fn chains(listener: &Listener) -> Vec<(String, bool, Option<HttpRbac>)> {
     let chain = |c: &envoy_types::pb::envoy::config::listener::v3::FilterChain| {
         let protocol = c
             .filter_chain_match

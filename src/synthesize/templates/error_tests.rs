@@ -355,7 +355,7 @@ certificate_provider = ""
             (
                 7,
                 "mtls.ingress_listener",
-                "not supported for a [grpc] node type",
+                "not read for a [grpc] node type",
             ),
             (
                 8,
@@ -369,5 +369,46 @@ certificate_provider = ""
     assert!(
         envoy[0].contains("mtls.certificate_provider") && envoy[0].contains("only for a [grpc]"),
         "{envoy:?}"
+    );
+}
+
+#[test]
+fn a_bad_shadow_log_cluster_names_its_key_and_line() {
+    let found = errors("[authz]\ndefault = \"allow\"\nshadow_log_cluster = \"ecs xds\"\n");
+    assert_errors(
+        &found,
+        &[(
+            3,
+            "authz.shadow_log_cluster",
+            "\"ecs xds\" is not a cluster name",
+        )],
+    );
+    let empty = errors("[authz]\nshadow_log_cluster = \"\"\n");
+    assert_errors(&empty, &[(2, "authz.shadow_log_cluster", "\"\" is not")]);
+    let number = errors("[authz]\nshadow_log_cluster = 5\n");
+    assert_errors(&number, &[(2, "authz.shadow_log_cluster", "invalid type")]);
+    let fine = "[authz]\nshadow_log_cluster = \"ecs_xds\"\n";
+    let template = NodeTemplate::parse(Path::new("t/sidecar.toml"), fine).unwrap();
+    assert_eq!(template.shadow_log_cluster.as_deref(), Some("ecs_xds"));
+}
+
+#[test]
+fn grpc_server_addresses_must_be_ip_port_and_the_name_must_hold_the_address() {
+    let text = "[grpc]\nenabled = true\nserver_addresses = [\"0.0.0.0:50051\", \"orders:50051\"]\nserver_listener_name = \"grpc/server\"\n";
+    assert_errors(
+        &errors(text),
+        &[
+            (
+                3,
+                "grpc.server_addresses[1]",
+                "\"orders:50051\" is not IP:port",
+            ),
+            (4, "grpc.server_listener_name", "must hold `%s`"),
+        ],
+    );
+    let not_grpc = "[grpc]\nserver_addresses = [\"0.0.0.0:50051\"]\n";
+    assert_errors(
+        &errors(not_grpc),
+        &[(2, "grpc.server_addresses", "needs `enabled = true`")],
     );
 }

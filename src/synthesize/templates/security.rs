@@ -10,7 +10,14 @@
 //!
 //! [authz]
 //! default = "allow"                # "deny": a service without `allow-from` accepts nobody
+//! shadow_log_cluster = "ecs_xds"   # optional: report would-be denials to ecs-xds through it
 //! ```
+//!
+//! `shadow_log_cluster` names the cluster of the Envoy's own bootstrap that reaches ecs-xds
+//! (the one ADS uses). With it, each chain whose rules are only counted (`authz = shadow`, and
+//! the plaintext chain of `permissive`) also sends the requests its rules would deny to
+//! ecs-xds's access log service, which counts them by service and caller (`/nodes`,
+//! `/metrics`). Without it, the would-be denials are only in Envoy's stats.
 //!
 //! A service's `<prefix>mtls` tag wins over `mode`; without an `[mtls]` section the node type
 //! has no TLS at all (it has no certificate to use), whatever the tags say.
@@ -35,9 +42,10 @@
 //! with xDS credentials (grpcio: `grpc.xds_channel_credentials(fallback_credentials=...)`); a
 //! channel with insecure credentials ignores the TLS context and stays plaintext.
 //! `certificate_dir` and `ingress_listener` are refused there: the bootstrap names the files,
-//! and the server side (xDS-enabled gRPC servers: gRFC A29's `DownstreamTlsContext` on an LDS
-//! server listener, A41's RBAC) is not generated, so `[authz]` does nothing for such a node
-//! type. `certificate_provider` is refused on an Envoy node type, which reads the SDS files.
+//! and its xDS-enabled servers' listeners are `[grpc] server_addresses` (`grpc.rs`), each
+//! secured by the service's policy (A29's `DownstreamTlsContext` from the same provider, A41's
+//! RBAC; `[authz]` applies). `certificate_provider` is refused on an Envoy node type, which
+//! reads the SDS files.
 
 use serde::Deserialize;
 
@@ -86,6 +94,8 @@ pub(super) struct MtlsSpec {
 pub(super) struct AuthzSpec {
     #[serde(default)]
     default: AuthzDefault,
+    #[serde(default)]
+    shadow_log_cluster: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -100,6 +110,21 @@ impl AuthzSpec {
     /// True when a service without `allow-from` accepts no caller.
     pub(super) fn deny_by_default(&self) -> bool {
         self.default == AuthzDefault::Deny
+    }
+
+    /// The bootstrap cluster through which Envoy reports would-be denials to ecs-xds, checked:
+    /// a name Envoy could hold (not empty, no whitespace or control characters).
+    pub(super) fn shadow_log_cluster(&self, errors: &mut Vec<FieldError>) -> Option<String> {
+        let name = self.shadow_log_cluster.as_deref()?;
+        if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            let at = FieldPath::default().key("authz").key("shadow_log_cluster");
+            errors.push(FieldError::new(
+                at,
+                format!("{name:?} is not a cluster name: give the name of the Envoy bootstrap's cluster to ecs-xds (deploy/ecs's is \"ecs_xds\")"),
+            ));
+            return None;
+        }
+        Some(name.to_owned())
     }
 }
 
@@ -130,7 +155,7 @@ impl MtlsSpec {
                 refuse("certificate_dir", "not read for a [grpc] node type: its clients' bootstrap `certificate_providers` entry (a file_watcher) names the agent's files");
             }
             if self.ingress_listener.is_some() {
-                refuse("ingress_listener", "not supported for a [grpc] node type: xDS-enabled gRPC servers (gRFC A29's server side) are not generated");
+                refuse("ingress_listener", "not read for a [grpc] node type: its xDS-enabled servers' listeners are `[grpc] server_addresses`");
             }
             return (errors.len() == before).then(|| Mtls {
                 mode: self.mode,

@@ -5,6 +5,10 @@
                                      TLS with DIR/cert.pem (chain) and DIR/key.pem, a client
                                      certificate of DIR/bundle.pem's CA required, and the answer
                                      "NAME to <the client's URI SAN>"
+    peer.py xds-server NAME ADDRESS  an xDS-enabled server (gRFC A36) on ADDRESS (IP:port) with xDS
+                                     server credentials (plaintext fallback), its listener and
+                                     security from the control plane; answers "NAME to <the
+                                     client's URI SAN>"; prints the port, serves until stdin closes
     peer.py calls TARGET N [xds]     N unary calls to TARGET (e.g. xds:///orders), one line each:
                                      "ok <reply>" or "error <code> <details>"; with "xds", over
                                      xDS credentials (TLS as the cluster's UpstreamTlsContext
@@ -63,6 +67,25 @@ def server(name, dir=None):
     s.stop(0)
 
 
+def xds_server(name, address):
+    def answer(request, context):
+        return f"{name} to {caller(context)}".encode()
+
+    class Handler(grpc.GenericRpcHandler):
+        def service(self, details):
+            return grpc.unary_unary_rpc_method_handler(answer)
+
+    s = grpc.server(futures.ThreadPoolExecutor(8), xds=True)
+    s.add_generic_rpc_handlers((Handler(),))
+    fallback = grpc.insecure_server_credentials()
+    s.add_secure_port(address, grpc.xds_server_credentials(fallback))
+    s.start()
+    # An xDS server binds once it has its listener: its port is the one asked for.
+    print(address.rsplit(":", 1)[1], flush=True)
+    sys.stdin.read()
+    s.stop(0)
+
+
 def call(stub):
     try:
         return "ok " + stub(b"hello", timeout=5).decode()
@@ -96,6 +119,8 @@ if __name__ == "__main__":
     mode = sys.argv[1]
     if mode == "server":
         server(*sys.argv[2:4])
+    elif mode == "xds-server":
+        xds_server(sys.argv[2], sys.argv[3])
     elif mode == "calls":
         calls(sys.argv[2], int(sys.argv[3]), sys.argv[4:5] == ["xds"])
     elif mode == "loop":
