@@ -13,7 +13,8 @@
 //! - [`synthesize`]: pure (Inventory, Templates, pushed resources) → Snapshot per node type.
 //! - [`snapshot`]: the Snapshot value, [`snapshot::ResourceType`], consistency check, content hashes.
 //! - [`cache`]: latest snapshot per node type; its one [`cache::Publisher`] is the only push trigger.
-//! - [`serve`]: tonic xDS services (ADS + per-type, SotW + delta). Only module touching gRPC.
+//! - [`serve`]: tonic xDS services (ADS + per-type, SotW + delta), CSDS, and the access log
+//!   service where Envoys report what rules in shadow would deny. Only module touching gRPC.
 //! - [`push`]: REST-pushed resources (sxds compatible): parsing, the state directory or the
 //!   shared store (any [`push::ObjectStore`]; the daemon gives it S3's), applying a push.
 //! - [`admin`]: the operator's HTTP endpoint: health, readiness, metrics, nodes, snapshots.

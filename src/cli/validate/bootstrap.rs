@@ -64,6 +64,12 @@ pub fn static_bootstrap(sidecar: &Value, snapshot: &Snapshot) -> Value {
         .map(|l| {
             let mut l = strip_type(l);
             inline_routes(&mut l, &routes);
+            // An xDS-enabled gRPC server's chain: its TLS context is the server's own
+            // bootstrap's certificate provider, as a client cluster's is.
+            let chains = l.get_mut("filterChains").and_then(Value::as_array_mut);
+            for chain in chains.into_iter().flatten().filter(|c| grpc_tls(c)) {
+                chain.as_object_mut().map(|o| o.remove("transportSocket"));
+            }
             l
         })
         .collect();
@@ -254,5 +260,20 @@ mod tests {
         let cluster = &bootstrap["static_resources"]["clusters"][0];
         assert_eq!(cluster["name"], "orders");
         assert!(cluster.get("transportSocket").is_none(), "{cluster}");
+    }
+
+    #[test]
+    fn a_grpc_servers_tls_context_is_left_out() {
+        let text = "[grpc]\nenabled = true\nserver_addresses = [\"0.0.0.0:50051\"]\n[mtls]\nmode = \"strict\"\ntrust_domain = \"m.x\"\n";
+        let templates = crate::synthesize::Templates::parse([(Path::new("t/grpc.toml"), text)]);
+        let inventory = crate::synthesize::synthesizer::tests::inventory([]);
+        let synthesis = crate::synthesize::synthesize(&inventory, &templates.unwrap());
+        let snapshot = &synthesis.snapshots["grpc"];
+        let rendered = snapshot.to_envoy_json();
+        let served = &rendered["listeners"][0]["filterChains"][0];
+        assert!(served.get("transportSocket").is_some(), "{served}");
+        let bootstrap = static_bootstrap(&json!({}), snapshot);
+        let chain = &bootstrap["static_resources"]["listeners"][0]["filterChains"][0];
+        assert!(chain.get("transportSocket").is_none(), "{chain}");
     }
 }
