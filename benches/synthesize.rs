@@ -186,12 +186,16 @@ fn mtls_inventory(allow_from: bool) -> Inventory {
 fn authz_ratio() {
     let templates = mtls_templates();
     let (untagged, tagged) = (mtls_inventory(false), mtls_inventory(true));
-    let cold = |inventory: &Inventory| {
-        median(9, || {
-            Synthesizer::new(templates.clone()).synthesize(inventory)
-        })
-    };
-    let (without, with) = (cold(&untagged), cold(&tagged));
+    // Interleaved, so that both see the same machine: a drift in its speed moves both.
+    let (mut without, mut with) = (Vec::new(), Vec::new());
+    for _ in 0..15 {
+        for (times, inventory) in [(&mut without, &untagged), (&mut with, &tagged)] {
+            times.push(median(1, || {
+                Synthesizer::new(templates.clone()).synthesize(inventory)
+            }));
+        }
+    }
+    let (without, with) = (middle(without), middle(with));
     let floor_of = |inventory: &Inventory| {
         let messages =
             distinct_messages(&Synthesizer::new(templates.clone()).synthesize(inventory));
@@ -295,6 +299,11 @@ fn floor(all: Vec<Messages>) -> Vec<Snapshot> {
             b.build()
         })
         .collect()
+}
+
+fn middle(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
 }
 
 /// Median wall time of `runs` calls of `f` (its output is dropped untimed).

@@ -10,7 +10,7 @@
 //! Messages that cannot contain a map anywhere below them are copied as they are.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::OnceLock;
 
 use bytes::Buf;
@@ -19,19 +19,93 @@ use prost_reflect::{DescriptorPool, Kind, MessageDescriptor};
 
 const ANY: &str = "google.protobuf.Any";
 
+/// The messages a walk may descend into, as dense ids: every message with a map or an `Any`
+/// at some depth, and the entries of their maps. Looked up once here, so a walk reads a table
+/// instead of the descriptor pool at every field.
 struct Canon {
-    pool: &'static DescriptorPool,
-    /// Messages that contain, at some depth, a map field or an `Any`.
-    unordered: HashSet<String>,
+    shapes: Vec<Shape>,
+    /// Ids by full message name (what an `Any`'s type URL names).
+    ids: HashMap<String, usize>,
+}
+
+/// What a walk needs of one message.
+struct Shape {
+    any: bool,
+    /// By tag (sorted): the length-delimited fields worth descending into.
+    fields: Vec<(u32, Field)>,
+}
+
+#[derive(Clone, Copy)]
+enum Field {
+    /// A map field, by its entry message's id.
+    Map(usize),
+    /// A message field with a map or an `Any` below it.
+    Nested(usize),
+}
+
+impl Shape {
+    fn field(&self, tag: u32) -> Option<Field> {
+        let found = self.fields.binary_search_by_key(&tag, |(t, _)| *t);
+        found.ok().map(|i| self.fields[i].1)
+    }
 }
 
 fn canon() -> &'static Canon {
     static CANON: OnceLock<Canon> = OnceLock::new();
-    CANON.get_or_init(|| {
-        let pool = crate::descriptors::pool();
+    CANON.get_or_init(|| Canon::new(crate::descriptors::pool()))
+}
+
+impl Canon {
+    fn new(pool: &DescriptorPool) -> Canon {
         let unordered = unordered_messages(pool);
-        Canon { pool, unordered }
-    })
+        let entries = (pool.all_messages())
+            .filter(|m| unordered.contains(m.full_name()))
+            .flat_map(|m| m.fields().filter(|f| f.is_map()).collect::<Vec<_>>())
+            .filter_map(|f| match f.kind() {
+                Kind::Message(entry) => Some(entry),
+                _ => None,
+            });
+        let walked: Vec<MessageDescriptor> = (pool.all_messages())
+            .filter(|m| unordered.contains(m.full_name()))
+            .chain(entries)
+            .collect();
+        let mut ids = HashMap::new();
+        for m in &walked {
+            let next = ids.len();
+            ids.entry(m.full_name().to_owned()).or_insert(next);
+        }
+        let mut shapes: Vec<Option<Shape>> = (0..ids.len()).map(|_| None).collect();
+        for m in &walked {
+            shapes[ids[m.full_name()]].get_or_insert_with(|| shape(m, &unordered, &ids));
+        }
+        let shapes = shapes.into_iter().map(Option::unwrap).collect();
+        Canon { shapes, ids }
+    }
+}
+
+fn shape(
+    m: &MessageDescriptor,
+    unordered: &HashSet<String>,
+    ids: &HashMap<String, usize>,
+) -> Shape {
+    let mut fields: Vec<(u32, Field)> = (m.fields())
+        .filter_map(|f| {
+            let Kind::Message(inner) = f.kind() else {
+                return None;
+            };
+            let id = *ids.get(inner.full_name())?;
+            match f.is_map() {
+                true => Some((f.number(), Field::Map(id))),
+                false => (unordered.contains(inner.full_name()))
+                    .then_some((f.number(), Field::Nested(id))),
+            }
+        })
+        .collect();
+    fields.sort_unstable_by_key(|(tag, _)| *tag);
+    Shape {
+        any: m.full_name() == ANY,
+        fields,
+    }
 }
 
 /// The fixpoint: messages with a map or `Any` field, then every message reaching one of those.
@@ -63,24 +137,21 @@ fn unordered_messages(pool: &DescriptorPool) -> HashSet<String> {
 pub fn canonical<'a>(type_url: &str, encoded: &'a [u8]) -> Cow<'a, [u8]> {
     let canon = canon();
     let name = type_url.rsplit('/').next().unwrap_or_default();
-    match canon.pool.get_message_by_name(name) {
+    match canon.ids.get(name) {
         // Most encodings already are canonical (no map with two entries out of order), and
         // checking costs a walk with no allocation; rewriting allocates at every level.
-        Some(desc) if canon.unordered.contains(desc.full_name()) => {
-            match canon.is_canonical(&desc, encoded) {
-                true => Cow::Borrowed(encoded),
-                false => canon
-                    .rewrite(&desc, encoded)
-                    .map_or(Cow::Borrowed(encoded), Cow::Owned),
-            }
-        }
-        _ => Cow::Borrowed(encoded),
+        Some(&id) => match canon.is_canonical(id, encoded) {
+            true => Cow::Borrowed(encoded),
+            false => (canon.rewrite(id, encoded)).map_or(Cow::Borrowed(encoded), Cow::Owned),
+        },
+        None => Cow::Borrowed(encoded),
     }
 }
 
 impl Canon {
-    fn rewrite(&self, desc: &MessageDescriptor, mut buf: &[u8]) -> Option<Vec<u8>> {
-        if desc.full_name() == ANY {
+    fn rewrite(&self, id: usize, mut buf: &[u8]) -> Option<Vec<u8>> {
+        let shape = &self.shapes[id];
+        if shape.any {
             return self.rewrite_any(buf);
         }
         let mut out = Vec::with_capacity(buf.len());
@@ -95,23 +166,16 @@ impl Canon {
                 continue;
             }
             let payload = length_delimited(&mut buf)?;
-            let inner = match desc.get_field(tag).map(|f| (f.is_map(), f.kind())) {
-                Some((is_map, Kind::Message(m)))
-                    if is_map || self.unordered.contains(m.full_name()) =>
-                {
-                    let rewritten = self.rewrite(&m, payload)?;
-                    if is_map {
-                        maps.entry(tag).or_default().push(field(tag, &rewritten));
-                        continue;
-                    }
-                    rewritten
+            match shape.field(tag) {
+                Some(Field::Map(entry)) => {
+                    let rewritten = self.rewrite(entry, payload)?;
+                    maps.entry(tag).or_default().push(field(tag, &rewritten));
                 }
-                _ => {
-                    out.extend_from_slice(&start[..start.len() - buf.len()]);
-                    continue;
+                Some(Field::Nested(inner)) => {
+                    out.extend_from_slice(&field(tag, &self.rewrite(inner, payload)?));
                 }
-            };
-            out.extend_from_slice(&field(tag, &inner));
+                None => out.extend_from_slice(&start[..start.len() - buf.len()]),
+            }
         }
         for (_, mut entries) in maps {
             entries.sort_unstable();
@@ -123,8 +187,9 @@ impl Canon {
     /// Whether [`Canon::rewrite`] would return `buf` unchanged: map fields only after every
     /// other field, in tag order, each field's entries in byte order, and every nested message
     /// it would rewrite canonical itself. `false` for anything it cannot walk.
-    fn is_canonical(&self, desc: &MessageDescriptor, mut buf: &[u8]) -> bool {
-        if desc.full_name() == ANY {
+    fn is_canonical(&self, id: usize, mut buf: &[u8]) -> bool {
+        let shape = &self.shapes[id];
+        if shape.any {
             return self.any_is_canonical(buf);
         }
         // The last map entry seen: (tag, bytes of the whole field).
@@ -148,85 +213,76 @@ impl Canon {
                 return false;
             };
             let whole = &start[..start.len() - buf.len()];
-            match desc.get_field(tag).map(|f| (f.is_map(), f.kind())) {
-                Some((true, Kind::Message(m))) => {
+            match shape.field(tag) {
+                Some(Field::Map(entry)) => {
                     let in_order =
                         last_map.is_none_or(|(t, prev)| t < tag || (t == tag && prev <= whole));
-                    if !in_order || !self.is_canonical(&m, payload) {
+                    if !in_order || !self.is_canonical(entry, payload) {
                         return false;
                     }
                     last_map = Some((tag, whole));
                 }
                 // A plain field after a map: the rewrite would move the map after it.
                 _ if last_map.is_some() => return false,
-                Some((false, Kind::Message(m)))
-                    if self.unordered.contains(m.full_name())
-                        && !self.is_canonical(&m, payload) =>
-                {
-                    return false
-                }
+                Some(Field::Nested(inner)) if !self.is_canonical(inner, payload) => return false,
                 _ => {}
             }
         }
         true
     }
 
-    fn any_is_canonical(&self, mut buf: &[u8]) -> bool {
-        let (mut type_url, mut value, mut fields) = (&b""[..], &b""[..], Vec::new());
-        while buf.has_remaining() {
-            let Ok(key) = decode_varint(&mut buf) else {
-                return false;
-            };
-            let Some(payload) = length_delimited(&mut buf) else {
-                return false;
-            };
-            if key & 7 != 2 {
-                return false;
-            }
-            fields.push(key >> 3);
-            match key >> 3 {
-                1 => type_url = payload,
-                2 => value = payload,
-                _ => return false,
-            }
-        }
-        // The rewrite writes the type URL, then the value, both always.
-        if fields != [1, 2] {
+    fn any_is_canonical(&self, buf: &[u8]) -> bool {
+        let Some((type_url, value)) = any_fields(buf, true) else {
             return false;
-        }
+        };
         let Ok(url) = std::str::from_utf8(type_url) else {
             return false;
         };
         let name = url.rsplit('/').next().unwrap_or_default();
-        match self.pool.get_message_by_name(name) {
-            Some(desc) if self.unordered.contains(desc.full_name()) => {
-                self.is_canonical(&desc, value)
-            }
-            _ => true,
+        match self.ids.get(name) {
+            Some(&id) => self.is_canonical(id, value),
+            None => true,
         }
     }
 
     /// An `Any`: its payload is canonicalized as the type its URL names.
-    fn rewrite_any(&self, mut buf: &[u8]) -> Option<Vec<u8>> {
-        let (mut type_url, mut value) = (&b""[..], &b""[..]);
-        while buf.has_remaining() {
-            let key = decode_varint(&mut buf).ok()?;
-            if key & 7 != 2 {
-                return None;
-            }
-            let payload = length_delimited(&mut buf)?;
-            match key >> 3 {
-                1 => type_url = payload,
-                2 => value = payload,
-                _ => return None,
-            }
-        }
+    fn rewrite_any(&self, buf: &[u8]) -> Option<Vec<u8>> {
+        let (type_url, value) = any_fields(buf, false)?;
         let url = std::str::from_utf8(type_url).ok()?;
         let value = canonical(url, value);
-        let mut out = field(1, type_url);
-        out.extend_from_slice(&field(2, &value));
+        // As prost writes it: an empty field (a `Router {}` payload) is left out.
+        let mut out = Vec::new();
+        for (tag, payload) in [(1, type_url), (2, &value[..])] {
+            if !payload.is_empty() {
+                out.extend_from_slice(&field(tag, payload));
+            }
+        }
         Some(out)
     }
+}
+
+/// An `Any`'s type URL and value (empty when absent). With `canonical_only`, `None` unless
+/// they are as [`Canon::rewrite_any`] writes them: in tag order, once each, none empty.
+fn any_fields(mut buf: &[u8], canonical_only: bool) -> Option<(&[u8], &[u8])> {
+    let (mut type_url, mut value, mut last) = (&b""[..], &b""[..], 0);
+    while buf.has_remaining() {
+        let key = decode_varint(&mut buf).ok()?;
+        if key & 7 != 2 {
+            return None;
+        }
+        let payload = length_delimited(&mut buf)?;
+        let tag = key >> 3;
+        if canonical_only && (tag <= last || payload.is_empty()) {
+            return None;
+        }
+        last = tag;
+        match tag {
+            1 => type_url = payload,
+            2 => value = payload,
+            _ => return None,
+        }
+    }
+    Some((type_url, value))
 }
 
 fn field(tag: u32, payload: &[u8]) -> Vec<u8> {
@@ -349,16 +405,33 @@ mod tests {
         ];
         let mut passed = 0;
         for (url, bytes) in &samples {
-            let desc = canon
-                .pool
-                .get_message_by_name(url.rsplit('/').next().unwrap())
-                .unwrap();
-            let rewritten = canon.rewrite(&desc, bytes).unwrap();
-            let passes = canon.is_canonical(&desc, bytes);
+            let id = canon.ids[url.rsplit('/').next().unwrap()];
+            let rewritten = canon.rewrite(id, bytes).unwrap();
+            let passes = canon.is_canonical(id, bytes);
             assert_eq!(passes, rewritten == *bytes, "{url}");
             passed += usize::from(passes);
         }
         assert!((1..samples.len()).contains(&passed), "{passed}");
+    }
+
+    /// A `Router {}` payload is empty, and prost leaves an empty field out: that is canonical
+    /// as it is (no rewrite for every HTTP connection manager), and an explicit empty value
+    /// is the same content with the same canonical bytes.
+    #[test]
+    fn an_any_with_an_empty_payload_is_canonical_as_prost_writes_it() {
+        let url = Any::type_url();
+        let router = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
+        let written = Any {
+            type_url: router.into(),
+            value: Vec::new(),
+        }
+        .encode_to_vec();
+        let canon = canon();
+        assert!(canon.is_canonical(canon.ids[ANY], &written));
+        assert!(matches!(canonical(&url, &written), Cow::Borrowed(_)));
+        let explicit = [written.clone(), vec![0x12, 0x00]].concat();
+        assert!(!canon.is_canonical(canon.ids[ANY], &explicit));
+        assert_eq!(canonical(&url, &explicit), canonical(&url, &written));
     }
 
     #[test]

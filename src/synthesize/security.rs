@@ -261,17 +261,15 @@ pub(super) fn rules(callers: &Callers) -> Option<Rbac> {
 }
 
 /// Where a chain's rules go: enforced, or only counted.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Enforcement {
     Enforce,
     /// Counted under `shadow_denied`, with this stats prefix.
     Shadow(&'static str),
 }
 
-/// Edits each HTTP connection manager of `chain` in place (one decode and encode each); false
-/// when the chain has none.
-fn edit_hcms(chain: &mut FilterChain, edit: impl Fn(&mut HttpConnectionManager)) -> bool {
-    let mut found = false;
+/// Edits each HTTP connection manager of `chain` in place (one decode and encode each).
+fn edit_hcms(chain: &mut FilterChain, edit: impl Fn(&mut HttpConnectionManager)) {
     for filter in &mut chain.filters {
         let Some(filter::ConfigType::TypedConfig(any)) = &mut filter.config_type else {
             continue;
@@ -282,10 +280,8 @@ fn edit_hcms(chain: &mut FilterChain, edit: impl Fn(&mut HttpConnectionManager))
         if let Ok(mut hcm) = HttpConnectionManager::decode(any.value.as_slice()) {
             edit(&mut hcm);
             any.value = hcm.encode_to_vec();
-            found = true;
         }
     }
-    found
 }
 
 /// The RBAC filter of `rules` (enforced or counted), as HTTP and as network filter configs.
@@ -360,33 +356,27 @@ fn shadow_denied_log(cluster: &str, prefix: &str) -> AccessLog {
     }
 }
 
-/// `chain` with the RBAC filter of `rules` (if any) before its HTTP router, or first among its
-/// network filters when it has no HTTP connection manager; with `tell_app`, its app is told who
-/// called: `x-forwarded-client-cert` with the caller's URI SAN, set by this Envoy (a caller's
-/// own header is replaced). Rules in shadow on an HTTP connection manager report what they
+/// `chain` made ready for rules enforced or counted as `rules` says (if any; the rules
+/// themselves come with [`PreparedIngress::secure`]): with `tell_app`, its app is told who
+/// called (`x-forwarded-client-cert` with the caller's URI SAN, set by this Envoy: a caller's
+/// own header is replaced); rules in shadow on an HTTP connection manager report what they
 /// would deny through `shadow_log` (a bootstrap cluster), when given.
 fn authorized(
     mut chain: FilterChain,
-    rules: Option<(&Rbac, Enforcement)>,
+    rules: Option<Enforcement>,
     tell_app: bool,
     shadow_log: Option<&str>,
 ) -> FilterChain {
-    if rules.is_none() && !tell_app {
-        return chain;
-    }
-    let configs = rules.map(|(rules, how)| rbac_configs(rules, how));
     let access_log = match (shadow_log, rules) {
-        (Some(cluster), Some((_, Enforcement::Shadow(prefix)))) => {
+        (Some(cluster), Some(Enforcement::Shadow(prefix))) => {
             Some(shadow_denied_log(cluster, prefix))
         }
         _ => None,
     };
-    let http_rbac = (configs.as_ref()).map(|(http, _)| HttpFilter {
-        name: HTTP_RBAC.to_owned(),
-        config_type: Some(http_filter::ConfigType::TypedConfig(pack(http))),
-        ..Default::default()
-    });
-    let has_hcm = edit_hcms(&mut chain, |hcm| {
+    if access_log.is_none() && !tell_app {
+        return chain;
+    }
+    edit_hcms(&mut chain, |hcm| {
         if tell_app {
             hcm.forward_client_cert_details = ForwardClientCertDetails::SanitizeSet as i32;
             hcm.set_current_client_cert_details = Some(SetCurrentClientCertDetails {
@@ -394,19 +384,48 @@ fn authorized(
                 ..Default::default()
             });
         }
-        if let Some(filter) = &http_rbac {
-            hcm.http_filters.insert(0, filter.clone());
-        }
         hcm.access_log.extend(access_log.clone());
     });
-    if let (false, Some((_, network))) = (has_hcm, &configs) {
+    chain
+}
+
+/// Puts the RBAC filter of `rules` first in each HTTP connection manager of `chain` (so before
+/// its router), or first among its network filters when it has none.
+fn add_rules(chain: &mut FilterChain, rules: &Rbac, how: Enforcement) {
+    let (http, network) = rbac_configs(rules, how);
+    let filter = HttpFilter {
+        name: HTTP_RBAC.to_owned(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(pack(&http))),
+        ..Default::default()
+    };
+    let mut has_hcm = false;
+    for f in chain.filters.iter_mut().filter(|f| f.name == HCM) {
+        if let Some(filter::ConfigType::TypedConfig(any)) = &mut f.config_type {
+            any.value = first_http_filter(&filter, &any.value);
+            has_hcm = true;
+        }
+    }
+    if !has_hcm {
         let filter = Filter {
             name: NETWORK_RBAC.to_owned(),
-            config_type: Some(filter::ConfigType::TypedConfig(pack(network))),
+            config_type: Some(filter::ConfigType::TypedConfig(pack(&network))),
         };
         chain.filters.insert(0, filter);
     }
-    chain
+}
+
+/// `HttpConnectionManager.http_filters`' field number.
+const HTTP_FILTERS_FIELD: u32 = 5;
+
+/// The encoded HTTP connection manager `hcm` with `filter` as its first HTTP filter. The
+/// elements of a repeated field decode in the order they come, wherever they are among the
+/// other fields, so writing it in front is inserting it first: one small encode per service
+/// instead of decoding and re-encoding the whole manager.
+fn first_http_filter(filter: &HttpFilter, hcm: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(filter.encoded_len() + 8 + hcm.len());
+    prost::encoding::message::encode(HTTP_FILTERS_FIELD, filter, &mut out);
+    out.extend_from_slice(hcm);
+    out
 }
 
 fn on_transport(mut chain: FilterChain, protocol: &str) -> FilterChain {
@@ -417,6 +436,107 @@ fn on_transport(mut chain: FilterChain, protocol: &str) -> FilterChain {
     chain
 }
 
+/// What of a policy shapes its ingress listener, all but the callers' SPIFFE IDs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IngressShape {
+    pub mode: MtlsMode,
+    pub shadow: bool,
+    /// Whether there are RBAC rules (only some callers), or none (any workload).
+    pub rules: bool,
+}
+
+impl IngressPolicy {
+    pub fn shape(&self) -> IngressShape {
+        IngressShape {
+            mode: self.mode,
+            shadow: self.shadow,
+            rules: matches!(self.callers, Callers::Only(_)),
+        }
+    }
+}
+
+/// The template's ingress listener secured for one [`IngressShape`]: everything but the RBAC
+/// rules, which [`PreparedIngress::secure`] adds for each service's callers. Services with the
+/// same shape differ only in those, so the rest is made once.
+#[derive(Debug, Clone)]
+pub struct PreparedIngress {
+    listener: Listener,
+    /// The filter chains that take the rules, by index, and how.
+    rules_at: Vec<(usize, Enforcement)>,
+}
+
+impl PreparedIngress {
+    /// The template's ingress `listener` as a policy of `shape` secures it; rules in shadow
+    /// report what they would deny through the bootstrap cluster `shadow_log`, when given.
+    pub fn new(
+        listener: &Listener,
+        mtls: &Mtls,
+        shape: IngressShape,
+        shadow_log: Option<&str>,
+    ) -> PreparedIngress {
+        let mut secured = listener.clone();
+        let mut rules_at = Vec::new();
+        if shape.mode == MtlsMode::Off {
+            // Plaintext: no identity to authorize by; the template's listener as written.
+            return PreparedIngress {
+                listener: secured,
+                rules_at,
+            };
+        }
+        let how = match shape.shadow {
+            true => Enforcement::Shadow(""),
+            false => Enforcement::Enforce,
+        };
+        // Permissive protects nothing yet: plaintext is served, its would-be denials counted.
+        let plaintext = Enforcement::Shadow(PLAINTEXT_SHADOW_PREFIX);
+        let (tls_rules, plain_rules) = match shape.rules {
+            true => (Some(how), Some(plaintext)),
+            false => (None, None),
+        };
+        let mut chains = Vec::new();
+        let socket = downstream_tls(mtls);
+        for chain in &listener.filter_chains {
+            let mut tls = authorized(chain.clone(), tls_rules, true, shadow_log);
+            tls.transport_socket = Some(socket.clone());
+            rules_at.extend(tls_rules.map(|how| (chains.len(), how)));
+            if shape.mode == MtlsMode::Strict {
+                chains.push(tls);
+                continue;
+            }
+            chains.push(on_transport(tls, "tls"));
+            let plain = authorized(chain.clone(), plain_rules, false, shadow_log);
+            rules_at.extend(plain_rules.map(|how| (chains.len(), how)));
+            chains.push(on_transport(plain, "raw_buffer"));
+        }
+        secured.filter_chains = chains;
+        let inspecting = (secured.listener_filters.iter()).any(|f| f.name == TLS_INSPECTOR);
+        if shape.mode == MtlsMode::Permissive && !inspecting {
+            secured.listener_filters.push(ListenerFilter {
+                name: TLS_INSPECTOR.to_owned(),
+                config_type: Some(listener_filter::ConfigType::TypedConfig(pack(
+                    &TlsInspector::default(),
+                ))),
+                ..Default::default()
+            });
+        }
+        PreparedIngress {
+            listener: secured,
+            rules_at,
+        }
+    }
+
+    /// The listener with the rules of `callers` (of this shape) in place.
+    pub fn secure(&self, callers: &Callers) -> Listener {
+        let mut listener = self.listener.clone();
+        if let Some(rules) = rules(callers) {
+            for &(index, how) in &self.rules_at {
+                add_rules(&mut listener.filter_chains[index], &rules, how);
+            }
+        }
+        listener
+    }
+}
+
 /// The template's ingress `listener` as `policy` secures it; rules in shadow report what they
 /// would deny through the bootstrap cluster `shadow_log`, when given.
 pub fn secured_ingress(
@@ -425,47 +545,5 @@ pub fn secured_ingress(
     policy: &IngressPolicy,
     shadow_log: Option<&str>,
 ) -> Listener {
-    let mut secured = listener.clone();
-    if policy.mode == MtlsMode::Off {
-        // Plaintext: no identity to authorize by; the template's listener as written.
-        return secured;
-    }
-    let rules = rules(&policy.callers);
-    let how = match policy.shadow {
-        true => Enforcement::Shadow(""),
-        false => Enforcement::Enforce,
-    };
-    let mut chains = Vec::new();
-    let socket = downstream_tls(mtls);
-    for chain in &listener.filter_chains {
-        let mut tls = authorized(
-            chain.clone(),
-            rules.as_ref().map(|r| (r, how)),
-            true,
-            shadow_log,
-        );
-        tls.transport_socket = Some(socket.clone());
-        if policy.mode == MtlsMode::Strict {
-            chains.push(tls);
-            continue;
-        }
-        chains.push(on_transport(tls, "tls"));
-        // Permissive protects nothing yet: plaintext is served, its would-be denials counted.
-        let shadow = Enforcement::Shadow(PLAINTEXT_SHADOW_PREFIX);
-        let rules = rules.as_ref().map(|r| (r, shadow));
-        let plain = authorized(chain.clone(), rules, false, shadow_log);
-        chains.push(on_transport(plain, "raw_buffer"));
-    }
-    secured.filter_chains = chains;
-    let inspecting = (secured.listener_filters.iter()).any(|f| f.name == TLS_INSPECTOR);
-    if policy.mode == MtlsMode::Permissive && !inspecting {
-        secured.listener_filters.push(ListenerFilter {
-            name: TLS_INSPECTOR.to_owned(),
-            config_type: Some(listener_filter::ConfigType::TypedConfig(pack(
-                &TlsInspector::default(),
-            ))),
-            ..Default::default()
-        });
-    }
-    secured
+    PreparedIngress::new(listener, mtls, policy.shape(), shadow_log).secure(&policy.callers)
 }

@@ -16,7 +16,7 @@ use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use super::grpc_server;
 use super::pushed::Pushed;
 use super::pushed::PushedResources;
-use super::security::IngressPolicy;
+use super::security::{IngressPolicy, IngressShape, PreparedIngress};
 use super::templates::{Mtls, NodeTemplate, Templates};
 use crate::inventory::{self, ClusterOverrides, Inventory, RoutePolicy};
 use crate::snapshot::{EncodedResource, InconsistentSnapshot, ResourceType, Snapshot};
@@ -102,8 +102,11 @@ struct Encodings {
     grpc_routes: Memo<(String, String), RouteInputs>,
     /// Services' own ingress listeners, by (ingress class, policy): node types with the same
     /// ingress listener and `[mtls]` share them.
-    /// By (ingress class, policy, which of the class's listeners).
-    ingresses: Memo<(u64, IngressPolicy, usize), ()>,
+    /// By (ingress class, the policy's hash, which of the class's listeners), with the policy.
+    ingresses: Memo<(u64, u64, usize), IngressPolicy>,
+    /// By ingress class and policy shape, the template's ingress listener secured but for the
+    /// RBAC rules' callers.
+    prepared_ingresses: Memo<(u64, IngressShape), (), Arc<PreparedIngress>>,
     /// By policy class (trust domain, mode, default), the services' ingress policies and what
     /// they were found from.
     kept_policies: BTreeMap<String, ingress::KeptPolicies>,
@@ -268,6 +271,7 @@ impl Synthesizer {
         self.encodings.grpc_listeners.end_round();
         self.encodings.grpc_routes.end_round();
         self.encodings.ingresses.end_round();
+        self.encodings.prepared_ingresses.end_round();
         out
     }
 }

@@ -18,17 +18,18 @@ use crate::inventory::{AllowFrom, AuthzMode, Cluster, Inventory, MtlsMode, Sourc
 use crate::snapshot::{EncodedResource, ResourceType, Snapshot};
 use crate::spiffe::SpiffeId;
 use crate::synthesize::grpc_server::server_listener;
-use crate::synthesize::security::{secured_ingress, Callers, IngressPolicy};
+use crate::synthesize::security::{secured_ingress, Callers, IngressPolicy, PreparedIngress};
 use crate::synthesize::templates::{Mtls, NodeTemplate};
 use crate::synthesize::BackendSet;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
 
 /// By the name an Envoy states (a cluster's or its ECS service's), its ingress policy and
 /// that policy as a snapshot key shows it.
 type Policies = BTreeMap<String, (IngressPolicy, String)>;
 
-/// What each caller named in an `allow-from` tag is: the workloads of the ECS services of that
-/// name (or whose cluster has that name).
-type Workloads<'i> = BTreeMap<&'i str, Vec<(&'i str, &'i Workload)>>;
+/// What each caller named in an `allow-from` tag is: the SPIFFE IDs of the ECS services of
+/// that name (or whose cluster has that name).
+type Workloads<'i> = BTreeMap<&'i str, Vec<String>>;
 
 /// The policy of a node type's services without tags.
 pub(super) fn base_policy(template: &NodeTemplate, mtls: &Mtls) -> IngressPolicy {
@@ -49,17 +50,23 @@ pub(super) fn encode_ingress(
     mtls: &Mtls,
     policy: &IngressPolicy,
 ) -> Vec<Arc<EncodedResource>> {
-    let mut builder = Snapshot::builder();
     if template.grpc {
-        for server in &template.grpc_servers {
-            builder = builder.listener(server_listener(server, Some((mtls, policy))));
-        }
-    } else if let Some(name) = mtls.ingress_listener.as_deref() {
-        if let Some(listener) = template.listeners.iter().find(|l| l.name == name) {
-            let shadow_log = template.shadow_log_cluster.as_deref();
-            builder = builder.listener(secured_ingress(listener, mtls, policy, shadow_log));
-        }
+        let servers = template.grpc_servers.iter();
+        return encoded(servers.map(|server| server_listener(server, Some((mtls, policy)))));
     }
+    let listener = template_ingress(template, mtls);
+    let shadow_log = template.shadow_log_cluster.as_deref();
+    encoded(listener.map(|l| secured_ingress(l, mtls, policy, shadow_log)))
+}
+
+/// The template's listener that `[mtls]` names as its ingress, if it has it.
+fn template_ingress<'t>(template: &'t NodeTemplate, mtls: &Mtls) -> Option<&'t Listener> {
+    let name = mtls.ingress_listener.as_deref()?;
+    template.listeners.iter().find(|l| l.name == name)
+}
+
+fn encoded(listeners: impl IntoIterator<Item = Listener>) -> Vec<Arc<EncodedResource>> {
+    let builder = (listeners.into_iter()).fold(Snapshot::builder(), |b, l| b.listener(l));
     let snapshot = builder.build();
     let listeners = snapshot.of(ResourceType::Listener).resources().values();
     listeners.cloned().collect()
@@ -135,18 +142,47 @@ impl Encodings {
         policy: &IngressPolicy,
     ) -> Vec<Arc<EncodedResource>> {
         let count = ingress_count(template, mtls);
+        // Keyed by the policy's hash, compared in full on a hit: no clone of its callers to
+        // look it up.
+        let hash = policy_hash(policy);
         let kept: Option<Vec<_>> = (0..count)
-            .map(|i| (self.ingresses).get(&(class, policy.clone(), i), |_| true))
+            .map(|i| (self.ingresses).get(&(class, hash, i), |kept| kept == policy))
             .collect();
         if let Some(kept) = kept {
             return kept;
         }
-        let encoded = encode_ingress(template, mtls, policy);
+        let encoded = match (template.grpc, template_ingress(template, mtls)) {
+            (false, Some(listener)) => {
+                let prepared = self.prepared_ingress(class, listener, template, mtls, policy);
+                encoded([prepared.secure(&policy.callers)])
+            }
+            _ => encode_ingress(template, mtls, policy),
+        };
         for (i, listener) in encoded.iter().enumerate() {
-            let key = (class, policy.clone(), i);
-            self.ingresses.insert(key, (), listener.clone());
+            let key = (class, hash, i);
+            self.ingresses.insert(key, policy.clone(), listener.clone());
         }
         encoded
+    }
+
+    /// The template's ingress `listener` secured for policies shaped as `policy` is, but for
+    /// their callers: made once per synthesis for every service of that shape.
+    fn prepared_ingress(
+        &mut self,
+        class: u64,
+        listener: &Listener,
+        template: &NodeTemplate,
+        mtls: &Mtls,
+        policy: &IngressPolicy,
+    ) -> Arc<PreparedIngress> {
+        let key = (class, policy.shape());
+        if let Some(kept) = self.prepared_ingresses.get(&key, |_| true) {
+            return kept;
+        }
+        let shadow_log = template.shadow_log_cluster.as_deref();
+        let prepared = Arc::new(PreparedIngress::new(listener, mtls, key.1, shadow_log));
+        self.prepared_ingresses.insert(key, (), prepared.clone());
+        prepared
     }
 
     /// Every ECS service's policy, by its clusters' names and its own (a cluster's name
@@ -172,7 +208,7 @@ impl Encodings {
                 return kept.policies.clone();
             }
         }
-        let workloads = workloads(inventory);
+        let workloads = workloads(inventory, &mtls.trust_domain);
         let mut policies = Policies::new();
         let mut kept = HashMap::new();
         for (name, cluster) in &inventory.clusters {
@@ -208,6 +244,11 @@ fn policy_class(template: &NodeTemplate, mtls: &Mtls) -> String {
     let mode = describe_mode(mtls.mode);
     let deny = template.deny_by_default;
     format!("{}\0{mode}\0{deny}", mtls.trust_domain)
+}
+
+fn policy_hash(policy: &IngressPolicy) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(policy)
 }
 
 /// What a node type's ingress listeners are made from besides the policy: node types with
@@ -314,25 +355,12 @@ fn caller_ids(
 ) -> Vec<String> {
     let mut ids = Vec::new();
     for name in names {
-        let found = workloads.get(name.as_str()).cloned().unwrap_or_default();
-        let fallback = callee
-            .security
-            .workload
-            .as_ref()
-            .map(|w| (name.as_str(), w));
-        let chosen = match found.is_empty() {
-            true => fallback.into_iter().collect(),
-            false => found,
-        };
-        for (service, w) in chosen {
-            let id = SpiffeId::new(
-                &mtls.trust_domain,
-                &w.account,
-                &w.region,
-                &w.ecs_cluster,
-                service,
-            );
-            ids.extend(id.ok().map(|id| id.to_string()));
+        match workloads.get(name.as_str()) {
+            Some(found) => ids.extend(found.iter().cloned()),
+            None => ids.extend(
+                (callee.security.workload.as_ref())
+                    .and_then(|w| spiffe_id(&mtls.trust_domain, name, w)),
+            ),
         }
     }
     ids.sort();
@@ -340,17 +368,26 @@ fn caller_ids(
     ids
 }
 
-fn workloads(inventory: &Inventory) -> Workloads<'_> {
+fn spiffe_id(trust_domain: &str, service: &str, w: &Workload) -> Option<String> {
+    let id = SpiffeId::new(trust_domain, &w.account, &w.region, &w.ecs_cluster, service);
+    id.ok().map(|id| id.to_string())
+}
+
+/// Each ECS service's SPIFFE ID (one per workload), by service name and cluster name.
+fn workloads<'i>(inventory: &'i Inventory, trust_domain: &str) -> Workloads<'i> {
     let mut out = Workloads::new();
     for (name, cluster) in &inventory.clusters {
         let (Source::Ecs { service, .. }, Some(w)) = (&cluster.source, &cluster.security.workload)
         else {
             continue;
         };
+        let Some(id) = spiffe_id(trust_domain, service, w) else {
+            continue;
+        };
         for key in [service.as_str(), name.as_str()] {
             let entry = out.entry(key).or_default();
-            if !entry.contains(&(service.as_str(), w)) {
-                entry.push((service.as_str(), w));
+            if !entry.contains(&id) {
+                entry.push(id.clone());
             }
         }
     }

@@ -6,14 +6,15 @@ use std::sync::Arc;
 
 use crate::snapshot::EncodedResource;
 
-/// Encoded resources by key, each with its inputs. What a synthesis does not use is dropped at
-/// its end ([`Memo::end_round`]), so removed services do not linger.
-pub(super) struct Memo<K, I> {
-    previous: HashMap<K, (I, Arc<EncodedResource>)>,
-    current: HashMap<K, (I, Arc<EncodedResource>)>,
+/// Encoded resources (or other shared values `V`) by key, each with its inputs. What a
+/// synthesis does not use is dropped at its end ([`Memo::end_round`]), so removed services do
+/// not linger.
+pub(super) struct Memo<K, I, V = Arc<EncodedResource>> {
+    previous: HashMap<K, (I, V)>,
+    current: HashMap<K, (I, V)>,
 }
 
-impl<K, I> Default for Memo<K, I> {
+impl<K, I, V> Default for Memo<K, I, V> {
     fn default() -> Self {
         Memo {
             previous: HashMap::new(),
@@ -22,9 +23,9 @@ impl<K, I> Default for Memo<K, I> {
     }
 }
 
-impl<K: Hash + Eq + Clone, I> Memo<K, I> {
+impl<K: Hash + Eq + Clone, I, V: Clone> Memo<K, I, V> {
     /// The encoding kept for `key`, if its inputs pass `same`.
-    pub fn get(&mut self, key: &K, same: impl Fn(&I) -> bool) -> Option<Arc<EncodedResource>> {
+    pub fn get(&mut self, key: &K, same: impl Fn(&I) -> bool) -> Option<V> {
         if let Some((inputs, resource)) = self.current.get(key) {
             return same(inputs).then(|| resource.clone());
         }
@@ -36,7 +37,7 @@ impl<K: Hash + Eq + Clone, I> Memo<K, I> {
         Some(resource)
     }
 
-    pub fn insert(&mut self, key: K, inputs: I, resource: Arc<EncodedResource>) {
+    pub fn insert(&mut self, key: K, inputs: I, resource: V) {
         self.current.insert(key, (inputs, resource));
     }
 

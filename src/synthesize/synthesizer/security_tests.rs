@@ -309,6 +309,34 @@ fn allow_from_becomes_rbac_with_the_callers_spiffe_ids_on_that_service_only() {
     orders.check_consistency().unwrap();
 }
 
+/// The RBAC filter is written in front of the manager's encoding (not decoded and encoded
+/// again): decoded, it is the first HTTP filter, the router follows, and the rest of the
+/// manager is as the policy's shape made it (XFCC for the app, the template's route).
+#[test]
+fn the_rbac_filter_comes_first_and_the_rest_of_the_manager_is_kept() {
+    let inventory = inventory([allowing("orders", &["web"]), ecs("web")]);
+    let synthesis = synthesize(&inventory, &sidecar("strict", ""));
+    let (orders, _) = synthesis.snapshot_of_service("sidecar", "orders").unwrap();
+    let listener = ingress(orders);
+    let Some(filter::ConfigType::TypedConfig(any)) =
+        &listener.filter_chains[0].filters[0].config_type
+    else {
+        panic!("typed config");
+    };
+    let hcm = HttpConnectionManager::decode(any.value.as_slice()).unwrap();
+    let names: Vec<_> = hcm.http_filters.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["envoy.filters.http.rbac", "envoy.filters.http.router"]
+    );
+    assert_eq!(hcm.stat_prefix, "ingress");
+    assert!(hcm.route_specifier.is_some(), "the template's inline route");
+    assert!(hcm.set_current_client_cert_details.is_some_and(|d| d.uri));
+    // Encoded again by prost, it is the same manager.
+    let again = HttpConnectionManager::decode(hcm.encode_to_vec().as_slice()).unwrap();
+    assert_eq!(again, hcm);
+}
+
 #[test]
 fn an_unknown_caller_is_named_in_the_callees_own_cluster() {
     let inventory = inventory([allowing("orders", &["worker"])]);
