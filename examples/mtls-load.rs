@@ -149,8 +149,9 @@ fn certify(ca: &Ca, service: &str, dir: &Path) {
         .and_then(|csr| csr.pem())
         .expect("a CSR");
     let id = SpiffeId::new(TRUST_DOMAIN, ACCOUNT, REGION, ECS_CLUSTER, service).unwrap();
+    let hour = Duration::from_secs(3600);
     let issued = ca
-        .issue_workload(&csr, &id, Duration::from_secs(3600), SystemTime::now())
+        .issue_workload(&csr, &id, None, hour, SystemTime::now())
         .expect("a certificate");
     let written = files::Written {
         chain_pem: &issued.chain_pem,

@@ -46,7 +46,6 @@ use tonic_prost::ProstCodec;
 use crate::cache::Cache;
 use crate::http_listener::{self, ConnectionClosing, ConnectionStats, Limits, Protocol, Tls};
 use crate::snapshot::{ResourceType, Snapshot};
-use crate::spiffe::SpiffeId;
 use delta::DeltaState;
 use sotw::SotwState;
 pub(crate) use stream::StreamContext;
@@ -133,7 +132,8 @@ impl XdsServer {
     }
 
     /// Serves over `tls`. A client certificate it verified names the stream's service (a
-    /// workload of `trust_domain`), and a node claiming another service is refused.
+    /// workload of `trust_domain`) and, when it names one, its zone; a node claiming another
+    /// service or zone is refused.
     pub fn with_tls(mut self, tls: Tls, trust_domain: &str) -> Self {
         self.tls = Some((tls, trust_domain.into()));
         self
@@ -310,7 +310,7 @@ fn open_stream<P: stream::Protocol>(
     shutdown: CancellationToken,
     only: Option<ResourceType>,
     state: P,
-    verified: Option<Arc<SpiffeId>>,
+    verified: Option<Arc<peer::Verified>>,
     req: http::Request<axum::body::Body>,
 ) -> http::Response<tonic::body::Body>
 where
@@ -328,7 +328,7 @@ where
 struct Fetch {
     cache: Cache,
     ty: ResourceType,
-    verified: Option<Arc<SpiffeId>>,
+    verified: Option<Arc<peer::Verified>>,
 }
 
 impl UnaryService<DiscoveryRequest> for Fetch {

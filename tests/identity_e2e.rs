@@ -7,6 +7,8 @@
 //! task id); it does not check signatures, so a forged signature is not among the cases here
 //! (what ecs-xds checks before STS is: stale, other action, other server, other key).
 
+mod zones;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -170,11 +172,17 @@ impl Mesh {
     /// An Envoy of `service` whose xDS channel is TLS with the agent's files in `certs` (or no
     /// client certificate when `None`), checking that the server is ecs-xds of the trust domain.
     pub async fn envoy(&self, node_id: &str, service: &str, certs: Option<&Path>) -> Envoy {
+        let config = self.bootstrap(node_id, service, certs);
+        Envoy::start_config(config, AdsMode::Sotw).await
+    }
+
+    /// The bootstrap of [`Mesh::envoy`].
+    pub fn bootstrap(&self, node_id: &str, service: &str, certs: Option<&Path>) -> Value {
         let mut config = bootstrap_json(node_id, self.daemon.xds, AdsMode::Sotw);
         config["node"]["cluster"] = json!(service);
         config["static_resources"]["clusters"][0]["transport_socket"] =
             xds_tls(&self.bundle(), certs, TRUST_DOMAIN);
-        Envoy::start_config(config, AdsMode::Sotw).await
+        config
     }
 }
 
@@ -733,7 +741,7 @@ fn foreign_certificate(ca_dir: &Path, out: &Path, service: &str) {
     let id = ecs_xds::spiffe::SpiffeId::parse(&spiffe_id(service)).unwrap();
     let now = std::time::SystemTime::now();
     let issued = ca
-        .issue_workload(&csr, &id, Duration::from_secs(3600), now)
+        .issue_workload(&csr, &id, None, Duration::from_secs(3600), now)
         .unwrap();
     let ours = std::fs::read_to_string(out.parent().unwrap().join("ca/bundle.pem")).unwrap();
     let bundle = format!("{ours}{}", read("bundle.pem"));

@@ -42,7 +42,8 @@ pub struct NodeView {
     /// absent when it states none.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub service: String,
-    /// The zone it states; absent when none.
+    /// The zone it is served in: its certificate's on a verified stream whose certificate names
+    /// one, else the one it states; absent when none.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub zone: String,
     /// The backend set it is served (its service's declared backends, joined by `,`); `null`:

@@ -54,7 +54,8 @@ pub struct TypeStatus {
 pub struct StreamStatus {
     pub node_id: String,
     pub node_type: String,
-    /// The zone the node states (`node.locality.zone`), "" for none.
+    /// The zone it is served in, "" for none: its verified certificate's when that names one,
+    /// else the zone the node states (`node.locality.zone`).
     pub zone: String,
     /// The service the node says it is ([`super::service_of`]), "" for none: which backend set
     /// it gets.
@@ -92,8 +93,8 @@ impl Counters {
     pub fn nacks(&self, ty: ResourceType) -> u64 {
         self.nacks[ty.index()].load(Ordering::Relaxed)
     }
-    /// Counts a stream refused for its identity (a certificate naming another service than the
-    /// node claims, or no workload of the mesh).
+    /// Counts a stream refused for its identity (a certificate naming another service or zone
+    /// than the node claims, or no workload of the mesh).
     pub fn refused(&self, reason: &'static str) {
         *self.refused.lock().unwrap().entry(reason).or_default() += 1;
     }

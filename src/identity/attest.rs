@@ -9,7 +9,8 @@
 //! 3. ECS (one DescribeTasks, authoritative, not the possibly older inventory) says the task
 //!    exists in a watched cluster of this account and region, is meant to run, was given that
 //!    role (its own override, or its task definition's), and belongs to a service;
-//! 4. the CA signs a certificate it builds for that service, from the CSR's public key alone.
+//! 4. the CA signs a certificate it builds for that service, from the CSR's public key alone,
+//!    naming as its locality the availability zone that DescribeTasks gave the task.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -209,7 +210,9 @@ impl Attestor {
         )
         .map_err(|e| Denied::refused("name_invalid", e.to_string()))?;
         let ca: Arc<Ca> = self.ca.current();
-        let issued = ca.issue_workload(&request.csr, &id, self.policy.ttl, now)?;
+        // The zone is ECS's word on the task, like its service: a verified stream is served in it.
+        let zone = task.zone.as_deref();
+        let issued = ca.issue_workload(&request.csr, &id, zone, self.policy.ttl, now)?;
         Ok((id, issued))
     }
 

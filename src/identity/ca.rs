@@ -39,7 +39,8 @@ const CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 const ROOT_VALIDITY: Duration = Duration::from_secs(3650 * DAY.as_secs());
 const INTERMEDIATE_VALIDITY: Duration = Duration::from_secs(365 * DAY.as_secs());
-/// X.509's upper bound (ub-common-name, ub-organization-name) on the name attributes we write.
+/// X.509's upper bound (ub-common-name, ub-organization-name; ub-locality-name is larger) on
+/// the name attributes we write.
 const MAX_NAME_ATTRIBUTE: usize = 64;
 
 /// The CA in force: the intermediate's key and certificate, the chain to hand out with every
@@ -226,14 +227,16 @@ impl Ca {
         &self.trust_domain
     }
 
-    /// Issues a workload certificate for `id` from the CSR. Only the CSR's public key is used:
-    /// every extension and name is built here, never copied. Refuses a CSR whose self-signature
-    /// does not verify, that asks for a CA (basicConstraints CA), that requests any SAN other
-    /// than `id` itself, or whose key is not ECDSA P-256.
+    /// Issues a workload certificate for `id` from the CSR, naming `zone` (the availability
+    /// zone ECS says the task runs in, when it says one) as the subject's localityName. Only
+    /// the CSR's public key is used: every extension and name is built here, never copied.
+    /// Refuses a CSR whose self-signature does not verify, that asks for a CA (basicConstraints
+    /// CA), that requests any SAN other than `id` itself, or whose key is not ECDSA P-256.
     pub fn issue_workload(
         &self,
         csr_pem: &str,
         id: &SpiffeId,
+        zone: Option<&str>,
         validity: Duration,
         now: SystemTime,
     ) -> Result<Issued, CsrError> {
@@ -248,7 +251,7 @@ impl Ca {
             .ok_or_else(|| CsrError::CannotIssue(self.expired().to_string()))?;
         let serial = random_serial();
         let params = leaf_params(
-            subject(&id.trust_domain, &id.service),
+            workload_subject(id, zone),
             vec![SanType::URI(uri)],
             vec![
                 ExtendedKeyUsagePurpose::ServerAuth,
@@ -490,6 +493,17 @@ fn subject(trust_domain: &str, common_name: &str) -> DistinguishedName {
         if value.len() <= MAX_NAME_ATTRIBUTE {
             dn.push(ty, value);
         }
+    }
+    dn
+}
+
+/// A workload's subject: [`subject`], and L = the task's zone when ECS named one. A verified
+/// stream's zone is read from it (`serve/peer.rs`), so only what ecs-xds attested goes in.
+fn workload_subject(id: &SpiffeId, zone: Option<&str>) -> DistinguishedName {
+    let mut dn = subject(&id.trust_domain, &id.service);
+    let zone = zone.filter(|z| !z.is_empty() && z.len() <= MAX_NAME_ATTRIBUTE);
+    if let Some(zone) = zone {
+        dn.push(DnType::LocalityName, zone);
     }
     dn
 }
@@ -773,7 +787,7 @@ mod tests {
         }
 
         fn issue(&self, csr: &str, id: &SpiffeId) -> Result<Issued, CsrError> {
-            self.ca.issue_workload(csr, id, HOUR, self.now)
+            self.ca.issue_workload(csr, id, None, HOUR, self.now)
         }
 
         fn server(&self, names: &[&str], uri: &str) -> Result<ServerCert, CaError> {
@@ -887,6 +901,35 @@ mod tests {
         assert_eq!(cn[0].as_str().unwrap(), "checkout");
     }
 
+    fn localities(cert: &X509Certificate) -> Vec<String> {
+        let names = cert.subject().iter_locality();
+        names.map(|l| l.as_str().unwrap().to_owned()).collect()
+    }
+
+    #[test]
+    fn a_workload_certificate_names_the_attested_zone_as_its_locality_and_never_the_csrs() {
+        let f = Fixture::new();
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        (params.distinguished_name).push(DnType::LocalityName, "eu-west-1c");
+        let csr = params.serialize_request(&key).unwrap().pem().unwrap();
+        let zoned =
+            f.ca.issue_workload(&csr, &checkout(), Some("eu-west-1a"), HOUR, f.now)
+                .unwrap();
+        let leaf_in_zone = leaf(&zoned.chain_pem);
+        assert_eq!(localities(&leaf_in_zone), ["eu-west-1a"]);
+        let uri = checkout().to_string();
+        assert_eq!(sans(&leaf_in_zone), [GeneralName::URI(&uri)]);
+        // No zone from ECS: no locality at all, whatever the CSR asked for.
+        let unzoned = leaf(&f.issue(&csr, &checkout()).unwrap().chain_pem);
+        assert!(localities(&unzoned).is_empty());
+        let empty =
+            f.ca.issue_workload(&csr, &checkout(), Some(""), HOUR, f.now)
+                .unwrap();
+        assert!(localities(&leaf(&empty.chain_pem)).is_empty());
+    }
+
     #[test]
     fn a_workload_certificate_is_an_end_entity_for_tls_both_ways() {
         let f = Fixture::new();
@@ -964,7 +1007,7 @@ mod tests {
         let (csr, _) = csr_for(&checkout());
         let late = f.now + INTERMEDIATE_VALIDITY - HOUR;
         let issued =
-            f.ca.issue_workload(&csr, &checkout(), 24 * HOUR, late)
+            f.ca.issue_workload(&csr, &checkout(), None, 24 * HOUR, late)
                 .unwrap();
         assert_eq!(issued.not_after, f.ca.not_after());
         let not_after = leaf(&issued.chain_pem).validity().not_after;
@@ -977,7 +1020,7 @@ mod tests {
         let (csr, _) = csr_for(&checkout());
         let after = f.ca.not_after() + HOUR;
         let e =
-            f.ca.issue_workload(&csr, &checkout(), HOUR, after)
+            f.ca.issue_workload(&csr, &checkout(), None, HOUR, after)
                 .unwrap_err();
         assert!(matches!(e, CsrError::CannotIssue(_)), "{e}");
         let e = f.ca.issue_server(&[], SERVER_URI, HOUR, after).unwrap_err();

@@ -31,10 +31,9 @@ use envoy_types::pb::envoy::service::accesslog::v3::{
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::peer;
+use super::peer::{self, Verified};
 use crate::cache::Cache;
 use crate::http_listener::ConnectionClosing;
-use crate::spiffe::SpiffeId;
 use crate::synthesize::security::SHADOW_DENIED_LOG;
 
 /// The caller of a logged request that presented no certificate.
@@ -81,7 +80,7 @@ impl AccessLogService for AccessLogs {
 /// One stream's state, without the network: what its first message said.
 #[derive(Debug)]
 pub(super) struct Reports {
-    verified: Option<Arc<SpiffeId>>,
+    verified: Option<Arc<Verified>>,
     reporting: Reporting,
 }
 
@@ -96,7 +95,7 @@ enum Reporting {
 }
 
 impl Reports {
-    pub(super) fn new(verified: Option<Arc<SpiffeId>>) -> Self {
+    pub(super) fn new(verified: Option<Arc<Verified>>) -> Self {
         Reports {
             verified,
             reporting: Reporting::Unidentified,
@@ -178,6 +177,13 @@ mod tests {
 
     const API: &str = "spiffe://mesh.test/ecs/1/eu-west-1/demo/api";
 
+    /// What a verified certificate of `service` (in no zone) says.
+    fn verified(service: &str) -> Arc<Verified> {
+        let uri = format!("spiffe://mesh.test/ecs/1/eu-west-1/demo/{service}");
+        let id = crate::spiffe::SpiffeId::parse(&uri).unwrap();
+        Arc::new(Verified { id, zone: None })
+    }
+
     fn cache() -> Cache {
         Cache::new(NodeTypeResolver::new(NodeTypeSource::IdPrefix, None)).0
     }
@@ -246,14 +252,12 @@ mod tests {
         other.take(&cache, message(None, vec![api()])).unwrap();
         assert!(cache.status().shadow_denials().all().is_empty());
 
-        let id = SpiffeId::parse("spiffe://mesh.test/ecs/1/eu-west-1/demo/web").unwrap();
-        let mut posing = Reports::new(Some(Arc::new(id)));
+        let mut posing = Reports::new(Some(verified("web")));
         let refused = posing.take(&cache, message(Some(SHADOW_DENIED_LOG), vec![api()]));
         assert_eq!(refused.unwrap_err().code(), tonic::Code::PermissionDenied);
-        let id = SpiffeId::parse("spiffe://mesh.test/ecs/1/eu-west-1/demo/orders").unwrap();
-        let mut verified = Reports::new(Some(Arc::new(id)));
+        let mut orders = Reports::new(Some(verified("orders")));
         let first = message(Some(SHADOW_DENIED_LOG), vec![api()]);
-        verified.take(&cache, first).unwrap();
+        orders.take(&cache, first).unwrap();
         assert_eq!(
             cache.status().shadow_denials().of("orders").unwrap()[API],
             1

@@ -6,11 +6,14 @@
 //! - `SYNCED`/`ACKED`: the client ACKed the version sent;
 //! - `ERROR`/`NACKED`: the client rejected it (the error state carries Envoy's message);
 //! - `STALE`: sent, not yet ACKed; `NOT_SENT`: nothing of this type sent yet.
+//!
+//! Each client's node is the one the stream is served as, with the workload its client
+//! certificate proved, when it presented one.
 
 use std::pin::Pin;
 
 use envoy_types::pb::envoy::admin::v3::{ClientResourceStatus, UpdateFailureState};
-use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::config::core::v3::{Locality, Node};
 use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
 use envoy_types::pb::envoy::r#type::matcher::v3::{NodeMatcher, StringMatcher};
 use envoy_types::pb::envoy::service::status::v3::client_config::GenericXdsConfig;
@@ -18,13 +21,17 @@ use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service
 use envoy_types::pb::envoy::service::status::v3::{
     ClientConfig, ClientStatusRequest, ClientStatusResponse, ConfigStatus,
 };
-use envoy_types::pb::google::protobuf::{Any, Timestamp};
+use envoy_types::pb::google::protobuf::value::Kind;
+use envoy_types::pb::google::protobuf::{Any, Struct, Timestamp, Value};
 use prost::Message;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::cache::{Cache, StreamStatus, TypeStatus};
 use crate::snapshot::ResourceType;
+
+/// The node metadata field that carries a verified stream's SPIFFE ID.
+pub(crate) const IDENTITY_METADATA_KEY: &str = "ecs-xds.identity";
 
 /// The CSDS service over the cache's status registry and snapshots.
 #[derive(Debug, Clone)]
@@ -103,14 +110,36 @@ impl Csds {
             }
         }
         ClientConfig {
-            node: Some(Node {
-                id: stream.node_id.clone(),
-                ..Default::default()
-            }),
+            node: Some(reported_node(stream)),
             generic_xds_configs,
             client_scope: String::new(),
             ..Default::default()
         }
+    }
+}
+
+/// The node as it is served: its id, the zone it is served in (its certificate's on a verified
+/// stream whose certificate names one) and, when its connection's client certificate was
+/// verified, the SPIFFE ID it proved as `metadata["ecs-xds.identity"]`. A node's own claims are
+/// not repeated: they are not what decided its configuration.
+fn reported_node(stream: &StreamStatus) -> Node {
+    let locality = (!stream.zone.is_empty()).then(|| Locality {
+        zone: stream.zone.clone(),
+        ..Default::default()
+    });
+    let metadata = stream.identity.as_ref().map(|id| {
+        let value = Value {
+            kind: Some(Kind::StringValue(id.to_string())),
+        };
+        Struct {
+            fields: [(IDENTITY_METADATA_KEY.to_owned(), value)].into(),
+        }
+    });
+    Node {
+        id: stream.node_id.clone(),
+        locality,
+        metadata,
+        ..Default::default()
     }
 }
 
@@ -179,4 +208,35 @@ fn string_matches(matcher: &StringMatcher, value: &str) -> Result<bool, Status> 
             ))
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(zone: &str, identity: Option<&str>) -> StreamStatus {
+        StreamStatus {
+            node_id: "sidecar-web".into(),
+            node_type: "sidecar".into(),
+            zone: zone.into(),
+            caller: "web".into(),
+            identity: identity.map(Into::into),
+            service: "ads",
+            mode: "sotw",
+            types: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_verified_node_is_reported_with_its_spiffe_id_and_zone_an_unverified_one_without() {
+        let id = "spiffe://mesh.test/ecs/1/us-east-1/demo/web";
+        let verified = reported_node(&stream("us-east-1a", Some(id)));
+        assert_eq!(verified.id, "sidecar-web");
+        assert_eq!(verified.locality.unwrap().zone, "us-east-1a");
+        let field = &verified.metadata.unwrap().fields[IDENTITY_METADATA_KEY];
+        assert_eq!(field.kind, Some(Kind::StringValue(id.into())));
+
+        let plain = reported_node(&stream("", None));
+        assert_eq!((plain.locality, plain.metadata), (None, None));
+    }
 }

@@ -1,18 +1,19 @@
-//! Unary fetch (`FetchClusters` and friends): the current resources, no stream state.
+//! Unary fetch (`FetchClusters` and friends): the current resources, no stream state. The
+//! service and zone are chosen as for a stream (`peer.rs`).
 
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use tonic::Status;
 
+use super::peer::Verified;
 use super::sotw::Subscription;
 use super::wire::{Encoded, SotwResponse};
 use crate::cache::Cache;
 use crate::snapshot::ResourceType;
-use crate::spiffe::SpiffeId;
 
 pub(super) fn fetch(
     cache: &Cache,
     ty: ResourceType,
-    verified: Option<&SpiffeId>,
+    verified: Option<&Verified>,
     req: DiscoveryRequest,
 ) -> Result<SotwResponse, Status> {
     super::StreamCommon::new(Some(ty)).request_type(&req.type_url, "")?;
@@ -21,14 +22,10 @@ pub(super) fn fetch(
         .as_ref()
         .ok_or_else(|| Status::invalid_argument("a fetch request must carry node"))?;
     let node_type = cache.resolve_node_type(node);
-    let zone = node
-        .locality
-        .as_ref()
-        .map(|l| l.zone.as_str())
-        .unwrap_or_default();
     let service = super::peer::caller(cache, node, verified)?;
+    let zone = super::peer::zone(cache, node, verified)?;
     let snapshot = cache
-        .snapshot_for(&node_type, &service, zone)
+        .snapshot_for(&node_type, &service, &zone)
         .ok_or_else(|| {
             Status::unavailable(format!(
                 "no snapshot has been published for node type {node_type:?}"

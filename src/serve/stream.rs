@@ -13,11 +13,11 @@ use tonic::{Status, Streaming};
 
 use super::body::{self, Outgoing};
 use super::delta::DeltaState;
+use super::peer::Verified;
 use super::sotw::SotwState;
 use super::wire::{DeltaResponse, SotwResponse};
 use crate::cache::{Cache, SnapshotWatch, StreamStatus};
 use crate::snapshot::Snapshot;
-use crate::spiffe::SpiffeId;
 
 /// Responses waiting to be written per stream. The protocol state sends at most one response
 /// per type before an ACK, so a handful is enough.
@@ -42,7 +42,7 @@ pub(super) struct Peer {
     pub service: &'static str,
     /// The workload its client certificate names, when it presented one. An `Arc`: this sits
     /// in every stream's task for its whole life.
-    pub verified: Option<Arc<SpiffeId>>,
+    pub verified: Option<Arc<Verified>>,
 }
 
 /// A protocol variant's per-stream state.
@@ -162,22 +162,18 @@ fn start<'a, P: Protocol>(
         .ok_or_else(|| Status::invalid_argument("the first request of a stream must carry node"))?;
     let node_id = node.id.clone();
     let node_type = cache.resolve_node_type(node);
-    // An Envoy states its zone in its bootstrap (`node.locality.zone`); a zone-aware node type
-    // serves it same-zone endpoints first.
-    let zone = node
-        .locality
-        .as_ref()
-        .map(|l| l.zone.clone())
-        .unwrap_or_default();
-    // Its service picks its backend set, if that service declares one: the one its certificate
-    // names, when it has one.
-    let caller = super::peer::caller(cache, node, peer.verified.as_deref())?;
+    // Its service picks its backend set, if that service declares one; a zone-aware node type
+    // serves it same-zone endpoints first. Both are its certificate's, when it has one; else
+    // what its bootstrap states (`node.cluster`, `node.locality.zone`).
+    let verified = peer.verified.as_deref();
+    let caller = super::peer::caller(cache, node, verified)?;
+    let zone = super::peer::zone(cache, node, verified)?;
     let stream_id = cache.status().connect(StreamStatus {
         node_id: node_id.clone(),
         node_type: node_type.clone(),
         zone: zone.clone(),
         caller: caller.clone(),
-        identity: peer.verified.as_ref().map(|id| id.to_string().into()),
+        identity: verified.map(|v| v.id.to_string().into()),
         service,
         mode: P::MODE,
         types: Default::default(),
