@@ -60,6 +60,13 @@ impl EncodedResource {
         }
     }
 
+    /// `listener` encoded and hashed as a snapshot holds it, for a listener made apart from
+    /// a snapshot (one with no builder's other work to share).
+    pub fn listener(listener: &Listener) -> EncodedResource {
+        let (ty, name) = (ResourceType::Listener, &listener.name);
+        EncodedResource::new(ty.type_url(), name, listener.encode_to_vec())
+    }
+
     /// The resource name.
     pub fn name(&self) -> &Arc<str> {
         &self.name

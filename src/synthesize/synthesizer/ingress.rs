@@ -154,7 +154,8 @@ impl Encodings {
         let encoded = match (template.grpc, template_ingress(template, mtls)) {
             (false, Some(listener)) => {
                 let prepared = self.prepared_ingress(class, listener, template, mtls, policy);
-                encoded([prepared.secure(&policy.callers)])
+                let listener = EncodedResource::listener(&prepared.secure(&policy.callers));
+                vec![Arc::new(listener)]
             }
             _ => encode_ingress(template, mtls, policy),
         };
