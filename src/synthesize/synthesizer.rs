@@ -100,9 +100,9 @@ struct Encodings {
     /// cluster name).
     grpc_listeners: Memo<(String, String), ()>,
     grpc_routes: Memo<(String, String), RouteInputs>,
-    /// Services' own ingress listeners, by (ingress class, policy): node types with the same
-    /// ingress listener and `[mtls]` share them.
-    /// By (ingress class, the policy's hash, which of the class's listeners), with the policy.
+    /// Services' own ingress listeners, by (ingress class, the policy's hash, which of the
+    /// class's listeners), with the policy: node types with the same ingress listener and
+    /// `[mtls]` share them.
     ingresses: Memo<(u64, u64, usize), IngressPolicy>,
     /// By ingress class and policy shape, the template's ingress listener secured but for the
     /// RBAC rules' callers.

@@ -13,6 +13,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+
 use super::{Encodings, Synthesis};
 use crate::inventory::{AllowFrom, AuthzMode, Cluster, Inventory, MtlsMode, Source, Workload};
 use crate::snapshot::{EncodedResource, ResourceType, Snapshot};
@@ -21,7 +23,6 @@ use crate::synthesize::grpc_server::server_listener;
 use crate::synthesize::security::{secured_ingress, Callers, IngressPolicy, PreparedIngress};
 use crate::synthesize::templates::{Mtls, NodeTemplate};
 use crate::synthesize::BackendSet;
-use envoy_types::pb::envoy::config::listener::v3::Listener;
 
 /// By the name an Envoy states (a cluster's or its ECS service's), its ingress policy and
 /// that policy as a snapshot key shows it.
@@ -258,11 +259,7 @@ fn ingress_class(template: &NodeTemplate, mtls: &Mtls) -> u64 {
     use prost::Message;
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    let name = mtls.ingress_listener.as_deref();
-    let listener = template
-        .listeners
-        .iter()
-        .find(|l| Some(l.name.as_str()) == name);
+    let listener = template_ingress(template, mtls);
     listener.map(|l| l.encode_to_vec()).hash(&mut hasher);
     (template.grpc, &template.grpc_servers).hash(&mut hasher);
     mtls.hash(&mut hasher);
