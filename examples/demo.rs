@@ -18,7 +18,10 @@
 //!    certificates, orders is tagged `ecs-xds.allow-from = web`, and three Envoys on 127.0.0.1
 //!    (served by a second ecs-xds from a saved inventory) show web's call answered over mTLS
 //!    and api's refused by orders' RBAC;
-//! 7. stops everything it started.
+//! 7. transparent interception (`demo/interception.rs`): orders is tagged
+//!    `ecs-xds.hosts = orders.demo.local`, and an Envoy of node type `intercepted` shows the
+//!    listener for redirected traffic: HTTP by `Host` (with that name), TCP by task address;
+//! 8. stops everything it started.
 //!
 //! ecs-xds serves xDS with `xds.tls` on and `client_auth = "optional"` (the migration switch):
 //! an Envoy that opens with TLS and a client certificate is verified, and the certificate names
@@ -37,6 +40,8 @@ mod envoy;
 #[allow(dead_code)]
 #[path = "../tests/support/http.rs"]
 mod http;
+#[path = "demo/interception.rs"]
+mod interception;
 #[path = "../tests/support/moto.rs"]
 mod moto;
 #[path = "demo/mtls.rs"]
@@ -149,6 +154,7 @@ async fn demo() {
     };
     workload_identity(&mesh).await;
     mtls::between_services(&mesh).await;
+    interception::show_interception(&emulator, xds).await;
     web.stop().await;
 
     envoy.stop().await;
@@ -207,6 +213,17 @@ fn write_config(dir: &Path, endpoint: &str, egress: u16) -> std::path::PathBuf {
         .replace("\"0.0.0.0\"", "\"127.0.0.1\"");
     std::fs::create_dir_all(dir.join("templates")).unwrap();
     std::fs::write(dir.join("templates/sidecar.toml"), sidecar).unwrap();
+    // The project's intercepted template, its egress on a free port and no ingress (the demo
+    // redirects nothing into it).
+    let intercepted =
+        std::fs::read_to_string(moto::repo_root().join("config/templates/intercepted.toml"))
+            .unwrap()
+            .replace(
+                "egress_port = 15001",
+                &format!("egress_port = {}", envoy::free_port()),
+            )
+            .replace("app_ports = [9080]", "app_ports = []");
+    std::fs::write(dir.join("templates/intercepted.toml"), intercepted).unwrap();
     config
 }
 

@@ -266,6 +266,33 @@ pub struct RoutePolicy {
     /// Canary or blue/green: traffic shares by task-definition revision, in the order written.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub weights: Vec<RevisionWeight>,
+    /// More names apps call it by (`<prefix>hosts`, e.g. `orders.prod.local`): domains of its
+    /// virtual host on a node type that intercepts the app's traffic.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// What its apps speak (`<prefix>protocol`); `None`: HTTP, or TCP where it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<Protocol>,
+}
+
+/// What a service's port speaks, for redirected traffic: `Tcp` is never inspected for HTTP
+/// (a database whose server speaks first would wait for the inspector's timeout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    Http,
+    Tcp,
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "http" => Ok(Self::Http),
+            "tcp" => Ok(Self::Tcp),
+            _ => Err(format!("unknown protocol `{s}` (http, tcp)")),
+        }
+    }
 }
 
 impl RoutePolicy {

@@ -32,6 +32,7 @@ pub mod clusters;
 pub mod endpoints;
 pub mod grpc;
 pub mod grpc_server;
+pub mod interception;
 pub mod listeners;
 mod pushed;
 pub mod routes;

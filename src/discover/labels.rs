@@ -32,6 +32,8 @@
 //! | `mtls` | `strict`, `permissive`, `off` | how its Envoy takes connections and how callers connect to it (over the node type's `[mtls] mode`) |
 //! | `allow-from` | ECS service names, spaces or commas | only these services' Envoys may call it (RBAC on its ingress); a bad value keeps its previous policy |
 //! | `authz` | `enforce`, `shadow` | `shadow`: the rules are evaluated and counted, not enforced; a bad value keeps its previous mode |
+//! | `hosts` | host names, spaces or commas (`orders.prod.local checkout`) | more domains of its virtual host where the app's traffic is intercepted (`[interception]`) |
+//! | `protocol` | `http`, `tcp` | `tcp`: redirected connections to it are never inspected for HTTP (a server that speaks first, like MySQL's) |
 //!
 //! Booleans are `true`/`yes`/`1` and `false`/`no`/`0`, in any case. Lists take spaces as well as
 //! commas because ECS tag values cannot hold a comma (letters, digits, spaces and
@@ -47,12 +49,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::aws::ContainerDef;
 use crate::inventory::{
     parse_allow_from, parse_authz, AllowFrom, AuthzMode, ClusterOverrides, LbPolicy, MtlsMode,
-    RoutePolicy, Security,
+    Protocol, RoutePolicy, Security,
 };
 
 mod values;
 
-use values::{boolean, count, duration, retry_on, weights};
+use values::{boolean, count, duration, hosts, retry_on, weights};
 
 /// What a service asks for with its service-wide keys, parsed.
 #[derive(Debug, Clone, PartialEq)]
@@ -216,6 +218,8 @@ impl<'a> Labels<'a> {
             retry_on: self.at(v, "retry-on", retry_on),
             per_try_timeout: self.at(v, "per-try-timeout", duration),
             weights: self.at(v, "weights", weights).unwrap_or_default(),
+            hosts: self.at(v, "hosts", hosts).unwrap_or_default(),
+            protocol: self.at(v, "protocol", |v| v.parse::<Protocol>()),
         }
     }
 
@@ -266,6 +270,8 @@ const SERVICE_KEYS: &[&str] = &[
     "mtls",
     "allow-from",
     "authz",
+    "hosts",
+    "protocol",
 ];
 
 #[cfg(test)]

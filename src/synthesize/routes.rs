@@ -39,7 +39,7 @@ pub fn generated_routes(
 ) -> RouteConfiguration {
     let mut hosts: Vec<VirtualHost> = clusters
         .iter()
-        .map(|(name, cluster)| virtual_host(spec, defaults, name, cluster))
+        .map(|(name, cluster)| virtual_host(domains(spec, name), defaults, name, cluster))
         .collect();
     // Envoy refuses a whole route configuration with a domain twice, and a declared name is
     // free text (`orders:80` would repeat a served host's domain): such a 503 host is dropped.
@@ -91,13 +91,14 @@ fn not_discovered(spec: &GeneratedRoutes, name: &str) -> VirtualHost {
     }
 }
 
-fn virtual_host(
-    spec: &GeneratedRoutes,
+/// The virtual host of the service `name` on `domains`: its route policy over `defaults`, and
+/// its weighted split with the routes pinning a revision.
+pub fn virtual_host(
+    domains: Vec<String>,
     defaults: &RouteAction,
     name: &str,
     cluster: &inventory::Cluster,
 ) -> VirtualHost {
-    let domains = domains(spec, name);
     let action = with_policy(defaults.clone(), &cluster.route);
     let split = live_weights(cluster);
     let mut routes: Vec<Route> = Vec::new();

@@ -100,6 +100,9 @@ struct Encodings {
     /// cluster name).
     grpc_listeners: Memo<(String, String), ()>,
     grpc_routes: Memo<(String, String), RouteInputs>,
+    /// By (node type, backend set), the egress listener and route configuration for
+    /// redirected traffic (`[interception]`), with the domains two services claimed.
+    intercepted: Memo<(String, Option<String>), InterceptionInputs, Intercepted>,
     /// Services' own ingress listeners, by (ingress class, the policy's hash, which of the
     /// class's listeners), with the policy: node types with the same ingress listener and
     /// `[mtls]` share them.
@@ -127,6 +130,17 @@ type RouteInputs = (String, RoutePolicy, Vec<u32>);
 /// What a generated route configuration is made from: its virtual hosts' inputs, and the
 /// declared backends nobody serves (a 503 host each).
 type GeneratedInputs = (Vec<RouteInputs>, Vec<String>);
+
+/// What the egress for redirected traffic is made from: per service, its route's inputs,
+/// where it came from (a Cloud Map name is a domain) and its endpoints' addresses.
+type InterceptionInputs = Vec<(RouteInputs, inventory::Source, Vec<(String, u16)>)>;
+/// The egress listener and route configuration for redirected traffic, and the (service,
+/// domain) pairs left out because an earlier service has the domain.
+type Intercepted = (
+    Arc<EncodedResource>,
+    Arc<EncodedResource>,
+    Vec<(String, String)>,
+);
 
 /// A discovered cluster encoded by this synthesis: its key and what it was made from.
 type FreshCluster = ((usize, String), ClusterInputs);
@@ -270,6 +284,7 @@ impl Synthesizer {
         self.encodings.generated.end_round();
         self.encodings.grpc_listeners.end_round();
         self.encodings.grpc_routes.end_round();
+        self.encodings.intercepted.end_round();
         self.encodings.ingresses.end_round();
         self.encodings.prepared_ingresses.end_round();
         out
@@ -365,6 +380,8 @@ mod grpc_server_tests;
 #[cfg(test)]
 mod grpc_tests;
 mod ingress;
+#[cfg(test)]
+mod interception_tests;
 mod memo;
 mod node;
 #[cfg(test)]

@@ -24,6 +24,7 @@
 //! [[clusters]]                  # static extra clusters (endpoints written inline)
 //! [mtls]                        # mutual TLS and its ingress listener (`templates/security.rs`)
 //! [authz]                       # who may call a service without `allow-from`
+//! [interception]                # serve traffic ECS's proxyConfiguration redirects (`templates/interception.rs`)
 //! ```
 //!
 //! Loading checks everything against Envoy's descriptors and reports every problem at once, each
@@ -31,6 +32,7 @@
 //! endpoints, so `cluster_defaults` may not set them.
 
 mod grpc;
+mod interception;
 mod on_demand;
 mod security;
 pub(crate) mod toml_json;
@@ -51,6 +53,7 @@ use crate::envoy_json::{self, check_names, resources, FieldError, FieldPath};
 use crate::problem::{Problem, Problems};
 use crate::snapshot::{InconsistentSnapshot, Snapshot};
 pub use grpc::ServerListener;
+pub use interception::Interception;
 pub use security::Mtls;
 use toml_json::Located;
 
@@ -95,6 +98,9 @@ pub struct NodeTemplate {
     /// The Envoy bootstrap's cluster to ecs-xds, through which rules in shadow report the
     /// requests they would deny (`[authz] shadow_log_cluster`); `None`: Envoy's stats only.
     pub shadow_log_cluster: Option<String>,
+    /// The app's traffic is redirected into Envoy (`[interception]`): its listeners and
+    /// clusters are generated (`synthesize::interception`).
+    pub interception: Option<Interception>,
     pub scope: Scope,
     pub generated_routes: Option<GeneratedRoutes>,
     /// Clusters the template's routes send to: (cluster, route configuration).
@@ -269,6 +275,7 @@ const SECTIONS: &[&str] = &[
     "on_demand",
     "mtls",
     "authz",
+    "interception",
     "scope",
     "generated_routes",
 ];
@@ -381,6 +388,26 @@ impl NodeTemplate {
         let shadow_log_cluster = authz.and_then(|a| a.shadow_log_cluster(&mut errors));
         let scope = scope(root.get("scope"), &mut errors);
         let generated_routes = section::<GeneratedRoutes>(&root, "generated_routes", &mut errors);
+        let context = interception::Context {
+            listeners: &listeners,
+            resource_names: (listeners.iter().map(|l| l.name.as_str()))
+                .chain(routes.iter().map(|r| r.name.as_str()))
+                .chain(clusters.iter().map(|c| c.name.as_str()))
+                .chain(generated_routes.iter().map(|g| g.name.as_str()))
+                .collect(),
+            grpc,
+            mtls: mtls.is_some(),
+        };
+        let interception =
+            section::<interception::InterceptionSpec>(&root, "interception", &mut errors)
+                .and_then(|spec| spec.check(&context, &mut errors));
+        let (mut listeners, mut clusters) = (listeners, clusters);
+        if let Some(spec) = &interception {
+            let (more_listeners, more_clusters) =
+                crate::synthesize::interception::static_resources(spec);
+            listeners.extend(more_listeners);
+            clusters.extend(more_clusters);
+        }
         let mut template = NodeTemplate {
             file: file.to_owned(),
             route_clusters: route_clusters(&routes),
@@ -396,6 +423,7 @@ impl NodeTemplate {
             mtls,
             deny_by_default,
             shadow_log_cluster,
+            interception,
             scope,
             generated_routes,
         };

@@ -427,10 +427,19 @@ pub fn xds_tls(bundle: &Path, certs: Option<&Path>, trust_domain: &str) -> Value
 }
 
 /// A free TCP port on 127.0.0.1 (bound, read, released).
+/// A port free now, from below Linux's ephemeral range (32768 to 60999). Connections the tests
+/// make take their local ports from that range, so with ports from it one of them could take
+/// the port between now and the moment a test's server binds it (seen in CI as an Envoy whose
+/// ingress listener could not bind). Each test process has its own stretch of ports.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    const STRETCH: u16 = 1500;
+    let base = 20000 + (std::process::id() % 8) as u16 * STRETCH;
+    for _ in 0..STRETCH {
+        let port = base + NEXT.fetch_add(1, Ordering::Relaxed) % STRETCH;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port from {base} to {}", base + STRETCH - 1);
 }

@@ -91,3 +91,31 @@ pub(super) fn weights(value: &str) -> Result<Vec<RevisionWeight>, String> {
     }
     Ok(out)
 }
+
+/// Host names apps call a service by (`orders.prod.local checkout`): DNS names, lowercased, each
+/// once, optionally with `:port`; a leading `*.` matches any subdomain, as in Envoy's domains.
+pub(super) fn hosts(value: &str) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = Vec::new();
+    for host in items(value) {
+        let (name, port) = host.rsplit_once(':').unwrap_or((host, ""));
+        let plain = name.strip_prefix("*.").unwrap_or(name);
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        };
+        if !plain.split('.').all(label_ok) || (!port.is_empty() && port.parse::<u16>().is_err()) {
+            return Err(format!(
+                "`{host}` is not a host name (e.g. `orders.prod.local`)"
+            ));
+        }
+        let host = host.to_ascii_lowercase();
+        if !out.contains(&host) {
+            out.push(host);
+        }
+    }
+    match out.is_empty() {
+        true => Err("empty".to_owned()),
+        false => Ok(out),
+    }
+}

@@ -133,7 +133,7 @@ fn every_node_type_gets_a_consistent_snapshot() {
     let synthesis = synthesize(&three_services(), &templates);
     assert_eq!(
         synthesis.snapshots.keys().collect::<Vec<_>>(),
-        ["grpc", "ingress", "sidecar"]
+        ["grpc", "ingress", "intercepted", "sidecar"]
     );
     for snapshot in synthesis.snapshots.values() {
         snapshot.check_consistency().unwrap();

@@ -56,7 +56,7 @@ fn example_templates_load() {
     let templates = Templates::load_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         templates.node_types().collect::<Vec<_>>(),
-        ["grpc", "ingress", "sidecar"]
+        ["grpc", "ingress", "intercepted", "sidecar"]
     );
     assert!(templates.get("grpc").unwrap().grpc);
     let sidecar = templates.get("sidecar").unwrap();
