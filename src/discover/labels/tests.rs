@@ -188,3 +188,32 @@ fn security_tags_are_read_and_a_bad_one_is_marked_invalid_not_dropped() {
     let (none, _) = security(&[]);
     assert!(none.is_empty());
 }
+
+#[test]
+fn hosts_and_protocol_tags_name_a_service_for_redirected_traffic() {
+    let tags = [
+        ("hosts", "Orders.prod.local checkout:8080 *.orders.internal"),
+        ("protocol", "TCP"),
+    ];
+    let ((route, ..), warnings) = parsed(&tags);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let hosts = ["orders.prod.local", "checkout:8080", "*.orders.internal"];
+    assert_eq!(route.hosts, hosts.map(String::from));
+    assert_eq!(route.protocol, Some(Protocol::Tcp));
+    let ((route, ..), warnings) = parsed(&[("hosts", "orders/prod"), ("protocol", "udp")]);
+    assert_eq!((route.hosts.len(), route.protocol), (0, None));
+    let hosts = warnings
+        .iter()
+        .find(|w| w.contains("ecs-xds.hosts"))
+        .unwrap();
+    assert!(
+        hosts.contains("`orders/prod` is not a host name"),
+        "{hosts}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("ecs-xds.protocol=`udp`")),
+        "{warnings:?}"
+    );
+}
