@@ -32,6 +32,25 @@ if ! [[ -f "$node_dir/node_modules/@grpc/grpc-js-xds/package.json" ]] \
     "@grpc/grpc-js@$grpc_js_version" "@grpc/grpc-js-xds@$grpc_js_xds_version" >/dev/null
 fi
 
+# The interception tests (tests/interception.rs) redirect traffic with iptables inside network
+# namespaces they make, which needs root.
+have_iptables() { command -v iptables >/dev/null 2>&1 || [[ -x /usr/sbin/iptables || -x /sbin/iptables ]]; }
+if ! have_iptables; then
+  if [[ "$(id -u)" == 0 ]]; then
+    echo "setup-test-env: installing iptables (apt-get install -y iptables)"
+    if ! apt-get install -y iptables >/dev/null; then
+      echo "setup-test-env: apt-get install failed; running apt-get update, then retrying"
+      apt-get update >/dev/null
+      apt-get install -y iptables >/dev/null
+    fi
+  else
+    echo "setup-test-env: note: iptables is missing and we are not root; the interception tests" \
+      "(tests/interception.rs) need root and iptables and will fail without them"
+  fi
+elif [[ "$(id -u)" != 0 ]]; then
+  echo "setup-test-env: note: the interception tests (tests/interception.rs) need root"
+fi
+
 envoy_bin="$(echo "$venv"/lib/python3*/site-packages/envoy/_bin/envoy)"
 [[ -x "$envoy_bin" ]] || { echo "setup-test-env: envoy binary not found at $envoy_bin" >&2; exit 1; }
 "$envoy_bin" --version >/dev/null

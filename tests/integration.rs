@@ -21,6 +21,7 @@ mod events_e2e;
 mod grpc_clients;
 mod grpc_servers;
 mod identity_e2e;
+mod interception;
 mod mtls_e2e;
 mod push_e2e;
 mod push_shared;

@@ -13,6 +13,7 @@ pub mod fault_proxy;
 pub mod grpc;
 pub mod http;
 pub mod moto;
+pub mod netns;
 pub mod settings;
 pub mod templates;
 pub mod xds;

@@ -220,14 +220,21 @@ fn a_task_that_stops_leaves_the_chains_and_a_health_change_re_encodes_nothing() 
     let drained = synthesizer.synthesize(&inventory);
     let egress = |s: &Synthesis, ty| s.snapshots["app"].of(ty).get(EGRESS).unwrap().clone();
     for ty in [ResourceType::Listener, ResourceType::Route] {
-        assert!(std::sync::Arc::ptr_eq(&egress(&before, ty), &egress(&drained, ty)));
+        assert!(std::sync::Arc::ptr_eq(
+            &egress(&before, ty),
+            &egress(&drained, ty)
+        ));
     }
     let orders = inventory.clusters.get_mut("orders").unwrap();
     orders.endpoints.retain(|e| e.address != "10.0.0.1");
     let after = synthesizer.synthesize(&inventory);
     let addresses = |s: &Synthesis| chains(&listener(&s.snapshots["app"], EGRESS)).join("\n");
     assert!(addresses(&before).contains("10.0.0.1"));
-    assert!(!addresses(&after).contains("10.0.0.1"), "{}", addresses(&after));
+    assert!(
+        !addresses(&after).contains("10.0.0.1"),
+        "{}",
+        addresses(&after)
+    );
 }
 
 fn refused(extra: &str) -> String {
