@@ -85,6 +85,10 @@ fn inventory() -> Inventory {
 /// The example sidecar (every service), an edge that exposes 100 of them, and a gateway with
 /// other cluster defaults (every service, so its clusters are encoded apart from the sidecar's).
 fn templates() -> Templates {
+    parse(&template_files())
+}
+
+fn template_files() -> Vec<(&'static str, String)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/templates");
     let sidecar = std::fs::read_to_string(dir.join("sidecar.toml")).unwrap();
     let ingress = std::fs::read_to_string(dir.join("ingress.toml"))
@@ -98,12 +102,43 @@ fn templates() -> Templates {
     let gateway = sidecar
         .replace("connect_timeout = \"1s\"", "connect_timeout = \"2s\"")
         .replace("port_value = 15001", "port_value = 16001");
-    let files = [
+    vec![
         ("gateway.toml", gateway),
         ("ingress.toml", ingress),
         ("sidecar.toml", sidecar),
-    ];
-    parse(&files)
+    ]
+}
+
+/// What a node type with `[interception]` (the project's `intercepted`, every service in
+/// scope) adds: a cold synthesis with it against one without, and a task that moves (a new
+/// address: its egress listener and routes are rebuilt) against a cold synthesis.
+fn interception_ratio() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/templates");
+    let intercepted = std::fs::read_to_string(dir.join("intercepted.toml")).unwrap();
+    let mut files = template_files();
+    files.push(("intercepted.toml", intercepted));
+    let (plain, with) = (templates(), parse(&files));
+    let base = inventory();
+    let cold = |t: &Templates| median(9, || Synthesizer::new(t.clone()).synthesize(&base));
+    let (without_time, with_time) = (cold(&plain), cold(&with));
+    let mut moved = base.clone();
+    moved.clusters.get_mut("svc-0500").unwrap().endpoints[3].address = "10.99.0.1".into();
+    let mut synthesizer = Synthesizer::new(with);
+    synthesizer.synthesize(&base);
+    let mut flip = false;
+    let changed = median(15, || {
+        flip = !flip;
+        synthesizer.synthesize(if flip { &moved } else { &base })
+    });
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    eprintln!(
+        "synthesize interception: cold {:.1} ms with an intercepted node type, {:.1} ms without ({:.2}x); a task that moves {:.1} ms ({:.3}x the cold one)",
+        ms(with_time),
+        ms(without_time),
+        with_time.as_secs_f64() / without_time.as_secs_f64(),
+        ms(changed),
+        changed.as_secs_f64() / with_time.as_secs_f64(),
+    );
 }
 
 /// [`templates`] with the sidecar and gateway zone-aware, and route defaults with a retry.
@@ -347,6 +382,7 @@ fn bench(c: &mut Criterion) {
     ratio("plain", &templates(), &inventory());
     ratio("policy", &policy_templates(), &policy_inventory());
     authz_ratio();
+    interception_ratio();
     // One changed task re-encodes its service's endpoints; with zones, also the assignment of
     // each of the 3 zones (shared by the two zone-aware node types).
     bench_case(c, "", templates(), inventory(), 1);

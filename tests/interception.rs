@@ -116,3 +116,54 @@ async fn ecs_proxy_configuration_redirects_the_apps_traffic_into_envoy_but_not_e
     );
     assert_eq!(envoy.stat("cluster.app.upstream_cx_total").await, 1);
 }
+
+/// deploy/ecs's task definition and the project's `intercepted` template agree: the ports ECS
+/// redirects to are the ones the template's listeners take, the app port is an app port, Envoy
+/// runs as the ignored uid and the credentials and metadata addresses are not redirected.
+#[test]
+fn the_deploy_task_definition_redirects_to_the_intercepted_templates_ports() {
+    let root = support::moto::repo_root();
+    let read = |path: &str| std::fs::read_to_string(root.join(path)).unwrap();
+    let task: Value =
+        serde_json::from_str(&read("deploy/ecs/app-task-def-interception.json")).unwrap();
+    let template: toml::Table = read("config/templates/intercepted.toml").parse().unwrap();
+    let interception = &template["interception"];
+    let proxy = &task["proxyConfiguration"];
+    assert_eq!(proxy["type"], "APPMESH");
+    let property = |name: &str| {
+        let properties = proxy["properties"].as_array().unwrap();
+        let found = properties.iter().find(|p| p["name"] == name);
+        found.unwrap_or_else(|| panic!("no {name}"))["value"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let port = |key: &str| interception[key].as_integer().unwrap().to_string();
+    assert_eq!(property("ProxyEgressPort"), port("egress_port"));
+    assert_eq!(property("ProxyIngressPort"), port("ingress_port"));
+    let app_ports: Vec<String> = (interception["app_ports"].as_array().unwrap().iter())
+        .map(|p| p.as_integer().unwrap().to_string())
+        .collect();
+    assert_eq!(property("AppPorts"), app_ports.join(","));
+    assert_eq!(property("IgnoredUID"), ENVOY_UID.to_string());
+    assert_eq!(
+        property("EgressIgnoredIPs"),
+        "169.254.170.2,169.254.169.254"
+    );
+    let containers = task["containerDefinitions"].as_array().unwrap();
+    let envoy = containers
+        .iter()
+        .find(|c| c["name"] == proxy["containerName"])
+        .unwrap();
+    assert_eq!(envoy["user"], ENVOY_UID.to_string());
+    let init = containers
+        .iter()
+        .find(|c| c["name"] == "envoy-init")
+        .unwrap();
+    assert!(
+        init["environment"]
+            .to_string()
+            .contains(r#""value":"intercepted""#),
+        "{init}"
+    );
+}

@@ -8,7 +8,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use ecs_xds::inventory::{
-    Cluster, ClusterOverrides, Endpoint, Health, Inventory, Locality, Protocol, RoutePolicy, Source,
+    Cluster, ClusterOverrides, Endpoint, Health, Inventory, Locality, Protocol, RevisionWeight,
+    RoutePolicy, Source,
 };
 
 use crate::support;
@@ -58,7 +59,7 @@ impl Task {
         ns.proxy_configuration(&ProxyConfiguration::ecs_defaults(&[APP_PORT]));
         let dir = tempfile::tempdir().unwrap();
         write_template(dir.path(), node_type, outbound);
-        write_inventory(dir.path(), DB_A);
+        write_inventory(dir.path(), DB_A, orders_policy());
         let xds = start_ecs_xds(&ns, dir.path());
         let at: SocketAddr = format!("{PEER_ADDR}:{XDS_PORT}").parse().unwrap();
         let bootstrap = bootstrap_json(&format!("{node_type}-1"), at, AdsMode::Sotw);
@@ -81,7 +82,8 @@ impl Task {
         self.envoy.stat(name).await
     }
 
-    /// Waits until the egress listener Envoy holds (as JSON text) passes `check`.
+    /// Waits until Envoy holds the egress listener and its config dump (as JSON text) passes
+    /// `check`.
     async fn wait_for_chains(&self, check: impl Fn(&str) -> bool) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
@@ -113,6 +115,7 @@ fn write_template(dir: &Path, node_type: &str, outbound: &str) {
     std::fs::write(file, text + retry_elsewhere).unwrap();
 }
 
+/// A task; orders' two tasks are of revisions 1 (orders-a) and 2 (orders-b).
 fn endpoint(address: &str, port: u16) -> Endpoint {
     Endpoint {
         address: address.into(),
@@ -124,7 +127,11 @@ fn endpoint(address: &str, port: u16) -> Endpoint {
         },
         weight: 1,
         id: format!("task-{address}"),
-        revision: None,
+        revision: match address {
+            ORDERS_A => Some(1),
+            ORDERS_B => Some(2),
+            _ => None,
+        },
         deployment: None,
     }
 }
@@ -145,14 +152,18 @@ fn service(name: &str, route: RoutePolicy, endpoints: Vec<Endpoint>) -> Cluster 
     }
 }
 
-/// orders (two tasks, called `orders.prod.local`, 2 retries) and db (TCP, its one task at
-/// `db_task`), in one rename: the daemon follows the file.
-fn write_inventory(dir: &Path, db_task: &str) {
-    let orders = RoutePolicy {
+/// orders' tags: called `orders.prod.local`, 2 retries.
+fn orders_policy() -> RoutePolicy {
+    RoutePolicy {
         retries: Some(2),
         hosts: vec!["orders.prod.local".into()],
         ..Default::default()
-    };
+    }
+}
+
+/// orders (two tasks, tagged `orders`) and db (TCP, its one task at `db_task`), in one rename:
+/// the daemon follows the file.
+fn write_inventory(dir: &Path, db_task: &str, orders: RoutePolicy) {
     let orders = service(
         "orders",
         orders,
@@ -219,6 +230,25 @@ async fn the_app_reaches_services_by_name_and_address_with_no_proxy_setting() {
     }
     assert!(task.stat("cluster.orders.upstream_rq_retry").await >= 1);
     assert!(task.stat("cluster.orders.upstream_rq_total").await >= 20);
+    // orders' weights apply too: all to revision 2 (orders-b), with no retries left to hide
+    // a request sent to orders-a.
+    let weighted = RoutePolicy {
+        retries: Some(0),
+        weights: vec![RevisionWeight {
+            revision: 2,
+            weight: 100,
+        }],
+        ..orders_policy()
+    };
+    write_inventory(task.dir.path(), DB_A, weighted);
+    task.wait_for_chains(|dump| dump.contains("weighted_clusters"))
+        .await;
+    let retried = task.stat("cluster.orders.upstream_rq_retry").await;
+    for _ in 0..20 {
+        let answer = task.get(&by_name, Some("orders.prod.local:8080")).await;
+        assert!(answer.starts_with("200 orders-b\n"), "{answer:?}");
+    }
+    assert_eq!(task.stat("cluster.orders.upstream_rq_retry").await, retried);
     // HTTP to an address no service has, but for orders' name, still goes to orders.
     let elsewhere = task
         .get(&format!("http://{OUTSIDE}/"), Some("orders.prod.local"))
@@ -272,7 +302,7 @@ async fn a_task_that_stops_leaves_the_filter_chains_and_a_new_one_joins() {
     assert_eq!(task.ns.tcp(Who::App, DB_A, 5432).await.trim(), "db-a");
     assert_eq!(task.stat("cluster.db.upstream_cx_total").await, 1);
     // db's task moves: the old address leaves db's chain, the new one joins it.
-    write_inventory(task.dir.path(), DB_B);
+    write_inventory(task.dir.path(), DB_B, orders_policy());
     task.wait_for_chains(|chains| chains.contains(DB_B) && !chains.contains(DB_A))
         .await;
     assert_eq!(task.ns.tcp(Who::App, DB_B, 5432).await.trim(), "db-b");

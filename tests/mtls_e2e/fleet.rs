@@ -283,10 +283,28 @@ impl Fleet {
             if got == status {
                 return body;
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{caller} → {callee}: {got} {body:?}, waiting for {status}"
-            );
+            if tokio::time::Instant::now() >= deadline {
+                // What tells a refused listener (a port taken) from a failed handshake.
+                let (from, to) = (self.envoy(caller), self.envoy(callee));
+                let rejected = "listener_manager.lds.update_rejected";
+                let facts = [
+                    (caller, rejected.to_owned(), from.stat(rejected).await),
+                    (callee, rejected.to_owned(), to.stat(rejected).await),
+                    (
+                        caller,
+                        format!("cluster.{callee}.upstream_cx_connect_fail"),
+                        from.stat(&format!("cluster.{callee}.upstream_cx_connect_fail"))
+                            .await,
+                    ),
+                    (
+                        caller,
+                        format!("cluster.{callee}.ssl.connection_error"),
+                        from.stat(&format!("cluster.{callee}.ssl.connection_error"))
+                            .await,
+                    ),
+                ];
+                panic!("{caller} → {callee}: {got} {body:?}, waiting for {status}; {facts:?}");
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
