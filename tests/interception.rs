@@ -9,6 +9,7 @@
 //! app.
 
 mod mesh;
+mod secured;
 
 use crate::support;
 

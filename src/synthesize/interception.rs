@@ -77,15 +77,17 @@ pub fn app_cluster_name(port: u16) -> String {
 }
 
 /// What the node type's template gains: the ingress listener (when there are app ports) and
-/// the passthrough and app clusters. They depend on no discovery.
-pub fn static_resources(spec: &Interception) -> (Vec<Listener>, Vec<Cluster>) {
+/// the passthrough and app clusters. They depend on no discovery. A `secured` ingress (the
+/// node type has `[mtls]`, which wraps each chain in TLS and RBAC) takes every connection as
+/// TCP: the HTTP inspector cannot see into TLS.
+pub fn static_resources(spec: &Interception, secured: bool) -> (Vec<Listener>, Vec<Cluster>) {
     let mut clusters: Vec<Cluster> = spec.app_ports.iter().map(|p| app_cluster(*p)).collect();
     if !spec.registry_only {
         clusters.push(passthrough_cluster());
     }
     let listeners = match spec.app_ports.is_empty() {
         true => Vec::new(),
-        false => vec![ingress_listener(spec)],
+        false => vec![ingress_listener(spec, secured)],
     };
     (listeners, clusters)
 }
@@ -382,10 +384,19 @@ fn prefix_route(action: Action) -> Route {
 
 /// Redirected connections to the app's ports, to the app on 127.0.0.1: HTTP through a
 /// connection manager that tells the app who called (`X-Forwarded-For`), the rest as is.
-fn ingress_listener(spec: &Interception) -> Listener {
+fn ingress_listener(spec: &Interception, secured: bool) -> Listener {
     let mut chains = Vec::new();
     for port in &spec.app_ports {
         let cluster = app_cluster_name(*port);
+        if secured {
+            chains.push(tcp_chain(
+                &format!("tcp:{port}"),
+                Some(*port),
+                &[],
+                &cluster,
+            ));
+            continue;
+        }
         let mut hcm = rds_connection_manager("interception_ingress", "");
         hcm.use_remote_address = Some(BoolValue { value: true });
         hcm.route_specifier = Some(RouteSpecifier::RouteConfig(RouteConfiguration {
@@ -419,10 +430,14 @@ fn ingress_listener(spec: &Interception) -> Listener {
             &cluster,
         ));
     }
+    let mut filters = vec![original_dst()];
+    if !secured {
+        filters = listener_filters(&[]);
+    }
     Listener {
         name: INGRESS.to_owned(),
         address: Some(socket_address("0.0.0.0", spec.ingress_port)),
-        listener_filters: listener_filters(&[]),
+        listener_filters: filters,
         listener_filters_timeout: Some(duration(INSPECTOR_TIMEOUT)),
         continue_on_listener_filters_timeout: true,
         filter_chains: chains,

@@ -328,6 +328,38 @@ fn everything() -> Vec<String> {
     vec!["*".to_owned()]
 }
 
+/// `[interception]`, checked against the rest of the template, and the template's listeners
+/// and clusters with the ones it generates up front (its ingress, the passthrough and the
+/// app's clusters; secured ingress takes TCP only when `[mtls]` is there).
+fn intercepted(
+    root: &serde_json::Map<String, Value>,
+    (listeners, routes, clusters): (Vec<Listener>, &[RouteConfiguration], Vec<Cluster>),
+    generated_routes: &Option<GeneratedRoutes>,
+    grpc: bool,
+    errors: &mut Vec<FieldError>,
+) -> (Option<Interception>, Vec<Listener>, Vec<Cluster>) {
+    let context = interception::Context {
+        listeners: &listeners,
+        resource_names: (listeners.iter().map(|l| l.name.as_str()))
+            .chain(routes.iter().map(|r| r.name.as_str()))
+            .chain(clusters.iter().map(|c| c.name.as_str()))
+            .chain(generated_routes.iter().map(|g| g.name.as_str()))
+            .collect(),
+        grpc,
+    };
+    let spec = section::<interception::InterceptionSpec>(root, "interception", errors);
+    let interception = spec.and_then(|spec| spec.check(&context, errors));
+    let (mut listeners, mut clusters) = (listeners, clusters);
+    if let Some(spec) = &interception {
+        let secured = root.contains_key("mtls");
+        let (more_listeners, more_clusters) =
+            crate::synthesize::interception::static_resources(spec, secured);
+        listeners.extend(more_listeners);
+        clusters.extend(more_clusters);
+    }
+    (interception, listeners, clusters)
+}
+
 impl NodeTemplate {
     /// Parses one template file. Every problem is reported, each with its line and field path.
     pub fn parse(file: &Path, text: &str) -> Result<NodeTemplate, Vec<Problem>> {
@@ -380,34 +412,27 @@ impl NodeTemplate {
             .unwrap_or_default();
         let on_demand =
             section::<ZoneAware>(&root, "on_demand", &mut errors).is_some_and(|o| o.enabled);
+        let generated_routes = section::<GeneratedRoutes>(&root, "generated_routes", &mut errors);
+        let (interception, listeners, clusters) = intercepted(
+            &root,
+            (listeners, &routes, clusters),
+            &generated_routes,
+            grpc,
+            &mut errors,
+        );
         let names: Vec<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
-        let mtls = section::<security::MtlsSpec>(&root, "mtls", &mut errors)
+        let mut mtls = section::<security::MtlsSpec>(&root, "mtls", &mut errors)
             .and_then(|spec| spec.check(&names, grpc, &mut errors));
+        // Redirected calls arrive on the generated ingress: that is the one to secure.
+        if let (Some(mtls), Some(i)) = (&mut mtls, &interception) {
+            if mtls.ingress_listener.is_none() && !i.app_ports.is_empty() {
+                mtls.ingress_listener = Some(crate::synthesize::interception::INGRESS.to_owned());
+            }
+        }
         let authz = section::<security::AuthzSpec>(&root, "authz", &mut errors);
         let deny_by_default = authz.as_ref().is_some_and(|a| a.deny_by_default());
         let shadow_log_cluster = authz.and_then(|a| a.shadow_log_cluster(&mut errors));
         let scope = scope(root.get("scope"), &mut errors);
-        let generated_routes = section::<GeneratedRoutes>(&root, "generated_routes", &mut errors);
-        let context = interception::Context {
-            listeners: &listeners,
-            resource_names: (listeners.iter().map(|l| l.name.as_str()))
-                .chain(routes.iter().map(|r| r.name.as_str()))
-                .chain(clusters.iter().map(|c| c.name.as_str()))
-                .chain(generated_routes.iter().map(|g| g.name.as_str()))
-                .collect(),
-            grpc,
-            mtls: mtls.is_some(),
-        };
-        let interception =
-            section::<interception::InterceptionSpec>(&root, "interception", &mut errors)
-                .and_then(|spec| spec.check(&context, &mut errors));
-        let (mut listeners, mut clusters) = (listeners, clusters);
-        if let Some(spec) = &interception {
-            let (more_listeners, more_clusters) =
-                crate::synthesize::interception::static_resources(spec);
-            listeners.extend(more_listeners);
-            clusters.extend(more_clusters);
-        }
         let mut template = NodeTemplate {
             file: file.to_owned(),
             route_clusters: route_clusters(&routes),

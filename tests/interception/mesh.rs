@@ -26,8 +26,8 @@ const DB_B: &str = "10.200.0.22";
 /// An address no service has: the internet, as far as the app knows.
 const OUTSIDE: &str = "10.200.0.99";
 const CREDENTIALS: &str = "169.254.170.2";
-const XDS_PORT: u16 = 18000;
-const APP_PORT: u16 = 9080;
+pub(super) const XDS_PORT: u16 = 18000;
+pub(super) const APP_PORT: u16 = 9080;
 const PASSTHROUGH: &str = "cluster.interception-passthrough.upstream_cx_total";
 
 /// The namespaces, the backends in the peer (orders-a always answers 503), the app's own
@@ -116,7 +116,7 @@ fn write_template(dir: &Path, node_type: &str, outbound: &str) {
 }
 
 /// A task; orders' two tasks are of revisions 1 (orders-a) and 2 (orders-b).
-fn endpoint(address: &str, port: u16) -> Endpoint {
+pub(super) fn endpoint(address: &str, port: u16) -> Endpoint {
     Endpoint {
         address: address.into(),
         port,
@@ -136,7 +136,7 @@ fn endpoint(address: &str, port: u16) -> Endpoint {
     }
 }
 
-fn service(name: &str, route: RoutePolicy, endpoints: Vec<Endpoint>) -> Cluster {
+pub(super) fn service(name: &str, route: RoutePolicy, endpoints: Vec<Endpoint>) -> Cluster {
     Cluster {
         name: name.into(),
         source: Source::Ecs {
@@ -189,7 +189,7 @@ fn write_inventory(dir: &Path, db_task: &str, orders: RoutePolicy) {
 
 /// `ecs-xds run --inventory` in the peer namespace, xDS on the peer's address: Envoy reaches it
 /// as it would another task.
-fn start_ecs_xds(ns: &Namespaces, dir: &Path) -> NsProcess {
+pub(super) fn start_ecs_xds(ns: &Namespaces, dir: &Path) -> NsProcess {
     let config = SettingsFile::new()
         .xds_listen(format!("{PEER_ADDR}:{XDS_PORT}"))
         .write(dir);

@@ -7,6 +7,7 @@ use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
 };
 
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+use envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac as NetworkRbac;
 use prost::Message;
 
 use super::tests::{endpoint, inventory, service, templates};
@@ -72,7 +73,8 @@ fn chains(listener: &Listener) -> Vec<String> {
 }
 
 fn target(chain: &FilterChain) -> String {
-    let Some(filter::ConfigType::TypedConfig(any)) = &chain.filters[0].config_type else {
+    let last = chain.filters.last().expect("a terminal filter");
+    let Some(filter::ConfigType::TypedConfig(any)) = &last.config_type else {
         panic!("a typed config");
     };
     match any.type_url.ends_with("TcpProxy") {
@@ -257,14 +259,61 @@ fn a_wrong_interception_section_is_refused_with_its_field() {
         taken.contains("listeners[0].address") && taken.contains("egress_port (15001)"),
         "{taken}"
     );
-    let mtls = refused("app_ports = [9080]\n[mtls]\nmode = \"strict\"\ntrust_domain = \"td\"\n");
-    assert!(
-        mtls.contains("interception.app_ports") && mtls.contains("[mtls]"),
-        "{mtls}"
-    );
     let outbound = refused("outbound = \"drop_all\"\n");
     assert!(
         outbound.contains("interception") && outbound.contains("registry_only"),
         "{outbound}"
     );
+}
+
+/// The network RBAC filter of a chain, if any: its principals' exact names.
+fn network_principals(chain: &FilterChain) -> Option<Vec<String>> {
+    let rbac = chain
+        .filters
+        .iter()
+        .find(|f| f.name == "envoy.filters.network.rbac")?;
+    let Some(filter::ConfigType::TypedConfig(any)) = &rbac.config_type else {
+        panic!("a typed config");
+    };
+    let rbac = NetworkRbac::decode(any.value.as_slice()).unwrap();
+    let policies = rbac.rules.unwrap().policies.into_values();
+    let names = policies
+        .flat_map(|p| p.principals)
+        .map(|p| format!("{:?}", p.identifier));
+    Some(names.collect())
+}
+
+#[test]
+fn with_mtls_the_redirected_ingress_takes_tls_from_allowed_callers_only() {
+    use super::security_tests::{allowing, ecs, id, TD};
+    let text = format!(
+        "[interception]\nenabled = true\napp_ports = [9080]\n[mtls]\nmode = \"strict\"\ntrust_domain = \"{TD}\"\n"
+    );
+    let templates = templates(&[("app", &text)]);
+    let mesh = inventory([allowing("orders", &["web"]), ecs("web")]);
+    let synthesis = synthesize(&mesh, &templates);
+    let (orders, _) = synthesis.snapshot_of_service("app", "orders").unwrap();
+    orders.check_consistency().unwrap();
+    let ingress = listener(orders, INGRESS);
+    // One TCP chain per app port, in TLS, with web's SPIFFE ID as its only principal.
+    assert_eq!(
+        chains(&ingress),
+        [r#"tcp:9080 9080 [] [] -> interception-app-9080"#]
+    );
+    let chain = &ingress.filter_chains[0];
+    assert!(chain.transport_socket.is_some(), "TLS required");
+    let principals = network_principals(chain).expect("network RBAC");
+    assert_eq!(principals.len(), 1);
+    assert!(principals[0].contains(&id("web")), "{principals:?}");
+    // No HTTP inspector: it cannot see into TLS.
+    let filters: Vec<&str> = ingress
+        .listener_filters
+        .iter()
+        .map(|f| f.name.as_str())
+        .collect();
+    assert_eq!(filters, ["envoy.filters.listener.original_dst"]);
+    // Callers reach orders over TLS that checks orders' own ID.
+    let (web, _) = synthesis.snapshot_of_service("app", "web").unwrap();
+    let cluster = super::tests::cluster_of(web, "orders");
+    assert!(cluster.transport_socket.is_some());
 }

@@ -64,7 +64,6 @@ pub(super) struct Context<'a> {
     pub listeners: &'a [Listener],
     pub resource_names: Vec<&'a str>,
     pub grpc: bool,
-    pub mtls: bool,
 }
 
 impl InterceptionSpec {
@@ -83,10 +82,6 @@ impl InterceptionSpec {
         if context.grpc {
             let why = "a gRPC node type has no Envoy to redirect traffic into";
             refuse(at.key("enabled"), why.to_owned());
-        }
-        if context.mtls && !self.app_ports.is_empty() {
-            let why = "redirected ingress is not secured by [mtls] yet: leave app_ports out (egress alone works with [mtls])";
-            refuse(at.key("app_ports"), why.to_owned());
         }
         let ports = [
             ("egress_port", self.egress_port),

@@ -27,7 +27,12 @@ impl Namespaces {
     /// Starts Envoy with `bootstrap` (its `admin` replaced) as uid 1337 in the app namespace;
     /// returns once `/ready` answers LIVE. Its log is in the panic message of a failed start,
     /// and on stderr with `ECS_XDS_ENVOY_LOGS` set.
-    pub async fn start_envoy(&self, mut bootstrap: Value) -> NsEnvoy {
+    pub async fn start_envoy(&self, bootstrap: Value) -> NsEnvoy {
+        self.start_envoy_as(Who::AppAs(ENVOY_UID), bootstrap).await
+    }
+
+    /// [`Namespaces::start_envoy`] as `who` (a caller's Envoy in the peer namespace).
+    pub async fn start_envoy_as(&self, who: Who, mut bootstrap: Value) -> NsEnvoy {
         let dir = tempfile::tempdir().unwrap();
         // Envoy's uid writes its admin socket and log here.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
@@ -37,7 +42,7 @@ impl Namespaces {
         std::fs::write(&config, bootstrap.to_string()).unwrap();
         std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
         let log = dir.path().join("envoy.log");
-        let mut cmd = self.command(Who::AppAs(ENVOY_UID), SERVER_LIFETIME);
+        let mut cmd = self.command(who, SERVER_LIFETIME);
         // No hot restart: its shared memory is not per namespace, and nothing restarts here.
         cmd.arg(envoy_binary())
             .arg("--config-path")
@@ -78,7 +83,7 @@ impl NsEnvoy {
             }
             if tokio::time::Instant::now() > deadline || self.process.has_exited() {
                 let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-                panic!("Envoy in the app namespace never became ready; its log:\n{log}");
+                panic!("Envoy in a test namespace never became ready; its log:\n{log}");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
