@@ -20,77 +20,29 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
-use envoy_types::pb::envoy::config::core::v3::{data_source, CidrRange, DataSource};
-use envoy_types::pb::envoy::config::endpoint::v3::{
-    lb_endpoint::HostIdentifier, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
-};
-use envoy_types::pb::envoy::config::listener::v3::{
-    filter, listener_filter, listener_filter_chain_match_predicate as predicate, Filter,
-    FilterChain, FilterChainMatch, Listener, ListenerFilter, ListenerFilterChainMatchPredicate,
-};
+use envoy_types::pb::envoy::config::core::v3::{data_source, DataSource};
+use envoy_types::pb::envoy::config::listener::v3::{FilterChain, FilterChainMatch, Listener};
 use envoy_types::pb::envoy::config::route::v3::{
-    route::Action, route_action::ClusterSpecifier, route_match::PathSpecifier,
-    DirectResponseAction, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost,
+    route::Action, route_action::ClusterSpecifier, DirectResponseAction, RouteAction,
+    RouteConfiguration, VirtualHost,
 };
-use envoy_types::pb::envoy::extensions::filters::listener::http_inspector::v3::HttpInspector;
-use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier;
-use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
-    tcp_proxy, TcpProxy,
-};
-use envoy_types::pb::envoy::r#type::v3::Int32Range;
-use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{tcp_proxy, TcpProxy};
 use envoy_types::util::pack_any;
 
-use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::{
-    UpstreamProtocolOptions, UseDownstreamHttpConfig,
-};
-use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions;
-
-use super::clusters::{duration, HTTP_PROTOCOL_OPTIONS};
+use super::clusters::duration;
 use super::endpoints::socket_address;
 use super::listeners::rds_connection_manager;
 use super::routes::virtual_host;
 use super::templates::Interception;
 use crate::inventory::{self, Protocol, Source};
+pub use parts::{app_cluster_name, EGRESS, INGRESS, OUTSIDE, PASSTHROUGH};
+use parts::{
+    chain_match, listener_filters, network_filter, prefix_route, tcp_chain, HTTP_PROTOCOLS,
+    INSPECTOR_TIMEOUT, PREFIX,
+};
 
-/// The egress listener's and its route configuration's name.
-pub const EGRESS: &str = "interception-egress";
-/// The ingress listener's name.
-pub const INGRESS: &str = "interception-ingress";
-/// The `ORIGINAL_DST` cluster: traffic to where the app sent it.
-pub const PASSTHROUGH: &str = "interception-passthrough";
-/// The virtual host answering 403 under `registry_only`.
-pub const OUTSIDE: &str = "outside-the-mesh";
-/// Resource names synthesis owns on a node type with `[interception]`.
-pub const PREFIX: &str = "interception-";
-
-/// How long the HTTP inspector waits for a silent client before the connection is taken as
-/// TCP (a server that speaks first); a service tagged `protocol = tcp` is never inspected.
-const INSPECTOR_TIMEOUT: Duration = Duration::from_secs(1);
-const HTTP_PROTOCOLS: [&str; 2] = ["http/1.1", "h2c"];
-
-/// The cluster reaching the app on `port` of its own task.
-pub fn app_cluster_name(port: u16) -> String {
-    format!("{PREFIX}app-{port}")
-}
-
-/// What the node type's template gains: the ingress listener (when there are app ports) and
-/// the passthrough and app clusters. They depend on no discovery. A `secured` ingress (the
-/// node type has `[mtls]`, which wraps each chain in TLS and RBAC) takes every connection as
-/// TCP: the HTTP inspector cannot see into TLS.
-pub fn static_resources(spec: &Interception, secured: bool) -> (Vec<Listener>, Vec<Cluster>) {
-    let mut clusters: Vec<Cluster> = spec.app_ports.iter().map(|p| app_cluster(*p)).collect();
-    if !spec.registry_only {
-        clusters.push(passthrough_cluster());
-    }
-    let listeners = match spec.app_ports.is_empty() {
-        true => Vec::new(),
-        false => vec![ingress_listener(spec, secured)],
-    };
-    (listeners, clusters)
-}
+pub mod parts;
+pub mod statics;
 
 /// The egress listener and its route configuration for `services` (name, discovered cluster),
 /// with the domains dropped because an earlier service has them (for a warning).
@@ -175,44 +127,6 @@ fn tcp_only_ports(
     ports.map(|(port, _)| *port).collect()
 }
 
-fn listener_filters(uninspected_ports: &[u16]) -> Vec<ListenerFilter> {
-    let mut rules: Vec<_> = uninspected_ports.iter().map(|p| single_port(*p)).collect();
-    // A match set takes two rules or more.
-    let disabled = match rules.len() {
-        0 | 1 => rules.pop(),
-        _ => Some(ListenerFilterChainMatchPredicate {
-            rule: Some(predicate::Rule::OrMatch(predicate::MatchSet { rules })),
-        }),
-    };
-    let inspector = ListenerFilter {
-        name: "envoy.filters.listener.http_inspector".into(),
-        config_type: Some(listener_filter::ConfigType::TypedConfig(pack_any(
-            HttpInspector::default(),
-        ))),
-        filter_disabled: disabled,
-    };
-    vec![original_dst(), inspector]
-}
-
-fn single_port(port: u16) -> ListenerFilterChainMatchPredicate {
-    ListenerFilterChainMatchPredicate {
-        rule: Some(predicate::Rule::DestinationPortRange(Int32Range {
-            start: i32::from(port),
-            end: i32::from(port) + 1,
-        })),
-    }
-}
-
-fn original_dst() -> ListenerFilter {
-    ListenerFilter {
-        name: "envoy.filters.listener.original_dst".into(),
-        config_type: Some(listener_filter::ConfigType::TypedConfig(pack_any(
-            OriginalDst::default(),
-        ))),
-        ..Default::default()
-    }
-}
-
 /// A chain matching `addresses` (all of them when empty) on `port` (any when `None`) for HTTP,
 /// routed by `Host`.
 fn http_chain(port: Option<u16>, addresses: &[&str]) -> FilterChain {
@@ -236,24 +150,6 @@ fn http_chain(port: Option<u16>, addresses: &[&str]) -> FilterChain {
     }
 }
 
-fn tcp_chain(name: &str, port: Option<u16>, addresses: &[&str], cluster: &str) -> FilterChain {
-    let proxy = TcpProxy {
-        stat_prefix: format!("interception_{cluster}"),
-        cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(cluster.to_owned())),
-        ..Default::default()
-    };
-    FilterChain {
-        name: name.to_owned(),
-        filter_chain_match: (port.is_some() || !addresses.is_empty())
-            .then(|| chain_match(port, addresses)),
-        filters: vec![network_filter(
-            "envoy.filters.network.tcp_proxy",
-            pack_any(proxy),
-        )],
-        ..Default::default()
-    }
-}
-
 /// A connection made to the listener itself (not redirected: its original destination is the
 /// listener) would be passed through to the listener again, without end. Its chain sends to a
 /// cluster nobody serves, so Envoy closes it (`tcp.interception_loop.downstream_cx_no_route`).
@@ -270,26 +166,6 @@ fn loop_chain(port: u16) -> FilterChain {
         }),
     )];
     chain
-}
-
-fn chain_match(port: Option<u16>, addresses: &[&str]) -> FilterChainMatch {
-    FilterChainMatch {
-        destination_port: port.map(|p| UInt32Value { value: p.into() }),
-        prefix_ranges: (addresses.iter())
-            .map(|a| CidrRange {
-                address_prefix: (*a).to_owned(),
-                prefix_len: Some(UInt32Value { value: 32 }),
-            })
-            .collect(),
-        ..Default::default()
-    }
-}
-
-fn network_filter(name: &str, config: envoy_types::pb::google::protobuf::Any) -> Filter {
-    Filter {
-        name: name.to_owned(),
-        config_type: Some(filter::ConfigType::TypedConfig(config)),
-    }
 }
 
 /// One virtual host per service, then the catch-all: passthrough, or 403 under
@@ -369,134 +245,4 @@ fn catch_all(registry_only: bool) -> VirtualHost {
         routes: vec![prefix_route(action)],
         ..Default::default()
     }
-}
-
-fn prefix_route(action: Action) -> Route {
-    Route {
-        r#match: Some(RouteMatch {
-            path_specifier: Some(PathSpecifier::Prefix("/".into())),
-            ..Default::default()
-        }),
-        action: Some(action),
-        ..Default::default()
-    }
-}
-
-/// Redirected connections to the app's ports, to the app on 127.0.0.1: HTTP through a
-/// connection manager that tells the app who called (`X-Forwarded-For`), the rest as is.
-fn ingress_listener(spec: &Interception, secured: bool) -> Listener {
-    let mut chains = Vec::new();
-    for port in &spec.app_ports {
-        let cluster = app_cluster_name(*port);
-        if secured {
-            chains.push(tcp_chain(
-                &format!("tcp:{port}"),
-                Some(*port),
-                &[],
-                &cluster,
-            ));
-            continue;
-        }
-        let mut hcm = rds_connection_manager("interception_ingress", "");
-        hcm.use_remote_address = Some(BoolValue { value: true });
-        hcm.route_specifier = Some(RouteSpecifier::RouteConfig(RouteConfiguration {
-            name: cluster.clone(),
-            virtual_hosts: vec![VirtualHost {
-                name: cluster.clone(),
-                domains: vec!["*".into()],
-                routes: vec![prefix_route(Action::Route(RouteAction {
-                    cluster_specifier: Some(ClusterSpecifier::Cluster(cluster.clone())),
-                    timeout: Some(duration(Duration::ZERO)),
-                    ..Default::default()
-                }))],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }));
-        let mut http = tcp_chain(&format!("http:{port}"), Some(*port), &[], &cluster);
-        http.filter_chain_match
-            .as_mut()
-            .expect("a port")
-            .application_protocols = HTTP_PROTOCOLS.map(String::from).to_vec();
-        http.filters = vec![network_filter(
-            "envoy.filters.network.http_connection_manager",
-            pack_any(hcm),
-        )];
-        chains.push(http);
-        chains.push(tcp_chain(
-            &format!("tcp:{port}"),
-            Some(*port),
-            &[],
-            &cluster,
-        ));
-    }
-    let mut filters = vec![original_dst()];
-    if !secured {
-        filters = listener_filters(&[]);
-    }
-    Listener {
-        name: INGRESS.to_owned(),
-        address: Some(socket_address("0.0.0.0", spec.ingress_port)),
-        listener_filters: filters,
-        listener_filters_timeout: Some(duration(INSPECTOR_TIMEOUT)),
-        continue_on_listener_filters_timeout: true,
-        filter_chains: chains,
-        ..Default::default()
-    }
-}
-
-fn app_cluster(port: u16) -> Cluster {
-    let name = app_cluster_name(port);
-    let endpoint = LbEndpoint {
-        host_identifier: Some(HostIdentifier::Endpoint(Endpoint {
-            address: Some(socket_address("127.0.0.1", port)),
-            ..Default::default()
-        })),
-        ..Default::default()
-    };
-    Cluster {
-        load_assignment: Some(ClusterLoadAssignment {
-            cluster_name: name.clone(),
-            endpoints: vec![LocalityLbEndpoints {
-                lb_endpoints: vec![endpoint],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
-        name,
-        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
-            cluster::DiscoveryType::Static as i32,
-        )),
-        connect_timeout: Some(duration(Duration::from_secs(1))),
-        typed_extension_protocol_options: downstream_protocol(),
-        ..Default::default()
-    }
-}
-
-fn passthrough_cluster() -> Cluster {
-    Cluster {
-        name: PASSTHROUGH.to_owned(),
-        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
-            cluster::DiscoveryType::OriginalDst as i32,
-        )),
-        lb_policy: cluster::LbPolicy::ClusterProvided as i32,
-        connect_timeout: Some(duration(Duration::from_secs(5))),
-        typed_extension_protocol_options: downstream_protocol(),
-        ..Default::default()
-    }
-}
-
-/// Upstream HTTP as the app spoke it (h2c stays HTTP/2: gRPC needs it).
-fn downstream_protocol() -> std::collections::HashMap<String, envoy_types::pb::google::protobuf::Any>
-{
-    let options = HttpProtocolOptions {
-        upstream_protocol_options: Some(UpstreamProtocolOptions::UseDownstreamProtocolConfig(
-            UseDownstreamHttpConfig {
-                http2_protocol_options: Some(Default::default()),
-                ..Default::default()
-            },
-        )),
-        ..Default::default()
-    };
-    [(HTTP_PROTOCOL_OPTIONS.to_owned(), pack_any(options))].into()
 }

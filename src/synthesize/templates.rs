@@ -52,6 +52,8 @@ use serde_json::Value;
 use crate::envoy_json::{self, check_names, resources, FieldError, FieldPath};
 use crate::problem::{Problem, Problems};
 use crate::snapshot::{InconsistentSnapshot, Snapshot};
+use crate::synthesize::interception::parts::INGRESS as INTERCEPTED_INGRESS;
+use crate::synthesize::interception::statics;
 pub use grpc::ServerListener;
 pub use interception::Interception;
 pub use security::Mtls;
@@ -328,6 +330,25 @@ fn everything() -> Vec<String> {
     vec!["*".to_owned()]
 }
 
+/// `[mtls]`, checked against the template's listeners; with redirected ingress and no ingress
+/// listener named, the generated one is secured (redirected calls arrive there).
+fn mtls_section(
+    root: &serde_json::Map<String, Value>,
+    listeners: &[Listener],
+    grpc: bool,
+    interception: Option<&Interception>,
+    errors: &mut Vec<FieldError>,
+) -> Option<Mtls> {
+    let names: Vec<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
+    let spec = section::<security::MtlsSpec>(root, "mtls", errors);
+    let mut mtls = spec.and_then(|spec| spec.check(&names, grpc, errors))?;
+    let redirected = interception.is_some_and(|i| !i.app_ports.is_empty());
+    if mtls.ingress_listener.is_none() && redirected {
+        mtls.ingress_listener = Some(INTERCEPTED_INGRESS.to_owned());
+    }
+    Some(mtls)
+}
+
 /// `[interception]`, checked against the rest of the template, and the template's listeners
 /// and clusters with the ones it generates up front (its ingress, the passthrough and the
 /// app's clusters; secured ingress takes TCP only when `[mtls]` is there).
@@ -352,8 +373,12 @@ fn intercepted(
     let (mut listeners, mut clusters) = (listeners, clusters);
     if let Some(spec) = &interception {
         let secured = root.contains_key("mtls");
-        let (more_listeners, more_clusters) =
-            crate::synthesize::interception::static_resources(spec, secured);
+        let ports = statics::Ports {
+            ingress_port: spec.ingress_port,
+            app_ports: &spec.app_ports,
+            registry_only: spec.registry_only,
+        };
+        let (more_listeners, more_clusters) = statics::static_resources(&ports, secured);
         listeners.extend(more_listeners);
         clusters.extend(more_clusters);
     }
@@ -420,15 +445,7 @@ impl NodeTemplate {
             grpc,
             &mut errors,
         );
-        let names: Vec<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
-        let mut mtls = section::<security::MtlsSpec>(&root, "mtls", &mut errors)
-            .and_then(|spec| spec.check(&names, grpc, &mut errors));
-        // Redirected calls arrive on the generated ingress: that is the one to secure.
-        if let (Some(mtls), Some(i)) = (&mut mtls, &interception) {
-            if mtls.ingress_listener.is_none() && !i.app_ports.is_empty() {
-                mtls.ingress_listener = Some(crate::synthesize::interception::INGRESS.to_owned());
-            }
-        }
+        let mtls = mtls_section(&root, &listeners, grpc, interception.as_ref(), &mut errors);
         let authz = section::<security::AuthzSpec>(&root, "authz", &mut errors);
         let deny_by_default = authz.as_ref().is_some_and(|a| a.deny_by_default());
         let shadow_log_cluster = authz.and_then(|a| a.shadow_log_cluster(&mut errors));

@@ -15,7 +15,7 @@ use envoy_types::pb::envoy::config::listener::v3::Listener;
 use serde::Deserialize;
 
 use crate::envoy_json::{FieldError, FieldPath};
-use crate::synthesize::interception::PREFIX;
+use crate::synthesize::interception::parts::PREFIX;
 
 /// A node type's `[interception]`, checked.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
