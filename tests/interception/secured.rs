@@ -50,28 +50,9 @@ fn mtls(dir: &Path, certs: &str) -> String {
     )
 }
 
-/// A caller's node type: an egress listener on 127.0.0.1:`port` routing by Host, over mTLS.
+/// A caller's node type: the tests' egress sidecar on 127.0.0.1:`port`, over mTLS.
 fn caller_template(dir: &Path, certs: &str, port: u16) -> String {
-    let hcm = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
-    let router = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
-    format!(
-        r#"{}
-[generated_routes]
-name = "egress"
-[[listeners]]
-name = "egress"
-address = {{ socket_address = {{ address = "127.0.0.1", port_value = {port} }} }}
-[[listeners.filter_chains]]
-[[listeners.filter_chains.filters]]
-name = "envoy.filters.network.http_connection_manager"
-[listeners.filter_chains.filters.typed_config]
-"@type" = "{hcm}"
-stat_prefix = "egress"
-rds = {{ route_config_name = "egress", config_source = {{ ads = {{}} }} }}
-http_filters = [{{ name = "envoy.filters.http.router", typed_config = {{ "@type" = "{router}" }} }}]
-"#,
-        mtls(dir, certs)
-    )
+    mtls(dir, certs) + &support::templates::egress_sidecar(port, "egress", 1)
 }
 
 /// orders (allowing web only) at the app's task address; web and api, whose tasks get no call.
