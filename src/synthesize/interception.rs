@@ -44,18 +44,9 @@ use parts::{
 pub mod parts;
 pub mod statics;
 
-/// The egress listener and its route configuration for `services` (name, discovered cluster),
-/// with the domains dropped because an earlier service has them (for a warning).
-pub fn egress(
-    spec: &Interception,
-    defaults: &RouteAction,
-    services: &[(&str, &inventory::Cluster)],
-) -> (Listener, RouteConfiguration, Vec<(String, String)>) {
-    let (routes, dropped) = egress_routes(spec, defaults, services);
-    (egress_listener(spec, services), routes, dropped)
-}
-
-fn egress_listener(spec: &Interception, services: &[(&str, &inventory::Cluster)]) -> Listener {
+/// The egress listener for `services` (name, discovered cluster): its chains from their
+/// addresses and protocols.
+pub fn egress_listener(spec: &Interception, services: &[(&str, &inventory::Cluster)]) -> Listener {
     let owners = address_owners(services);
     // By port, each service's addresses on it.
     let mut by_port: BTreeMap<u16, BTreeMap<&str, Vec<&str>>> = BTreeMap::new();
@@ -168,10 +159,11 @@ fn loop_chain(port: u16) -> FilterChain {
     chain
 }
 
-/// One virtual host per service, then the catch-all: passthrough, or 403 under
-/// `registry_only`. A domain a service shares with an earlier one stays with the earlier
-/// (Envoy refuses a route configuration with a domain twice).
-fn egress_routes(
+/// The egress route configuration: one virtual host per service, then the catch-all:
+/// passthrough, or 403 under `registry_only`. A domain a service shares with an earlier one
+/// stays with the earlier (Envoy refuses a route configuration with a domain twice): the
+/// (service, domain) pairs left out come back too, for a warning.
+pub fn egress_routes(
     spec: &Interception,
     defaults: &RouteAction,
     services: &[(&str, &inventory::Cluster)],

@@ -100,9 +100,13 @@ struct Encodings {
     /// cluster name).
     grpc_listeners: Memo<(String, String), ()>,
     grpc_routes: Memo<(String, String), RouteInputs>,
-    /// By (node type, backend set), the egress listener and route configuration for
-    /// redirected traffic (`[interception]`), with the domains two services claimed.
-    intercepted: Memo<(String, Option<String>), InterceptionInputs, Intercepted>,
+    /// By (node type, backend set), the egress listener for redirected traffic
+    /// (`[interception]`), from its services' names, protocols and addresses.
+    intercepted_listeners: Memo<(String, Option<String>), intercepted::ListenerInputs>,
+    /// By (node type, backend set), its route configuration, from its services' route inputs
+    /// and sources, with the domains two services claimed.
+    intercepted_routes:
+        Memo<(String, Option<String>), intercepted::RoutesInputs, intercepted::Routes>,
     /// Services' own ingress listeners, by (ingress class, the policy's hash, which of the
     /// class's listeners), with the policy: node types with the same ingress listener and
     /// `[mtls]` share them.
@@ -130,17 +134,6 @@ type RouteInputs = (String, RoutePolicy, Vec<u32>);
 /// What a generated route configuration is made from: its virtual hosts' inputs, and the
 /// declared backends nobody serves (a 503 host each).
 type GeneratedInputs = (Vec<RouteInputs>, Vec<String>);
-
-/// What the egress for redirected traffic is made from: per service, its route's inputs,
-/// where it came from (a Cloud Map name is a domain) and its endpoints' addresses.
-type InterceptionInputs = Vec<(RouteInputs, inventory::Source, Vec<(String, u16)>)>;
-/// The egress listener and route configuration for redirected traffic, and the (service,
-/// domain) pairs left out because an earlier service has the domain.
-type Intercepted = (
-    Arc<EncodedResource>,
-    Arc<EncodedResource>,
-    Vec<(String, String)>,
-);
 
 /// A discovered cluster encoded by this synthesis: its key and what it was made from.
 type FreshCluster = ((usize, String), ClusterInputs);
@@ -284,7 +277,8 @@ impl Synthesizer {
         self.encodings.generated.end_round();
         self.encodings.grpc_listeners.end_round();
         self.encodings.grpc_routes.end_round();
-        self.encodings.intercepted.end_round();
+        self.encodings.intercepted_listeners.end_round();
+        self.encodings.intercepted_routes.end_round();
         self.encodings.ingresses.end_round();
         self.encodings.prepared_ingresses.end_round();
         out
@@ -380,6 +374,7 @@ mod grpc_server_tests;
 #[cfg(test)]
 mod grpc_tests;
 mod ingress;
+mod intercepted;
 #[cfg(test)]
 mod interception_tests;
 mod memo;

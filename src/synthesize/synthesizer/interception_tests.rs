@@ -230,6 +230,12 @@ fn a_task_that_stops_leaves_the_chains_and_a_health_change_re_encodes_nothing() 
     let orders = inventory.clusters.get_mut("orders").unwrap();
     orders.endpoints.retain(|e| e.address != "10.0.0.1");
     let after = synthesizer.synthesize(&inventory);
+    // The routes do not depend on addresses: kept.
+    let routes = ResourceType::Route;
+    assert!(std::sync::Arc::ptr_eq(
+        &egress(&before, routes),
+        &egress(&after, routes)
+    ));
     let addresses = |s: &Synthesis| chains(&listener(&s.snapshots["app"], EGRESS)).join("\n");
     assert!(addresses(&before).contains("10.0.0.1"));
     assert!(

@@ -7,10 +7,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::backend_sets::{out_of_scope, Selection};
+use super::intercepted::FreshIntercepted;
 use super::{
     endpoint_inputs, resource_count, route_inputs, same_endpoints, warning, ClusterInputs,
-    Encodings, FreshCluster, FreshEndpoints, GeneratedInputs, InterceptionInputs, RouteInputs,
-    Synthesis,
+    Encodings, FreshCluster, FreshEndpoints, GeneratedInputs, RouteInputs, Synthesis,
 };
 use crate::inventory::{self, Inventory, MtlsMode, Source};
 use crate::snapshot::{ResourceType, Snapshot, SnapshotBuilder};
@@ -18,12 +18,11 @@ use crate::spiffe::SpiffeId;
 use crate::synthesize::clusters::discovered_cluster;
 use crate::synthesize::endpoints::discovered_load_assignment;
 use crate::synthesize::grpc::client_cluster;
-use crate::synthesize::interception;
 use crate::synthesize::pushed::Pushed;
 use crate::synthesize::routes::generated_routes;
 use crate::synthesize::security::{grpc_upstream_tls, upstream_tls};
+use crate::synthesize::templates::Mtls;
 use crate::synthesize::templates::NodeTemplate;
-use crate::synthesize::templates::{Interception, Mtls};
 
 /// One node type's snapshot in the making: what it is made from, and what it encoded afresh.
 pub(super) struct NodeBuild<'a, 'i> {
@@ -46,13 +45,13 @@ pub(super) struct Fresh {
     /// The generated route configuration: its key, name and inputs.
     pub generated: Option<((String, Option<String>), String, GeneratedInputs)>,
     pub grpc: Vec<FreshGrpc>,
-    /// The egress for redirected traffic: its key, inputs and left-out domains.
-    pub intercepted: Option<FreshIntercepted>,
+    /// The egress listener and routes for redirected traffic, when encoded afresh.
+    pub intercepted: FreshIntercepted,
 }
 
 impl Fresh {
     fn count(&self) -> usize {
-        let intercepted = 2 * self.intercepted.iter().len();
+        let intercepted = self.intercepted.count();
         self.clusters.len()
             + self.endpoints.len()
             + self.generated.iter().len()
@@ -60,14 +59,6 @@ impl Fresh {
             + intercepted
     }
 }
-
-/// The egress for redirected traffic encoded by this synthesis: its key, inputs and the
-/// domains it left out.
-pub(super) type FreshIntercepted = (
-    (String, Option<String>),
-    InterceptionInputs,
-    Vec<(String, String)>,
-);
 
 /// A gRPC listener or route configuration encoded by this synthesis, to keep.
 pub(super) enum FreshGrpc {
@@ -113,8 +104,13 @@ impl Encodings {
         let (builder, (in_scope, discovered_eds)) =
             self.discovered(Snapshot::builder(), &mut b, inventory, out);
         let mut builder = self.generated(builder, &mut b, &in_scope);
-        if let Some(spec) = &template.interception {
-            builder = self.intercepted(builder, &mut b, spec, &in_scope, out);
+        let replaced = |ty| b.replaced(ty, crate::synthesize::interception::EGRESS);
+        let egress_pushed = replaced(ResourceType::Listener) || replaced(ResourceType::Route);
+        if let Some(spec) = template.interception.as_ref().filter(|_| !egress_pushed) {
+            let site = (node_type, template, selection.map(|s| s.key));
+            let fresh;
+            (builder, fresh) = self.intercepted(builder, site, spec, &in_scope, out);
+            b.fresh.intercepted = fresh;
         }
         if template.grpc {
             builder = self.grpc_clients(builder, &in_scope, &mut b, out);
@@ -242,53 +238,6 @@ impl Encodings {
         (builder, filled)
     }
 
-    /// The egress listener and route configuration for the app's redirected traffic
-    /// (`[interception]`); not generated when a push replaces either. Each domain two services
-    /// claim is a warning (the whole scope's snapshot reports it).
-    fn intercepted(
-        &mut self,
-        builder: SnapshotBuilder,
-        b: &mut NodeBuild<'_, '_>,
-        spec: &Interception,
-        in_scope: &[(&str, &inventory::Cluster)],
-        out: &mut Synthesis,
-    ) -> SnapshotBuilder {
-        let pushed = |ty| b.replaced(ty, interception::EGRESS);
-        if pushed(ResourceType::Listener) || pushed(ResourceType::Route) {
-            return builder;
-        }
-        let key = (
-            b.node_type.to_owned(),
-            b.selection.map(|s| s.key.to_owned()),
-        );
-        let inputs: InterceptionInputs = (in_scope.iter())
-            .map(|(name, c)| {
-                let addresses = c.endpoints.iter().map(|e| (e.address.clone(), e.port));
-                (route_inputs(name, c), c.source.clone(), addresses.collect())
-            })
-            .collect();
-        let (builder, dropped) = match self.intercepted.get(&key, |kept| *kept == inputs) {
-            Some((listener, routes, dropped)) => (
-                (builder.shared(ResourceType::Listener, listener))
-                    .shared(ResourceType::Route, routes),
-                dropped,
-            ),
-            None => {
-                let defaults = &b.template.route_defaults;
-                let (listener, routes, dropped) = interception::egress(spec, defaults, in_scope);
-                b.fresh.intercepted = Some((key, inputs, dropped.clone()));
-                (builder.listener(listener).route(routes), dropped)
-            }
-        };
-        if b.selection.is_none() {
-            for (service, domain) in dropped {
-                let why = format!("{service:?} is also called {domain:?}, which an earlier service has: the earlier one keeps it for redirected HTTP");
-                out.warnings.push(warning(b.node_type, b.template, why));
-            }
-        }
-        builder
-    }
-
     /// Keeps what `snapshot`'s builder encoded afresh, and counts encoded and reused resources.
     fn keep(&mut self, snapshot: &Snapshot, fresh: Fresh, filled: usize, out: &mut Synthesis) {
         let encoded = |ty: ResourceType, name: &str| {
@@ -310,12 +259,7 @@ impl Encodings {
             let resource = encoded(ResourceType::Route, &route_name);
             self.generated.insert(key, names, resource);
         }
-        if let Some((key, inputs, dropped)) = fresh.intercepted {
-            let listener = encoded(ResourceType::Listener, interception::EGRESS);
-            let routes = encoded(ResourceType::Route, interception::EGRESS);
-            self.intercepted
-                .insert(key, inputs, (listener, routes, dropped));
-        }
+        self.keep_intercepted(snapshot, fresh.intercepted);
         for fresh in fresh.grpc {
             match fresh {
                 FreshGrpc::Listener(key) => {
