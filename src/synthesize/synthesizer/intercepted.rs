@@ -49,6 +49,23 @@ fn listener_inputs(in_scope: &[(&str, &inventory::Cluster)]) -> ListenerInputs {
     in_scope.iter().map(service).collect()
 }
 
+/// Whether `in_scope` is what the kept listener was made from, compared in place: the
+/// addresses of every task are not copied at each synthesis to find nothing changed.
+fn same_listener(kept: &ListenerInputs, in_scope: &[(&str, &inventory::Cluster)]) -> bool {
+    kept.len() == in_scope.len()
+        && kept
+            .iter()
+            .zip(in_scope)
+            .all(|((n, p, ecs, addrs), (name, c))| {
+                n == name
+                    && *p == c.route.protocol
+                    && *ecs == matches!(c.source, inventory::Source::Ecs { .. })
+                    && addrs.len() == c.endpoints.len()
+                    && (addrs.iter().zip(&c.endpoints))
+                        .all(|((a, port), e)| *a == e.address && *port == e.port)
+            })
+}
+
 impl Encodings {
     /// The egress listener and route configuration for the app's redirected traffic, in the
     /// snapshot of `node_type` (of backend set `selection`), and what of them was encoded
@@ -64,11 +81,11 @@ impl Encodings {
     ) -> (SnapshotBuilder, FreshIntercepted) {
         let mut fresh = FreshIntercepted::default();
         let key: Key = (node_type.to_owned(), selection.map(str::to_owned));
-        let inputs = listener_inputs(in_scope);
-        let builder = match self.intercepted_listeners.get(&key, |kept| *kept == inputs) {
+        let same = |kept: &ListenerInputs| same_listener(kept, in_scope);
+        let builder = match self.intercepted_listeners.get(&key, same) {
             Some(listener) => builder.shared(ResourceType::Listener, listener),
             None => {
-                fresh.listener = Some((key.clone(), inputs));
+                fresh.listener = Some((key.clone(), listener_inputs(in_scope)));
                 builder.listener(egress_listener(spec, in_scope))
             }
         };
