@@ -12,8 +12,10 @@ use serde::{Deserialize, Serialize};
 use crate::problem::{Problem, Problems};
 
 mod checked;
+mod sources;
 
 pub use checked::{DiscoverConfig, EventsSource};
+pub use sources::{Scope, SourceSettings};
 
 /// Everything the discover stage reads from the daemon settings: the `[aws]`, `[ecs]`,
 /// `[cloud_map]` and `[events]` sections of the settings file, which `Settings::discover`
@@ -67,11 +69,18 @@ pub struct EcsSettings {
     /// Containers never turned into endpoints, whatever their labels (the Envoy sidecar).
     pub ignore_container_names: Vec<String>,
     /// Envoy cluster name of a service exposed on one unnamed port.
-    /// Variables: `{service}`, `{ecs_cluster}`.
+    /// Variables: `{service}`, `{ecs_cluster}`, `{account}`, `{region}`.
     pub cluster_name: String,
     /// Envoy cluster name of each named port mapping of a service.
-    /// Variables: `{service}`, `{port_name}`, `{ecs_cluster}`.
+    /// Variables: `{service}`, `{port_name}`, `{ecs_cluster}`, `{account}`, `{region}`.
     pub port_cluster_name: String,
+    /// The accounts and regions watched (`[[ecs.sources]]`); empty: `clusters` (or
+    /// `auto_discover_clusters`) and `cloud_map.namespaces` in the caller's own account.
+    pub sources: Vec<SourceSettings>,
+    /// Two ECS services of one name from different accounts or regions become one Envoy
+    /// cluster with the endpoints of both (the same service in two regions), instead of a
+    /// collision that the first source wins.
+    pub merge: bool,
 }
 
 impl Default for EcsSettings {
@@ -87,6 +96,8 @@ impl Default for EcsSettings {
             ignore_container_names: vec!["envoy".to_owned()],
             cluster_name: "{service}".to_owned(),
             port_cluster_name: "{service}.{port_name}".to_owned(),
+            sources: Vec::new(),
+            merge: false,
         }
     }
 }
@@ -282,14 +293,14 @@ impl DiscoverSettings {
             &mut errors,
             "ecs.cluster_name",
             &ecs.cluster_name,
-            &["service", "ecs_cluster"],
+            &["service", "ecs_cluster", "account", "region"],
             &["service"],
         );
         check_template(
             &mut errors,
             "ecs.port_cluster_name",
             &ecs.port_cluster_name,
-            &["service", "port_name", "ecs_cluster"],
+            &["service", "port_name", "ecs_cluster", "account", "region"],
             &["service", "port_name"],
         );
         for (i, ns) in self.cloud_map.namespaces.iter().enumerate() {
@@ -305,6 +316,7 @@ impl DiscoverSettings {
                 ));
             }
         }
+        self.validate_sources(&mut errors);
         self.events.validate(&mut errors);
         errors.into_result()
     }
