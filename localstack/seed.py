@@ -125,10 +125,20 @@ def main():
     p.add_argument("--cloudmap-instance", action="append", default=[], metavar="IP:PORT")
     p.add_argument("--cloudmap-unhealthy-instance", action="append", default=[], metavar="IP:PORT")
     p.add_argument("--moto", action="store_true", help="keep moto's ECS tasks RUNNING (state manager)")
+    p.add_argument("--role-arn", help="seed the role's account (assumed through STS first)")
     args = p.parse_args()
 
     os.environ["AWS_REGION"] = args.region
     session = boto3.session.Session(region_name=args.region)
+    if args.role_arn:
+        sts = session.client("sts", endpoint_url=args.endpoint_url)
+        creds = sts.assume_role(RoleArn=args.role_arn, RoleSessionName="seed")["Credentials"]
+        session = boto3.session.Session(
+            region_name=args.region,
+            aws_access_key_id=creds["AccessKeyId"],
+            aws_secret_access_key=creds["SecretAccessKey"],
+            aws_session_token=creds["SessionToken"],
+        )
     if args.moto:
         moto_stable_tasks(args.endpoint_url)
     summary = {}

@@ -13,6 +13,8 @@
 //! - `secrets.rs`: the identity CA's Secrets Manager secret;
 //! - `sts.rs`: signing a task's unsent GetCallerIdentity proof (the agent), and sending a
 //!   checked one to the pinned STS endpoint (the identity endpoint);
+//! - `scope.rs`: the clients of another account (an assumed role) or region, for
+//!   `[[ecs.sources]]`, and the account the credentials are of;
 //! - `s3.rs`: the objects of the shared push store ([`Objects`]); what they mean is `push`'s.
 
 use std::future::Future;
@@ -36,12 +38,13 @@ mod ec2;
 mod ecs;
 mod retry;
 mod s3;
+mod scope;
 mod secrets;
 mod sqs_sns;
 mod sts;
 
 pub(crate) use cloud_map::{Instance, MAX_INSTANCES};
-pub use counter::{CallCounter, Outcome};
+pub use counter::{CallCounter, Outcome, DEFAULT_SOURCE};
 pub(crate) use ecs::facts::{
     ContainerDef, ContainerFacts, NetworkMode, PortMapping, TaskDef, TaskFacts,
 };
@@ -114,6 +117,11 @@ pub struct Aws {
     secrets: Option<aws_sdk_secretsmanager::Client>,
     /// The region written on every endpoint's locality.
     region: String,
+    /// The account the credentials are of, once known (given, the role's, or asked of STS).
+    account: Option<String>,
+    /// What the clients were made from, to make those of another account or region
+    /// ([`Aws::for_scope`]); absent on recorded-response clients.
+    sdk: Option<SdkConfig>,
     calls: CallCounter,
     retry: RetryPolicy,
 }
@@ -175,6 +183,7 @@ impl Aws {
         );
         aws.s3 = Some(aws_sdk_s3::Client::from_conf(s3));
         aws.secrets = Some(aws_sdk_secretsmanager::Client::new(&config));
+        aws.sdk = Some(config);
         Ok(aws)
     }
 
@@ -236,6 +245,8 @@ impl Aws {
             s3: None,
             secrets: None,
             region: region.into(),
+            account: None,
+            sdk: None,
             calls: CallCounter::new(),
             retry: RetryPolicy::default(),
         }

@@ -402,10 +402,10 @@ async fn follow_inventory(file: &Path, inventories: &watch::Sender<Arc<Inventory
 }
 
 impl RequestCounts for CallCounter {
-    fn request_counts(&self) -> Vec<(&'static str, &'static str, u64)> {
-        let counts = self.snapshot().into_iter();
+    fn request_counts(&self) -> Vec<(Arc<str>, &'static str, &'static str, u64)> {
+        let counts = self.snapshot_by_source().into_iter();
         counts
-            .map(|(op, outcome, n)| (op, outcome.as_str(), n))
+            .map(|(source, op, outcome, n)| (source, op, outcome.as_str(), n))
             .collect()
     }
 }
@@ -434,8 +434,10 @@ async fn open_pushes(
 
 /// What the startup line says is watched.
 fn sources(settings: &Settings, discovery: &Discovery) -> String {
+    let several = &settings.ecs.sources;
     let watched = match settings.ecs.auto_discover_clusters {
         _ if matches!(discovery, Discovery::Fixed(..)) => "a saved inventory".to_owned(),
+        _ if !several.is_empty() => format!("{} sources (accounts and regions)", several.len()),
         true => "all ECS clusters".to_owned(),
         false => format!("ECS clusters {:?}", settings.ecs.clusters),
     };

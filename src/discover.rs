@@ -7,6 +7,8 @@
 //! - [`backends`]: declared backends (`<prefix>backends`), parsed and matched.
 //! - [`poller`]: polls every source each interval, keeps the last good part of a failed source,
 //!   and publishes only complete inventories that changed.
+//! - `scopes.rs`: one (account, region) of `[[ecs.sources]]`, polled on its own with its own
+//!   clients (an assumed role's), failing static on its own.
 //! - [`events`] (with `reconcile.rs`): with `[events]` on, ECS events from SQS applied to the
 //!   poller's facts as they come, and the full poll only every `events.reconcile_interval`.
 //!
@@ -36,9 +38,13 @@
 //! - **Collisions** (the same name from two sources, e.g. service `web` in ECS clusters `a` and
 //!   `b`): the source listed first in the settings wins (ECS clusters in `ecs.clusters` order, or
 //!   by name when auto-discovered, then Cloud Map namespaces in order). The losing cluster is left
-//!   out and a warning naming both is added to [`Inventory::warnings`] and logged. Endpoints
-//!   are never merged across sources. Fix a collision with `{ecs_cluster}` in the template or a
+//!   out and a warning naming both is added to [`Inventory::warnings`] and logged. Fix a
+//!   collision with `{ecs_cluster}`, `{account}` or `{region}` in the template or a
 //!   `<prefix>cluster-name` tag.
+//! - **Merging** (`ecs.merge = true`): an ECS service of one name in two sources (accounts or
+//!   regions, `[[ecs.sources]]`) is one cluster with the endpoints of both, each endpoint in
+//!   its own region's locality; the first source's tags decide the cluster's policy. Within
+//!   one source, and for Cloud Map, the collision rule stays.
 
 mod assemble;
 pub mod backends;
@@ -50,6 +56,7 @@ mod mapping;
 pub mod poller;
 mod reconcile;
 mod run;
+mod scopes;
 
 pub use poller::{
     discover_once, discover_once_with, Observe, Observer, PollCycle, PollReport, Poller,
@@ -70,4 +77,11 @@ pub enum DiscoverError {
     NotFound { target: String, message: String },
     #[error("invalid discover settings:\n{0}")]
     Settings(#[from] Problems),
+    /// A failure in one of several sources (`account/region`, and the role assumed for it).
+    #[error("source {scope}{}: {error}", role.as_ref().map(|r| format!(" (role {r})")).unwrap_or_default())]
+    InScope {
+        scope: String,
+        role: Option<String>,
+        error: Box<DiscoverError>,
+    },
 }

@@ -19,7 +19,7 @@ mod identity;
 pub(crate) use discover::{render_template, ServiceFilter};
 pub use discover::{
     AwsSettings, CloudMapSettings, DiscoverConfig, DiscoverSettings, EcsSettings, EventsSettings,
-    EventsSource,
+    EventsSource, Scope, SourceSettings,
 };
 pub use identity::{CaSource, ClientAuth, IdentitySettings};
 

@@ -143,7 +143,7 @@ async fn admin_csds_and_health_show_what_the_connected_envoy_acked_and_rejected(
     assert_eq!(status, 200);
     for (line, want) in [
         ("ecs_xds_xds_streams{service=\"ads\",mode=\"sotw\"} ", 1.0),
-        ("ecs_xds_inventory_clusters{source=\"ecs\"} ", 4.0),
+        ("ecs_xds_inventory_clusters{source=\"ecs\",account=\"123456789012\",region=\"us-east-1\"} ", 4.0),
         ("ecs_xds_inventory_endpoints{health=\"unknown\"} ", 4.0),
         (
             "ecs_xds_template_reloads_total{outcome=\"failed\",reason=\"templates\"} ",
@@ -157,7 +157,7 @@ async fn admin_csds_and_health_show_what_the_connected_envoy_acked_and_rejected(
     ] {
         assert_eq!(metric(&metrics, line), Some(want), "{line} in:\n{metrics}");
     }
-    let described = "ecs_xds_aws_requests_total{operation=\"DescribeTasks\",outcome=\"ok\"} ";
+    let described = "ecs_xds_aws_requests_total{account=\"self\",region=\"default\",operation=\"DescribeTasks\",outcome=\"ok\"} ";
     assert!(metric(&metrics, described).unwrap() >= 1.0, "{metrics}");
     assert!(metric(&metrics, "ecs_xds_poll_cycles_total{outcome=\"ok\"} ").unwrap() >= 1.0);
     assert!(metric(&metrics, "ecs_xds_poll_duration_seconds_count ").unwrap() >= 1.0);

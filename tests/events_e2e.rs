@@ -137,7 +137,7 @@ async fn a_task_started_and_stopped_reaches_envoy_through_events_alone_through_d
         2.0
     );
     // One poll in all (at start): the changes came through events alone.
-    let list_tasks = "ecs_xds_aws_requests_total{operation=\"ListTasks\",outcome=\"ok\"} ";
+    let list_tasks = "ecs_xds_aws_requests_total{account=\"self\",region=\"default\",operation=\"ListTasks\",outcome=\"ok\"} ";
     assert_eq!(scrape_metric(metrics, list_tasks).await, 1.0);
     assert!(scrape_metric(metrics, "ecs_xds_event_lag_seconds_count ").await >= 2.0);
     // Every message was deleted: applied, stale or undecodable.

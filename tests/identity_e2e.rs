@@ -27,7 +27,7 @@ use crate::support::templates::egress_sidecar;
 pub const TRUST_DOMAIN: &str = "mesh.test";
 pub const SERVER_ID: &str = "ecs-xds.mesh.test";
 const STS_CALLS: &str =
-    "ecs_xds_aws_requests_total{operation=\"GetCallerIdentity\",outcome=\"ok\"}";
+    "ecs_xds_aws_requests_total{account=\"self\",region=\"default\",operation=\"GetCallerIdentity\",outcome=\"ok\"}";
 const TLS_FAILED: &str = "ecs_xds_connections_tls_failed_total{listener=\"xds\"}";
 
 /// A moto with the demo cluster, a CA, and ecs-xds serving it with `[identity]` on and mTLS on
@@ -420,7 +420,7 @@ async fn an_agent_is_refused_for_another_role_task_or_server_and_for_a_stopped_t
     let sts_calls = |text: &str| {
         crate::support::http::metric(
             text,
-            "ecs_xds_aws_requests_total{operation=\"GetCallerIdentity\",outcome=\"ok\"}",
+            "ecs_xds_aws_requests_total{account=\"self\",region=\"default\",operation=\"GetCallerIdentity\",outcome=\"ok\"}",
         )
     };
     let before = sts_calls(&get(mesh.daemon.admin, "/metrics").await.1);

@@ -23,6 +23,7 @@ mod grpc_servers;
 mod identity_e2e;
 mod interception;
 mod mtls_e2e;
+mod multi_account;
 mod push_e2e;
 mod push_shared;
 mod replicas;

@@ -231,8 +231,8 @@ async fn the_shared_stores_s3_requests_are_counted_in_the_aws_request_metrics() 
     let daemon = replica(&config, &inventory).await;
     let admin = Admin::of(&daemon);
     admin.wait_ready(Duration::from_secs(20)).await;
-    const PUTS: &str = "ecs_xds_aws_requests_total{operation=\"PutObject\",outcome=\"ok\"} ";
-    const LISTS: &str = "ecs_xds_aws_requests_total{operation=\"ListObjectsV2\",outcome=\"ok\"} ";
+    const PUTS: &str = "ecs_xds_aws_requests_total{account=\"self\",region=\"default\",operation=\"PutObject\",outcome=\"ok\"} ";
+    const LISTS: &str = "ecs_xds_aws_requests_total{account=\"self\",region=\"default\",operation=\"ListObjectsV2\",outcome=\"ok\"} ";
     assert_eq!(scrape_metric(daemon.admin, PUTS).await, 0.0);
     assert!(
         scrape_metric(daemon.admin, LISTS).await >= 1.0,

@@ -41,12 +41,15 @@ pub struct Metrics {
     reconcile_corrections: Counter,
     reconciles: Counter,
     mode: Family<Vec<(&'static str, &'static str)>, Gauge>,
+    /// Where `/readyz` reads the sources never discovered.
+    stats: Arc<DaemonStats>,
 }
 
-/// The AWS requests made so far: (operation, outcome, count), each attempt counted. The
-/// daemon hands the one counter every AWS request goes through (`aws::CallCounter`).
+/// The AWS requests made so far: (source, operation, outcome, count), each attempt counted,
+/// the source an `account/region`. The daemon hands the one counter every AWS request goes
+/// through (`aws::CallCounter`).
 pub trait RequestCounts: std::fmt::Debug + Send + Sync {
-    fn request_counts(&self) -> Vec<(&'static str, &'static str, u64)>;
+    fn request_counts(&self) -> Vec<(Arc<str>, &'static str, &'static str, u64)>;
 }
 
 /// Where the scrape-time figures come from.
@@ -111,8 +114,10 @@ impl Metrics {
             "1 for the mode discovery is in: polling (events off), events, or fallback (events on, receiving fails: polling)",
             mode.clone(),
         );
+        let stats = live.stats.clone();
         registry.register_collector(Box::new(live));
         Self {
+            stats,
             registry,
             poll_cycles,
             poll_duration,
@@ -169,6 +174,10 @@ impl Observe for Metrics {
         self.reconcile_corrections.inc_by(corrections as u64);
     }
 
+    fn undiscovered(&self, sources: &[String]) {
+        self.stats.set_undiscovered(sources);
+    }
+
     fn mode(&self, mode: Mode) {
         for m in Mode::ALL {
             self.mode
@@ -213,6 +222,37 @@ fn family<'a, M: EncodeMetric>(
     Ok(())
 }
 
+/// Clusters by (kind, account, region): an ECS cluster's from its tasks' ARNs, a Cloud Map
+/// one's region from its first endpoint. A kind with no cluster has one zero series.
+fn clusters_by_source(inventory: &Inventory) -> BTreeMap<(&'static str, &str, &str), usize> {
+    let mut clusters = BTreeMap::new();
+    for cluster in inventory.clusters.values() {
+        let workload = cluster.security.workload.as_ref();
+        let key = match cluster.source {
+            Source::Ecs { .. } => (
+                "ecs",
+                workload.map_or("", |w| w.account.as_str()),
+                workload.map_or("", |w| w.region.as_str()),
+            ),
+            Source::CloudMap { .. } => {
+                let first = cluster.endpoints.first();
+                (
+                    "cloud_map",
+                    "",
+                    first.map_or("", |e| e.locality.region.as_str()),
+                )
+            }
+        };
+        *clusters.entry(key).or_default() += 1;
+    }
+    for kind in ["ecs", "cloud_map"] {
+        if !clusters.keys().any(|(k, _, _)| *k == kind) {
+            clusters.insert((kind, "", ""), 0);
+        }
+    }
+    clusters
+}
+
 fn count(n: u64) -> ConstCounter {
     ConstCounter::new(n)
 }
@@ -228,37 +268,38 @@ impl LiveState {
             encoder,
             MetricType::Counter,
             "aws_requests",
-            "AWS API requests (each retry counts), by operation and outcome (ok, throttled, error)",
-            calls.iter().map(|(op, outcome, n)| {
-                (vec![("operation", *op), ("outcome", *outcome)], count(*n))
+            "AWS API requests (each retry counts), by account and region (`self` and `default`: the standard chain's), operation and outcome (ok, throttled, error)",
+            calls.iter().map(|(source, op, outcome, n)| {
+                let (account, region) = source.split_once('/').unwrap_or((source, ""));
+                let labels = vec![
+                    ("account", account),
+                    ("region", region),
+                    ("operation", *op),
+                    ("outcome", *outcome),
+                ];
+                (labels, count(*n))
             }),
         )?;
         let inventory = self.inventory.borrow().clone();
-        let mut clusters: BTreeMap<&str, usize> = BTreeMap::from([("ecs", 0), ("cloud_map", 0)]);
+        let clusters = clusters_by_source(&inventory);
         let mut endpoints: BTreeMap<&str, usize> = BTreeMap::from([
             ("healthy", 0),
             ("unhealthy", 0),
             ("unknown", 0),
             ("draining", 0),
         ]);
-        for cluster in inventory.clusters.values() {
-            let source = match cluster.source {
-                Source::Ecs { .. } => "ecs",
-                Source::CloudMap { .. } => "cloud_map",
-            };
-            *clusters.entry(source).or_default() += 1;
-            for endpoint in &cluster.endpoints {
-                *endpoints.entry(endpoint.health.as_str()).or_default() += 1;
-            }
+        for endpoint in inventory.clusters.values().flat_map(|c| &c.endpoints) {
+            *endpoints.entry(endpoint.health.as_str()).or_default() += 1;
         }
         family(
             encoder,
             MetricType::Gauge,
             "inventory_clusters",
-            "Discovered clusters (one per ECS service port or Cloud Map service), by source",
-            clusters
-                .into_iter()
-                .map(|(source, n)| (vec![("source", source)], gauge(n))),
+            "Discovered clusters (one per ECS service port or Cloud Map service), by source (ecs, cloud_map) and the account and region of its tasks (a merged cluster: of its first source's)",
+            clusters.iter().map(|((source, account, region), n)| {
+                let labels = vec![("source", *source), ("account", account), ("region", region)];
+                (labels, gauge(*n))
+            }),
         )?;
         family(
             encoder,
@@ -482,7 +523,7 @@ mod tests {
             .version(ResourceType::Cluster)
             .clone();
         for line in [
-            "ecs_xds_aws_requests_total{operation=\"DescribeTasks\",outcome=\"throttled\"} 1".to_owned(),
+            "ecs_xds_aws_requests_total{account=\"self\",region=\"default\",operation=\"DescribeTasks\",outcome=\"throttled\"} 1".to_owned(),
             "ecs_xds_template_reloads_total{outcome=\"failed\",reason=\"inconsistent\"} 2".to_owned(),
             "ecs_xds_template_reloads_total{outcome=\"failed\",reason=\"settings\"} 1".to_owned(),
             "ecs_xds_template_reloads_total{outcome=\"failed\",reason=\"templates\"} 0".to_owned(),

@@ -2,7 +2,7 @@
 //! `/readyz`, `/metrics` and tests.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 /// Why a reload was refused (the `reason` label of `template_reloads_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +44,8 @@ pub struct DaemonStats {
     first_inventory_published: AtomicBool,
     /// Set when a stage ended before shutdown: the process is on its way out.
     stage_ended: OnceLock<String>,
+    /// The sources (`account/region`) never discovered in full, as of the last poll.
+    undiscovered: Mutex<Vec<String>>,
 }
 
 impl DaemonStats {
@@ -68,6 +70,11 @@ impl DaemonStats {
         let _ = self.stage_ended.set(why);
     }
 
+    /// Records the sources never discovered in full, after a poll.
+    pub fn set_undiscovered(&self, sources: &[String]) {
+        *self.undiscovered.lock().unwrap_or_else(|e| e.into_inner()) = sources.to_vec();
+    }
+
     pub fn reloads_ok(&self) -> u64 {
         self.reloads_ok.load(Ordering::Relaxed)
     }
@@ -83,11 +90,17 @@ impl DaemonStats {
         if let Some(why) = self.stage_ended.get() {
             return Some(format!("{why}; the process is exiting"));
         }
-        match self.first_inventory_published.load(Ordering::Acquire) {
-            true => None,
-            false => Some(
-                "waiting for the first complete discovery (every ECS cluster and Cloud Map namespace polled successfully once)".to_owned(),
-            ),
+        if self.first_inventory_published.load(Ordering::Acquire) {
+            return None;
+        }
+        let waiting = "waiting for the first complete discovery (every ECS cluster and Cloud Map namespace polled successfully once)";
+        let undiscovered = self.undiscovered.lock().unwrap_or_else(|e| e.into_inner());
+        match undiscovered.is_empty() {
+            true => Some(waiting.to_owned()),
+            false => Some(format!(
+                "{waiting}; never discovered: {}",
+                undiscovered.join(", ")
+            )),
         }
     }
 }

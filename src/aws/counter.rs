@@ -1,5 +1,6 @@
-//! Counts AWS requests per (operation, outcome): the metrics layer reads it, and
-//! `examples/discover-calls.rs` measures call efficiency with it.
+//! Counts AWS requests per (source, operation, outcome): the metrics layer reads it, and
+//! `examples/discover-calls.rs` measures call efficiency with it. The source is the
+//! `account/region` a request went to (`[[ecs.sources]]`): each account has its own ECS quota.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -27,13 +28,31 @@ impl Outcome {
     }
 }
 
-/// A cheap, cloneable, thread-safe counter of AWS requests by (operation, outcome).
+/// The source of requests made with the standard chain's credentials in the configured
+/// region (what [`crate::settings::Scope::label`] calls the default scope).
+pub const DEFAULT_SOURCE: &str = "self/default";
+
+type Counts = BTreeMap<(Arc<str>, &'static str, Outcome), u64>;
+
+/// A cheap, cloneable, thread-safe counter of AWS requests by (source, operation, outcome).
+/// Clones count into the same map; [`CallCounter::for_source`] clones count under another
+/// source.
 ///
 /// A std `Mutex` is fine: it is held for one map update, never across an `.await`, and a poll
 /// makes at most a few hundred calls.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct CallCounter {
-    counts: Arc<Mutex<BTreeMap<(&'static str, Outcome), u64>>>,
+    counts: Arc<Mutex<Counts>>,
+    source: Arc<str>,
+}
+
+impl Default for CallCounter {
+    fn default() -> Self {
+        Self {
+            counts: Arc::default(),
+            source: DEFAULT_SOURCE.into(),
+        }
+    }
 }
 
 impl CallCounter {
@@ -41,16 +60,35 @@ impl CallCounter {
         Self::default()
     }
 
-    /// Records one request of `operation` (e.g. `"DescribeTasks"`).
-    pub fn record(&self, operation: &'static str, outcome: Outcome) {
-        *self.lock().entry((operation, outcome)).or_default() += 1;
+    /// A counter into the same map whose requests count under `source` (`account/region`).
+    pub fn for_source(&self, source: &str) -> Self {
+        Self {
+            counts: self.counts.clone(),
+            source: source.into(),
+        }
     }
 
-    /// Every (operation, outcome, count), ordered by operation then outcome.
+    /// Records one request of `operation` (e.g. `"DescribeTasks"`).
+    pub fn record(&self, operation: &'static str, outcome: Outcome) {
+        let key = (self.source.clone(), operation, outcome);
+        *self.lock().entry(key).or_default() += 1;
+    }
+
+    /// Every (operation, outcome, count) over every source, ordered by operation then outcome.
     pub fn snapshot(&self) -> Vec<(&'static str, Outcome, u64)> {
-        self.lock()
-            .iter()
-            .map(|(&(op, outcome), &n)| (op, outcome, n))
+        let mut summed: BTreeMap<(&'static str, Outcome), u64> = BTreeMap::new();
+        for ((_, op, outcome), n) in self.lock().iter() {
+            *summed.entry((op, *outcome)).or_default() += n;
+        }
+        summed.into_iter().map(|((op, o), n)| (op, o, n)).collect()
+    }
+
+    /// Every (source, operation, outcome, count), ordered by source, operation, outcome.
+    pub fn snapshot_by_source(&self) -> Vec<(Arc<str>, &'static str, Outcome, u64)> {
+        let counts = self.lock();
+        let entries = counts.iter();
+        entries
+            .map(|((s, op, o), n)| (s.clone(), *op, *o, *n))
             .collect()
     }
 
@@ -58,7 +96,7 @@ impl CallCounter {
     pub fn get(&self, operation: &str, outcome: Outcome) -> u64 {
         self.lock()
             .iter()
-            .filter(|((op, o), _)| *op == operation && *o == outcome)
+            .filter(|((_, op, o), _)| *op == operation && *o == outcome)
             .map(|(_, n)| n)
             .sum()
     }
@@ -67,9 +105,16 @@ impl CallCounter {
     pub fn operation_total(&self, operation: &str) -> u64 {
         self.lock()
             .iter()
-            .filter(|((op, _), _)| *op == operation)
+            .filter(|((_, op, _), _)| *op == operation)
             .map(|(_, n)| n)
             .sum()
+    }
+
+    /// Requests to one source (`account/region`), whatever their operation and outcome.
+    pub fn source_total(&self, source: &str) -> u64 {
+        let counts = self.lock();
+        let of_source = counts.iter().filter(|((s, _, _), _)| &**s == source);
+        of_source.map(|(_, n)| n).sum()
     }
 
     /// Every request counted so far.
@@ -77,7 +122,7 @@ impl CallCounter {
         self.lock().values().sum()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(&'static str, Outcome), u64>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
         // A panic while holding this lock cannot leave the map half-updated, so poisoning is moot.
         self.counts.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -106,5 +151,20 @@ mod tests {
                 ("ListTasks", Outcome::Throttled, 1)
             ]
         );
+    }
+
+    #[test]
+    fn a_source_counter_counts_into_the_same_map_under_its_label() {
+        let calls = CallCounter::new();
+        let member = calls.for_source("222222222222/eu-west-1");
+        calls.record("ListTasks", Outcome::Ok);
+        member.record("ListTasks", Outcome::Ok);
+        member.record("ListTasks", Outcome::Error);
+        assert_eq!(calls.get("ListTasks", Outcome::Ok), 2);
+        assert_eq!(calls.source_total("222222222222/eu-west-1"), 2);
+        assert_eq!(calls.source_total(DEFAULT_SOURCE), 1);
+        let by_source = calls.snapshot_by_source();
+        assert_eq!(by_source.len(), 3, "{by_source:?}");
+        assert_eq!(&*by_source[0].0, "222222222222/eu-west-1");
     }
 }

@@ -67,10 +67,7 @@ pub(super) async fn open(
         identity.sts_endpoint.as_deref(),
         aws.calls().clone(),
     )?;
-    let watched = match settings.ecs.auto_discover_clusters {
-        true => Watched::All,
-        false => Watched::Clusters(settings.ecs.clusters.clone()),
-    };
+    let watched = attested_clusters(settings);
     let policy = Policy {
         pins: Pins {
             sts_host: sts.host().to_owned(),
@@ -307,5 +304,23 @@ async fn renew(
                 tracing::error!(error = %e, "renewing ecs-xds's own certificate failed; keeping the current one")
             }
         }
+    }
+}
+
+/// The ECS clusters whose tasks may get certificates: those watched in ecs-xds's own account
+/// and region (its own credentials, no role). Tasks of other sources are not attested: the
+/// identity endpoint asks ECS with its own credentials, in its own region.
+fn attested_clusters(settings: &Settings) -> Watched {
+    let Ok(discover) = settings.discover() else {
+        return Watched::Clusters(Vec::new());
+    };
+    let own = discover.scopes().into_iter().filter(|s| {
+        let here = s.region.is_none() || s.region == settings.aws.region;
+        s.role_arn.is_none() && s.account.is_none() && here
+    });
+    let own: Vec<_> = own.collect();
+    match own.iter().any(|s| s.auto_discover_clusters) {
+        true => Watched::All,
+        false => Watched::Clusters(own.into_iter().flat_map(|s| s.clusters).collect()),
     }
 }

@@ -55,7 +55,11 @@ impl Part {
             if cluster.source == source {
                 cluster.endpoints.push(m.endpoint);
             } else {
-                warnings.insert(collision(&m.cluster_name, &cluster.source, &source));
+                warnings.insert(collision(
+                    &m.cluster_name,
+                    &cluster.source.to_string(),
+                    &source.to_string(),
+                ));
             }
         }
         for cluster in clusters.values_mut() {
@@ -113,12 +117,17 @@ pub(crate) fn sort_endpoints(cluster: &mut Cluster) {
     cluster.endpoints.dedup();
 }
 
-/// Merges parts given in priority order: the first part to claim a name keeps it.
-pub(crate) fn assemble<'a>(parts: impl IntoIterator<Item = &'a Part>) -> Inventory {
-    let mut clusters: BTreeMap<String, Cluster> = BTreeMap::new();
+/// Merges parts given in priority order, each with the label of its scope (account/region):
+/// the first part to claim a name keeps it, unless `merge` and both are ECS services of one
+/// name from different scopes, which become one cluster with the endpoints of both.
+pub(crate) fn assemble<'a>(
+    parts: impl IntoIterator<Item = (&'a str, &'a Part)>,
+    merge: bool,
+) -> Inventory {
+    let mut clusters: BTreeMap<String, (&str, Cluster)> = BTreeMap::new();
     let mut warnings = BTreeSet::new();
     let mut callers = BTreeMap::new();
-    for part in parts {
+    for (scope, part) in parts {
         warnings.extend(part.warnings.iter().cloned());
         for (service, items) in &part.callers {
             callers
@@ -126,16 +135,30 @@ pub(crate) fn assemble<'a>(parts: impl IntoIterator<Item = &'a Part>) -> Invento
                 .or_insert_with(|| items.clone());
         }
         for (name, cluster) in &part.clusters {
-            match clusters.get(name) {
-                Some(kept) => {
-                    warnings.insert(collision(name, &kept.source, &cluster.source));
+            match clusters.get_mut(name) {
+                Some((kept_scope, kept))
+                    if merge && mergeable(kept_scope, kept, scope, cluster) =>
+                {
+                    warnings.extend(merge_into(kept, cluster));
+                }
+                Some((kept_scope, kept)) => {
+                    let (kept, dropped) = match *kept_scope == scope {
+                        true => (kept.source.to_string(), cluster.source.to_string()),
+                        false => (
+                            format!("{} in {kept_scope}", kept.source),
+                            format!("{} in {scope}", cluster.source),
+                        ),
+                    };
+                    warnings.insert(collision(name, &kept, &dropped));
                 }
                 None => {
-                    clusters.insert(name.clone(), cluster.clone());
+                    clusters.insert(name.clone(), (scope, cluster.clone()));
                 }
             }
         }
     }
+    let clusters: BTreeMap<String, Cluster> =
+        clusters.into_iter().map(|(n, (_, c))| (n, c)).collect();
     warnings.extend(super::backends::unmatched(&clusters, &callers));
     for w in &warnings {
         tracing::debug!(warning = %w, "inventory warning");
@@ -147,10 +170,34 @@ pub(crate) fn assemble<'a>(parts: impl IntoIterator<Item = &'a Part>) -> Invento
     }
 }
 
-fn collision(name: &str, kept: &Source, dropped: &Source) -> String {
+/// Two ECS services of one name from different scopes: the same service in two places.
+fn mergeable(kept_scope: &str, kept: &Cluster, scope: &str, other: &Cluster) -> bool {
+    let service = |c: &Cluster| match &c.source {
+        Source::Ecs { service, .. } => Some(service.clone()),
+        Source::CloudMap { .. } => None,
+    };
+    kept_scope != scope && service(kept).is_some() && service(kept) == service(other)
+}
+
+/// Adds `other`'s endpoints to `kept`, whose policy stays; a warning when they differ.
+fn merge_into(kept: &mut Cluster, other: &Cluster) -> Option<String> {
+    kept.endpoints.extend(other.endpoints.iter().cloned());
+    sort_endpoints(kept);
+    let same_policy = kept.overrides == other.overrides
+        && kept.route == other.route
+        && kept.backends == other.backends;
+    (!same_policy).then(|| {
+        format!(
+            "cluster `{}` merges {} and {}, whose tags ask for different policies; {} (listed first) decides",
+            kept.name, kept.source, other.source, kept.source
+        )
+    })
+}
+
+fn collision(name: &str, kept: &str, dropped: &str) -> String {
     format!(
         "cluster name `{name}` is claimed by {kept} and {dropped}; keeping {kept} (listed first), leaving out {dropped}. \
-         Use {{ecs_cluster}} in the name template or a cluster-name tag to tell them apart"
+         Use {{ecs_cluster}}, {{account}} or {{region}} in the name template, a cluster-name tag, or ecs.merge = true (the same service in two accounts or regions) to tell them apart"
     )
 }
 
@@ -223,7 +270,8 @@ mod tests {
             ],
             BTreeSet::new(),
         );
-        let inv = assemble([&a, &b]);
+        // Even with merge on: one scope's two ECS clusters never merge.
+        let inv = assemble([("s", &a), ("s", &b)], true);
         assert_eq!(inv.clusters["web"].endpoints.len(), 1, "never merged");
         assert_eq!(
             inv.clusters["web"].source,
@@ -241,8 +289,45 @@ mod tests {
         );
         // The order of the settings decides, not the names.
         assert_eq!(
-            assemble([&b, &a]).clusters["web"].endpoints[0].address,
+            assemble([("s", &b), ("s", &a)], false).clusters["web"].endpoints[0].address,
             "10.0.0.2"
+        );
+    }
+
+    #[test]
+    fn with_merge_one_service_in_two_scopes_is_one_cluster_with_both_regions_endpoints() {
+        let mut east = mapped("web", "web", "10.0.0.1", 1);
+        east.endpoint.locality.region = "us-east-1".into();
+        let mut west = mapped("web", "web", "10.1.0.1", 1);
+        west.endpoint.locality.region = "eu-west-1".into();
+        let mut other = mapped("web", "web", "10.1.0.2", 2);
+        other.endpoint.locality.region = "eu-west-1".into();
+        let a = Part::from_ecs("prod", vec![east], BTreeSet::new());
+        let b = Part::from_ecs("prod", vec![west], BTreeSet::new());
+        let inv = assemble([("east", &a), ("west", &b)], true);
+        let regions: Vec<&str> = (inv.clusters["web"].endpoints.iter())
+            .map(|e| e.locality.region.as_str())
+            .collect();
+        assert_eq!(regions, ["us-east-1", "eu-west-1"]);
+        assert!(inv.warnings.is_empty(), "{:?}", inv.warnings);
+        // Without merge, the first scope keeps the name.
+        let apart = assemble([("east", &a), ("west", &b)], false);
+        assert_eq!(apart.clusters["web"].endpoints.len(), 1);
+        assert_eq!(apart.warnings.len(), 1);
+        assert!(
+            apart.warnings[0].contains("ecs:prod/web in east and ecs:prod/web in west"),
+            "{:?}",
+            apart.warnings
+        );
+        // Policies that differ: merged, the first decides, and a human is told.
+        let c = Part::from_ecs("prod", vec![other], BTreeSet::new());
+        let inv = assemble([("east", &a), ("west", &c)], true);
+        assert_eq!(inv.clusters["web"].endpoints.len(), 2);
+        assert_eq!(inv.clusters["web"].overrides.http2, Some(false));
+        assert!(
+            inv.warnings[0].contains("different policies"),
+            "{:?}",
+            inv.warnings
         );
     }
 

@@ -180,7 +180,8 @@ pub(crate) async fn poll_cluster(
         );
     }
     prune_caches(state, &next);
-    let part = map_cluster(aws.region(), settings, filter, cluster, &next, state);
+    let origin = (aws.account().unwrap_or_default(), aws.region());
+    let part = map_cluster(origin, settings, filter, cluster, &next, state);
     state.clusters.insert(cluster.to_owned(), next);
     Ok(part)
 }
@@ -207,7 +208,7 @@ fn prune_caches(state: &mut EcsState, cluster: &ClusterState) {
 /// One cluster's facts → its part of the inventory. Pure: every task definition and host it
 /// needs is in the caches (a task whose definition is missing is left out).
 pub(crate) fn map_cluster(
-    region: &str,
+    (account, region): (&str, &str),
     settings: &EcsSettings,
     filter: &ServiceFilter,
     cluster: &str,
@@ -219,6 +220,7 @@ pub(crate) fn map_cluster(
         filter,
         ecs_cluster: cluster,
         region,
+        account,
     };
     let no_tags = BTreeMap::new();
     let mut warnings = BTreeSet::new();

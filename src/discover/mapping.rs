@@ -25,7 +25,10 @@ pub(crate) struct MappingContext<'a> {
     pub settings: &'a EcsSettings,
     pub filter: &'a ServiceFilter,
     pub ecs_cluster: &'a str,
+    /// The region written on every endpoint's locality.
     pub region: &'a str,
+    /// The account of the source, for `{account}` in cluster names ("" when not asked for).
+    pub account: &'a str,
 }
 
 /// One endpoint of one cluster, as contributed by one task.
@@ -298,11 +301,18 @@ fn cluster_name(ctx: &MappingContext<'_>, service: &str, port: &SelectedPort<'_>
                 ("service", service),
                 ("port_name", port.name().unwrap_or_default()),
                 ("ecs_cluster", ctx.ecs_cluster),
+                ("account", ctx.account),
+                ("region", ctx.region),
             ],
         ),
         false => render_template(
             &settings.cluster_name,
-            &[("service", service), ("ecs_cluster", ctx.ecs_cluster)],
+            &[
+                ("service", service),
+                ("ecs_cluster", ctx.ecs_cluster),
+                ("account", ctx.account),
+                ("region", ctx.region),
+            ],
         ),
     }
 }

@@ -6,7 +6,7 @@
 //! so a failure is never mistaken for "zero tasks"; a successful poll that finds zero tasks is
 //! real and is published.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,28 +18,15 @@ use crate::inventory::Inventory;
 use crate::problem::{Problem, Problems};
 use crate::settings::DiscoverConfig;
 
-use super::assemble::{assemble, Part};
-use super::ecs::{map_cluster, poll_cluster, EcsState};
+use futures_util::future::join_all;
+
+use super::assemble::assemble;
+use super::ecs::map_cluster;
 use super::events::apply::{self, Applied, Context};
 use super::events::decode::{Change, ClusterRef};
 use super::events::{local_replica_id, DetailType, Event, EventOutcome, Mode};
-use super::{cloud_map, DiscoverError};
-
-/// One source of the inventory. Its `Ord` is irrelevant: priority is the settings' order.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum SourceId {
-    Ecs(String),
-    CloudMap(String),
-}
-
-impl std::fmt::Display for SourceId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SourceId::Ecs(c) => write!(f, "ECS cluster {c}"),
-            SourceId::CloudMap(n) => write!(f, "Cloud Map namespace {n}"),
-        }
-    }
-}
+use super::scopes::{PartId, ScopeState};
+use super::DiscoverError;
 
 /// The outcome of one [`Poller::poll`].
 #[derive(Debug, Clone, PartialEq)]
@@ -54,14 +41,11 @@ pub struct PollReport {
 /// Polls AWS and remembers what fail-static and call efficiency need between polls.
 pub struct Poller {
     pub(crate) settings: DiscoverConfig,
+    /// The standard chain's clients: the default scope's, the events queue's, and what every
+    /// other scope's clients are made from.
     pub(crate) aws: Aws,
-    pub(crate) ecs: EcsState,
-    /// ECS clusters in priority order: the settings' list, or the last ListClusters answer.
-    pub(crate) ecs_clusters: Vec<String>,
-    /// False until ListClusters first succeeds (auto-discovery only).
-    ecs_clusters_known: bool,
-    /// The last good part of each source (ECS parts also re-mapped after events).
-    pub(crate) parts: BTreeMap<SourceId, Part>,
+    /// Every (account, region) watched, in priority order.
+    pub(crate) scopes: Vec<ScopeState>,
     pub(crate) published: Option<Arc<Inventory>>,
     pub(crate) observer: Option<Observer>,
     /// Names this replica's own events queue.
@@ -89,6 +73,9 @@ pub trait Observe: Send + Sync {
     fn reconciled(&self, _corrections: usize) {}
     /// Discovery is now in `mode`.
     fn mode(&self, _mode: Mode) {}
+    /// After each poll: the sources (`account/region`) that have never been discovered in
+    /// full, so nothing is published yet.
+    fn undiscovered(&self, _sources: &[String]) {}
 }
 
 /// The observer [`Poller::with_observer`] takes.
@@ -101,18 +88,12 @@ impl Poller {
             let problem = Problem::at("events.enabled", "these AWS clients have no SQS/SNS client");
             return Err(DiscoverError::Settings(Problems(vec![problem])));
         }
-        let auto = settings.ecs.auto_discover_clusters;
+        let scopes = settings.scopes().into_iter();
+        let scopes = scopes.map(|scope| ScopeState::new(scope, &settings, None));
         Ok(Self {
-            ecs_clusters: if auto {
-                Vec::new()
-            } else {
-                settings.ecs.clusters.clone()
-            },
-            ecs_clusters_known: !auto,
+            scopes: scopes.collect(),
             settings,
             aws,
-            ecs: EcsState::default(),
-            parts: BTreeMap::new(),
             published: None,
             observer: None,
             replica: local_replica_id().into(),
@@ -132,60 +113,25 @@ impl Poller {
         self
     }
 
-    /// Polls every source once.
+    /// Polls every source once, the scopes (accounts and regions) side by side: each has its
+    /// own ECS quota.
     pub async fn poll(&mut self) -> PollReport {
-        let mut errors = Vec::new();
-        if self.settings.ecs.auto_discover_clusters {
-            match self.aws.list_clusters().await {
-                Ok(clusters) => {
-                    self.parts
-                        .retain(|id, _| !matches!(id, SourceId::Ecs(c) if !clusters.contains(c)));
-                    self.ecs.retain_clusters(&clusters);
-                    self.ecs_clusters = clusters;
-                    self.ecs_clusters_known = true;
-                }
-                Err(e) => errors.push(e.into()),
-            }
-        }
-        for cluster in self.ecs_clusters.clone() {
-            let result = poll_cluster(
-                &self.aws,
-                &self.settings.ecs,
-                self.settings.filter(),
-                &cluster,
-                &mut self.ecs,
-            )
-            .await;
-            self.record(SourceId::Ecs(cluster), result, &mut errors);
-        }
-        let namespaces = self.settings.cloud_map.namespaces.clone();
-        if !namespaces.is_empty() {
-            match self.aws.namespace_ids().await {
-                Ok(ids) => {
-                    for ns in namespaces {
-                        let result = match ids.get(&ns) {
-                            Some(id) => {
-                                cloud_map::poll_namespace(
-                                    &self.aws,
-                                    &self.settings.cloud_map,
-                                    &ns,
-                                    id,
-                                )
-                                .await
-                            }
-                            None => Err(DiscoverError::NotFound {
-                                target: format!("Cloud Map namespace {ns}"),
-                                message: "ListNamespaces does not list it".into(),
-                            }),
-                        };
-                        self.record(SourceId::CloudMap(ns), result, &mut errors);
-                    }
-                }
-                Err(e) => errors.push(e.into()),
-            }
-        }
+        let several = self.scopes.len() > 1;
+        let (base, settings) = (&self.aws, &self.settings);
+        let polls = self.scopes.iter_mut().map(|scope| async move {
+            let mut errors = Vec::new();
+            scope.poll(base, settings, &mut errors).await;
+            let errors = errors.into_iter();
+            errors
+                .map(|e| in_scope(scope, e, several))
+                .collect::<Vec<_>>()
+        });
+        let errors: Vec<DiscoverError> = join_all(polls).await.into_iter().flatten().collect();
         for e in &errors {
             tracing::error!(error = %e, "discovery failed; the failed sources keep their last good part");
+        }
+        if let Some(observer) = &self.observer {
+            observer.undiscovered(&self.undiscovered());
         }
         PollReport {
             inventory: self.complete_inventory(),
@@ -193,38 +139,23 @@ impl Poller {
         }
     }
 
-    fn record(
-        &mut self,
-        source: SourceId,
-        result: Result<Part, DiscoverError>,
-        errors: &mut Vec<DiscoverError>,
-    ) {
-        match result {
-            Ok(part) => {
-                self.parts.insert(source, part);
-            }
-            Err(e) => errors.push(e),
-        }
+    /// The scopes some cluster or namespace of which has never been polled successfully.
+    pub fn undiscovered(&self) -> Vec<String> {
+        let incomplete = self.scopes.iter().filter(|s| !s.complete());
+        incomplete.map(|s| s.label.clone()).collect()
     }
 
     /// Every source's part in priority order, or `None` if some source has none yet.
     pub fn complete_inventory(&self) -> Option<Inventory> {
-        if !self.ecs_clusters_known {
+        if !self.scopes.iter().all(ScopeState::complete) {
             return None;
         }
-        let order = self
-            .ecs_clusters
-            .iter()
-            .map(|c| SourceId::Ecs(c.clone()))
-            .chain(
-                self.settings
-                    .cloud_map
-                    .namespaces
-                    .iter()
-                    .map(|n| SourceId::CloudMap(n.clone())),
-            );
-        let parts: Option<Vec<&Part>> = order.map(|id| self.parts.get(&id)).collect();
-        parts.map(assemble)
+        let parts = (self.scopes.iter()).flat_map(|scope| {
+            scope
+                .order()
+                .map(move |id| (scope.label.as_str(), &scope.parts[&id]))
+        });
+        Some(assemble(parts, self.settings.ecs.merge))
     }
 
     /// Polls once and publishes the inventory if it is complete and differs from the last one
@@ -303,47 +234,48 @@ impl Poller {
     /// result.
     pub async fn apply_events(&mut self, events: &[&Event]) -> Vec<EventOutcome> {
         let Poller {
-            settings,
-            aws,
-            ecs,
-            ecs_clusters,
-            parts,
-            ..
+            settings, scopes, ..
         } = self;
         let filter = settings.filter();
-        let ctx = Context {
-            aws,
-            settings: &settings.ecs,
-            filter,
-        };
         let mut changed = BTreeSet::new();
         let mut outcomes = Vec::with_capacity(events.len());
         for event in events {
-            let watched = change_cluster(&event.change)
-                .and_then(|c| ecs_clusters.iter().find(|name| c.is(name)));
-            let Some(cluster) = watched else {
+            let Some((i, cluster)) = watching(scopes, &event.change) else {
                 outcomes.push(EventOutcome::Ignored);
                 continue;
             };
-            let outcome = match apply::apply(&ctx, cluster, &event.change, ecs).await {
+            let scope = &mut scopes[i];
+            let Some(aws) = &scope.aws else {
+                outcomes.push(EventOutcome::Ignored);
+                continue;
+            };
+            let ctx = Context {
+                aws,
+                settings: &settings.ecs,
+                filter,
+            };
+            let outcome = match apply::apply(&ctx, &cluster, &event.change, &mut scope.ecs).await {
                 Ok(Applied::Changed) => {
-                    changed.insert(cluster.clone());
+                    changed.insert((i, cluster));
                     EventOutcome::Applied
                 }
                 Ok(Applied::Unchanged) => EventOutcome::Unchanged,
                 Ok(Applied::Stale) => EventOutcome::Stale,
                 Ok(Applied::Ignored) => EventOutcome::Ignored,
                 Err(e) => {
-                    tracing::warn!(event = %event.id, error = %e, "could not apply an ECS event; SQS will deliver it again");
+                    tracing::warn!(event = %event.id, source = %scope.label, error = %e, "could not apply an ECS event; SQS will deliver it again");
                     EventOutcome::Failed
                 }
             };
             outcomes.push(outcome);
         }
-        for cluster in changed {
-            let facts = &ecs.clusters[&cluster];
-            let part = map_cluster(aws.region(), &settings.ecs, filter, &cluster, facts, ecs);
-            parts.insert(SourceId::Ecs(cluster), part);
+        for (i, cluster) in changed {
+            let scope = &mut scopes[i];
+            let aws = scope.aws.as_ref().expect("an event was applied with them");
+            let origin = (aws.account().unwrap_or_default(), aws.region());
+            let facts = &scope.ecs.clusters[&cluster];
+            let part = map_cluster(origin, &settings.ecs, filter, &cluster, facts, &scope.ecs);
+            scope.parts.insert(PartId::Ecs(cluster), part);
         }
         outcomes
     }
@@ -370,6 +302,28 @@ impl Poller {
                 _ = self.poll_and_publish(&tx) => {}
             }
         }
+    }
+}
+
+/// The scope and ECS cluster (by its configured name) an event is about, if watched: the first
+/// scope, in priority order, of the cluster ARN's account and region that watches it.
+fn watching(scopes: &[ScopeState], change: &Change) -> Option<(usize, String)> {
+    let cluster = change_cluster(change)?;
+    scopes.iter().enumerate().find_map(|(i, scope)| {
+        let name = scope.ecs_clusters.iter().find(|name| cluster.is(name))?;
+        scope.holds_arn(&cluster.arn).then(|| (i, name.clone()))
+    })
+}
+
+/// `error` named with its scope, when there are several.
+fn in_scope(scope: &ScopeState, error: DiscoverError, several: bool) -> DiscoverError {
+    if !several {
+        return error;
+    }
+    DiscoverError::InScope {
+        scope: scope.label.clone(),
+        role: scope.scope.role_arn.clone(),
+        error: Box::new(error),
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod daemon;
+pub mod deny_proxy;
 pub mod envoy;
 pub mod events;
 pub mod fake_aws;

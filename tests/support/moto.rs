@@ -96,6 +96,18 @@ impl Moto {
     /// JSON (DescribeTasks output exactly as ECS writes it) and for EventBridge, whose SDK the
     /// project does not otherwise need.
     pub fn aws_json(&self, target: &str, body: &serde_json::Value) -> serde_json::Value {
+        self.aws_json_as("testing", REGION, target, body)
+    }
+
+    /// [`Moto::aws_json`] signed (in name: moto checks no signature) with access key `key` in
+    /// `region`: moto answers from the account the key was issued for.
+    pub fn aws_json_as(
+        &self,
+        key: &str,
+        region: &str,
+        target: &str,
+        body: &serde_json::Value,
+    ) -> serde_json::Value {
         // moto routes a request by the service named in its credential scope.
         let service = match target.split('.').next() {
             Some("AWSEvents") => "events",
@@ -103,7 +115,7 @@ impl Moto {
             other => panic!("no service known for {other:?}"),
         };
         let headers = format!(
-            "Content-Type: application/x-amz-json-1.1\r\nX-Amz-Target: {target}\r\nAuthorization: AWS4-HMAC-SHA256 Credential=testing/20260101/{REGION}/{service}/aws4_request, SignedHeaders=host, Signature=0\r\n"
+            "Content-Type: application/x-amz-json-1.1\r\nX-Amz-Target: {target}\r\nAuthorization: AWS4-HMAC-SHA256 Credential={key}/20260101/{region}/{service}/aws4_request, SignedHeaders=host, Signature=0\r\n"
         );
         let (status, text) = self
             .raw_request("POST", "/", &headers, &body.to_string())
@@ -142,6 +154,23 @@ impl Moto {
         Ok((status, response))
     }
 
+    /// [`Moto::sdk_config`] with `role_arn`'s credentials (assumed through moto's STS) in
+    /// `region`: the clients of another account, as an operator of it would have.
+    pub async fn sdk_config_as(&self, role_arn: &str, region: &str) -> SdkConfig {
+        let base = self.sdk_config().await;
+        let provider = aws_config::sts::AssumeRoleProvider::builder(role_arn)
+            .session_name("test")
+            .configure(&base)
+            .build()
+            .await;
+        base.to_builder()
+            .region(Region::new(region.to_owned()))
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(provider),
+            )
+            .build()
+    }
+
     /// SDK config pointing at this moto with dummy credentials: no env, profile or
     /// instance-metadata lookups.
     pub async fn sdk_config(&self) -> SdkConfig {
@@ -155,15 +184,28 @@ impl Moto {
 
     /// Runs `localstack/seed.py` against this moto; returns its JSON summary.
     pub fn seed(&self, args: &[&str]) -> serde_json::Value {
+        self.seed_in(None, REGION, args)
+    }
+
+    /// [`Moto::seed`] in `region` of the account of `role_arn` (assumed first), or of the
+    /// caller's own account.
+    pub fn seed_in(
+        &self,
+        role_arn: Option<&str>,
+        region: &str,
+        args: &[&str],
+    ) -> serde_json::Value {
+        let role = role_arn.map(|r| vec!["--role-arn", r]).unwrap_or_default();
         let out = Command::new(venv_python())
             .arg(repo_root().join("localstack/seed.py"))
             .args([
                 "--endpoint-url",
                 &self.endpoint,
                 "--region",
-                REGION,
+                region,
                 "--moto",
             ])
+            .args(role)
             .args(args)
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
@@ -236,7 +278,7 @@ pub async fn run_service_task(
 ) -> String {
     let out = ecs
         .run_task()
-        .cluster("demo")
+        .cluster(seed["ecs"]["cluster"].as_str().unwrap_or("demo"))
         .task_definition(
             seed["ecs"]["services"][service]["task_definition"]
                 .as_str()

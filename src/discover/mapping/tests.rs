@@ -67,6 +67,7 @@ impl Fixture {
             filter: &self.filter,
             ecs_cluster: "demo",
             region: "us-east-1",
+            account: "123456789012",
         };
         let tags = tags
             .iter()
@@ -490,6 +491,7 @@ fn a_service_serving_no_port_still_declares_what_it_calls() {
         filter: &fixture.filter,
         ecs_cluster: "demo",
         region: "us-east-1",
+        account: "123456789012",
     };
     let worker = def(NetworkMode::Awsvpc, vec![container("worker", &[])]);
     let mut warnings = BTreeSet::new();

@@ -1,0 +1,251 @@
+//! Several accounts and regions (`[[ecs.sources]]`) in one moto, through the real AWS SDK: the
+//! member account's role assumed by the SDK's own provider, one service merged across regions,
+//! fail static per source when the role is removed, and events applied to the right source.
+//! Safety: the 10.x addresses moto invents are only read as data, never contacted.
+
+use crate::support;
+
+use std::collections::BTreeMap;
+
+use aws_credential_types::provider::ProvideCredentials;
+use ecs_xds::aws::Aws;
+use ecs_xds::discover::events::{decode, EventOutcome};
+use ecs_xds::discover::Poller;
+use ecs_xds::inventory::Inventory;
+use ecs_xds::settings::{DiscoverSettings, SourceSettings};
+use support::deny_proxy::DenyProxy;
+use support::moto::{run_service_task, Moto};
+
+const MEMBER_ROLE: &str = "arn:aws:iam::222222222222:role/ecs-xds-reader";
+const MEMBER: &str = "222222222222";
+
+/// The own account's `demo` in us-east-1, and the member's `prod` in us-east-1 and eu-west-1.
+fn settings(merge: bool) -> DiscoverSettings {
+    let mut s = DiscoverSettings::default();
+    s.ecs.merge = merge;
+    s.ecs.sources = vec![
+        SourceSettings {
+            clusters: vec!["demo".into()],
+            ..SourceSettings::default()
+        },
+        SourceSettings {
+            role_arn: Some(MEMBER_ROLE.into()),
+            external_id: Some("mesh-test".into()),
+            regions: vec!["us-east-1".into(), "eu-west-1".into()],
+            clusters: vec!["prod".into()],
+            ..SourceSettings::default()
+        },
+    ];
+    s
+}
+
+/// moto with one task per service in each of the three (account, region, cluster)s.
+fn seeded(moto: &Moto) -> BTreeMap<&'static str, serde_json::Value> {
+    let one = ["--tasks-per-service", "1"];
+    let prod = ["--tasks-per-service", "1", "--cluster", "prod"];
+    BTreeMap::from([
+        ("self", moto.seed(&one)),
+        (
+            "member-east",
+            moto.seed_in(Some(MEMBER_ROLE), "us-east-1", &prod),
+        ),
+        (
+            "member-west",
+            moto.seed_in(Some(MEMBER_ROLE), "eu-west-1", &prod),
+        ),
+    ])
+}
+
+/// `cluster`'s endpoints as (region, task id), sorted.
+fn placed(inventory: &Inventory, cluster: &str) -> Vec<(String, String)> {
+    let endpoints = inventory.clusters[cluster].endpoints.iter();
+    let mut placed: Vec<_> = endpoints
+        .map(|e| (e.locality.region.clone(), e.id.clone()))
+        .collect();
+    placed.sort();
+    placed
+}
+
+fn regions(inventory: &Inventory, cluster: &str) -> Vec<String> {
+    placed(inventory, cluster)
+        .into_iter()
+        .map(|(r, _)| r)
+        .collect()
+}
+
+/// A poller whose AWS calls go through `endpoint`.
+async fn poller(moto: &Moto, endpoint: &str, merge: bool) -> (Poller, ecs_xds::aws::CallCounter) {
+    let config = moto
+        .sdk_config()
+        .await
+        .to_builder()
+        .endpoint_url(endpoint)
+        .build();
+    let aws = Aws::from_sdk_config(&config).unwrap();
+    let calls = aws.calls().clone();
+    (
+        Poller::new(settings(merge).check().unwrap(), aws).unwrap(),
+        calls,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_accounts_in_two_regions_merge_and_each_source_fails_static_on_its_own() {
+    let moto = Moto::start();
+    let proxy = DenyProxy::start(&moto);
+    let seeds = seeded(&moto);
+    let (mut merged, calls) = poller(&moto, &proxy.endpoint, true).await;
+
+    let report = merged.poll().await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let inventory = report.inventory.expect("every source discovered");
+    assert_eq!(
+        inventory
+            .clusters
+            .keys()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        ["api.grpc", "api.http", "orders", "web"],
+        "one cluster per name: the member's services merged into the own account's"
+    );
+    assert!(inventory.warnings.is_empty(), "{:?}", inventory.warnings);
+    assert_eq!(
+        regions(&inventory, "web"),
+        ["eu-west-1", "us-east-1", "us-east-1"],
+        "the own account's task and the member's, each in its region's locality"
+    );
+    let workload = inventory.clusters["web"].security.workload.clone().unwrap();
+    assert_eq!(workload.account, "123456789012", "the first source decides");
+    for scope in ["222222222222/us-east-1", "222222222222/eu-west-1"] {
+        assert!(
+            calls.source_total(scope) >= 3,
+            "{scope}: {:?}",
+            calls.snapshot_by_source()
+        );
+    }
+    assert!(calls.source_total("self/default") >= 3);
+
+    // Without merge, the own account (listed first) keeps each name and the member's are
+    // reported, once per region.
+    let (mut apart, _) = poller(&moto, &proxy.endpoint, false).await;
+    let inventory = apart.poll().await.inventory.unwrap();
+    assert_eq!(regions(&inventory, "web"), ["us-east-1"]);
+    let collisions = inventory
+        .warnings
+        .iter()
+        .filter(|w| w.contains("`web`"))
+        .count();
+    assert_eq!(collisions, 2, "{:?}", inventory.warnings);
+
+    // A task started in the member account's second region appears at the next poll.
+    let member_west = moto.sdk_config_as(MEMBER_ROLE, "eu-west-1").await;
+    let member_ecs = aws_sdk_ecs::Client::new(&member_west);
+    let started = run_service_task(&member_ecs, &seeds["member-west"], "web").await;
+    let inventory = merged.poll().await.inventory.unwrap();
+    let id = started.rsplit('/').next().unwrap().to_owned();
+    assert!(
+        placed(&inventory, "web").contains(&("eu-west-1".into(), id)),
+        "{:?}",
+        placed(&inventory, "web")
+    );
+    let before = placed(&inventory, "web");
+
+    // The member's role is removed: its two scopes keep their last good parts, the own account
+    // goes on (a task started there appears), and each failure names the source and role.
+    proxy.deny(MEMBER_ROLE);
+    let own = aws_sdk_ecs::Client::new(&moto.sdk_config().await);
+    let own_task = run_service_task(&own, &seeds["self"], "web").await;
+    let report = merged.poll().await;
+    let errors: Vec<String> = report.errors.iter().map(|e| e.to_string()).collect();
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    for (error, scope) in errors
+        .iter()
+        .zip(["222222222222/us-east-1", "222222222222/eu-west-1"])
+    {
+        assert!(
+            error.starts_with(&format!("source {scope} (role {MEMBER_ROLE})")),
+            "{error}"
+        );
+        assert!(error.contains("AccessDenied"), "{error}");
+    }
+    let inventory = report.inventory.expect("fail static: still complete");
+    let now = placed(&inventory, "web");
+    let own_id = own_task.rsplit('/').next().unwrap().to_owned();
+    assert!(now.contains(&("us-east-1".into(), own_id)), "{now:?}");
+    assert!(
+        before.iter().all(|e| now.contains(e)),
+        "the member's endpoints stay"
+    );
+    assert!(
+        merged.undiscovered().is_empty(),
+        "each source succeeded once"
+    );
+
+    // A replica starting now never discovers the member: it publishes nothing and says which.
+    let (mut late, _) = poller(&moto, &proxy.endpoint, true).await;
+    assert_eq!(late.poll().await.inventory, None);
+    assert_eq!(
+        late.undiscovered(),
+        ["222222222222/us-east-1", "222222222222/eu-west-1"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_is_applied_to_the_source_of_its_account_and_region() {
+    let moto = Moto::start();
+    let seeds = seeded(&moto);
+    let (mut poller, _) = poller(&moto, &moto.endpoint, true).await;
+    assert!(poller.poll().await.errors.is_empty());
+
+    // ECS in the member account's eu-west-1 starts a task; its event reaches the central bus.
+    let config = moto.sdk_config_as(MEMBER_ROLE, "eu-west-1").await;
+    let key = config
+        .credentials_provider()
+        .unwrap()
+        .provide_credentials()
+        .await
+        .unwrap();
+    let started = run_service_task(
+        &aws_sdk_ecs::Client::new(&config),
+        &seeds["member-west"],
+        "web",
+    )
+    .await;
+    let described = moto.aws_json_as(
+        key.access_key_id(),
+        "eu-west-1",
+        "AmazonEC2ContainerServiceV20141113.DescribeTasks",
+        &serde_json::json!({"cluster": "prod", "tasks": [started]}),
+    );
+    let mut detail = described["tasks"][0].clone();
+    assert!(detail["clusterArn"]
+        .as_str()
+        .unwrap()
+        .contains(":eu-west-1:222222222222:"));
+    detail["version"] = 2.into();
+    let mut envelope = support::events::task_envelope(&detail);
+    envelope["account"] = MEMBER.into();
+    envelope["region"] = "eu-west-1".into();
+    let event = decode(&envelope.to_string()).unwrap();
+    assert_eq!(
+        poller.apply_events(&[&event]).await,
+        [EventOutcome::Applied]
+    );
+    let inventory = poller.complete_inventory().unwrap();
+    let id = started.rsplit('/').next().unwrap().to_owned();
+    assert!(placed(&inventory, "web").contains(&("eu-west-1".into(), id)));
+
+    // The same cluster name in an account no source watches is not ours.
+    let mut stranger = detail.clone();
+    let arn = detail["clusterArn"]
+        .as_str()
+        .unwrap()
+        .replace(MEMBER, "333333333333");
+    stranger["clusterArn"] = arn.into();
+    stranger["version"] = 3.into();
+    let event = decode(&support::events::task_envelope(&stranger).to_string()).unwrap();
+    assert_eq!(
+        poller.apply_events(&[&event]).await,
+        [EventOutcome::Ignored]
+    );
+}
