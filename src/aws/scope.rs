@@ -26,7 +26,7 @@ impl Aws {
         };
         aws.account = scope.account.clone().or_else(|| self.account.clone());
         aws.calls = self.calls.for_source(&label);
-        aws.retry = self.retry.clone();
+        aws.retry = self.retry;
         Ok(aws)
     }
 
