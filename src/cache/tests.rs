@@ -23,7 +23,7 @@ fn publishing_identical_content_changes_nothing_and_wakes_nobody() {
         publisher.publish("sidecar", snapshot(1)).unwrap(),
         Published::Changed(ResourceType::ALL.to_vec())
     );
-    let mut watch = cache.watch("sidecar", "", "");
+    let mut watch = cache.watch("sidecar", "", &Location::default());
     watch.borrow_and_update();
     assert_eq!(
         publisher.publish("sidecar", snapshot(1)).unwrap(),
@@ -36,9 +36,9 @@ fn publishing_identical_content_changes_nothing_and_wakes_nobody() {
 fn publishing_new_content_reports_only_the_changed_types_and_wakes_watchers() {
     let (cache, publisher) = Cache::new(NodeTypeResolver::default());
     publisher.publish("sidecar", snapshot(1)).unwrap();
-    let mut watch = cache.watch("sidecar", "", "");
+    let mut watch = cache.watch("sidecar", "", &Location::default());
     watch.borrow_and_update();
-    let other = cache.watch("ingress", "", "");
+    let other = cache.watch("ingress", "", &Location::default());
     assert_eq!(
         publisher.publish("sidecar", snapshot(2)).unwrap(),
         Published::Changed(vec![ResourceType::Endpoint])
@@ -80,8 +80,8 @@ fn unknown_node_types_fall_back_when_configured() {
 #[test]
 fn each_zone_gets_its_own_snapshot_or_the_plain_one_and_only_its_streams_wake() {
     let (cache, publisher) = Cache::new(NodeTypeResolver::default());
-    let mut a = cache.watch("sidecar", "", "zone-a");
-    let mut c = cache.watch("sidecar", "", "zone-c");
+    let mut a = cache.watch("sidecar", "", &Location::zone("zone-a"));
+    let mut c = cache.watch("sidecar", "", &Location::zone("zone-c"));
     let zones = BTreeMap::from([("zone-a".to_owned(), snapshot(2))]);
     publisher
         .publish_zoned("sidecar", snapshot(1), zones)
@@ -107,7 +107,7 @@ fn each_zone_gets_its_own_snapshot_or_the_plain_one_and_only_its_streams_wake() 
         plain.version(ResourceType::Endpoint),
         "a zone nobody watched yet starts from the plain snapshot"
     );
-    assert_eq!(cache.zones("sidecar"), ["zone-a"]);
+    assert_eq!(cache.places("sidecar"), ["zone-a"]);
 
     // Only zone a's content changes: zone c's streams are not woken.
     let zones = BTreeMap::from([("zone-a".to_owned(), snapshot(3))]);
@@ -153,8 +153,8 @@ fn an_inconsistent_zone_snapshot_refuses_the_whole_publish() {
 #[test]
 fn a_declaring_services_streams_get_its_set_and_follow_a_changed_declaration() {
     let (cache, publisher) = Cache::new(NodeTypeResolver::default());
-    let mut web = cache.watch("sidecar", "web", "");
-    let mut other = cache.watch("sidecar", "billing", "");
+    let mut web = cache.watch("sidecar", "web", &Location::default());
+    let mut other = cache.watch("sidecar", "billing", &Location::default());
     let publish = |web_set: &str| {
         let mut snapshots = NodeTypeSnapshots::plain(snapshot(1));
         for (key, port) in [("orders", 2), ("orders,payments", 3)] {
@@ -195,7 +195,7 @@ fn a_declaring_services_streams_get_its_set_and_follow_a_changed_declaration() {
     );
     assert_eq!(
         cache
-            .snapshot_for("sidecar", "web", "zone-x")
+            .snapshot_for("sidecar", "web", &Location::zone("zone-x"))
             .unwrap()
             .version(ResourceType::Endpoint),
         snapshot(3).version(ResourceType::Endpoint)
