@@ -201,3 +201,61 @@ fn a_declaring_services_streams_get_its_set_and_follow_a_changed_declaration() {
         snapshot(3).version(ResourceType::Endpoint)
     );
 }
+
+#[test]
+fn a_node_is_served_its_zones_snapshot_else_its_regions_else_the_plain_one() {
+    let (cache, publisher) = Cache::new(NodeTypeResolver::default());
+    let at = |zone: &str, region: &str| Location {
+        zone: zone.into(),
+        region: region.into(),
+    };
+    let mut other_zone = cache.watch("sidecar", "", &at("us-east-1b", "us-east-1"));
+    let places = BTreeMap::from([
+        ("us-east-1a".to_owned(), snapshot(2)),
+        ("us-east-1".to_owned(), snapshot(3)),
+    ]);
+    publisher
+        .publish_zoned("sidecar", snapshot(1), places)
+        .unwrap();
+    let served = |location: Location| {
+        let snapshot = cache.snapshot_for("sidecar", "", &location).unwrap();
+        snapshot.version(ResourceType::Endpoint).clone()
+    };
+    let version = |port| snapshot(port).version(ResourceType::Endpoint).clone();
+    assert_eq!(
+        served(at("us-east-1a", "us-east-1")),
+        version(2),
+        "its zone"
+    );
+    assert_eq!(
+        served(at("us-east-1a", "")),
+        version(2),
+        "its zone, no region"
+    );
+    assert_eq!(
+        served(at("us-east-1b", "us-east-1")),
+        version(3),
+        "its region"
+    );
+    assert_eq!(
+        served(at("", "us-east-1")),
+        version(3),
+        "its region, no zone"
+    );
+    assert_eq!(served(at("eu-west-1a", "eu-west-1")), version(1), "plain");
+    assert_eq!(served(at("", "")), version(1), "plain");
+    let current = other_zone.borrow_and_update().clone().unwrap();
+    assert_eq!(*current.version(ResourceType::Endpoint), version(3));
+
+    // Its zone gets a snapshot of its own later: the zone's stream moves to it.
+    let places = BTreeMap::from([
+        ("us-east-1b".to_owned(), snapshot(4)),
+        ("us-east-1".to_owned(), snapshot(3)),
+    ]);
+    publisher
+        .publish_zoned("sidecar", snapshot(1), places)
+        .unwrap();
+    let current = other_zone.borrow_and_update().clone().unwrap();
+    assert_eq!(*current.version(ResourceType::Endpoint), version(4));
+    assert_eq!(cache.places("sidecar"), ["us-east-1", "us-east-1b"]);
+}

@@ -264,4 +264,56 @@ mod tests {
         }
         assert!(cache.status().counters().refusals().is_empty());
     }
+
+    fn node_claiming(zone: &str, region: &str) -> Node {
+        let mut node = node_in(zone);
+        node.locality.as_mut().unwrap().region = region.into();
+        node
+    }
+
+    #[test]
+    fn the_certificates_region_serves_a_node_that_claims_it_or_no_region() {
+        let cache = cache();
+        let id = verified(Some("us-east-1a"));
+        for claim in ["", "us-east-1"] {
+            let served = location(&cache, &node_claiming("", claim), Some(&id)).unwrap();
+            let wanted = Location {
+                zone: "us-east-1a".into(),
+                region: "us-east-1".into(),
+            };
+            assert_eq!(served, wanted, "claim {claim:?}");
+        }
+        let served = location(&cache, &Node::default(), Some(&verified(None))).unwrap();
+        assert_eq!(
+            served.region, "us-east-1",
+            "the SPIFFE ID's, without a zone"
+        );
+        assert!(cache.status().counters().refusals().is_empty());
+    }
+
+    #[test]
+    fn a_node_claiming_another_region_than_its_certificate_is_refused_and_counted() {
+        let cache = cache();
+        let id = verified(None);
+        let claim = node_claiming("", "eu-west-1");
+        let refused = location(&cache, &claim, Some(&id)).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+        assert!(
+            refused.message().contains("region \"eu-west-1\""),
+            "{refused:?}"
+        );
+        let refusals = cache.status().counters().refusals();
+        assert_eq!(refusals.get(REGION_MISMATCH), Some(&1), "{refusals:?}");
+        assert_eq!(refusals.get(ZONE_MISMATCH), None, "{refusals:?}");
+    }
+
+    #[test]
+    fn without_a_certificate_a_node_is_served_the_region_it_claims() {
+        let cache = cache();
+        let served = location(&cache, &node_claiming("eu-west-1a", "eu-west-1"), None).unwrap();
+        assert_eq!(
+            (&*served.zone, &*served.region),
+            ("eu-west-1a", "eu-west-1")
+        );
+    }
 }

@@ -367,6 +367,8 @@ fn encode_statics(template: &NodeTemplate) -> Vec<(ResourceType, Arc<EncodedReso
 mod backend_sets;
 #[cfg(test)]
 mod backend_tests;
+#[cfg(test)]
+mod failover_tests;
 mod grpc;
 #[cfg(test)]
 mod grpc_server_tests;
