@@ -128,6 +128,12 @@ async fn stays_then_fails_over(locality: serde_json::Value) -> serde_json::Value
             (v.endpoints.iter()).any(|(name, addrs)| name == "orders" && addrs.len() == 2)
         })
         .await;
+    // As Envoy holds them: us-east-1's host at priority 0, eu-west-1's at 1.
+    let hosts = envoy.admin_get("/clusters").await;
+    for (backend, priority) in [(&east, 0), (&west, 1)] {
+        let line = format!("orders::{}::priority::{priority}", backend.addr);
+        assert!(hosts.lines().any(|l| l == line), "no {line}: {hosts}");
+    }
     let counts = spread(egress, 100).await;
     assert_eq!(counts, BTreeMap::from([("east".to_owned(), 100)]));
     assert_eq!(west.hits(), 0, "eu-west-1 is priority 1");
