@@ -299,14 +299,14 @@ impl Publisher {
         node_type: &str,
         snapshot: Snapshot,
     ) -> Result<Published, InconsistentSnapshot> {
-        self.publish_zoned(node_type, snapshot, BTreeMap::new())
+        self.publish_places(node_type, snapshot, BTreeMap::new())
     }
 
     /// Publishes a node type's plain snapshot and its snapshots by place (zone or region),
     /// each checked for consistency first (nothing is published if one fails). What it reports
     /// is about the plain snapshot; each place's streams are woken only if their own snapshot
     /// changed.
-    pub fn publish_zoned(
+    pub fn publish_places(
         &self,
         node_type: &str,
         plain: Snapshot,

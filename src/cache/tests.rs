@@ -84,7 +84,7 @@ fn each_zone_gets_its_own_snapshot_or_the_plain_one_and_only_its_streams_wake() 
     let mut c = cache.watch("sidecar", "", &Location::zone("zone-c"));
     let zones = BTreeMap::from([("zone-a".to_owned(), snapshot(2))]);
     publisher
-        .publish_zoned("sidecar", snapshot(1), zones)
+        .publish_places("sidecar", snapshot(1), zones)
         .unwrap();
     let endpoint_version = |w: &mut SnapshotWatch| {
         let current = w.borrow_and_update().clone().unwrap();
@@ -112,7 +112,7 @@ fn each_zone_gets_its_own_snapshot_or_the_plain_one_and_only_its_streams_wake() 
     // Only zone a's content changes: zone c's streams are not woken.
     let zones = BTreeMap::from([("zone-a".to_owned(), snapshot(3))]);
     publisher
-        .publish_zoned("sidecar", snapshot(1), zones)
+        .publish_places("sidecar", snapshot(1), zones)
         .unwrap();
     assert!(a.has_changed().unwrap());
     assert!(!c.has_changed().unwrap());
@@ -123,7 +123,7 @@ fn each_zone_gets_its_own_snapshot_or_the_plain_one_and_only_its_streams_wake() 
         ("zone-c".to_owned(), snapshot(4)),
     ]);
     publisher
-        .publish_zoned("sidecar", snapshot(1), zones)
+        .publish_places("sidecar", snapshot(1), zones)
         .unwrap();
     assert!(c.has_changed().unwrap());
     assert_eq!(
@@ -141,7 +141,7 @@ fn an_inconsistent_zone_snapshot_refuses_the_whole_publish() {
         .build();
     let zones = BTreeMap::from([("zone-a".to_owned(), broken)]);
     assert!(publisher
-        .publish_zoned("sidecar", snapshot(2), zones)
+        .publish_places("sidecar", snapshot(2), zones)
         .is_err());
     let served = cache.snapshot("sidecar").unwrap();
     assert_eq!(
@@ -215,7 +215,7 @@ fn a_node_is_served_its_zones_snapshot_else_its_regions_else_the_plain_one() {
         ("us-east-1".to_owned(), snapshot(3)),
     ]);
     publisher
-        .publish_zoned("sidecar", snapshot(1), places)
+        .publish_places("sidecar", snapshot(1), places)
         .unwrap();
     let served = |location: Location| {
         let snapshot = cache.snapshot_for("sidecar", "", &location).unwrap();
@@ -253,7 +253,7 @@ fn a_node_is_served_its_zones_snapshot_else_its_regions_else_the_plain_one() {
         ("us-east-1".to_owned(), snapshot(3)),
     ]);
     publisher
-        .publish_zoned("sidecar", snapshot(1), places)
+        .publish_places("sidecar", snapshot(1), places)
         .unwrap();
     let current = other_zone.borrow_and_update().clone().unwrap();
     assert_eq!(*current.version(ResourceType::Endpoint), version(4));

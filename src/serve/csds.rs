@@ -120,9 +120,9 @@ impl Csds {
 }
 
 /// The node as it is served: its id, the zone and region it is served in (its certificate's on
-/// a verified stream whose certificate names them) and, when its connection's client certificate was
-/// verified, the SPIFFE ID it proved as `metadata["ecs-xds.identity"]`. A node's own claims are
-/// not repeated: they are not what decided its configuration.
+/// a verified stream whose certificate names them) and, when its connection's client
+/// certificate was verified, the SPIFFE ID it proved as `metadata["ecs-xds.identity"]`. A
+/// node's own claims are not repeated: they are not what decided its configuration.
 fn reported_node(stream: &StreamStatus) -> Node {
     let location = &stream.location;
     let locality = (*location != Default::default()).then(|| Locality {
@@ -241,5 +241,13 @@ mod tests {
 
         let plain = reported_node(&stream("", None));
         assert_eq!((plain.locality, plain.metadata), (None, None));
+    }
+
+    #[test]
+    fn a_node_is_reported_in_the_region_it_is_served_in() {
+        let mut served = stream("", None);
+        served.location.region = "eu-west-1".into();
+        let locality = reported_node(&served).locality.unwrap();
+        assert_eq!((&*locality.region, &*locality.zone), ("eu-west-1", ""));
     }
 }

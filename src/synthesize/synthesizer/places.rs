@@ -34,6 +34,10 @@ impl Encodings {
         let regions: BTreeSet<&str> = (discovered.iter())
             .flat_map(|c| c.endpoints.iter().map(|e| e.locality.region.as_str()))
             .collect();
+        if !zone_aware && regions.len() < 2 {
+            // No cluster is in two regions: nothing to put first (the common case, kept cheap).
+            return BTreeMap::new();
+        }
         let mut places = BTreeMap::new();
         for region in regions.into_iter().filter(|r| !r.is_empty()) {
             if let Some(snapshot) = self.place_snapshot(base, discovered, None, region, out) {
