@@ -280,10 +280,10 @@ fn distinct_messages(synthesis: &Synthesis) -> Vec<Messages> {
     let snapshots = synthesis
         .snapshots
         .values()
-        .chain(synthesis.zones.values().flat_map(|z| z.values()))
+        .chain(synthesis.places.values().flat_map(|z| z.values()))
         .chain(synthesis.backend_sets.values().flat_map(|b| {
             (b.sets.values())
-                .flat_map(|set| std::iter::once(&set.snapshot).chain(set.zones.values()))
+                .flat_map(|set| std::iter::once(&set.snapshot).chain(set.places.values()))
         }));
     snapshots
         .map(|snapshot| {
@@ -373,7 +373,7 @@ fn ratio(name: &str, templates: &Templates, inventory: &Inventory) {
         Synthesizer::new(templates.clone()).synthesize(inventory)
     });
     let floor_time = median(15, || floor(messages.clone()));
-    let zones: usize = cold.zones.values().map(|z| z.len()).sum();
+    let zones: usize = cold.places.values().map(|z| z.len()).sum();
     eprintln!(
         "synthesize {name}: cold {:.1} ms, floor {:.1} ms ({count} distinct resources encoded and hashed once), cold/floor {:.2}; {} node types, {zones} zone snapshots",
         synth.as_secs_f64() * 1e3,

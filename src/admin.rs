@@ -7,8 +7,8 @@
 //! - `/metrics`: Prometheus/OpenMetrics text ([`metrics`]).
 //! - `/nodes`: every connected Envoy and, per resource type, what it was sent, ACKed and
 //!   rejected ([`nodes`]).
-//! - `/snapshot/{node_type}`: the resources a node type is served, as Envoy JSON (`?zone=` and
-//!   `?service=` for an Envoy in that zone, of that service).
+//! - `/snapshot/{node_type}`: the resources a node type is served, as Envoy JSON (`?zone=`,
+//!   `?region=` and `?service=` for an Envoy in that zone and region, of that service).
 //! - `/resources/{node_type}`: the REST push API, when `push.enabled` ([`push`]).
 //!
 //! Every view reads the live state (cache, status registry, counters) at request time, so there
@@ -124,11 +124,14 @@ async fn nodes(State(state): State<AdminState>) -> Json<nodes::NodesView> {
     ))
 }
 
-/// `?zone=`, `?service=`: what an Envoy in that zone, of that service, is served.
+/// `?zone=`, `?region=`, `?service=`: what an Envoy in that zone and region, of that
+/// service, is served.
 #[derive(Debug, serde::Deserialize)]
 struct ZoneQuery {
     #[serde(default)]
     zone: String,
+    #[serde(default)]
+    region: String,
     #[serde(default)]
     service: String,
 }
@@ -139,10 +142,14 @@ async fn snapshot(
     Query(query): Query<ZoneQuery>,
 ) -> Response {
     let cache = &state.cache;
-    match cache.snapshot_for(&node_type, &query.service, &query.zone) {
+    let location = crate::cache::Location {
+        zone: query.zone,
+        region: query.region,
+    };
+    match cache.snapshot_for(&node_type, &query.service, &location) {
         Some(snapshot) => {
             let mut json = snapshot.to_envoy_json();
-            json["zones"] = json!(cache.zones(&node_type));
+            json["places"] = json!(cache.places(&node_type));
             json["backends"] = json!(cache.backend_set(&node_type, &query.service));
             Json(json).into_response()
         }

@@ -1,15 +1,15 @@
-//! The snapshot cache: the latest snapshot per node type (and, for zone-aware node types, per
-//! zone), and the only thing that pushes.
+//! The snapshot cache: the latest snapshot per node type (and per place: a zone or a region
+//! whose Envoys get some endpoints first), and the only thing that pushes.
 //!
-//! Each (node type, zone) that a stream asks for has a `watch` channel; zone "" is an Envoy that
-//! states no zone. Publishing a snapshot with new content replaces the channel's value and wakes
+//! Each (node type, zone, region) that a stream asks for has a `watch` channel; "" is an Envoy
+//! that states none. Publishing a snapshot with new content replaces the channel's value and wakes
 //! the streams on it; each stream then sends only the types whose version differs from what it
 //! sent. A `watch` keeps only the newest value, so a slow stream that misses three publishes
 //! sends the fourth and never queues the others, and the publisher never waits for any stream.
 //!
-//! A zone the publish has no snapshot for (a node type that is not zone-aware, or a zone none
-//! of its endpoints are in) gets the node type's plain snapshot; streams in one zone share one
-//! snapshot, computed once.
+//! An Envoy is served its zone's snapshot, else its region's, else the node type's plain one (a
+//! publish has a snapshot only for the places whose priorities differ); streams in one place
+//! share one snapshot, computed once.
 //!
 //! Channels are keyed by the Envoy's service too ("" for none): a service that declares its
 //! backends gets its backend set's snapshot, any other the node type's whole scope. The key is
@@ -32,7 +32,7 @@ pub use status::{Counters, Nack, NotFound, StatusRegistry, StreamStatus, TypeSta
 
 use crate::snapshot::{InconsistentSnapshot, ResourceType, Snapshot};
 
-/// A node type's current snapshot for one zone; `None` until the first publish.
+/// A node type's current snapshot for one place; `None` until the first publish.
 pub type SnapshotWatch = watch::Receiver<Option<Arc<Snapshot>>>;
 
 /// What a publish did.
@@ -66,12 +66,30 @@ struct Inner {
     unknown_logged: Mutex<BTreeSet<String>>,
 }
 
-/// (node type, service, zone).
-type ChannelKey = (String, String, String);
+/// Where an Envoy is served: the zone and region it is served in ("" for none), as
+/// `serve::peer` decides them (a verified certificate's, else the node's claim).
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Location {
+    pub zone: String,
+    pub region: String,
+}
+
+impl Location {
+    /// In `zone`, of no stated region.
+    pub fn zone(zone: &str) -> Location {
+        Location {
+            zone: zone.to_owned(),
+            region: String::new(),
+        }
+    }
+}
+
+/// (node type, service, location).
+type ChannelKey = (String, String, Location);
 
 #[derive(Debug, Default)]
 struct State {
-    /// By (node type, service, zone).
+    /// By (node type, service, location).
     channels: BTreeMap<ChannelKey, watch::Sender<Option<Arc<Snapshot>>>>,
     /// The latest publish of each node type.
     published: BTreeMap<String, NodeSnapshots>,
@@ -80,11 +98,11 @@ struct State {
 /// What one publish gives a node type.
 #[derive(Debug)]
 pub struct NodeTypeSnapshots {
-    /// The whole scope, for an Envoy that states no zone.
+    /// The whole scope, for an Envoy in no place of its own.
     pub plain: Snapshot,
-    /// The whole scope by zone, for a zone-aware node type.
-    pub zones: BTreeMap<String, Snapshot>,
-    /// By backend set key: that set's snapshot, and by zone.
+    /// The whole scope by place (zone or region name).
+    pub places: BTreeMap<String, Snapshot>,
+    /// By backend set key: that set's snapshot, and by place.
     pub backend_sets: BTreeMap<String, (Snapshot, BTreeMap<String, Snapshot>)>,
     /// By service (what an Envoy states as its own): its backend set's key.
     pub callers: BTreeMap<String, String>,
@@ -95,43 +113,46 @@ impl NodeTypeSnapshots {
     pub fn plain(plain: Snapshot) -> Self {
         NodeTypeSnapshots {
             plain,
-            zones: BTreeMap::new(),
+            places: BTreeMap::new(),
             backend_sets: BTreeMap::new(),
             callers: BTreeMap::new(),
         }
     }
 }
 
-/// A plain snapshot and its zone-aware ones by zone.
+/// A plain snapshot and those of places by place.
 #[derive(Debug, Clone)]
-struct Zoned {
+struct Placed {
     plain: Arc<Snapshot>,
-    zones: BTreeMap<String, Arc<Snapshot>>,
+    places: BTreeMap<String, Arc<Snapshot>>,
 }
 
-impl Zoned {
-    fn new(plain: Snapshot, zones: BTreeMap<String, Snapshot>) -> Zoned {
-        Zoned {
+impl Placed {
+    fn new(plain: Snapshot, places: BTreeMap<String, Snapshot>) -> Placed {
+        Placed {
             plain: Arc::new(plain),
-            zones: zones.into_iter().map(|(z, s)| (z, Arc::new(s))).collect(),
+            places: places.into_iter().map(|(p, s)| (p, Arc::new(s))).collect(),
         }
     }
 
-    fn for_zone(&self, zone: &str) -> &Arc<Snapshot> {
-        self.zones.get(zone).unwrap_or(&self.plain)
+    /// The zone's snapshot, else the region's, else the plain one: the zone's, when it has
+    /// one, already puts its region first (see `synthesize`'s `places.rs`).
+    fn at(&self, location: &Location) -> &Arc<Snapshot> {
+        let place = |name: &str| (!name.is_empty()).then(|| self.places.get(name)).flatten();
+        (place(&location.zone).or_else(|| place(&location.region))).unwrap_or(&self.plain)
     }
 }
 
 /// One node type's published snapshots.
 #[derive(Debug, Clone)]
 struct NodeSnapshots {
-    whole: Zoned,
-    sets: BTreeMap<String, Zoned>,
+    whole: Placed,
+    sets: BTreeMap<String, Placed>,
     callers: BTreeMap<String, String>,
 }
 
 impl NodeSnapshots {
-    fn for_service(&self, service: &str) -> &Zoned {
+    fn for_service(&self, service: &str) -> &Placed {
         let set = self.callers.get(service).and_then(|key| self.sets.get(key));
         set.unwrap_or(&self.whole)
     }
@@ -161,26 +182,27 @@ impl Cache {
         (cache, publisher)
     }
 
-    /// The current plain snapshot of a node type (what an Envoy stating no zone gets).
+    /// The current plain snapshot of a node type (what an Envoy stating no place gets).
     pub fn snapshot(&self, node_type: &str) -> Option<Arc<Snapshot>> {
         self.snapshot_in(node_type, "")
     }
 
-    /// The current snapshot of a node type for an Envoy in `zone`.
+    /// The current snapshot of a node type for an Envoy in `zone` (of no stated region).
     pub fn snapshot_in(&self, node_type: &str, zone: &str) -> Option<Arc<Snapshot>> {
-        self.snapshot_for(node_type, "", zone)
+        self.snapshot_for(node_type, "", &Location::zone(zone))
     }
 
-    /// The current snapshot of a node type for an Envoy of `service` ("" for none) in `zone`.
+    /// The current snapshot of a node type for an Envoy of `service` ("" for none) at
+    /// `location`.
     pub fn snapshot_for(
         &self,
         node_type: &str,
         service: &str,
-        zone: &str,
+        location: &Location,
     ) -> Option<Arc<Snapshot>> {
         let state = self.inner.state.read().unwrap();
         let published = state.published.get(node_type)?;
-        Some(published.for_service(service).for_zone(zone).clone())
+        Some(published.for_service(service).at(location).clone())
     }
 
     /// The backend set (its key) the Envoys of `service` are on; `None`: the whole scope.
@@ -197,11 +219,14 @@ impl Cache {
         state.published.get(node_type).map_or(0, |p| p.sets.len())
     }
 
-    /// The zones a node type has snapshots of its own for (zone-aware node types only).
-    pub fn zones(&self, node_type: &str) -> Vec<String> {
+    /// The places (zones and regions) a node type has snapshots of their own for.
+    pub fn places(&self, node_type: &str) -> Vec<String> {
         let state = self.inner.state.read().unwrap();
-        let zones = state.published.get(node_type).map(|p| p.whole.zones.keys());
-        zones.into_iter().flatten().cloned().collect()
+        let places = state
+            .published
+            .get(node_type)
+            .map(|p| p.whole.places.keys());
+        places.into_iter().flatten().cloned().collect()
     }
 
     /// Node types that have a snapshot.
@@ -217,11 +242,11 @@ impl Cache {
             .resolve(node, |ty| self.snapshot(ty).is_some())
     }
 
-    /// Watches a node type's snapshot for an Envoy of `service` in `zone` ("" for none). A
-    /// node type nobody has published yet is logged once; its streams wait until it is
+    /// Watches a node type's snapshot for an Envoy of `service` ("" for none) at `location`.
+    /// A node type nobody has published yet is logged once; its streams wait until it is
     /// published.
-    pub fn watch(&self, node_type: &str, service: &str, zone: &str) -> SnapshotWatch {
-        let key = (node_type.to_owned(), service.to_owned(), zone.to_owned());
+    pub fn watch(&self, node_type: &str, service: &str, location: &Location) -> SnapshotWatch {
+        let key = (node_type.to_owned(), service.to_owned(), location.clone());
         let existing = self
             .inner
             .state
@@ -235,7 +260,7 @@ impl Cache {
             let current = state
                 .published
                 .get(node_type)
-                .map(|p| p.for_service(service).for_zone(zone).clone());
+                .map(|p| p.for_service(service).at(location).clone());
             let sender = state
                 .channels
                 .entry(key)
@@ -265,7 +290,7 @@ impl Cache {
 }
 
 impl Publisher {
-    /// Publishes `snapshot` for `node_type` (every zone gets it) after checking its
+    /// Publishes `snapshot` for `node_type` (every place gets it) after checking its
     /// consistency.
     ///
     /// Identical content (equal versions for every type) changes nothing and wakes nobody.
@@ -274,20 +299,21 @@ impl Publisher {
         node_type: &str,
         snapshot: Snapshot,
     ) -> Result<Published, InconsistentSnapshot> {
-        self.publish_zoned(node_type, snapshot, BTreeMap::new())
+        self.publish_places(node_type, snapshot, BTreeMap::new())
     }
 
-    /// Publishes a node type's plain snapshot and its snapshots by zone, each checked for
-    /// consistency first (nothing is published if one fails). What it reports is about the
-    /// plain snapshot; each zone's streams are woken only if their own snapshot changed.
-    pub fn publish_zoned(
+    /// Publishes a node type's plain snapshot and its snapshots by place (zone or region),
+    /// each checked for consistency first (nothing is published if one fails). What it reports
+    /// is about the plain snapshot; each place's streams are woken only if their own snapshot
+    /// changed.
+    pub fn publish_places(
         &self,
         node_type: &str,
         plain: Snapshot,
-        zones: BTreeMap<String, Snapshot>,
+        places: BTreeMap<String, Snapshot>,
     ) -> Result<Published, InconsistentSnapshot> {
         let mut snapshots = NodeTypeSnapshots::plain(plain);
-        snapshots.zones = zones;
+        snapshots.places = places;
         self.publish_all(node_type, snapshots)
     }
 
@@ -302,37 +328,37 @@ impl Publisher {
     ) -> Result<Published, InconsistentSnapshot> {
         let NodeTypeSnapshots {
             plain,
-            zones,
+            places,
             backend_sets,
             callers,
         } = snapshots;
         let each_set = backend_sets
             .values()
             .flat_map(|(p, z)| z.values().chain([p]));
-        for snapshot in zones.values().chain([&plain]).chain(each_set) {
+        for snapshot in places.values().chain([&plain]).chain(each_set) {
             snapshot.check_consistency()?;
         }
         let published = NodeSnapshots {
-            whole: Zoned::new(plain, zones),
+            whole: Placed::new(plain, places),
             sets: (backend_sets.into_iter())
-                .map(|(key, (plain, zones))| (key, Zoned::new(plain, zones)))
+                .map(|(key, (plain, places))| (key, Placed::new(plain, places)))
                 .collect(),
             callers,
         };
         let mut state = self.cache.inner.state.write().unwrap();
-        let plain_key = (node_type.to_owned(), String::new(), String::new());
+        let plain_key = (node_type.to_owned(), String::new(), Location::default());
         state
             .channels
             .entry(plain_key.clone())
             .or_insert_with(|| watch::channel(None).0);
         let mut outcome = Published::Unchanged;
-        for ((_, service, zone), sender) in state
+        for ((_, service, location), sender) in state
             .channels
             .range(plain_key..)
             .take_while(|((n, _, _), _)| n == node_type)
         {
-            let changed = offer(sender, published.for_service(service).for_zone(zone));
-            if service.is_empty() && zone.is_empty() {
+            let changed = offer(sender, published.for_service(service).at(location));
+            if service.is_empty() && *location == Location::default() {
                 outcome = changed;
             }
         }

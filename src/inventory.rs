@@ -142,6 +142,10 @@ pub struct ClusterOverrides {
     /// type that routes by zone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone_aware: Option<bool>,
+    /// `Some(false)`: serve this service's endpoints in every region at priority 0, rather
+    /// than the Envoy's own region first, when it is found in several regions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region_failover: Option<bool>,
 }
 
 impl ClusterOverrides {

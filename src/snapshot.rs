@@ -274,6 +274,18 @@ impl Snapshot {
         }
     }
 
+    /// A second snapshot of the same resources and versions, sharing all of them: what one
+    /// place is served under another's name (a zone served its region's snapshot), at the cost
+    /// of a handful of reference counts.
+    pub fn share(&self) -> Snapshot {
+        Snapshot {
+            types: self.types.clone(),
+            wildcard_clusters: self.wildcard_clusters.clone(),
+            id: next_id(),
+            changes: Mutex::default(),
+        }
+    }
+
     /// Checks that references between types resolve (see [`InconsistentSnapshot`]).
     pub fn check_consistency(&self) -> Result<(), InconsistentSnapshot> {
         consistency::check(self)

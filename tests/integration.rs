@@ -18,6 +18,7 @@ mod discover_moto;
 mod discover_recorded;
 mod envoy_e2e;
 mod events_e2e;
+mod failover;
 mod grpc_clients;
 mod grpc_servers;
 mod identity_e2e;

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use crate::cache::{Nack, StatusRegistry, StreamStatus};
+use crate::cache::{Location, Nack, StatusRegistry, StreamStatus};
 use crate::snapshot::ResourceType;
 
 /// Every connected Envoy (sorted by node id) and the most recent NACKs of any node.
@@ -46,6 +46,10 @@ pub struct NodeView {
     /// one, else the one it states; absent when none.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub zone: String,
+    /// The region it is served in: its certificate's on a verified stream, else the one it
+    /// states; absent when none.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub region: String,
     /// The backend set it is served (its service's declared backends, joined by `,`); `null`:
     /// the node type's whole scope.
     pub backends: Option<String>,
@@ -100,14 +104,14 @@ impl NodesView {
         registry: &StatusRegistry,
         backend_set: impl Fn(&str, &str) -> Option<String>,
     ) -> Self {
-        type Key = (String, String, String, String);
+        type Key = (String, String, String, Location);
         let mut nodes: BTreeMap<Key, Vec<StreamView>> = BTreeMap::new();
         for stream in registry.streams() {
             let key = (
                 stream.node_id.clone(),
                 stream.node_type.clone(),
                 stream.caller.clone(),
-                stream.zone.clone(),
+                stream.location.clone(),
             );
             nodes.entry(key).or_default().push(StreamView::of(&stream));
         }
@@ -115,7 +119,7 @@ impl NodesView {
             replica: replica.to_owned(),
             nodes: nodes
                 .into_iter()
-                .map(|((node_id, node_type, service, zone), mut streams)| {
+                .map(|((node_id, node_type, service, location), mut streams)| {
                     streams.sort_by_key(|s| (s.service, s.mode));
                     let set = backend_set(&node_type, &service);
                     let (backends, ingress) = match &set {
@@ -132,7 +136,8 @@ impl NodesView {
                         node_id,
                         node_type,
                         service,
-                        zone,
+                        zone: location.zone,
+                        region: location.region,
                         streams,
                     }
                 })
@@ -204,7 +209,7 @@ mod tests {
         StreamStatus {
             node_id: node_id.into(),
             node_type: "sidecar".into(),
-            zone: String::new(),
+            location: Default::default(),
             caller: String::new(),
             identity: None,
             service,

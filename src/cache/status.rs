@@ -54,9 +54,9 @@ pub struct TypeStatus {
 pub struct StreamStatus {
     pub node_id: String,
     pub node_type: String,
-    /// The zone it is served in, "" for none: its verified certificate's when that names one,
-    /// else the zone the node states (`node.locality.zone`).
-    pub zone: String,
+    /// The zone and region it is served in, "" for none: its verified certificate's when that
+    /// names them, else those the node states (`node.locality`).
+    pub location: super::Location,
     /// The service the node says it is ([`super::service_of`]), "" for none: which backend set
     /// it gets.
     pub caller: String,

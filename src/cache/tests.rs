@@ -23,7 +23,7 @@ fn publishing_identical_content_changes_nothing_and_wakes_nobody() {
         publisher.publish("sidecar", snapshot(1)).unwrap(),
         Published::Changed(ResourceType::ALL.to_vec())
     );
-    let mut watch = cache.watch("sidecar", "", "");
+    let mut watch = cache.watch("sidecar", "", &Location::default());
     watch.borrow_and_update();
     assert_eq!(
         publisher.publish("sidecar", snapshot(1)).unwrap(),
@@ -36,9 +36,9 @@ fn publishing_identical_content_changes_nothing_and_wakes_nobody() {
 fn publishing_new_content_reports_only_the_changed_types_and_wakes_watchers() {
     let (cache, publisher) = Cache::new(NodeTypeResolver::default());
     publisher.publish("sidecar", snapshot(1)).unwrap();
-    let mut watch = cache.watch("sidecar", "", "");
+    let mut watch = cache.watch("sidecar", "", &Location::default());
     watch.borrow_and_update();
-    let other = cache.watch("ingress", "", "");
+    let other = cache.watch("ingress", "", &Location::default());
     assert_eq!(
         publisher.publish("sidecar", snapshot(2)).unwrap(),
         Published::Changed(vec![ResourceType::Endpoint])
@@ -80,11 +80,11 @@ fn unknown_node_types_fall_back_when_configured() {
 #[test]
 fn each_zone_gets_its_own_snapshot_or_the_plain_one_and_only_its_streams_wake() {
     let (cache, publisher) = Cache::new(NodeTypeResolver::default());
-    let mut a = cache.watch("sidecar", "", "zone-a");
-    let mut c = cache.watch("sidecar", "", "zone-c");
+    let mut a = cache.watch("sidecar", "", &Location::zone("zone-a"));
+    let mut c = cache.watch("sidecar", "", &Location::zone("zone-c"));
     let zones = BTreeMap::from([("zone-a".to_owned(), snapshot(2))]);
     publisher
-        .publish_zoned("sidecar", snapshot(1), zones)
+        .publish_places("sidecar", snapshot(1), zones)
         .unwrap();
     let endpoint_version = |w: &mut SnapshotWatch| {
         let current = w.borrow_and_update().clone().unwrap();
@@ -107,12 +107,12 @@ fn each_zone_gets_its_own_snapshot_or_the_plain_one_and_only_its_streams_wake() 
         plain.version(ResourceType::Endpoint),
         "a zone nobody watched yet starts from the plain snapshot"
     );
-    assert_eq!(cache.zones("sidecar"), ["zone-a"]);
+    assert_eq!(cache.places("sidecar"), ["zone-a"]);
 
     // Only zone a's content changes: zone c's streams are not woken.
     let zones = BTreeMap::from([("zone-a".to_owned(), snapshot(3))]);
     publisher
-        .publish_zoned("sidecar", snapshot(1), zones)
+        .publish_places("sidecar", snapshot(1), zones)
         .unwrap();
     assert!(a.has_changed().unwrap());
     assert!(!c.has_changed().unwrap());
@@ -123,7 +123,7 @@ fn each_zone_gets_its_own_snapshot_or_the_plain_one_and_only_its_streams_wake() 
         ("zone-c".to_owned(), snapshot(4)),
     ]);
     publisher
-        .publish_zoned("sidecar", snapshot(1), zones)
+        .publish_places("sidecar", snapshot(1), zones)
         .unwrap();
     assert!(c.has_changed().unwrap());
     assert_eq!(
@@ -141,7 +141,7 @@ fn an_inconsistent_zone_snapshot_refuses_the_whole_publish() {
         .build();
     let zones = BTreeMap::from([("zone-a".to_owned(), broken)]);
     assert!(publisher
-        .publish_zoned("sidecar", snapshot(2), zones)
+        .publish_places("sidecar", snapshot(2), zones)
         .is_err());
     let served = cache.snapshot("sidecar").unwrap();
     assert_eq!(
@@ -153,8 +153,8 @@ fn an_inconsistent_zone_snapshot_refuses_the_whole_publish() {
 #[test]
 fn a_declaring_services_streams_get_its_set_and_follow_a_changed_declaration() {
     let (cache, publisher) = Cache::new(NodeTypeResolver::default());
-    let mut web = cache.watch("sidecar", "web", "");
-    let mut other = cache.watch("sidecar", "billing", "");
+    let mut web = cache.watch("sidecar", "web", &Location::default());
+    let mut other = cache.watch("sidecar", "billing", &Location::default());
     let publish = |web_set: &str| {
         let mut snapshots = NodeTypeSnapshots::plain(snapshot(1));
         for (key, port) in [("orders", 2), ("orders,payments", 3)] {
@@ -195,9 +195,67 @@ fn a_declaring_services_streams_get_its_set_and_follow_a_changed_declaration() {
     );
     assert_eq!(
         cache
-            .snapshot_for("sidecar", "web", "zone-x")
+            .snapshot_for("sidecar", "web", &Location::zone("zone-x"))
             .unwrap()
             .version(ResourceType::Endpoint),
         snapshot(3).version(ResourceType::Endpoint)
     );
+}
+
+#[test]
+fn a_node_is_served_its_zones_snapshot_else_its_regions_else_the_plain_one() {
+    let (cache, publisher) = Cache::new(NodeTypeResolver::default());
+    let at = |zone: &str, region: &str| Location {
+        zone: zone.into(),
+        region: region.into(),
+    };
+    let mut other_zone = cache.watch("sidecar", "", &at("us-east-1b", "us-east-1"));
+    let places = BTreeMap::from([
+        ("us-east-1a".to_owned(), snapshot(2)),
+        ("us-east-1".to_owned(), snapshot(3)),
+    ]);
+    publisher
+        .publish_places("sidecar", snapshot(1), places)
+        .unwrap();
+    let served = |location: Location| {
+        let snapshot = cache.snapshot_for("sidecar", "", &location).unwrap();
+        snapshot.version(ResourceType::Endpoint).clone()
+    };
+    let version = |port| snapshot(port).version(ResourceType::Endpoint).clone();
+    assert_eq!(
+        served(at("us-east-1a", "us-east-1")),
+        version(2),
+        "its zone"
+    );
+    assert_eq!(
+        served(at("us-east-1a", "")),
+        version(2),
+        "its zone, no region"
+    );
+    assert_eq!(
+        served(at("us-east-1b", "us-east-1")),
+        version(3),
+        "its region"
+    );
+    assert_eq!(
+        served(at("", "us-east-1")),
+        version(3),
+        "its region, no zone"
+    );
+    assert_eq!(served(at("eu-west-1a", "eu-west-1")), version(1), "plain");
+    assert_eq!(served(at("", "")), version(1), "plain");
+    let current = other_zone.borrow_and_update().clone().unwrap();
+    assert_eq!(*current.version(ResourceType::Endpoint), version(3));
+
+    // Its zone gets a snapshot of its own later: the zone's stream moves to it.
+    let places = BTreeMap::from([
+        ("us-east-1b".to_owned(), snapshot(4)),
+        ("us-east-1".to_owned(), snapshot(3)),
+    ]);
+    publisher
+        .publish_places("sidecar", snapshot(1), places)
+        .unwrap();
+    let current = other_zone.borrow_and_update().clone().unwrap();
+    assert_eq!(*current.version(ResourceType::Endpoint), version(4));
+    assert_eq!(cache.places("sidecar"), ["us-east-1", "us-east-1b"]);
 }

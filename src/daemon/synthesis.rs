@@ -185,15 +185,15 @@ fn publish(
         }
     }
     *known_warnings = synthesis.warnings;
-    let mut zones = synthesis.zones;
+    let mut places = synthesis.places;
     let mut backend_sets = synthesis.backend_sets;
     for (node_type, snapshot) in synthesis.snapshots {
         let sets = backend_sets.remove(&node_type).unwrap_or_default();
         let snapshots = NodeTypeSnapshots {
             plain: snapshot,
-            zones: zones.remove(&node_type).unwrap_or_default(),
+            places: places.remove(&node_type).unwrap_or_default(),
             backend_sets: (sets.sets.into_iter())
-                .map(|(key, set)| (key, (set.snapshot, set.zones)))
+                .map(|(key, set)| (key, (set.snapshot, set.places)))
                 .collect(),
             callers: sets.callers,
         };

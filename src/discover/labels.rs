@@ -28,6 +28,7 @@
 //! | `outlier-max-ejection-percent` | 0 to 100 | `outlier_detection.max_ejection_percent` |
 //! | `weights` | `12=10 11=90` (revision=weight, spaces or commas) | a weighted split across task-definition revisions |
 //! | `zone-aware` | boolean | `false`: this service's endpoints are served without zone priorities |
+//! | `region-failover` | boolean | `false`: a service found in several regions is served with every region at priority 0, not the Envoy's own region first (`docs/failover.md`) |
 //! | `backends` | names or globs, spaces or commas | what the service calls (`discover::backends`) |
 //! | `mtls` | `strict`, `permissive`, `off` | how its Envoy takes connections and how callers connect to it (over the node type's `[mtls] mode`) |
 //! | `allow-from` | ECS service names, spaces or commas | only these services' Envoys may call it (RBAC on its ingress); a bad value keeps its previous policy |
@@ -165,6 +166,7 @@ impl<'a> Labels<'a> {
             connect_timeout: self.at(&v, "connect-timeout", duration),
             http2: self.at(&v, "http2", boolean),
             zone_aware: self.at(&v, "zone-aware", boolean),
+            region_failover: self.at(&v, "region-failover", boolean),
             ..ClusterOverrides::default()
         };
         let breakers = &mut overrides.circuit_breakers;
@@ -252,6 +254,7 @@ const SERVICE_KEYS: &[&str] = &[
     "connect-timeout",
     "http2",
     "zone-aware",
+    "region-failover",
     "timeout",
     "idle-timeout",
     "retries",

@@ -78,7 +78,8 @@ impl Csds {
     }
 
     fn client_config(&self, stream: &StreamStatus, exclude_contents: bool) -> ClientConfig {
-        let snapshot = (self.cache).snapshot_for(&stream.node_type, &stream.caller, &stream.zone);
+        let snapshot =
+            (self.cache).snapshot_for(&stream.node_type, &stream.caller, &stream.location);
         let mut generic_xds_configs = Vec::new();
         for (ty, status) in ResourceType::ALL.into_iter().zip(&stream.types) {
             let Some(snapshot) = &snapshot else { break };
@@ -118,13 +119,15 @@ impl Csds {
     }
 }
 
-/// The node as it is served: its id, the zone it is served in (its certificate's on a verified
-/// stream whose certificate names one) and, when its connection's client certificate was
-/// verified, the SPIFFE ID it proved as `metadata["ecs-xds.identity"]`. A node's own claims are
-/// not repeated: they are not what decided its configuration.
+/// The node as it is served: its id, the zone and region it is served in (its certificate's on
+/// a verified stream whose certificate names them) and, when its connection's client
+/// certificate was verified, the SPIFFE ID it proved as `metadata["ecs-xds.identity"]`. A
+/// node's own claims are not repeated: they are not what decided its configuration.
 fn reported_node(stream: &StreamStatus) -> Node {
-    let locality = (!stream.zone.is_empty()).then(|| Locality {
-        zone: stream.zone.clone(),
+    let location = &stream.location;
+    let locality = (*location != Default::default()).then(|| Locality {
+        zone: location.zone.clone(),
+        region: location.region.clone(),
         ..Default::default()
     });
     let metadata = stream.identity.as_ref().map(|id| {
@@ -218,7 +221,7 @@ mod tests {
         StreamStatus {
             node_id: "sidecar-web".into(),
             node_type: "sidecar".into(),
-            zone: zone.into(),
+            location: crate::cache::Location::zone(zone),
             caller: "web".into(),
             identity: identity.map(Into::into),
             service: "ads",
@@ -238,5 +241,13 @@ mod tests {
 
         let plain = reported_node(&stream("", None));
         assert_eq!((plain.locality, plain.metadata), (None, None));
+    }
+
+    #[test]
+    fn a_node_is_reported_in_the_region_it_is_served_in() {
+        let mut served = stream("", None);
+        served.location.region = "eu-west-1".into();
+        let locality = reported_node(&served).locality.unwrap();
+        assert_eq!((&*locality.region, &*locality.zone), ("eu-west-1", ""));
     }
 }

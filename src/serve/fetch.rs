@@ -23,9 +23,9 @@ pub(super) fn fetch(
         .ok_or_else(|| Status::invalid_argument("a fetch request must carry node"))?;
     let node_type = cache.resolve_node_type(node);
     let service = super::peer::caller(cache, node, verified)?;
-    let zone = super::peer::zone(cache, node, verified)?;
+    let location = super::peer::location(cache, node, verified)?;
     let snapshot = cache
-        .snapshot_for(&node_type, &service, &zone)
+        .snapshot_for(&node_type, &service, &location)
         .ok_or_else(|| {
             Status::unavailable(format!(
                 "no snapshot has been published for node type {node_type:?}"

@@ -1,8 +1,8 @@
 //! Who a stream's peer is. On an xDS listener with client certificates, the certificate the
-//! TLS handshake verified names the Envoy's service, and the zone its task runs in when ECS
-//! named one (the subject's localityName, written by the CA from attestation). The node's own
-//! claims (`node.cluster`, or `node.metadata["ecs-xds.service"]`; `node.locality.zone`) may
-//! repeat them, or be absent, but never name others.
+//! TLS handshake verified names the Envoy's service and region (its SPIFFE ID), and the zone its
+//! task runs in when ECS named one (the subject's localityName, written by the CA from
+//! attestation). The node's own claims (`node.cluster`, or `node.metadata["ecs-xds.service"]`;
+//! `node.locality.zone` and `region`) may repeat them, or be absent, but never name others.
 
 use std::sync::Arc;
 
@@ -11,7 +11,7 @@ use tonic::Status;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::cache::Cache;
+use crate::cache::{Cache, Location};
 use crate::http_listener::PeerCertificates;
 use crate::spiffe::SpiffeId;
 
@@ -19,6 +19,7 @@ use crate::spiffe::SpiffeId;
 pub(crate) const FOREIGN_CERTIFICATE: &str = "foreign_certificate";
 pub(crate) const SERVICE_MISMATCH: &str = "service_mismatch";
 pub(crate) const ZONE_MISMATCH: &str = "zone_mismatch";
+pub(crate) const REGION_MISMATCH: &str = "region_mismatch";
 
 /// What a connection's verified client certificate says of its workload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,29 +101,60 @@ pub(super) fn caller(
     )))
 }
 
-/// The zone a node is served in (which endpoints it gets first): its certificate's, when that
-/// names one, else its own claim (`node.locality.zone`, "" for none).
-pub(super) fn zone(
+/// Where a node is served (which endpoints it gets first): its zone and its region.
+pub(super) fn location(
     cache: &Cache,
     node: &Node,
     verified: Option<&Verified>,
-) -> Result<String, Status> {
+) -> Result<Location, Status> {
+    Ok(Location {
+        zone: zone(cache, node, verified)?,
+        region: region(cache, node, verified)?,
+    })
+}
+
+/// The zone a node is served in: its certificate's, when that names one, else its own claim
+/// (`node.locality.zone`, "" for none).
+fn zone(cache: &Cache, node: &Node, verified: Option<&Verified>) -> Result<String, Status> {
     let claimed = node.locality.as_ref().map_or("", |l| l.zone.as_str());
-    let Some(attested) = verified.and_then(|v| v.zone.as_deref()) else {
+    let attested = verified.and_then(|v| v.zone.as_deref());
+    served_in(cache, node, ("zone", ZONE_MISMATCH), claimed, attested)
+}
+
+/// The region a node is served in: the one its certificate's SPIFFE ID names (the region its
+/// task was attested in), else its own claim (`node.locality.region`, "" for none).
+fn region(cache: &Cache, node: &Node, verified: Option<&Verified>) -> Result<String, Status> {
+    let claimed = node.locality.as_ref().map_or("", |l| l.region.as_str());
+    let attested = verified
+        .map(|v| v.id.region.as_str())
+        .filter(|r| !r.is_empty());
+    served_in(cache, node, ("region", REGION_MISMATCH), claimed, attested)
+}
+
+/// The `attested` place when there is one, else the `claimed` one; a claim naming another
+/// place than the certificate is refused and counted as `reason`.
+fn served_in(
+    cache: &Cache,
+    node: &Node,
+    (what, reason): (&str, &'static str),
+    claimed: &str,
+    attested: Option<&str>,
+) -> Result<String, Status> {
+    let Some(attested) = attested else {
         return Ok(claimed.to_owned());
     };
     if claimed.is_empty() || claimed == attested {
         return Ok(attested.to_owned());
     }
-    cache.status().counters().refused(ZONE_MISMATCH);
+    cache.status().counters().refused(reason);
     tracing::warn!(
         node_id = %node.id,
         claimed,
         certificate = attested,
-        "xDS stream refused: the node claims a zone its certificate does not name"
+        "xDS stream refused: the node claims a {what} its certificate does not name"
     );
     Err(Status::permission_denied(format!(
-        "the node claims zone {claimed:?}, its certificate names {attested:?}"
+        "the node claims {what} {claimed:?}, its certificate names {attested:?}"
     )))
 }
 
@@ -231,5 +263,57 @@ mod tests {
             assert_eq!(zone, "us-east-1b");
         }
         assert!(cache.status().counters().refusals().is_empty());
+    }
+
+    fn node_claiming(zone: &str, region: &str) -> Node {
+        let mut node = node_in(zone);
+        node.locality.as_mut().unwrap().region = region.into();
+        node
+    }
+
+    #[test]
+    fn the_certificates_region_serves_a_node_that_claims_it_or_no_region() {
+        let cache = cache();
+        let id = verified(Some("us-east-1a"));
+        for claim in ["", "us-east-1"] {
+            let served = location(&cache, &node_claiming("", claim), Some(&id)).unwrap();
+            let wanted = Location {
+                zone: "us-east-1a".into(),
+                region: "us-east-1".into(),
+            };
+            assert_eq!(served, wanted, "claim {claim:?}");
+        }
+        let served = location(&cache, &Node::default(), Some(&verified(None))).unwrap();
+        assert_eq!(
+            served.region, "us-east-1",
+            "the SPIFFE ID's, without a zone"
+        );
+        assert!(cache.status().counters().refusals().is_empty());
+    }
+
+    #[test]
+    fn a_node_claiming_another_region_than_its_certificate_is_refused_and_counted() {
+        let cache = cache();
+        let id = verified(None);
+        let claim = node_claiming("", "eu-west-1");
+        let refused = location(&cache, &claim, Some(&id)).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+        assert!(
+            refused.message().contains("region \"eu-west-1\""),
+            "{refused:?}"
+        );
+        let refusals = cache.status().counters().refusals();
+        assert_eq!(refusals.get(REGION_MISMATCH), Some(&1), "{refusals:?}");
+        assert_eq!(refusals.get(ZONE_MISMATCH), None, "{refusals:?}");
+    }
+
+    #[test]
+    fn without_a_certificate_a_node_is_served_the_region_it_claims() {
+        let cache = cache();
+        let served = location(&cache, &node_claiming("eu-west-1a", "eu-west-1"), None).unwrap();
+        assert_eq!(
+            (&*served.zone, &*served.region),
+            ("eu-west-1a", "eu-west-1")
+        );
     }
 }

@@ -162,16 +162,16 @@ fn start<'a, P: Protocol>(
         .ok_or_else(|| Status::invalid_argument("the first request of a stream must carry node"))?;
     let node_id = node.id.clone();
     let node_type = cache.resolve_node_type(node);
-    // Its service picks its backend set, if that service declares one; a zone-aware node type
-    // serves it same-zone endpoints first. Both are its certificate's, when it has one; else
-    // what its bootstrap states (`node.cluster`, `node.locality.zone`).
+    // Its service picks its backend set, if that service declares one; its zone and region,
+    // which endpoints it gets first. They are its certificate's, when it has one; else what
+    // its bootstrap states (`node.cluster`, `node.locality`).
     let verified = peer.verified.as_deref();
     let caller = super::peer::caller(cache, node, verified)?;
-    let zone = super::peer::zone(cache, node, verified)?;
+    let location = super::peer::location(cache, node, verified)?;
     let stream_id = cache.status().connect(StreamStatus {
         node_id: node_id.clone(),
         node_type: node_type.clone(),
-        zone: zone.clone(),
+        location: location.clone(),
         caller: caller.clone(),
         identity: verified.map(|v| v.id.to_string().into()),
         service,
@@ -186,7 +186,7 @@ fn start<'a, P: Protocol>(
         node_id,
         node_type,
     };
-    let mut snapshots = cache.watch(&ctx.node_type, &caller, &zone);
+    let mut snapshots = cache.watch(&ctx.node_type, &caller, &location);
     let current = snapshots.borrow_and_update().clone();
     if let Some(snapshot) = current {
         state.on_snapshot(&ctx, snapshot);

@@ -134,7 +134,7 @@ fn connect<P: Tested>(cache: &Cache, only: Option<ResourceType>) -> StreamContex
     let stream_id = cache.status().connect(StreamStatus {
         node_id: NODE_ID.into(),
         node_type: NODE_TYPE.into(),
-        zone: String::new(),
+        location: Default::default(),
         caller: String::new(),
         identity: None,
         service: super::service_name(only),

@@ -1,6 +1,6 @@
 //! Endpoint (EDS) builders.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use envoy_types::pb::envoy::config::core::v3::{
     address, socket_address::PortSpecifier, Address, HealthStatus, Locality, Metadata,
@@ -22,14 +22,15 @@ use crate::inventory::{self, Health};
 /// weight is the sum of its endpoints' weights: gRPC clients ignore a locality without one, and
 /// Envoy uses it only when locality-weighted balancing is on.
 ///
-/// With `local_zone`, for an Envoy in that zone: its zone's localities at priority 0 and the
-/// others at priority 1, so traffic stays in the zone and spills over as the zone's endpoints
-/// become unhealthy or ejected. When the zone has none of the endpoints, or all of them, every
-/// locality stays at priority 0 (Envoy would send everything to priority 1 anyway), which is
-/// the bytes of the plain assignment, shared with it.
+/// With `tiers`, for an Envoy in that zone and region: the localities it should reach first
+/// at priority 0, then the rest of its region, then every other region, numbered from 0 with
+/// no gap (what Envoy's priority spill-over needs: traffic moves to priority 1 only as the
+/// healthy share of priority 0 falls, through unhealthy, draining or ejected endpoints). Plain
+/// tiers (see [`Tiers::of`]) put every locality at priority 0: the bytes of the plain
+/// assignment, shared with it.
 pub fn discovered_load_assignment(
     cluster: &inventory::Cluster,
-    local_zone: Option<&str>,
+    tiers: &Tiers,
 ) -> ClusterLoadAssignment {
     let mut localities: BTreeMap<(&str, &str), Vec<&inventory::Endpoint>> = BTreeMap::new();
     // One endpoint per address: gRPC clients refuse an assignment listing one twice (Cloud Map
@@ -46,7 +47,15 @@ pub fn discovered_load_assignment(
             .or_default()
             .push(e);
     }
-    let local = local_zone.filter(|z| splits(cluster, z));
+    // Each locality's priority is the rank of its distance among those present: nearest at 0
+    // and none skipped, so that priority 1 is always the next tier the cluster has.
+    let distances: BTreeSet<(bool, bool)> = (localities.keys())
+        .map(|(r, z)| tiers.distance(r, z))
+        .collect();
+    let priority = |region: &str, zone: &str| {
+        let distance = tiers.distance(region, zone);
+        distances.iter().take_while(|d| **d != distance).count() as u32
+    };
     let with_deployment = !cluster.route.weights.is_empty();
     let endpoints = localities
         .into_iter()
@@ -64,10 +73,7 @@ pub fn discovered_load_assignment(
                     .map(|e| lb_endpoint(e, with_deployment))
                     .collect(),
                 load_balancing_weight: Some(UInt32Value { value: weight }),
-                priority: match local {
-                    Some(local) if local != zone => 1,
-                    _ => 0,
-                },
+                priority: priority(region, zone),
                 ..Default::default()
             }
         })
@@ -99,12 +105,54 @@ pub fn with_locality_weights(mut cla: ClusterLoadAssignment) -> ClusterLoadAssig
     cla
 }
 
-/// Whether `zone` holds some but not all of `cluster`'s endpoints: only then does an Envoy in
-/// that zone get an assignment of its own.
-pub fn splits(cluster: &inventory::Cluster, zone: &str) -> bool {
-    let local = |e: &&inventory::Endpoint| e.locality.zone.as_deref() == Some(zone);
-    let here = cluster.endpoints.iter().filter(local).count();
-    here > 0 && here < cluster.endpoints.len()
+/// Which of a cluster's endpoints an Envoy gets first: those of its zone, then those of its
+/// region, then the rest. Each is `None` when it makes no difference to the cluster (see
+/// [`Tiers::of`]), so that Envoys in places that see a cluster alike share its assignment;
+/// both `None` is the plain assignment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Tiers {
+    pub zone: Option<String>,
+    pub region: Option<String>,
+}
+
+impl Tiers {
+    /// The tiers of `cluster` for an Envoy in `zone` (given for zone-aware node types only)
+    /// of `region`. The zone counts when it holds some but not all of the cluster's endpoints
+    /// and the service did not opt out (`zone-aware = false`); the region likewise
+    /// (`region-failover = false`): a place holding all or none of them would send everything
+    /// to one priority anyway.
+    pub fn of(cluster: &inventory::Cluster, zone: Option<&str>, region: Option<&str>) -> Tiers {
+        let overrides = &cluster.overrides;
+        let zone = zone.filter(|_| overrides.zone_aware != Some(false));
+        let region = region.filter(|_| overrides.region_failover != Some(false));
+        let zone = zone.filter(|z| splits(cluster, |l| l.zone.as_deref() == Some(z)));
+        let region = region.filter(|r| splits(cluster, |l| l.region == *r));
+        Tiers {
+            zone: zone.map(str::to_owned),
+            region: region.map(str::to_owned),
+        }
+    }
+
+    /// Whether every locality is at priority 0.
+    pub fn is_plain(&self) -> bool {
+        self.zone.is_none() && self.region.is_none()
+    }
+
+    /// How far a locality is from the Envoy: (in another region, in another zone).
+    fn distance(&self, region: &str, zone: &str) -> (bool, bool) {
+        let far = |local: &Option<String>, here: &str| local.as_deref().is_some_and(|l| l != here);
+        (far(&self.region, region), far(&self.zone, zone))
+    }
+}
+
+/// Whether some but not all of `cluster`'s endpoints are in localities that pass `here`.
+fn splits(cluster: &inventory::Cluster, here: impl Fn(&inventory::Locality) -> bool) -> bool {
+    let count = cluster
+        .endpoints
+        .iter()
+        .filter(|e| here(&e.locality))
+        .count();
+    count > 0 && count < cluster.endpoints.len()
 }
 
 /// The metadata filter that endpoint metadata and route matches use, as Envoy's subset load

@@ -287,5 +287,5 @@ pub fn revision_load_assignment(
     let mut only = cluster.clone();
     only.name = revision_cluster(&cluster.name, revision);
     only.endpoints.retain(|e| e.revision == Some(revision));
-    super::endpoints::discovered_load_assignment(&only, None)
+    super::endpoints::discovered_load_assignment(&only, &Default::default())
 }

@@ -2,7 +2,7 @@
 //!
 //! - `node.rs`: one node type's snapshot, in named steps;
 //! - `grpc.rs`: what a gRPC node type serves its proxyless clients besides;
-//! - `zones.rs`: a zone-aware node type's snapshot per zone;
+//! - `places.rs`: a node type's snapshot per region and, zone-aware, per zone;
 //! - `backend_sets.rs`: a snapshot per set of declared backends;
 //! - `memo.rs`: the encodings kept, with their inputs, from one synthesis to the next.
 
@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 
+use super::endpoints::Tiers;
 use super::grpc_server;
 use super::pushed::Pushed;
 use super::pushed::PushedResources;
@@ -28,13 +29,13 @@ use memo::Memo;
 /// What one synthesis produced.
 #[derive(Debug, Default)]
 pub struct Synthesis {
-    /// One snapshot per node type, each consistent: what an Envoy that states no zone (or a
-    /// zone with no endpoints of its own) is served.
+    /// One snapshot per node type, each consistent: what an Envoy that states no zone or
+    /// region (or one with no snapshot of its own in `places`) is served.
     pub snapshots: BTreeMap<String, Snapshot>,
-    /// For zone-aware node types: by node type, then by zone, the snapshot an Envoy in that
-    /// zone is served. It shares every resource with the plain snapshot except the endpoints
-    /// of the clusters that zone holds only part of.
-    pub zones: BTreeMap<String, BTreeMap<String, Snapshot>>,
+    /// By node type, then by place (a zone or a region name), the snapshot an Envoy there is
+    /// served (see `places.rs`). It shares every resource with the plain snapshot except the
+    /// endpoints of the clusters whose priorities differ in that place.
+    pub places: BTreeMap<String, BTreeMap<String, Snapshot>>,
     /// For node types some of whose services declare their backends: the snapshot of each
     /// backend set, and which services are on which (see `backend_sets.rs`).
     pub backend_sets: BTreeMap<String, BackendSets>,
@@ -90,9 +91,9 @@ struct Encodings {
     /// By (defaults, cluster name), from the cluster's overrides, whether it splits by
     /// revision and the callee's SPIFFE ID when it is reached over mutual TLS.
     clusters: Memo<(usize, String), ClusterInputs>,
-    /// By (cluster name, zone for which priorities were set, "" for none), from its endpoints
-    /// and whether it splits by revision (the same for every node type).
-    endpoints: Memo<(String, String), (Vec<inventory::Endpoint>, bool)>,
+    /// By (cluster name, the tiers its priorities were set for), from its endpoints and
+    /// whether it splits by revision (the same for every node type).
+    endpoints: Memo<(String, Tiers), (Vec<inventory::Endpoint>, bool)>,
     /// By (node type, backend set; `None` for the whole scope), from its clusters: name,
     /// route policy, running revisions; and the declared backends it answers 503 for.
     generated: Memo<(String, Option<String>), GeneratedInputs>,
@@ -138,7 +139,7 @@ type GeneratedInputs = (Vec<RouteInputs>, Vec<String>);
 /// A discovered cluster encoded by this synthesis: its key and what it was made from.
 type FreshCluster = ((usize, String), ClusterInputs);
 /// A discovered assignment encoded by this synthesis: its key and what it was made from.
-type FreshEndpoints = ((String, String), (Vec<inventory::Endpoint>, bool));
+type FreshEndpoints = ((String, Tiers), (Vec<inventory::Endpoint>, bool));
 
 /// One synthesis, without keeping anything: `Synthesizer::new(templates).synthesize(inventory)`.
 pub fn synthesize(inventory: &Inventory, templates: &Templates) -> Synthesis {
@@ -246,12 +247,10 @@ impl Synthesizer {
                 None => debug_assert_eq!(snapshot.check_consistency(), Ok(()), "{node_type}"),
             }
             let template = self.templates.get(node_type);
-            if template.is_some_and(|t| t.zone_aware) {
-                let zones = self
-                    .encodings
-                    .zone_snapshots(&snapshot, &discovered_eds, &mut out);
-                out.zones.insert(node_type.to_owned(), zones);
-            }
+            let zone_aware = template.is_some_and(|t| t.zone_aware);
+            let places =
+                (self.encodings).place_snapshots(&snapshot, &discovered_eds, zone_aware, &mut out);
+            out.places.insert(node_type.to_owned(), places);
             out.snapshots.insert(node_type.to_owned(), snapshot);
             // gRPC clients ask for each target by name: they get only what they dial anyway.
             let template = template.filter(|t| !t.grpc);
@@ -368,6 +367,8 @@ fn encode_statics(template: &NodeTemplate) -> Vec<(ResourceType, Arc<EncodedReso
 mod backend_sets;
 #[cfg(test)]
 mod backend_tests;
+#[cfg(test)]
+mod failover_tests;
 mod grpc;
 #[cfg(test)]
 mod grpc_server_tests;
@@ -379,10 +380,10 @@ mod intercepted;
 mod interception_tests;
 mod memo;
 mod node;
+mod places;
 #[cfg(test)]
 mod policy_tests;
 #[cfg(test)]
 mod security_tests;
 #[cfg(test)]
 pub(crate) mod tests;
-mod zones;

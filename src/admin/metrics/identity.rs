@@ -28,7 +28,7 @@ impl LiveState {
             encoder,
             MetricType::Counter,
             "xds_identity_refused",
-            "xDS streams refused for their identity, by reason (foreign_certificate, service_mismatch, zone_mismatch); TLS handshakes refused are in connections_tls_failed",
+            "xDS streams refused for their identity, by reason (foreign_certificate, service_mismatch, zone_mismatch, region_mismatch); TLS handshakes refused are in connections_tls_failed",
             refused.iter().map(|(reason, n)| (vec![("reason", *reason)], count(*n))),
         )?;
         let Some((stats, ca)) = &self.identity else {

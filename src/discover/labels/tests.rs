@@ -217,3 +217,16 @@ fn hosts_and_protocol_tags_name_a_service_for_redirected_traffic() {
         "{warnings:?}"
     );
 }
+
+#[test]
+fn region_failover_is_a_boolean_a_bad_value_of_which_leaves_the_default() {
+    let (off, warnings) = service_of_tags(&[("region-failover", "false")], "demo/web");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(off.overrides.region_failover, Some(false));
+    let (bad, warnings) = service_of_tags(&[("region-failover", "maybe")], "demo/web");
+    assert_eq!(bad.overrides.region_failover, None);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("ecs-xds.region-failover=`maybe`"), "{warnings:?}");
+    let (unset, _) = service_of_tags(&[], "demo/web");
+    assert_eq!(unset.overrides.region_failover, None);
+}

@@ -29,8 +29,8 @@ pub struct BackendSets {
 #[derive(Debug)]
 pub struct BackendSet {
     pub snapshot: Snapshot,
-    /// For a zone-aware node type, by zone, as [`Synthesis::zones`] is for the whole scope.
-    pub zones: BTreeMap<String, Snapshot>,
+    /// By place (zone or region), as [`Synthesis::places`] is for the whole scope.
+    pub places: BTreeMap<String, Snapshot>,
 }
 
 /// Every declaration of an inventory: by caller its set's key, and each set's items.
@@ -179,11 +179,9 @@ impl Encodings {
                 Some(&selection),
                 out,
             );
-            let zones = match template.zone_aware {
-                true => self.zone_snapshots(&snapshot, &discovered_eds, out),
-                false => BTreeMap::new(),
-            };
-            sets.insert(key.clone(), BackendSet { snapshot, zones });
+            let zone_aware = template.zone_aware;
+            let places = self.place_snapshots(&snapshot, &discovered_eds, zone_aware, out);
+            sets.insert(key.clone(), BackendSet { snapshot, places });
         }
         BackendSets {
             sets,
@@ -213,7 +211,7 @@ pub(super) fn out_of_scope(
 }
 
 impl Synthesis {
-    /// What an Envoy of node type `node_type` and service `service` (no zone) is served, and
+    /// What an Envoy of node type `node_type` and service `service` (no place) is served, and
     /// the key of its backend set (`None`: the node type's whole scope).
     pub fn snapshot_of_service(
         &self,

@@ -58,7 +58,7 @@ impl Encodings {
                     false,
                     &mut b.fresh.clusters,
                 );
-                let key = (rev, String::new());
+                let key = (rev, Default::default());
                 builder = match self
                     .endpoints
                     .get(&key, |inputs| same_endpoints(inputs, cluster))

@@ -4,7 +4,7 @@
 //! Every snapshot of the node type holds the listener as the node type's own policy secures it
 //! (its `[mtls] mode`, and any caller of the trust domain, or none with `[authz] default =
 //! "deny"`). A service whose tags ask for something else gets a snapshot of its own: the one
-//! it would have had (its backend set's or the whole scope's, per zone) with that one listener
+//! it would have had (its backend set's or the whole scope's, per place) with that one listener
 //! replaced and every other resource shared. Services asking for the same policy share it.
 //!
 //! A tag that does not parse keeps the policy the service had at the last synthesis (or denies
@@ -117,11 +117,11 @@ impl Encodings {
                 }
                 let listener = listeners.as_slice();
                 let derived = match on.as_ref().and_then(|k| sets.sets.get(k)) {
-                    Some(set) => derive(&set.snapshot, &set.zones, listener),
+                    Some(set) => derive(&set.snapshot, &set.places, listener),
                     None => {
                         let none = BTreeMap::new();
-                        let zones = out.zones.get(node_type).unwrap_or(&none);
-                        derive(&out.snapshots[node_type], zones, listener)
+                        let places = out.places.get(node_type).unwrap_or(&none);
+                        derive(&out.snapshots[node_type], places, listener)
                     }
                 };
                 sets.sets.insert(key.clone(), derived);
@@ -428,10 +428,10 @@ fn describe_mode(mode: MtlsMode) -> &'static str {
     }
 }
 
-/// `base` and its zones' snapshots with `listeners` in place of their own.
+/// `base` and its places' snapshots with `listeners` in place of their own.
 fn derive(
     base: &Snapshot,
-    zones: &BTreeMap<String, Snapshot>,
+    places: &BTreeMap<String, Snapshot>,
     listeners: &[Arc<EncodedResource>],
 ) -> BackendSet {
     let with = |s: &Snapshot| {
@@ -443,6 +443,6 @@ fn derive(
     };
     BackendSet {
         snapshot: with(base),
-        zones: zones.iter().map(|(z, s)| (z.clone(), with(s))).collect(),
+        places: places.iter().map(|(p, s)| (p.clone(), with(s))).collect(),
     }
 }

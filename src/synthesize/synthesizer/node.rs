@@ -81,8 +81,8 @@ impl NodeBuild<'_, '_> {
 
 impl Encodings {
     /// The node type's snapshot (of one backend set's clusters, or of its whole scope), and
-    /// the discovered clusters it serves their discovered endpoints for (what zone-aware
-    /// priorities apply to).
+    /// the discovered clusters it serves their discovered endpoints for (what the priorities of
+    /// a zone or region apply to).
     pub(super) fn node_snapshot<'i>(
         &mut self,
         node_type: &str,
@@ -170,12 +170,13 @@ impl Encodings {
                 continue;
             }
             discovered_eds.push(cluster);
-            let key = (name.clone(), String::new());
+            let key = (name.clone(), Default::default());
             builder = match (self.endpoints).get(&key, |inputs| same_endpoints(inputs, cluster)) {
                 Some(shared) => builder.shared(ResourceType::Endpoint, shared),
                 None => {
+                    let assignment = discovered_load_assignment(cluster, &key.1);
                     b.fresh.endpoints.push((key, endpoint_inputs(cluster)));
-                    builder.endpoints(discovered_load_assignment(cluster, None))
+                    builder.endpoints(assignment)
                 }
             };
         }

@@ -272,8 +272,8 @@ fn a_zone_aware_node_type_gets_a_snapshot_per_zone_with_its_zone_at_priority_0()
         ("edge", &template("")),
     ]);
     let synthesis = synthesize(&zoned(), &templates);
-    assert!(!synthesis.zones.contains_key("edge"), "not zone-aware");
-    let zones = &synthesis.zones["sidecar"];
+    assert!(synthesis.places["edge"].is_empty(), "not zone-aware");
+    let zones = &synthesis.places["sidecar"];
     assert_eq!(
         zones.keys().collect::<Vec<_>>(),
         ["eu-west-1a", "eu-west-1b"]
@@ -322,7 +322,7 @@ fn a_service_may_opt_out_of_zone_priorities() {
         .zone_aware = Some(false);
     let synthesis = synthesize(&inventory, &templates);
     assert!(
-        synthesis.zones["sidecar"].is_empty(),
+        synthesis.places["sidecar"].is_empty(),
         "users has one zone, orders opted out"
     );
 }
@@ -339,7 +339,7 @@ fn a_change_in_one_zone_re_encodes_only_that_cluster_for_each_zone() {
         synthesis.encoded, 3,
         "the plain assignment and the two zones'"
     );
-    let cla = endpoints_of(&synthesis.zones["sidecar"]["eu-west-1a"], "orders");
+    let cla = endpoints_of(&synthesis.places["sidecar"]["eu-west-1a"], "orders");
     let health = cla.endpoints[0].lb_endpoints[0].health_status;
     assert_eq!(
         health,
