@@ -6,6 +6,8 @@
 use crate::support;
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use aws_credential_types::provider::ProvideCredentials;
 use ecs_xds::aws::Aws;
@@ -13,8 +15,14 @@ use ecs_xds::discover::events::{decode, EventOutcome};
 use ecs_xds::discover::Poller;
 use ecs_xds::inventory::Inventory;
 use ecs_xds::settings::{DiscoverSettings, SourceSettings};
+use serde_json::json;
+use support::daemon::Running;
 use support::deny_proxy::DenyProxy;
-use support::moto::{run_service_task, Moto};
+use support::envoy::{free_port, AdsMode, Envoy};
+use support::http::{get, scrape_metric};
+use support::moto::{run_service_task, running_task_ips_in, Moto};
+use support::settings::SettingsFile;
+use support::templates::egress_sidecar;
 
 const MEMBER_ROLE: &str = "arn:aws:iam::222222222222:role/ecs-xds-reader";
 const MEMBER: &str = "222222222222";
@@ -215,7 +223,7 @@ async fn an_event_is_applied_to_the_source_of_its_account_and_region() {
         key.access_key_id(),
         "eu-west-1",
         "AmazonEC2ContainerServiceV20141113.DescribeTasks",
-        &serde_json::json!({"cluster": "prod", "tasks": [started]}),
+        &json!({"cluster": "prod", "tasks": [started]}),
     );
     let mut detail = described["tasks"][0].clone();
     assert!(detail["clusterArn"]
@@ -248,4 +256,127 @@ async fn an_event_is_applied_to_the_source_of_its_account_and_region() {
         poller.apply_events(&[&event]).await,
         [EventOutcome::Ignored]
     );
+}
+
+/// The central event bus of the ecs-xds account, its rule to an SQS queue (the queue's URL),
+/// and the member's eu-west-1 rule forwarding ECS events to it (what
+/// `deploy/multi-account/` sets up; moto's EventBridge forwards across accounts).
+async fn central_bus(moto: &Moto, member_key: &str) -> String {
+    let pattern =
+        std::fs::read_to_string(support::moto::repo_root().join("deploy/ecs/event-pattern.json"))
+            .unwrap();
+    let sqs = support::events::sqs(moto).await;
+    let queue = sqs
+        .create_queue()
+        .queue_name("mesh-events")
+        .send()
+        .await
+        .unwrap();
+    let queue_arn = "arn:aws:sqs:us-east-1:123456789012:mesh-events";
+    let bus = "ecs-xds-events";
+    moto.aws_json("AWSEvents.CreateEventBus", &json!({"Name": bus}));
+    moto.aws_json(
+        "AWSEvents.PutRule",
+        &json!({"Name": "to-queue", "EventBusName": bus, "EventPattern": pattern, "State": "ENABLED"}),
+    );
+    moto.aws_json(
+        "AWSEvents.PutTargets",
+        &json!({"Rule": "to-queue", "EventBusName": bus, "Targets": [{"Id": "q", "Arn": queue_arn}]}),
+    );
+    let forward = |target: &str, body: serde_json::Value| {
+        moto.aws_json_as(member_key, "eu-west-1", target, &body)
+    };
+    forward(
+        "AWSEvents.PutRule",
+        json!({"Name": "ecs-xds-forward", "EventPattern": pattern, "State": "ENABLED"}),
+    );
+    let bus_arn = format!("arn:aws:events:us-east-1:123456789012:event-bus/{bus}");
+    forward(
+        "AWSEvents.PutTargets",
+        json!({"Rule": "ecs-xds-forward", "Targets": [{"Id": "central", "Arn": bus_arn}]}),
+    );
+    queue.queue_url().unwrap().to_owned()
+}
+
+/// The daemon's settings: both sources, merged, events from `queue`, polling only at start.
+fn daemon_settings(dir: &Path, moto: &Moto, queue: &str) -> PathBuf {
+    let sources = format!(
+        r#"merge = true
+sources = [{{ clusters = ["demo"] }}, {{ role_arn = "{MEMBER_ROLE}", regions = ["us-east-1", "eu-west-1"], clusters = ["prod"] }}]"#
+    );
+    let config = SettingsFile::new()
+        .aws_endpoint(&moto.endpoint)
+        .poll_interval("1h")
+        .raw("ecs", &sources)
+        .set("events", "enabled", true)
+        .set("events", "queue_url", queue)
+        .set("events", "reconcile_interval", "1h")
+        .set("events", "wait_time", "1s")
+        .write(dir);
+    std::fs::create_dir_all(dir.join("templates")).unwrap();
+    let template = egress_sidecar(free_port(), "egress", 1);
+    std::fs::write(dir.join("templates/sidecar.toml"), template).unwrap();
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_envoy_gets_every_sources_endpoints_and_a_member_task_through_the_central_bus() {
+    let moto = Moto::start();
+    let seeds = seeded(&moto);
+    let member_west = moto.sdk_config_as(MEMBER_ROLE, "eu-west-1").await;
+    let key = member_west
+        .credentials_provider()
+        .unwrap()
+        .provide_credentials()
+        .await
+        .unwrap();
+    let queue = central_bus(&moto, key.access_key_id()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Running::start(&daemon_settings(dir.path(), &moto, &queue)).await;
+    let envoy = Envoy::start("sidecar-app1", daemon.xds, AdsMode::Sotw).await;
+
+    let own = aws_sdk_ecs::Client::new(&moto.sdk_config().await);
+    let member_east = aws_sdk_ecs::Client::new(&moto.sdk_config_as(MEMBER_ROLE, "us-east-1").await);
+    let member_west_ecs = aws_sdk_ecs::Client::new(&member_west);
+    let mut web = running_task_ips_in(&own, "demo", "web").await;
+    web.extend(running_task_ips_in(&member_east, "prod", "web").await);
+    web.extend(running_task_ips_in(&member_west_ecs, "prod", "web").await);
+    envoy
+        .wait_for_ips("web", &web, Duration::from_secs(30))
+        .await;
+    let (status, _) = get(daemon.admin, "/readyz").await;
+    assert_eq!(status, 200);
+
+    // A task starts in the member's eu-west-1; ECS's event there goes to the central bus.
+    let started = run_service_task(&member_west_ecs, &seeds["member-west"], "web").await;
+    let described = moto.aws_json_as(
+        key.access_key_id(),
+        "eu-west-1",
+        "AmazonEC2ContainerServiceV20141113.DescribeTasks",
+        &json!({"cluster": "prod", "tasks": [started]}),
+    );
+    let mut detail = described["tasks"][0].clone();
+    detail["availabilityZone"] = "eu-west-1a".into();
+    detail["version"] = 2.into();
+    let entry = json!({"Entries": [{"Source": "aws.ecs", "DetailType": "ECS Task State Change",
+        "Detail": detail.to_string(), "Resources": [started]}]});
+    let out = moto.aws_json_as(
+        key.access_key_id(),
+        "eu-west-1",
+        "AWSEvents.PutEvents",
+        &entry,
+    );
+    assert_eq!(out["FailedEntryCount"], 0, "{out}");
+    web.extend(running_task_ips_in(&member_west_ecs, "prod", "web").await);
+    let took = envoy
+        .wait_for_ips("web", &web, Duration::from_secs(10))
+        .await;
+    eprintln!("a member account's task reached Envoy {took:?} after its event");
+
+    // Through the event alone: the member's eu-west-1 was listed once, at start.
+    let listed = "ecs_xds_aws_requests_total{account=\"222222222222\",region=\"eu-west-1\",operation=\"ListTasks\",outcome=\"ok\"} ";
+    assert_eq!(scrape_metric(daemon.admin, listed).await, 1.0);
+    let applied =
+        "ecs_xds_events_received_total{detail_type=\"task_state_change\",outcome=\"applied\"} ";
+    assert_eq!(scrape_metric(daemon.admin, applied).await, 1.0);
 }

@@ -323,13 +323,22 @@ pub async fn tag_service(
 
 /// The ENI address of each running task of `service` in the seeded cluster, from ECS itself.
 pub async fn running_task_ips(ecs: &aws_sdk_ecs::Client, service: &str) -> BTreeSet<String> {
-    let listed = ecs.list_tasks().cluster("demo").send().await.unwrap();
+    running_task_ips_in(ecs, "demo", service).await
+}
+
+/// [`running_task_ips`] in ECS cluster `cluster`.
+pub async fn running_task_ips_in(
+    ecs: &aws_sdk_ecs::Client,
+    cluster: &str,
+    service: &str,
+) -> BTreeSet<String> {
+    let listed = ecs.list_tasks().cluster(cluster).send().await.unwrap();
     if listed.task_arns().is_empty() {
         return BTreeSet::new();
     }
     let tasks = ecs
         .describe_tasks()
-        .cluster("demo")
+        .cluster(cluster)
         .set_tasks(Some(listed.task_arns().to_vec()))
         .send()
         .await

@@ -226,7 +226,10 @@ fn region_failover_is_a_boolean_a_bad_value_of_which_leaves_the_default() {
     let (bad, warnings) = service_of_tags(&[("region-failover", "maybe")], "demo/web");
     assert_eq!(bad.overrides.region_failover, None);
     assert_eq!(warnings.len(), 1, "{warnings:?}");
-    assert!(warnings[0].contains("ecs-xds.region-failover=`maybe`"), "{warnings:?}");
+    assert!(
+        warnings[0].contains("ecs-xds.region-failover=`maybe`"),
+        "{warnings:?}"
+    );
     let (unset, _) = service_of_tags(&[], "demo/web");
     assert_eq!(unset.overrides.region_failover, None);
 }
