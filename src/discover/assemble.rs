@@ -183,6 +183,11 @@ fn mergeable(kept_scope: &str, kept: &Cluster, scope: &str, other: &Cluster) -> 
 fn merge_into(kept: &mut Cluster, other: &Cluster) -> Option<String> {
     kept.endpoints.extend(other.endpoints.iter().cloned());
     sort_endpoints(kept);
+    for workload in other.security.workloads() {
+        if !kept.security.workloads().any(|w| w == workload) {
+            kept.security.merged.push(workload.clone());
+        }
+    }
     let same_policy = kept.overrides == other.overrides
         && kept.route == other.route
         && kept.backends == other.backends;
@@ -300,6 +305,13 @@ mod tests {
         east.endpoint.locality.region = "us-east-1".into();
         let mut west = mapped("web", "web", "10.1.0.1", 1);
         west.endpoint.locality.region = "eu-west-1".into();
+        let place = |region: &str| crate::inventory::Workload {
+            account: "222222222222".into(),
+            region: region.into(),
+            ecs_cluster: "prod".into(),
+        };
+        east.security.workload = Some(place("us-east-1"));
+        west.security.workload = Some(place("eu-west-1"));
         let mut other = mapped("web", "web", "10.1.0.2", 2);
         other.endpoint.locality.region = "eu-west-1".into();
         let a = Part::from_ecs("prod", vec![east], BTreeSet::new());
@@ -310,6 +322,13 @@ mod tests {
             .collect();
         assert_eq!(regions, ["us-east-1", "eu-west-1"]);
         assert!(inv.warnings.is_empty(), "{:?}", inv.warnings);
+        let security = &inv.clusters["web"].security;
+        assert_eq!(security.workload, Some(place("us-east-1")));
+        assert_eq!(
+            security.merged,
+            [place("eu-west-1")],
+            "its ID there is its too"
+        );
         // Without merge, the first scope keeps the name.
         let apart = assemble([("east", &a), ("west", &b)], false);
         assert_eq!(apart.clusters["web"].endpoints.len(), 1);

@@ -206,6 +206,7 @@ impl<'a> Labels<'a> {
         });
         Security {
             workload: None,
+            merged: Vec::new(),
             mtls: self.at(v, "mtls", |v| v.parse::<MtlsMode>()),
             allow_from,
             authz,

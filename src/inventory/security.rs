@@ -11,6 +11,10 @@ pub struct Security {
     /// name, the SPIFFE ID its certificates carry. `None` for Cloud Map services.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload: Option<Workload>,
+    /// The same service's workloads in the other accounts or regions it was merged with
+    /// (`ecs.merge`): their SPIFFE IDs are its too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged: Vec<Workload>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtls: Option<MtlsMode>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -22,6 +26,11 @@ pub struct Security {
 impl Security {
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
+    }
+
+    /// Every workload of the service: its own, then those it was merged with.
+    pub fn workloads(&self) -> impl Iterator<Item = &Workload> {
+        self.workload.iter().chain(&self.merged)
     }
 }
 

@@ -137,11 +137,11 @@ fn uri_san(pattern: MatchPattern) -> SubjectAltNameMatcher {
     }
 }
 
-/// The agent's certificate, and the trust bundle with `peer` checked on top.
-fn common_context(mtls: &Mtls, peer: SubjectAltNameMatcher) -> CommonTlsContext {
+/// The agent's certificate, and the trust bundle with one of `peers` checked on top.
+fn common_context(mtls: &Mtls, peers: Vec<SubjectAltNameMatcher>) -> CommonTlsContext {
     let combined = CombinedCertificateValidationContext {
         default_validation_context: Some(CertificateValidationContext {
-            match_typed_subject_alt_names: vec![peer],
+            match_typed_subject_alt_names: peers,
             ..Default::default()
         }),
         validation_context_sds_secret_config: Some(sds(mtls, BUNDLE_FILE, BUNDLE_SECRET)),
@@ -161,40 +161,43 @@ pub(super) fn tls_socket<M: Message + Name>(context: &M) -> TransportSocket {
     }
 }
 
-/// What a cluster to the service named `callee` (a SPIFFE ID) connects with.
-pub fn upstream_tls(mtls: &Mtls, callee: &str) -> TransportSocket {
+/// What a cluster to the service named `callee` (its SPIFFE IDs: one per account and region
+/// it was merged from) connects with.
+pub fn upstream_tls(mtls: &Mtls, callee: &[String]) -> TransportSocket {
     tls_socket(&UpstreamTlsContext {
-        common_tls_context: Some(common_context(
-            mtls,
-            uri_san(MatchPattern::Exact(callee.to_owned())),
-        )),
+        common_tls_context: Some(common_context(mtls, exact_uri_sans(callee))),
         ..Default::default()
     })
 }
 
+fn exact_uri_sans(ids: &[String]) -> Vec<SubjectAltNameMatcher> {
+    let exact = |id: &String| uri_san(MatchPattern::Exact(id.clone()));
+    ids.iter().map(exact).collect()
+}
+
 /// What a proxyless gRPC client's cluster to the service named `callee` (a SPIFFE ID)
 /// connects with, as gRFC A29 has it: the certificate and the roots of the bootstrap's
-/// certificate provider instance `[mtls] certificate_provider`, and `callee` as the one SAN
-/// accepted, exactly.
+/// certificate provider instance `[mtls] certificate_provider`, and `callee`'s SPIFFE IDs as
+/// the only SANs accepted, exactly.
 ///
 /// The SAN is in `match_subject_alt_names`, the field gRPC reads (grpc-core, grpc-go and
 /// grpc-java match it against every SAN of the peer's leaf); the same URI matcher is also in
 /// `match_typed_subject_alt_names`, which those ignore and Envoy prefers, so a reader of either
 /// accepts only `callee`.
-pub fn grpc_upstream_tls(mtls: &Mtls, callee: &str) -> TransportSocket {
+pub fn grpc_upstream_tls(mtls: &Mtls, callee: &[String]) -> TransportSocket {
     let provider = CertificateProviderPluginInstance {
         instance_name: mtls.certificate_provider.clone(),
         certificate_name: String::new(),
     };
-    let exact = MatchPattern::Exact(callee.to_owned());
+    let exact = |id: &String| StringMatcher {
+        match_pattern: Some(MatchPattern::Exact(id.clone())),
+        ..Default::default()
+    };
     #[allow(deprecated)] // deprecated in Envoy; the only SAN matchers gRPC reads
     let validation = CertificateValidationContext {
         ca_certificate_provider_instance: Some(provider.clone()),
-        match_subject_alt_names: vec![StringMatcher {
-            match_pattern: Some(exact.clone()),
-            ..Default::default()
-        }],
-        match_typed_subject_alt_names: vec![uri_san(exact)],
+        match_subject_alt_names: callee.iter().map(exact).collect(),
+        match_typed_subject_alt_names: exact_uri_sans(callee),
         ..Default::default()
     };
     let combined = CombinedCertificateValidationContext {
@@ -219,7 +222,7 @@ fn downstream_tls(mtls: &Mtls) -> TransportSocket {
     tls_socket(&DownstreamTlsContext {
         common_tls_context: Some(common_context(
             mtls,
-            uri_san(MatchPattern::Prefix(workloads)),
+            vec![uri_san(MatchPattern::Prefix(workloads))],
         )),
         require_client_certificate: Some(BoolValue { value: true }),
         ..Default::default()

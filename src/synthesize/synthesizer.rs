@@ -125,7 +125,7 @@ struct Encodings {
 
 /// What a discovered cluster is made from besides its class: the service's overrides,
 /// whether it splits by revision, and the SPIFFE ID its endpoints must present (mutual TLS).
-type ClusterInputs = (ClusterOverrides, bool, Option<String>);
+type ClusterInputs = (ClusterOverrides, bool, Option<Vec<String>>);
 /// What every cluster of some node types is made from: `cluster_defaults`, whether the node
 /// type is a gRPC one, and its `[mtls]`.
 type ClusterClass = (Cluster, bool, Option<Mtls>);

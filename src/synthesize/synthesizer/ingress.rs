@@ -375,17 +375,16 @@ fn spiffe_id(trust_domain: &str, service: &str, w: &Workload) -> Option<String> 
 fn workloads<'i>(inventory: &'i Inventory, trust_domain: &str) -> Workloads<'i> {
     let mut out = Workloads::new();
     for (name, cluster) in &inventory.clusters {
-        let (Source::Ecs { service, .. }, Some(w)) = (&cluster.source, &cluster.security.workload)
-        else {
+        let Source::Ecs { service, .. } = &cluster.source else {
             continue;
         };
-        let Some(id) = spiffe_id(trust_domain, service, w) else {
-            continue;
-        };
-        for key in [service.as_str(), name.as_str()] {
-            let entry = out.entry(key).or_default();
-            if !entry.contains(&id) {
-                entry.push(id.clone());
+        let ids = cluster.security.workloads();
+        for id in ids.filter_map(|w| spiffe_id(trust_domain, service, w)) {
+            for key in [service.as_str(), name.as_str()] {
+                let entry = out.entry(key).or_default();
+                if !entry.contains(&id) {
+                    entry.push(id.clone());
+                }
             }
         }
     }

@@ -289,7 +289,7 @@ impl Encodings {
     ) -> SnapshotBuilder {
         let key = (class, name.to_owned());
         let (defaults, grpc, mtls) = &self.defaults[class];
-        let callee = mtls.as_ref().and_then(|m| callee_id(m, cluster));
+        let callee = mtls.as_ref().and_then(|m| callee_ids(m, cluster));
         let same =
             |(o, s, c): &ClusterInputs| *o == cluster.overrides && *s == subsets && *c == callee;
         if let Some(shared) = self.clusters.get(&key, same) {
@@ -316,25 +316,30 @@ impl Encodings {
     }
 }
 
-/// The SPIFFE ID a cluster's endpoints must present, when the node type reaches it over mutual
-/// TLS: its `mtls` tag (or the node type's mode) is not `off`, and it is an ECS service whose
-/// tasks' ARNs say where it runs (a Cloud Map service has no certificate from the agent).
-fn callee_id(mtls: &Mtls, cluster: &inventory::Cluster) -> Option<String> {
+/// The SPIFFE IDs a cluster's endpoints may present (one per account and region the service
+/// was merged from), when the node type reaches it over mutual TLS: its `mtls` tag (or the
+/// node type's mode) is not `off`, and it is an ECS service whose tasks' ARNs say where it
+/// runs (a Cloud Map service has no certificate from the agent).
+fn callee_ids(mtls: &Mtls, cluster: &inventory::Cluster) -> Option<Vec<String>> {
     if cluster.security.mtls.unwrap_or(mtls.mode) == MtlsMode::Off {
         return None;
     }
-    let workload = cluster.security.workload.as_ref()?;
     let Source::Ecs { service, .. } = &cluster.source else {
         return None;
     };
-    let id = SpiffeId::new(
-        &mtls.trust_domain,
-        &workload.account,
-        &workload.region,
-        &workload.ecs_cluster,
-        service,
-    );
-    id.ok().map(|id| id.to_string())
+    let id = |w: &inventory::Workload| {
+        SpiffeId::new(
+            &mtls.trust_domain,
+            &w.account,
+            &w.region,
+            &w.ecs_cluster,
+            service,
+        )
+        .ok()
+        .map(|id| id.to_string())
+    };
+    let ids: Vec<String> = cluster.security.workloads().filter_map(id).collect();
+    (!ids.is_empty()).then_some(ids)
 }
 
 /// A template route to a cluster the node type does not have is a warning, not an error: Envoy

@@ -282,6 +282,51 @@ fn permissive_ingress_has_a_tls_and_a_plaintext_chain() {
     assert_eq!(principals(&plain_rbac.shadow_rules.unwrap()), [id("web")]);
 }
 
+/// `name` merged from a second region (`ecs.merge`): its tasks there have their own ID.
+fn merged(name: &str) -> inventory::Cluster {
+    let mut cluster = ecs(name);
+    cluster.security.merged.push(Workload {
+        account: "111122223333".into(),
+        region: "us-east-1".into(),
+        ecs_cluster: "demo".into(),
+    });
+    cluster
+}
+
+#[test]
+fn a_service_merged_from_two_regions_is_known_by_both_ids_as_callee_and_caller() {
+    let inventory = inventory([merged("orders"), allowing("billing", &["orders"])]);
+    let synthesis = synthesize(&inventory, &sidecar("strict", ""));
+    let tls = upstream(&synthesis.snapshots["sidecar"], "orders").expect("TLS to orders");
+    let Some(ValidationContextType::CombinedValidationContext(combined)) =
+        tls.common_tls_context.unwrap().validation_context_type
+    else {
+        panic!("combined validation context");
+    };
+    let sans = combined
+        .default_validation_context
+        .unwrap()
+        .match_typed_subject_alt_names;
+    let sans: Vec<_> = sans
+        .into_iter()
+        .map(|s| s.matcher.unwrap().match_pattern)
+        .collect();
+    let east = id("orders").replace("eu-west-1", "us-east-1");
+    assert_eq!(
+        sans,
+        [
+            Some(MatchPattern::Exact(id("orders"))),
+            Some(MatchPattern::Exact(east.clone()))
+        ]
+    );
+    let (billing, _) = synthesis.snapshot_of_service("sidecar", "billing").unwrap();
+    let rbac = chains(&ingress(billing))[0]
+        .2
+        .clone()
+        .expect("RBAC on billing");
+    assert_eq!(principals(&rbac.rules.unwrap()), [id("orders"), east]);
+}
+
 #[test]
 fn allow_from_becomes_rbac_with_the_callers_spiffe_ids_on_that_service_only() {
     let inventory = inventory([allowing("orders", &["web", "api"]), ecs("web"), ecs("api")]);
