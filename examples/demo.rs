@@ -21,7 +21,13 @@
 //! 7. transparent interception (`demo/interception.rs`): orders is tagged
 //!    `ecs-xds.hosts = orders.demo.local`, and an Envoy of node type `intercepted` shows the
 //!    listener for redirected traffic: HTTP by `Host` (with that name), TCP by task address;
-//! 8. stops everything it started.
+//! 8. several accounts and regions (`demo/regions.rs`): account 222222222222's cluster `prod`
+//!    in eu-west-1 (its role assumed through moto's STS) is discovered beside the own account's
+//!    `demo` with `[ecs] merge = true`, each service one cluster with endpoints in both regions;
+//!    then a real Envoy stating region us-east-1 sends orders' requests to us-east-1's backend
+//!    (127.0.0.1, served by a second ecs-xds from a saved inventory) and fails over to
+//!    eu-west-1's when us-east-1's endpoint is marked unhealthy;
+//! 9. stops everything it started.
 //!
 //! ecs-xds serves xDS with `xds.tls` on and `client_auth = "optional"` (the migration switch):
 //! an Envoy that opens with TLS and a client certificate is verified, and the certificate names
@@ -46,6 +52,8 @@ mod interception;
 mod moto;
 #[path = "demo/mtls.rs"]
 mod mtls;
+#[path = "demo/regions.rs"]
+mod regions;
 #[allow(dead_code)]
 #[path = "../tests/support/templates.rs"]
 mod templates;
@@ -155,6 +163,7 @@ async fn demo() {
     workload_identity(&mesh).await;
     mtls::between_services(&mesh).await;
     interception::show_interception(&emulator, xds).await;
+    regions::several_regions(&emulator, dir.path()).await;
     web.stop().await;
 
     envoy.stop().await;

@@ -3,17 +3,19 @@
 //! account's cluster `demo` in us-east-1, and cluster `prod` in member accounts 222222222222
 //! (us-east-1, eu-west-1) and 333333333333 (us-east-1), each with `--tasks` tasks per service.
 //!
-//! `cargo run --release --example sources -- [--tasks N] [--runs R]` prints:
+//! `cargo run --release --example sources -- [--tasks N] [--runs R] [--delay-ms D]` prints:
 //! - `sources calls source=ACCOUNT/REGION cold=N warm=M per_second_at_5s=X` per source: the
 //!   requests of a first poll (roles assumed, task definitions read) and of the next one;
 //! - `sources startup sources=1 ms=...` and `sources startup sources=4 ms=... ratio=R`: the
 //!   median wall time from a new poller to its first complete inventory, over R runs each
 //!   (the four scopes are polled side by side; one after another would be about 4×).
 //!
-//! moto answers slower than AWS and all scopes share its one process, so absolute times are
-//! moto's; the ratio is the figure.
+//! Requests go through `tests/support/deny_proxy.py`, which holds each answer `--delay-ms`
+//! (default 30): the round trip to AWS, which moto on 127.0.0.1 lacks. moto itself answers one
+//! request at a time (Python), so its own time does not overlap; the ratio is the figure.
 
-#[allow(dead_code)]
+#[path = "../tests/support/deny_proxy.rs"]
+mod deny_proxy;
 #[path = "../tests/support/moto.rs"]
 mod moto;
 
@@ -31,18 +33,21 @@ const POLL_SECONDS: f64 = 5.0;
 async fn main() {
     let tasks = arg("--tasks", 10);
     let runs = arg("--runs", 5);
+    let delay = arg("--delay-ms", 30);
     let emulator = moto::Moto::start();
+    let proxy = deny_proxy::DenyProxy::with_delay(&emulator, delay as u64);
     let per_service = tasks.to_string();
     let prod = ["--tasks-per-service", &per_service, "--cluster", "prod"];
     emulator.seed(&["--tasks-per-service", &per_service]);
     emulator.seed_in(Some(MEMBER), "us-east-1", &prod);
     emulator.seed_in(Some(MEMBER), "eu-west-1", &prod);
     emulator.seed_in(Some(OTHER), "us-east-1", &prod);
-    println!("sources seeded tasks_per_service={tasks} services=3 scopes=4");
+    println!("sources seeded tasks_per_service={tasks} services=3 scopes=4 delay_ms={delay}");
 
-    calls_per_source(&emulator).await;
-    let one = median_startup(&emulator, false, runs).await;
-    let four = median_startup(&emulator, true, runs).await;
+    let endpoint = &proxy.endpoint;
+    calls_per_source(&emulator, endpoint).await;
+    let one = median_startup(&emulator, endpoint, false, runs).await;
+    let four = median_startup(&emulator, endpoint, true, runs).await;
     println!("sources startup sources=1 ms={:.1}", ms(one));
     println!(
         "sources startup sources=4 ms={:.1} ratio={:.2}",
@@ -82,8 +87,10 @@ fn settings(several: bool) -> DiscoverSettings {
     s
 }
 
-async fn poller(emulator: &moto::Moto, several: bool) -> (Poller, CallCounter) {
-    let aws = Aws::from_sdk_config(&emulator.sdk_config().await).unwrap();
+/// A poller whose requests go to `endpoint`.
+async fn poller(emulator: &moto::Moto, endpoint: &str, several: bool) -> (Poller, CallCounter) {
+    let config = emulator.sdk_config().await.to_builder();
+    let aws = Aws::from_sdk_config(&config.endpoint_url(endpoint).build()).unwrap();
     let calls = aws.calls().clone();
     let settings = settings(several).check().expect("valid settings");
     (Poller::new(settings, aws).unwrap(), calls)
@@ -91,15 +98,18 @@ async fn poller(emulator: &moto::Moto, several: bool) -> (Poller, CallCounter) {
 
 /// Each source's requests in a cold poll and a warm one, and what the warm one costs its
 /// account per second when polling every 5 s.
-async fn calls_per_source(emulator: &moto::Moto) {
-    let (mut poller, calls) = poller(emulator, true).await;
+async fn calls_per_source(emulator: &moto::Moto, endpoint: &str) {
+    let (mut poller, calls) = poller(emulator, endpoint, true).await;
     let report = poller.poll().await;
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     let cold = by_source(&calls);
     assert!(poller.poll().await.errors.is_empty());
     let both = by_source(&calls);
     for (source, total) in &both {
-        let first = cold.iter().find(|(s, _)| s == source).map_or(0, |(_, n)| *n);
+        let first = cold
+            .iter()
+            .find(|(s, _)| s == source)
+            .map_or(0, |(_, n)| *n);
         let warm = total - first;
         println!(
             "sources calls source={source} cold={first} warm={warm} per_second_at_5s={:.2}",
@@ -120,10 +130,15 @@ fn by_source(calls: &CallCounter) -> Vec<(String, u64)> {
 }
 
 /// The median time from a new poller to its first complete inventory.
-async fn median_startup(emulator: &moto::Moto, several: bool, runs: usize) -> Duration {
+async fn median_startup(
+    emulator: &moto::Moto,
+    endpoint: &str,
+    several: bool,
+    runs: usize,
+) -> Duration {
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs.max(1) {
-        let (mut poller, _) = poller(emulator, several).await;
+        let (mut poller, _) = poller(emulator, endpoint, several).await;
         let started = Instant::now();
         let report = poller.poll().await;
         times.push(started.elapsed());

@@ -81,6 +81,14 @@ fn regions(inventory: &Inventory, cluster: &str) -> Vec<String> {
         .collect()
 }
 
+/// Task `arn` of the member's eu-west-1 `prod` as DescribeTasks gives it (an event's detail),
+/// asked with the member's access key `key`.
+fn member_west_detail(moto: &Moto, key: &str, arn: &str) -> serde_json::Value {
+    let target = "AmazonEC2ContainerServiceV20141113.DescribeTasks";
+    let body = json!({"cluster": "prod", "tasks": [arn]});
+    moto.aws_json_as(key, "eu-west-1", target, &body)["tasks"][0].clone()
+}
+
 /// A poller whose AWS calls go through `endpoint`.
 async fn poller(moto: &Moto, endpoint: &str, merge: bool) -> (Poller, ecs_xds::aws::CallCounter) {
     let config = moto
@@ -219,13 +227,7 @@ async fn an_event_is_applied_to_the_source_of_its_account_and_region() {
         "web",
     )
     .await;
-    let described = moto.aws_json_as(
-        key.access_key_id(),
-        "eu-west-1",
-        "AmazonEC2ContainerServiceV20141113.DescribeTasks",
-        &json!({"cluster": "prod", "tasks": [started]}),
-    );
-    let mut detail = described["tasks"][0].clone();
+    let mut detail = member_west_detail(&moto, key.access_key_id(), &started);
     assert!(detail["clusterArn"]
         .as_str()
         .unwrap()
@@ -349,13 +351,7 @@ async fn a_real_envoy_gets_every_sources_endpoints_and_a_member_task_through_the
 
     // A task starts in the member's eu-west-1; ECS's event there goes to the central bus.
     let started = run_service_task(&member_west_ecs, &seeds["member-west"], "web").await;
-    let described = moto.aws_json_as(
-        key.access_key_id(),
-        "eu-west-1",
-        "AmazonEC2ContainerServiceV20141113.DescribeTasks",
-        &json!({"cluster": "prod", "tasks": [started]}),
-    );
-    let mut detail = described["tasks"][0].clone();
+    let mut detail = member_west_detail(&moto, key.access_key_id(), &started);
     detail["availabilityZone"] = "eu-west-1a".into();
     detail["version"] = 2.into();
     let entry = json!({"Entries": [{"Source": "aws.ecs", "DetailType": "ECS Task State Change",

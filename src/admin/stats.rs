@@ -104,3 +104,25 @@ impl DaemonStats {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_ready_names_the_sources_never_discovered_until_the_first_publish() {
+        let stats = DaemonStats::default();
+        assert!(!stats
+            .not_ready_reason()
+            .unwrap()
+            .contains("never discovered"));
+        stats.set_undiscovered(&["222222222222/us-east-1".into(), "self/default".into()]);
+        let reason = stats.not_ready_reason().unwrap();
+        assert!(
+            reason.ends_with("never discovered: 222222222222/us-east-1, self/default"),
+            "{reason}"
+        );
+        assert!(stats.first_inventory_published());
+        assert_eq!(stats.not_ready_reason(), None, "fail static after that");
+    }
+}

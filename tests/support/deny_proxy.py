@@ -5,18 +5,24 @@ that role is refused (403 AccessDenied), and so is every request signed with cre
 earlier AssumeRole of it returned (ECS answers AccessDeniedException), as AWS does once the
 role and its policies are gone. Everything else is forwarded to moto unchanged.
 
-Usage: deny_proxy.py MOTO_PORT; prints the port it listens on, then serves until killed.
+With DELAY_MS, every answer is held that long first: the round trip to AWS that moto on
+127.0.0.1 lacks, for measuring what waits on it (requests in flight at once overlap).
+
+Usage: deny_proxy.py MOTO_PORT [DELAY_MS]; prints the port it listens on, then serves until
+killed.
 Safety: listens on and forwards to 127.0.0.1 only.
 """
 import http.server
 import re
 import sys
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 
 MOTO = f"http://127.0.0.1:{int(sys.argv[1])}"
+DELAY = int(sys.argv[2]) / 1000 if len(sys.argv) > 2 else 0
 denied = set()  # role ARNs
 keys = {}  # access key id -> role ARN it was issued for
 lock = threading.Lock()
@@ -57,6 +63,7 @@ class Proxy(http.server.BaseHTTPRequestHandler):
         if refused:
             return self.refuse()
         status, headers, answer = self.send_to_moto(body)
+        time.sleep(DELAY)
         if assumed and status == 200:
             key = re.search(rb"<AccessKeyId>([A-Z0-9]+)</AccessKeyId>", answer)
             if key:

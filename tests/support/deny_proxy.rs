@@ -1,5 +1,8 @@
 //! `deny_proxy.py` for one test: an HTTP proxy in front of moto that refuses a removed role
-//! (its AssumeRole, and every call signed with credentials it was given), which moto cannot.
+//! (its AssumeRole, and every call signed with credentials it was given), which moto cannot;
+//! and, for measurements, adds AWS's round trip to each answer.
+
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -15,12 +18,18 @@ pub struct DenyProxy {
 
 impl DenyProxy {
     pub fn start(moto: &Moto) -> DenyProxy {
+        DenyProxy::with_delay(moto, 0)
+    }
+
+    /// A proxy that also holds every answer `delay_ms` (AWS's round trip, which moto lacks).
+    pub fn with_delay(moto: &Moto, delay_ms: u64) -> DenyProxy {
         let script = repo_root().join("tests/support/deny_proxy.py");
         let mut child = Command::new("timeout")
             .args(["600"])
             .arg(venv_python())
             .arg(script)
             .arg(moto.port.to_string())
+            .arg(delay_ms.to_string())
             .stdout(Stdio::piped())
             .spawn()
             .expect("start deny_proxy.py");
