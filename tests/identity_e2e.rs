@@ -7,6 +7,7 @@
 //! task id); it does not check signatures, so a forged signature is not among the cases here
 //! (what ecs-xds checks before STS is: stale, other action, other server, other key).
 
+mod accounts;
 mod zones;
 
 use std::net::SocketAddr;

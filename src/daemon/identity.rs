@@ -16,8 +16,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::DaemonError;
 use crate::aws::{Aws, Sts};
+use crate::discover::DiscoverError;
 use crate::http_listener::{self, ConnectionStats, Limits, Protocol, Tls};
-use crate::identity::attest::{Attestor, Policy, Watched};
+use crate::identity::attest::{AttestScope, Attestor, Policy, Watched};
 use crate::identity::ca::Ca;
 use crate::identity::endpoint::{self, Endpoint};
 use crate::identity::proof::Pins;
@@ -67,7 +68,7 @@ pub(super) async fn open(
         identity.sts_endpoint.as_deref(),
         aws.calls().clone(),
     )?;
-    let watched = attested_clusters(settings);
+    let scopes = attest_scopes(settings, &aws).await?;
     let policy = Policy {
         pins: Pins {
             sts_host: sts.host().to_owned(),
@@ -75,15 +76,14 @@ pub(super) async fn open(
             server_id: identity.server_id(),
         },
         trust_domain: identity.trust_domain.clone(),
-        region: aws.region().to_owned(),
-        watched,
+        scopes,
         ttl: identity.certificate_ttl,
         check_task_address: identity.check_task_address,
     };
     let ca = CaHolder::new(ca);
     let stats = Arc::new(IdentityStats::default());
     let endpoint = Endpoint {
-        attestor: Arc::new(Attestor::new(policy, sts, aws.clone(), ca.clone())),
+        attestor: Arc::new(Attestor::new(policy, sts, ca.clone())),
         ca: ca.clone(),
         stats: stats.clone(),
         max_body_bytes: identity.max_body_bytes,
@@ -307,20 +307,22 @@ async fn renew(
     }
 }
 
-/// The ECS clusters whose tasks may get certificates: those watched in ecs-xds's own account
-/// and region (its own credentials, no role). Tasks of other sources are not attested: the
-/// identity endpoint asks ECS with its own credentials, in its own region.
-fn attested_clusters(settings: &Settings) -> Watched {
-    let Ok(discover) = settings.discover() else {
-        return Watched::Clusters(Vec::new());
-    };
-    let own = discover.scopes().into_iter().filter(|s| {
-        let here = s.region.is_none() || s.region == settings.aws.region;
-        s.role_arn.is_none() && s.account.is_none() && here
-    });
-    let own: Vec<_> = own.collect();
-    match own.iter().any(|s| s.auto_discover_clusters) {
-        true => Watched::All,
-        false => Watched::Clusters(own.into_iter().flat_map(|s| s.clusters).collect()),
+/// The accounts and regions whose watched clusters' tasks may get certificates: every scope
+/// discovery watches, each asked with its own clients (an assumed role for another account).
+async fn attest_scopes(settings: &Settings, aws: &Aws) -> Result<Vec<AttestScope>, DaemonError> {
+    let discover = settings.discover().map_err(DiscoverError::from)?;
+    let mut scopes = Vec::new();
+    for scope in discover.scopes() {
+        let clients = aws.for_scope(&scope).await?;
+        scopes.push(AttestScope {
+            account: scope.account.clone(),
+            region: clients.region().to_owned(),
+            watched: match scope.auto_discover_clusters {
+                true => Watched::All,
+                false => Watched::Clusters(scope.clusters.clone()),
+            },
+            aws: clients,
+        });
     }
+    Ok(scopes)
 }

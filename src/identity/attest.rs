@@ -7,7 +7,8 @@
 //! 2. STS, at the pinned endpoint, answers who signed: `assumed-role/ROLE/SESSION`, and ECS
 //!    names a task's role session after the task id;
 //! 3. ECS (one DescribeTasks, authoritative, not the possibly older inventory) says the task
-//!    exists in a watched cluster of this account and region, is meant to run, was given that
+//!    exists in a watched cluster of one of discovery's accounts and regions (asked of that
+//!    account's ECS, through its source's role), is meant to run, was given that
 //!    role (its own override, or its task definition's), and belongs to a service;
 //! 4. the CA signs a certificate it builds for that service, from the CSR's public key alone,
 //!    naming as its locality the availability zone that DescribeTasks gave the task.
@@ -114,11 +115,22 @@ impl Watched {
 pub struct Policy {
     pub pins: Pins,
     pub trust_domain: String,
-    /// The region of the ECS tasks this replica watches.
-    pub region: String,
-    pub watched: Watched,
+    /// The accounts and regions whose tasks may get certificates (`[[ecs.sources]]`, or the
+    /// one of `[ecs]`), each with the clients that ask its ECS.
+    pub scopes: Vec<AttestScope>,
     pub ttl: Duration,
     pub check_task_address: bool,
+}
+
+/// One account and region whose watched clusters' tasks may get certificates.
+#[derive(Debug, Clone)]
+pub struct AttestScope {
+    /// `None`: the credentials' own account (whose ECS knows only its own tasks).
+    pub account: Option<String>,
+    pub region: String,
+    pub watched: Watched,
+    /// Its ECS, with its own credentials (an assumed role for another account).
+    pub aws: Aws,
 }
 
 /// Turns proofs into certificates. Cheap to share behind an `Arc`.
@@ -126,7 +138,6 @@ pub struct Policy {
 pub struct Attestor {
     policy: Policy,
     sts: Sts,
-    aws: Aws,
     ca: CaHolder,
     /// Task definition ARN → its task role: immutable per ARN, so asked once.
     roles: Mutex<HashMap<String, Option<String>>>,
@@ -153,11 +164,10 @@ struct TaskArn {
 }
 
 impl Attestor {
-    pub fn new(policy: Policy, sts: Sts, aws: Aws, ca: CaHolder) -> Self {
+    pub fn new(policy: Policy, sts: Sts, ca: CaHolder) -> Self {
         Self {
             policy,
             sts,
-            aws,
             ca,
             roles: Mutex::default(),
         }
@@ -188,9 +198,9 @@ impl Attestor {
         })?;
         let caller = parse_assumed_role(&arn)
             .ok_or_else(|| Denied::refused("not_a_task_role", format!("STS says {arn}")))?;
-        self.check_task_arn(&caller, &task_arn)?;
-        let task = self.describe(&task_arn, &request.task_arn).await?;
-        self.check_task(&caller, &task, peer).await?;
+        let scope = self.check_task_arn(&caller, &task_arn)?;
+        let task = describe(scope, &task_arn, &request.task_arn).await?;
+        self.check_task(scope, &caller, &task, peer).await?;
         let service = task
             .group
             .as_deref()
@@ -204,7 +214,7 @@ impl Attestor {
         let id = SpiffeId::new(
             &self.policy.trust_domain,
             &caller.account,
-            &self.policy.region,
+            &scope.region,
             &task_arn.cluster,
             service,
         )
@@ -216,9 +226,9 @@ impl Attestor {
         Ok((id, issued))
     }
 
-    /// The task ARN the agent names must be the one STS vouches for, in this account and
-    /// region, in a watched cluster.
-    fn check_task_arn(&self, caller: &Caller, task: &TaskArn) -> Result<(), Denied> {
+    /// The task ARN the agent names must be the one STS vouches for, in a watched cluster of
+    /// one of the scopes (that scope).
+    fn check_task_arn(&self, caller: &Caller, task: &TaskArn) -> Result<&AttestScope, Denied> {
         if task.id != caller.session || task.account != caller.account {
             return Err(Denied::refused(
                 "task_mismatch",
@@ -228,34 +238,36 @@ impl Attestor {
                 ),
             ));
         }
-        if task.region != self.policy.region || !self.policy.watched.contains(&task.cluster) {
-            return Err(Denied::refused(
-                "cluster_not_watched",
-                format!(
-                    "cluster {} in {} is not watched here",
-                    task.cluster, task.region
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    async fn describe(&self, task: &TaskArn, arn: &str) -> Result<TaskFacts, Denied> {
-        let found = self
-            .aws
-            .describe_tasks(&task.cluster, &[arn.to_owned()])
-            .await
-            .map_err(|e| Denied::unavailable("ecs_unavailable", &e))?;
+        // A scope named by its account first; the own account's (unnamed) only after.
+        let watching = |named: bool| {
+            move |s: &&AttestScope| {
+                let account = match &s.account {
+                    Some(a) => named && *a == task.account,
+                    None => !named,
+                };
+                account && s.region == task.region && s.watched.contains(&task.cluster)
+            }
+        };
+        let scopes = &self.policy.scopes;
+        let found = scopes.iter().find(watching(true));
         found
-            .into_iter()
-            .find(|t| t.arn == arn)
-            .ok_or_else(|| Denied::refused("task_not_found", format!("ECS does not know {arn}")))
+            .or_else(|| scopes.iter().find(watching(false)))
+            .ok_or_else(|| {
+                Denied::refused(
+                    "cluster_not_watched",
+                    format!(
+                        "cluster {} of account {} in {} is not watched here",
+                        task.cluster, task.account, task.region
+                    ),
+                )
+            })
     }
 
     /// The task is meant to run (an agent starts before the task reaches RUNNING), ran with the
     /// caller's role, and, when asked, from its own ENI's address.
     async fn check_task(
         &self,
+        scope: &AttestScope,
         caller: &Caller,
         task: &TaskFacts,
         peer: IpAddr,
@@ -278,7 +290,7 @@ impl Attestor {
         }
         let role = match &task.task_role_override {
             Some(role) => Some(role.clone()),
-            None => self.task_definition_role(task).await?,
+            None => self.task_definition_role(scope, task).await?,
         };
         let matches = role
             .as_deref()
@@ -309,7 +321,11 @@ impl Attestor {
         Ok(())
     }
 
-    async fn task_definition_role(&self, task: &TaskFacts) -> Result<Option<String>, Denied> {
+    async fn task_definition_role(
+        &self,
+        scope: &AttestScope,
+        task: &TaskFacts,
+    ) -> Result<Option<String>, Denied> {
         let arn = &task.task_definition_arn;
         if let Some(role) = self.roles.lock().unwrap().get(arn) {
             return Ok(role.clone());
@@ -317,8 +333,7 @@ impl Attestor {
         let cluster = parse_task_arn(&task.arn)
             .map(|t| t.cluster)
             .unwrap_or_default();
-        let def = self
-            .aws
+        let def = (scope.aws)
             .describe_task_definition(&cluster, arn)
             .await
             .map_err(|e| Denied::unavailable("ecs_unavailable", &e))?;
@@ -329,6 +344,18 @@ impl Attestor {
         roles.insert(arn.clone(), def.task_role_arn.clone());
         Ok(def.task_role_arn)
     }
+}
+
+/// Task `arn` as `scope`'s ECS describes it.
+async fn describe(scope: &AttestScope, task: &TaskArn, arn: &str) -> Result<TaskFacts, Denied> {
+    let found = (scope.aws)
+        .describe_tasks(&task.cluster, &[arn.to_owned()])
+        .await
+        .map_err(|e| Denied::unavailable("ecs_unavailable", &e))?;
+    found
+        .into_iter()
+        .find(|t| t.arn == arn)
+        .ok_or_else(|| Denied::refused("task_not_found", format!("ECS does not know {arn}")))
 }
 
 /// `arn:PARTITION:sts::ACCOUNT:assumed-role/ROLE/SESSION`.
