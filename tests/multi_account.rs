@@ -261,8 +261,9 @@ async fn an_event_is_applied_to_the_source_of_its_account_and_region() {
 }
 
 /// The central event bus of the ecs-xds account, its rule to an SQS queue (the queue's URL),
-/// and the member's eu-west-1 rule forwarding ECS events to it (what
-/// `deploy/multi-account/` sets up; moto's EventBridge forwards across accounts).
+/// and the rules forwarding ECS events to it from the own account's default bus and the
+/// member's in eu-west-1 (what `deploy/multi-account/` sets up; moto's EventBridge forwards
+/// across accounts and regions, but has no SNS target, so the bus targets the queue here).
 async fn central_bus(moto: &Moto, member_key: &str) -> String {
     let pattern =
         std::fs::read_to_string(support::moto::repo_root().join("deploy/ecs/event-pattern.json"))
@@ -285,18 +286,19 @@ async fn central_bus(moto: &Moto, member_key: &str) -> String {
         "AWSEvents.PutTargets",
         &json!({"Rule": "to-queue", "EventBusName": bus, "Targets": [{"Id": "q", "Arn": queue_arn}]}),
     );
-    let forward = |target: &str, body: serde_json::Value| {
-        moto.aws_json_as(member_key, "eu-west-1", target, &body)
-    };
-    forward(
-        "AWSEvents.PutRule",
-        json!({"Name": "ecs-xds-forward", "EventPattern": pattern, "State": "ENABLED"}),
-    );
     let bus_arn = format!("arn:aws:events:us-east-1:123456789012:event-bus/{bus}");
-    forward(
-        "AWSEvents.PutTargets",
-        json!({"Rule": "ecs-xds-forward", "Targets": [{"Id": "central", "Arn": bus_arn}]}),
-    );
+    for (key, region) in [("testing", "us-east-1"), (member_key, "eu-west-1")] {
+        let forward =
+            |target: &str, body: serde_json::Value| moto.aws_json_as(key, region, target, &body);
+        forward(
+            "AWSEvents.PutRule",
+            json!({"Name": "ecs-xds-forward", "EventPattern": pattern, "State": "ENABLED"}),
+        );
+        forward(
+            "AWSEvents.PutTargets",
+            json!({"Rule": "ecs-xds-forward", "Targets": [{"Id": "central", "Arn": bus_arn}]}),
+        );
+    }
     queue.queue_url().unwrap().to_owned()
 }
 
@@ -369,10 +371,27 @@ async fn a_real_envoy_gets_every_sources_endpoints_and_a_member_task_through_the
         .await;
     eprintln!("a member account's task reached Envoy {took:?} after its event");
 
-    // Through the event alone: the member's eu-west-1 was listed once, at start.
-    let listed = "ecs_xds_aws_requests_total{account=\"222222222222\",region=\"eu-west-1\",operation=\"ListTasks\",outcome=\"ok\"} ";
-    assert_eq!(scrape_metric(daemon.admin, listed).await, 1.0);
+    // And one in the own account, whose default bus forwards to the central bus too.
+    let own_task = run_service_task(&own, &seeds["self"], "web").await;
+    support::events::put_task_event(
+        &moto,
+        &support::events::task_detail(&moto, "demo", &own_task, 2),
+    );
+    web.extend(running_task_ips_in(&own, "demo", "web").await);
+    envoy
+        .wait_for_ips("web", &web, Duration::from_secs(10))
+        .await;
+
+    // Through the events alone: each scope was listed once, at start.
+    for (account, region) in [("222222222222", "eu-west-1"), ("self", "default")] {
+        let listed = format!("ecs_xds_aws_requests_total{{account=\"{account}\",region=\"{region}\",operation=\"ListTasks\",outcome=\"ok\"}} ");
+        assert_eq!(
+            scrape_metric(daemon.admin, &listed).await,
+            1.0,
+            "{account}/{region}"
+        );
+    }
     let applied =
         "ecs_xds_events_received_total{detail_type=\"task_state_change\",outcome=\"applied\"} ";
-    assert_eq!(scrape_metric(daemon.admin, applied).await, 1.0);
+    assert_eq!(scrape_metric(daemon.admin, applied).await, 2.0);
 }
