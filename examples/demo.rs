@@ -10,6 +10,8 @@
 //!    through Envoy's egress listener to the Cloud Map backend;
 //! 4. tags service `web` with `ecs-xds.backends = orders` and starts a second Envoy as web's
 //!    sidecar (`node.cluster = web`), which is served only `orders`;
+//!    the same node's clusters over REST-JSON (`POST /v3/discovery:clusters`, `demo/rest.rs`),
+//!    and the 304 a poll at the current version gets;
 //! 5. workload identity: web's task proves it is web with its IAM task role (moto's STS) and
 //!    gets a short-lived certificate from ecs-xds (the mesh's CA, made by `ecs-xds ca init`);
 //!    an Envoy of web with it holds a mutual-TLS xDS stream whose service is the verified
@@ -54,6 +56,8 @@ mod moto;
 mod mtls;
 #[path = "demo/regions.rs"]
 mod regions;
+#[path = "demo/rest.rs"]
+mod rest;
 #[allow(dead_code)]
 #[path = "../tests/support/templates.rs"]
 mod templates;
@@ -152,6 +156,7 @@ async fn demo() {
     );
 
     let web = declared_backends(&emulator, xds, &envoy).await;
+    rest::show_rest_json(xds).await;
     let mesh = Mesh {
         emulator: &emulator,
         seed: &seed,

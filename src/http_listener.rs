@@ -98,6 +98,9 @@ pub enum Protocol {
     /// HTTP/1.1 (the admin views); a request head must arrive within `first_request`, on a
     /// new connection and between keep-alive requests alike.
     Http1,
+    /// Both, told apart by HTTP/2's connection preface: gRPC, and xDS over REST-JSON from
+    /// clients (and proxies) that speak only HTTP/1.1. Each keeps its own rules above.
+    Http2OrHttp1,
 }
 
 /// What a listener's connections did, for `/metrics`.
@@ -213,21 +216,22 @@ pub async fn serve(
 fn builder(protocol: Protocol, limits: Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     match protocol {
-        Protocol::Http2 => {
-            builder = builder.http2_only();
-            builder
-                .http2()
-                .timer(TokioTimer::new())
-                .keep_alive_interval(Duration::from_secs(30))
-                .keep_alive_timeout(Duration::from_secs(10));
-        }
-        Protocol::Http1 => {
-            builder = builder.http1_only();
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.first_request);
-        }
+        Protocol::Http2 => builder = builder.http2_only(),
+        Protocol::Http1 => builder = builder.http1_only(),
+        Protocol::Http2OrHttp1 => {}
+    }
+    if protocol != Protocol::Http1 {
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10));
+    }
+    if protocol != Protocol::Http2 {
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.first_request);
     }
     builder
 }

@@ -5,6 +5,9 @@
 //! stream runner ([`stream`]) and differ only in the protocol state ([`sotw`], [`delta`]).
 //! Responses are written from bytes the snapshot encoded once ([`wire`]).
 //!
+//! The same port serves xDS over REST-JSON to HTTP/1.1 and HTTP/2 clients ([`rest`]), from the
+//! unary fetch's code path.
+//!
 //! Beside them, the access log service where Envoys report what their services' rules in
 //! shadow would deny ([`access_log`]).
 
@@ -17,6 +20,7 @@ mod fetch;
 mod held;
 mod names;
 mod peer;
+mod rest;
 mod sotw;
 mod stream;
 #[cfg(test)]
@@ -33,6 +37,7 @@ use std::task::{Context, Poll};
 use envoy_types::pb::envoy::service::accesslog::v3::access_log_service_server::AccessLogServiceServer;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_server::ClientStatusDiscoveryServiceServer;
+use axum::extract::Path;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::server::{Grpc, UnaryService};
@@ -104,6 +109,8 @@ pub struct XdsServer {
     tls: Option<(Tls, Arc<str>)>,
     /// Serve Envoys that open without TLS too (`xds.client_auth = "optional"`).
     plaintext_beside_tls: bool,
+    /// What each REST-JSON poller was sent and rejected.
+    rest: Arc<rest::Polls>,
 }
 
 impl std::fmt::Debug for XdsServer {
@@ -128,6 +135,7 @@ impl XdsServer {
             connections: Arc::default(),
             tls: None,
             plaintext_beside_tls: false,
+            rest: Arc::default(),
         }
     }
 
@@ -179,7 +187,8 @@ impl XdsServer {
     }
 
     /// Every xDS method, CSDS, the access log service and gRPC health as tonic routes, for
-    /// embedding next to other gRPC services.
+    /// embedding next to other gRPC services; and xDS over REST-JSON (`POST
+    /// /v3/discovery:clusters` and friends, [`rest`]).
     pub fn routes(&self) -> Routes {
         let mut methods = vec![
             (
@@ -214,6 +223,11 @@ impl XdsServer {
             };
             *router = std::mem::take(router).route_service(&path, method);
         }
+        let server = self.clone();
+        let rest = move |Path(discovery): Path<String>, req: axum::extract::Request| {
+            rest::answer(server.clone(), discovery, req)
+        };
+        *router = std::mem::take(router).route(rest::ROUTE, axum::routing::any(rest));
         routes
     }
 
@@ -232,7 +246,7 @@ impl XdsServer {
             listener,
             router,
             http_listener::Serving {
-                protocol: Protocol::Http2,
+                protocol: Protocol::Http2OrHttp1,
                 limits,
                 stats: connections,
                 tls: self.tls.as_ref().map(|(tls, _)| tls.clone()),
@@ -337,8 +351,8 @@ impl UnaryService<DiscoveryRequest> for Fetch {
 
     fn call(&mut self, request: Request<DiscoveryRequest>) -> Self::Future {
         let verified = self.verified.as_deref();
-        let response = fetch::fetch(&self.cache, self.ty, verified, request.into_inner());
-        std::future::ready(response.map(Response::new))
+        let fetched = fetch::fetch(&self.cache, self.ty, verified, request.get_ref());
+        std::future::ready(fetched.map(|f| Response::new(f.response)))
     }
 }
 

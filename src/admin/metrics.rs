@@ -396,7 +396,7 @@ impl LiveState {
             encoder,
             MetricType::Gauge,
             "xds_streams",
-            "Connected xDS streams, by service (ads or a per-type service) and mode (sotw, delta)",
+            "Connected xDS streams, by service (ads, a per-type service, or rest) and mode (sotw, delta, or rest: REST-JSON pollers heard from in the last 2 minutes)",
             streams
                 .into_iter()
                 .map(|((service, mode), n)| (vec![("service", service), ("mode", mode)], gauge(n))),

@@ -204,7 +204,8 @@ fn listener_configs(
                 &own.key_pem,
                 bundle,
                 settings.xds.client_auth,
-                &[b"h2"],
+                // gRPC, and REST-JSON xDS from HTTP/1.1 clients.
+                &[b"h2", b"http/1.1"],
             )
             .map_err(tls_error)?,
         ),

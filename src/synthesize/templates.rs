@@ -25,6 +25,7 @@
 //! [mtls]                        # mutual TLS and its ingress listener (`templates/security.rs`)
 //! [authz]                       # who may call a service without `allow-from`
 //! [interception]                # serve traffic ECS's proxyConfiguration redirects (`templates/interception.rs`)
+//! [config_source]               # where discovered clusters' endpoints come from (default: ADS)
 //! ```
 //!
 //! Loading checks everything against Envoy's descriptors and reports every problem at once, each
@@ -40,7 +41,7 @@ pub(crate) mod toml_json;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::cluster::v3::{cluster::EdsClusterConfig, Cluster};
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::{
     route::Action, route_action::ClusterSpecifier, RouteAction, RouteConfiguration,
@@ -280,6 +281,7 @@ const SECTIONS: &[&str] = &[
     "interception",
     "scope",
     "generated_routes",
+    "config_source",
 ];
 
 /// Route action fields synthesis sets on every generated route (proto and JSON names).
@@ -450,6 +452,9 @@ impl NodeTemplate {
         let deny_by_default = authz.as_ref().is_some_and(|a| a.deny_by_default());
         let shadow_log_cluster = authz.and_then(|a| a.shadow_log_cluster(&mut errors));
         let scope = scope(root.get("scope"), &mut errors);
+        let mut cluster_defaults = cluster_defaults;
+        let generated = (grpc, interception.is_some());
+        cluster_defaults.eds_cluster_config = config_source(&root, generated, &mut errors);
         let mut template = NodeTemplate {
             file: file.to_owned(),
             route_clusters: route_clusters(&routes),
@@ -566,6 +571,39 @@ impl NodeTemplate {
         errors.push(FieldError::new(at, message));
         errors
     }
+}
+
+/// `[config_source]`: an Envoy `ConfigSource` for discovered clusters' endpoints, instead of the
+/// ADS stream (`api_config_source { api_type = "REST" }` for an Envoy that polls REST-JSON).
+/// Not with `[grpc]` (gRPC takes ADS only) nor `[interception]` (its generated listener takes
+/// its routes over ADS). `generated` says whether the template has either.
+fn config_source(
+    root: &serde_json::Map<String, Value>,
+    (grpc, interception): (bool, bool),
+    errors: &mut Vec<FieldError>,
+) -> Option<EdsClusterConfig> {
+    use envoy_types::pb::envoy::config::core::v3::{ApiVersion, ConfigSource};
+    root.get("config_source")?;
+    let at = FieldPath::default().key("config_source");
+    let mut source = fragment::<ConfigSource>(root, "config_source", &[], "", errors);
+    let refused = match (grpc, interception) {
+        (true, _) => Some("proxyless gRPC takes its endpoints over ADS only; remove [config_source]"),
+        (_, true) => Some("[interception]'s listener takes its routes over ADS; remove [config_source]"),
+        _ if source.config_source_specifier.is_none() => Some(
+            "needs where endpoints come from: ads, api_config_source, path_config_source or self",
+        ),
+        _ => None,
+    };
+    if let Some(why) = refused {
+        errors.push(FieldError::new(at, why));
+    }
+    if source.resource_api_version == ApiVersion::Auto as i32 {
+        source.resource_api_version = ApiVersion::V3 as i32;
+    }
+    Some(EdsClusterConfig {
+        eds_config: Some(source),
+        service_name: String::new(),
+    })
 }
 
 /// `[section]`: a fragment of an Envoy message `M` applied to every discovered cluster or
