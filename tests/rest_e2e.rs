@@ -56,7 +56,10 @@ fn rest_bootstrap(node_id: &str, xds: SocketAddr) -> Value {
         "lds_config": rest_source(),
     });
     let cluster = &mut config["static_resources"]["clusters"][0];
-    cluster.as_object_mut().unwrap().remove("typed_extension_protocol_options");
+    cluster
+        .as_object_mut()
+        .unwrap()
+        .remove("typed_extension_protocol_options");
     config
 }
 
@@ -85,16 +88,23 @@ async fn an_envoy_polling_rest_json_follows_ecs_and_a_rejected_listener_is_not_r
     std::fs::create_dir_all(dir.path().join("templates")).unwrap();
     write_template(dir.path(), &rest_template(egress, "egress", 1));
     let daemon = Running::start(&config).await;
-    let envoy = Envoy::start_config(rest_bootstrap("sidecar-rest", daemon.xds), AdsMode::Sotw).await;
+    let envoy =
+        Envoy::start_config(rest_bootstrap("sidecar-rest", daemon.xds), AdsMode::Sotw).await;
 
     // Every type arrives over REST: clusters, their endpoints, the listener and its routes.
     let web = running_task_ips(&ecs, "web").await;
-    envoy.wait_for_ips("web", &web, Duration::from_secs(20)).await;
     envoy
-        .wait_for("the listener and its routes", Duration::from_secs(10), || async {
-            let v = envoy.versions().await;
-            !v.lds.is_empty() && v.rds.iter().any(|(name, _)| name == "egress")
-        })
+        .wait_for_ips("web", &web, Duration::from_secs(20))
+        .await;
+    envoy
+        .wait_for(
+            "the listener and its routes",
+            Duration::from_secs(10),
+            || async {
+                let v = envoy.versions().await;
+                !v.lds.is_empty() && v.rds.iter().any(|(name, _)| name == "egress")
+            },
+        )
         .await;
     assert!(envoy.stat("cluster_manager.cds.update_success").await >= 1);
     assert_eq!(envoy.stat("listener_manager.lds.update_rejected").await, 0);
@@ -116,7 +126,11 @@ async fn an_envoy_polling_rest_json_follows_ecs_and_a_rejected_listener_is_not_r
         if node["streams"][0]["types"]["lds"]["acked_version"] == held.lds.as_str() {
             break node;
         }
-        assert!(started.elapsed() < REFRESH * 3, "no ACK of {} in {nodes}", held.lds);
+        assert!(
+            started.elapsed() < REFRESH * 3,
+            "no ACK of {} in {nodes}",
+            held.lds
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(poller["node_id"], "sidecar-rest");
@@ -126,9 +140,11 @@ async fn an_envoy_polling_rest_json_follows_ecs_and_a_rejected_listener_is_not_r
     // rejected and answered 304 while it is current.
     write_template(dir.path(), &rest_template(egress, "egress", 2));
     envoy
-        .wait_for("Envoy rejecting the listener", Duration::from_secs(10), || async {
-            envoy.stat("listener_manager.lds.update_rejected").await >= 1
-        })
+        .wait_for(
+            "Envoy rejecting the listener",
+            Duration::from_secs(10),
+            || async { envoy.stat("listener_manager.lds.update_rejected").await >= 1 },
+        )
         .await;
     let started = Instant::now();
     let nack = loop {
@@ -140,19 +156,41 @@ async fn an_envoy_polling_rest_json_follows_ecs_and_a_rejected_listener_is_not_r
         assert!(started.elapsed() < REFRESH * 6, "no NACK in {nodes}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert!(nack["message"].as_str().unwrap().contains("update_rejected"), "{nack}");
+    assert!(
+        nack["message"]
+            .as_str()
+            .unwrap()
+            .contains("update_rejected"),
+        "{nack}"
+    );
     assert_ne!(nack["rejected_version"], held.lds.as_str());
     let rejected = envoy.stat("listener_manager.lds.update_rejected").await;
     let (_, metrics) = get(daemon.admin, "/metrics").await;
     let pushes = metric(&metrics, "ecs_xds_xds_pushes_total{type=\"lds\"} ").unwrap();
-    assert_eq!(metric(&metrics, "ecs_xds_xds_nacks_total{type=\"lds\"} "), Some(1.0));
+    assert_eq!(
+        metric(&metrics, "ecs_xds_xds_nacks_total{type=\"lds\"} "),
+        Some(1.0)
+    );
     // Several more polls: nothing resent.
     tokio::time::sleep(REFRESH * 5).await;
     let (_, metrics) = get(daemon.admin, "/metrics").await;
-    assert_eq!(metric(&metrics, "ecs_xds_xds_pushes_total{type=\"lds\"} "), Some(pushes));
-    assert_eq!(envoy.stat("listener_manager.lds.update_rejected").await, rejected);
-    assert_eq!(rejected, 2, "sent once, then once more in case the first was lost");
-    assert_eq!(envoy.versions().await.lds, held.lds, "Envoy kept its listener");
+    assert_eq!(
+        metric(&metrics, "ecs_xds_xds_pushes_total{type=\"lds\"} "),
+        Some(pushes)
+    );
+    assert_eq!(
+        envoy.stat("listener_manager.lds.update_rejected").await,
+        rejected
+    );
+    assert_eq!(
+        rejected, 2,
+        "sent once, then once more in case the first was lost"
+    );
+    assert_eq!(
+        envoy.versions().await.lds,
+        held.lds,
+        "Envoy kept its listener"
+    );
 
     // A fixed template is a new version, sent and taken.
     write_template(dir.path(), &rest_template(egress, "fixed", 1));

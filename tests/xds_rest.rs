@@ -51,7 +51,12 @@ async fn a_poll_gets_the_snapshot_in_proto3_json_then_304_once_it_has_it() {
     let first = json!({"node": {"id": "sidecar-app1"}});
     let (status, response) = poll(&clusters, first).await;
     assert_eq!(status, StatusCode::OK, "{response}");
-    let version = server.cache.snapshot("sidecar").unwrap().version(Cluster).to_string();
+    let version = server
+        .cache
+        .snapshot("sidecar")
+        .unwrap()
+        .version(Cluster)
+        .to_string();
     assert_eq!(response["versionInfo"], version.as_str());
     assert_eq!(response["nonce"], version.as_str());
     assert_eq!(response["typeUrl"], Cluster.type_url());
@@ -70,7 +75,10 @@ async fn a_poll_gets_the_snapshot_in_proto3_json_then_304_once_it_has_it() {
     assert_eq!(cds.acked_version.as_deref(), Some(version.as_str()));
 
     // A new snapshot is the answer to the next poll.
-    server.publisher.publish("sidecar", sample(&["a", "c"], 8080, 10000)).unwrap();
+    server
+        .publisher
+        .publish("sidecar", sample(&["a", "c"], 8080, 10000))
+        .unwrap();
     let (status, response) = poll(&clusters, again).await;
     assert_eq!(status, StatusCode::OK);
     assert_ne!(response["versionInfo"], version.as_str());
@@ -109,9 +117,16 @@ async fn error_detail_is_recorded_as_a_nack_and_the_version_is_not_resent() {
     let (status, _) = poll(&listeners, nack.clone()).await;
     assert_eq!(status, StatusCode::NOT_MODIFIED);
     let (status, _) = poll(&listeners, json!({"node": node})).await;
-    assert_eq!(status, StatusCode::NOT_MODIFIED, "a rejected version is not resent");
+    assert_eq!(
+        status,
+        StatusCode::NOT_MODIFIED,
+        "a rejected version is not resent"
+    );
     let counters = server.cache.status().counters();
-    assert_eq!((counters.pushes(Listener), counters.nacks(Listener)), (1, 1));
+    assert_eq!(
+        (counters.pushes(Listener), counters.nacks(Listener)),
+        (1, 1)
+    );
     let recent = server.cache.status().recent_nacks();
     assert_eq!(recent.len(), 1, "{recent:?}");
     assert_eq!(recent[0].message, "duplicate filter chain match");
@@ -126,7 +141,10 @@ async fn bad_requests_get_a_clear_4xx_naming_the_problem() {
 
     let (status, text) = post(&format!("{base}runtime"), node.to_string()).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert!(text.contains("/v3/discovery:runtime") && text.contains(":listeners"), "{text}");
+    assert!(
+        text.contains("/v3/discovery:runtime") && text.contains(":listeners"),
+        "{text}"
+    );
 
     let got = reqwest::get(&clusters).await.unwrap();
     assert_eq!(got.status(), StatusCode::METHOD_NOT_ALLOWED);
@@ -135,7 +153,10 @@ async fn bad_requests_get_a_clear_4xx_naming_the_problem() {
 
     let (status, text) = post(&clusters, "{\"node\": {\"id\": ").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(text.contains("not a DiscoveryRequest in proto3 JSON"), "{text}");
+    assert!(
+        text.contains("not a DiscoveryRequest in proto3 JSON"),
+        "{text}"
+    );
 
     let (status, text) = post(&clusters, r#"{"node": {"id": 7}}"#).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);

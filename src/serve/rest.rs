@@ -57,7 +57,11 @@ pub(super) async fn answer(server: XdsServer, discovery: String, req: Request<Bo
     }
 }
 
-async fn poll(server: &XdsServer, discovery: &str, req: Request<Body>) -> Result<Response, Refused> {
+async fn poll(
+    server: &XdsServer,
+    discovery: &str,
+    req: Request<Body>,
+) -> Result<Response, Refused> {
     let ty = type_of(discovery)?;
     if req.method() != Method::POST {
         let message = format!("xDS over REST-JSON takes POST, not {}", req.method());
@@ -69,7 +73,8 @@ async fn poll(server: &XdsServer, discovery: &str, req: Request<Body>) -> Result
     }
     .map_err(refused)?;
     let request = decode(&body(req).await?)?;
-    let fetched = fetch::fetch(&server.cache, ty, verified.as_deref(), &request).map_err(refused)?;
+    let fetched =
+        fetch::fetch(&server.cache, ty, verified.as_deref(), &request).map_err(refused)?;
     let identity = verified.map(|v| Arc::from(v.id.to_string()));
     Ok(respond(server, ty, &request, fetched, identity))
 }
@@ -126,7 +131,9 @@ fn decode(body: &[u8]) -> Result<DiscoveryRequest, Refused> {
     let dynamic = DynamicMessage::deserialize_with_options(desc, de, &options)
         .map_err(|e| {
             let at = track.path().to_string();
-            bad(format!("the body is not a DiscoveryRequest in proto3 JSON: at {at}: {e}"))
+            bad(format!(
+                "the body is not a DiscoveryRequest in proto3 JSON: at {at}: {e}"
+            ))
         })
         .and_then(|dynamic| match json.end() {
             Ok(()) => Ok(dynamic),
@@ -187,8 +194,11 @@ fn respond(
             .into_response(),
         Err(e) => {
             tracing::error!(error = %e, %ty, "a snapshot did not render as proto3 JSON");
-            Refused(StatusCode::INTERNAL_SERVER_ERROR, "the response did not render".into())
-                .into_response()
+            Refused(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the response did not render".into(),
+            )
+            .into_response()
         }
     }
 }

@@ -136,7 +136,10 @@ fn revision_subset_config() -> cluster::LbSubsetConfig {
 /// Makes `cluster` the EDS cluster `name`, its endpoints from the config source the node type's
 /// defaults name (its template's `[config_source]`), else over ADS.
 fn make_eds(cluster: &mut Cluster, name: &str) {
-    let eds_config = cluster.eds_cluster_config.take().and_then(|eds| eds.eds_config);
+    let eds_config = cluster
+        .eds_cluster_config
+        .take()
+        .and_then(|eds| eds.eds_config);
     cluster.name = name.to_owned();
     cluster.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(
         cluster::DiscoveryType::Eds as i32,

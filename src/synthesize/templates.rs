@@ -406,19 +406,11 @@ impl NodeTemplate {
         };
         let root = located.json.as_object().cloned().unwrap_or_default();
         let mut errors = Vec::new();
-        for key in root.keys().filter(|k| !SECTIONS.contains(&k.as_str())) {
-            errors.push(FieldError::new(
-                FieldPath::default().key(key),
-                format!(
-                    "unknown section {key:?} (expected one of {})",
-                    SECTIONS.join(", ")
-                ),
-            ));
-        }
+        unknown_sections(&root, &mut errors);
         let listeners = resources::<Listener>(&root, "listeners", &mut errors);
         let routes = resources::<RouteConfiguration>(&root, "routes", &mut errors);
         let clusters = resources::<Cluster>(&root, "clusters", &mut errors);
-        let cluster_defaults = fragment::<Cluster>(
+        let mut cluster_defaults = fragment::<Cluster>(
             &root,
             "cluster_defaults",
             OWNED_CLUSTER_FIELDS,
@@ -452,7 +444,6 @@ impl NodeTemplate {
         let deny_by_default = authz.as_ref().is_some_and(|a| a.deny_by_default());
         let shadow_log_cluster = authz.and_then(|a| a.shadow_log_cluster(&mut errors));
         let scope = scope(root.get("scope"), &mut errors);
-        let mut cluster_defaults = cluster_defaults;
         let generated = (grpc, interception.is_some());
         cluster_defaults.eds_cluster_config = config_source(&root, generated, &mut errors);
         let mut template = NodeTemplate {
@@ -573,6 +564,14 @@ impl NodeTemplate {
     }
 }
 
+fn unknown_sections(root: &serde_json::Map<String, Value>, errors: &mut Vec<FieldError>) {
+    for key in root.keys().filter(|k| !SECTIONS.contains(&k.as_str())) {
+        let expected = SECTIONS.join(", ");
+        let message = format!("unknown section {key:?} (expected one of {expected})");
+        errors.push(FieldError::new(FieldPath::default().key(key), message));
+    }
+}
+
 /// `[config_source]`: an Envoy `ConfigSource` for discovered clusters' endpoints, instead of the
 /// ADS stream (`api_config_source { api_type = "REST" }` for an Envoy that polls REST-JSON).
 /// Not with `[grpc]` (gRPC takes ADS only) nor `[interception]` (its generated listener takes
@@ -585,11 +584,17 @@ fn config_source(
     use envoy_types::pb::envoy::config::core::v3::{ApiVersion, ConfigSource};
     root.get("config_source")?;
     let at = FieldPath::default().key("config_source");
+    let before = errors.len();
     let mut source = fragment::<ConfigSource>(root, "config_source", &[], "", errors);
+    let decoded = errors.len() == before;
     let refused = match (grpc, interception) {
-        (true, _) => Some("proxyless gRPC takes its endpoints over ADS only; remove [config_source]"),
-        (_, true) => Some("[interception]'s listener takes its routes over ADS; remove [config_source]"),
-        _ if source.config_source_specifier.is_none() => Some(
+        (true, _) => {
+            Some("proxyless gRPC takes its endpoints over ADS only; remove [config_source]")
+        }
+        (_, true) => {
+            Some("[interception]'s listener takes its routes over ADS; remove [config_source]")
+        }
+        _ if decoded && source.config_source_specifier.is_none() => Some(
             "needs where endpoints come from: ads, api_config_source, path_config_source or self",
         ),
         _ => None,

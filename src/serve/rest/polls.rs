@@ -101,7 +101,10 @@ impl TypePoll {
                 // restart): versions are content hashes, so there is nothing to send.
                 self.sent = Some(poll.current.clone());
                 self.acked = Some(poll.current.clone());
-                return (Answer::NotModified, Some(Verdict::Acked(poll.current.clone())));
+                return (
+                    Answer::NotModified,
+                    Some(Verdict::Acked(poll.current.clone())),
+                );
             }
             (None, _) => None,
         };

@@ -21,7 +21,10 @@ fn a_new_poller_is_sent_the_current_version_and_acks_it_by_asking_with_it() {
     assert_eq!(state.on_poll(poll("", &current)), (Answer::Send, None));
     let acked = state.on_poll(poll("v1", &current));
     assert_eq!(acked, (Answer::NotModified, Some(Verdict::Acked(v("v1")))));
-    assert_eq!(state.on_poll(poll("v1", &current)), (Answer::NotModified, None));
+    assert_eq!(
+        state.on_poll(poll("v1", &current)),
+        (Answer::NotModified, None)
+    );
     let newer = v("v2");
     assert_eq!(state.on_poll(poll("v1", &newer)), (Answer::Send, None));
     let acked = state.on_poll(poll("v2", &newer));
@@ -46,7 +49,10 @@ fn asking_again_with_the_older_version_is_answered_once_more_then_recorded_as_re
     assert!(message.contains("update_rejected"), "{message}");
     // Not resent, and not recorded again, while it is the current version.
     for _ in 0..5 {
-        assert_eq!(state.on_poll(poll("good", &bad)), (Answer::NotModified, None));
+        assert_eq!(
+            state.on_poll(poll("good", &bad)),
+            (Answer::NotModified, None)
+        );
     }
     // A newer version is sent, and can be ACKed.
     let fixed = v("fixed");
@@ -146,7 +152,12 @@ fn pollers_show_in_the_status_registry_with_what_they_acked_and_rejected() {
 fn another_envoy_with_the_same_node_id_starts_afresh_and_replaces_the_entry() {
     let (polls, status) = (Polls::default(), StatusRegistry::default());
     let current = v("v1");
-    polls.poll(&status, poller("rest-1"), ResourceType::Cluster, poll("", &current));
+    polls.poll(
+        &status,
+        poller("rest-1"),
+        ResourceType::Cluster,
+        poll("", &current),
+    );
     let other = Poller {
         node_type: "gateway".into(),
         ..poller("rest-1")

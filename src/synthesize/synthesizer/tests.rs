@@ -184,6 +184,33 @@ circuit_breakers = { thresholds = [{ max_connections = 7 }] }
 }
 
 #[test]
+fn config_source_names_where_discovered_clusters_endpoints_come_from() {
+    use envoy_types::pb::envoy::config::core::v3::{
+        api_config_source::ApiType, config_source::ConfigSourceSpecifier, ApiVersion,
+    };
+    let text = template(
+        r#"
+[config_source]
+api_config_source = { api_type = "REST", transport_api_version = "V3", cluster_names = ["ecs-xds"], refresh_delay = "5s" }
+"#,
+    );
+    let synthesis = synthesize(&three_services(), &templates(&[("sidecar", &text)]));
+    let orders = cluster_of(&synthesis.snapshots["sidecar"], "orders");
+    let source = orders.eds_cluster_config.unwrap().eds_config.unwrap();
+    assert_eq!(
+        source.resource_api_version,
+        ApiVersion::V3 as i32,
+        "V3 when left out"
+    );
+    let Some(ConfigSourceSpecifier::ApiConfigSource(api)) = source.config_source_specifier else {
+        panic!("expected an API config source, got {source:?}");
+    };
+    assert_eq!(api.api_type, ApiType::Rest as i32);
+    assert_eq!(api.cluster_names, ["ecs-xds"]);
+    assert_eq!(api.refresh_delay.unwrap().seconds, 5);
+}
+
+#[test]
 fn service_overrides_go_on_top_of_the_defaults() {
     let text = template(
         r#"

@@ -412,3 +412,24 @@ fn grpc_server_addresses_must_be_ip_port_and_the_name_must_hold_the_address() {
         &[(2, "grpc.server_addresses", "needs `enabled = true`")],
     );
 }
+
+#[test]
+fn config_source_needs_a_source_and_is_refused_where_ads_is_the_only_way() {
+    assert_errors(
+        &errors("[config_source]\nresource_api_version = \"V3\"\n"),
+        &[(1, "config_source", "needs where endpoints come from")],
+    );
+    let grpc = "[grpc]\nenabled = true\n\n[config_source]\nads = {}\n";
+    assert_errors(
+        &errors(grpc),
+        &[(
+            4,
+            "config_source",
+            "proxyless gRPC takes its endpoints over ADS only",
+        )],
+    );
+    assert_errors(
+        &errors("[config_source]\nads = {}\nnope = 1\n"),
+        &[(3, "config_source.nope", "")],
+    );
+}
