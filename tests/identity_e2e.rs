@@ -8,6 +8,7 @@
 //! (what ecs-xds checks before STS is: stale, other action, other server, other key).
 
 mod accounts;
+mod rest;
 mod zones;
 
 use std::net::SocketAddr;

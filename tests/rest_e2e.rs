@@ -35,7 +35,7 @@ fn rest_source() -> Value {
 }
 
 /// The test's sidecar template with its routes and endpoints over REST too.
-fn rest_template(egress: u16, stat_prefix: &str, chains: usize) -> String {
+pub fn rest_template(egress: u16, stat_prefix: &str, chains: usize) -> String {
     let ads = r#"config_source = { ads = {}, resource_api_version = "V3" }"#;
     let rest = r#"config_source = { resource_api_version = "V3", api_config_source = { api_type = "REST", transport_api_version = "V3", cluster_names = ["ecs-xds"], refresh_delay = "1s" } }"#;
     let template = egress_sidecar(egress, stat_prefix, chains);
@@ -49,7 +49,7 @@ api_config_source = { api_type = "REST", transport_api_version = "V3", cluster_n
 }
 
 /// A bootstrap polling CDS and LDS over REST-JSON, its ecs-xds cluster on HTTP/1.1.
-fn rest_bootstrap(node_id: &str, xds: SocketAddr) -> Value {
+pub fn rest_bootstrap(node_id: &str, xds: SocketAddr) -> Value {
     let mut config = bootstrap_json(node_id, xds, AdsMode::Sotw);
     config["dynamic_resources"] = json!({
         "cds_config": rest_source(),
