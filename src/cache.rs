@@ -235,6 +235,11 @@ impl Cache {
         state.published.keys().cloned().collect()
     }
 
+    /// How node types are read ([`NodeTypeResolver::describe`]).
+    pub fn node_type_rule(&self) -> String {
+        self.inner.resolver.describe()
+    }
+
     /// Resolves the node type of an Envoy node, applying the configured fallback.
     pub fn resolve_node_type(&self, node: &Node) -> String {
         self.inner

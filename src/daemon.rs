@@ -28,8 +28,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::changes::ChangeLog;
 use crate::admin::metrics::{LiveState, RequestCounts};
 use crate::admin::push::{PushApi, TokenRequired};
+use crate::admin::ui::UiAccess;
 use crate::admin::{self, AdminState, DaemonStats, Metrics};
 use crate::aws::{Aws, AwsError, CallCounter};
 use crate::cache::Cache;
@@ -122,6 +124,8 @@ pub struct Daemon {
     replica: Arc<str>,
     /// The identity endpoint and CA (`[identity]` on).
     identity: Option<identity::Identity>,
+    /// What the synthesis stage changed, for the admin server's `/changes`.
+    changes: Arc<ChangeLog>,
 }
 
 impl Daemon {
@@ -204,7 +208,9 @@ impl Daemon {
         };
         readiness.set(false).await;
         let reloader = reload::Reloader::new(config, &settings, &templates_dir);
-        let synthesis = SynthesisStage::new(synthesizer, publisher, pushes, readiness, reloader);
+        let changes = Arc::new(ChangeLog::default());
+        let synthesis = (SynthesisStage::new(synthesizer, publisher, pushes, readiness, reloader))
+            .with_changes(changes.clone());
         let identity_addr = identity.as_ref().map(|i| i.addr);
         tracing::info!(xds = %xds.1, admin = %admin.1, identity = ?identity_addr, %replica, "ecs-xds listening");
         let first_line = synthesis::FirstLine {
@@ -214,6 +220,7 @@ impl Daemon {
             node_types,
         };
         Ok(Daemon {
+            changes,
             first_line,
             replica,
             identity,
@@ -263,6 +270,7 @@ impl Daemon {
     ) -> Result<(), DaemonError> {
         let stop = CancellationToken::new();
         let (inventory_tx, inventories) = watch::channel(Arc::new(Inventory::default()));
+        let inventories_for_admin = inventories.clone();
         let admin_connections = Arc::default();
         let mut connections = vec![
             ("xds", self.server.connections().clone()),
@@ -315,6 +323,9 @@ impl Daemon {
             stats: self.stats.clone(),
             metrics,
             replica: self.replica,
+            inventory: inventories_for_admin,
+            changes: self.changes,
+            ui: UiAccess::new(self.settings.admin.listen, self.settings.admin.token()),
         });
         if let Some(api) = self.push_api {
             admin_router = admin_router.merge(admin::push::routes(api));

@@ -13,7 +13,9 @@ use std::time::Duration;
 use globset::{Glob, GlobMatcher};
 use serde::{Deserialize, Serialize};
 
+mod diff;
 mod security;
+pub use diff::{InventoryDiff, Names};
 pub use security::{
     parse_allow_from, parse_authz, AllowFrom, AuthzMode, MtlsMode, Security, Workload,
 };

@@ -27,6 +27,8 @@ mod stream;
 mod test_harness;
 mod wire;
 
+pub use csds::Csds;
+
 use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::future::Future;

@@ -30,6 +30,7 @@ mod push_shared;
 mod replicas;
 mod rest_e2e;
 mod traffic_policy;
+mod ui_e2e;
 mod xds_delta;
 mod xds_rest;
 mod xds_sotw;

@@ -71,8 +71,10 @@ pub struct StreamView {
     pub identity: Option<String>,
     /// `ads`, `cds`, `eds`, `lds`, `rds` or `sds`.
     pub service: &'static str,
-    /// `sotw` or `delta`.
+    /// `sotw`, `delta` or `rest`.
     pub mode: &'static str,
+    /// RFC 3339, UTC: when the stream opened (for REST, the first poll).
+    pub connected_at: Option<String>,
     /// Keyed by `cds`, `eds`, `lds`, `rds`, `sds`; only types this stream has seen.
     pub types: BTreeMap<&'static str, TypeView>,
 }
@@ -159,7 +161,7 @@ impl NodesView {
 }
 
 impl StreamView {
-    fn of(stream: &StreamStatus) -> Self {
+    pub(super) fn of(stream: &StreamStatus) -> Self {
         let types = ResourceType::ALL
             .into_iter()
             .zip(&stream.types)
@@ -177,6 +179,7 @@ impl StreamView {
             identity: stream.identity.as_deref().map(str::to_owned),
             service: stream.service,
             mode: stream.mode,
+            connected_at: stream.connected_at.map(rfc3339),
             types,
         }
     }
@@ -207,6 +210,7 @@ mod tests {
 
     fn stream(node_id: &str, service: &'static str) -> StreamStatus {
         StreamStatus {
+            connected_at: None,
             node_id: node_id.into(),
             node_type: "sidecar".into(),
             location: Default::default(),
@@ -252,6 +256,11 @@ mod tests {
         assert_eq!(a_cds["acked_version"], serde_json::Value::Null);
         assert_eq!(a_cds["last_nack"]["message"], "bad cluster");
         assert_eq!(a_cds["last_nack"]["at"], "1970-01-01T00:00:00.000Z");
+        let connected = nodes[0]["streams"][0]["connected_at"].as_str().unwrap();
+        assert!(
+            connected.starts_with("20") && connected.ends_with('Z'),
+            "{connected}"
+        );
         assert_eq!(
             nodes[1]["streams"][0]["types"]["cds"]["acked_version"],
             "v1"

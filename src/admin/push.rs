@@ -107,7 +107,7 @@ async fn authorize(State(api): State<PushApi>, request: Request, next: Next) -> 
 }
 
 /// Compares in time independent of where the inputs differ (the length is not secret).
-fn same(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -31,6 +31,20 @@ impl NodeTypeResolver {
         Self { source, fallback }
     }
 
+    /// How node types are read, for a person: `the part of node.id before the first "-"`, and
+    /// the fallback when there is one.
+    pub fn describe(&self) -> String {
+        let from = match &self.source {
+            NodeTypeSource::IdPrefix => "the part of node.id before the first \"-\"".to_owned(),
+            NodeTypeSource::Cluster => "node.cluster".to_owned(),
+            NodeTypeSource::Metadata { key } => format!("node.metadata[\"{key}\"]"),
+        };
+        match &self.fallback {
+            Some(fallback) => format!("{from}; {fallback} when that node type has no templates"),
+            None => from,
+        }
+    }
+
     /// The node type for `node`. `is_known` says whether a node type has snapshots; when the
     /// node's own type is unknown and a fallback is configured, the fallback is used.
     pub fn resolve(&self, node: &Node, is_known: impl Fn(&str) -> bool) -> String {

@@ -68,6 +68,8 @@ pub struct StreamStatus {
     /// `sotw` or `delta`.
     pub mode: &'static str,
     pub types: [TypeStatus; ResourceType::COUNT],
+    /// When it connected (set by [`StatusRegistry::connect`]).
+    pub connected_at: Option<SystemTime>,
 }
 
 /// Counters of protocol events, per resource type.
@@ -119,8 +121,9 @@ pub struct StatusRegistry {
 
 impl StatusRegistry {
     /// Registers a stream; the returned id keys later updates.
-    pub fn connect(&self, status: StreamStatus) -> u64 {
+    pub fn connect(&self, mut status: StreamStatus) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        status.connected_at = Some(SystemTime::now());
         self.streams.lock().unwrap().insert(id, Box::new(status));
         id
     }

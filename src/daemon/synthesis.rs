@@ -10,8 +10,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::reload::Reloader;
 use super::Readiness;
+use crate::admin::changes::{Change, ChangeKind, ChangeLog, Outcome};
 use crate::cache::{NodeTypeSnapshots, Publisher};
-use crate::inventory::Inventory;
+use crate::inventory::{Inventory, InventoryDiff};
 use crate::push::{PushCommand, Pushes};
 use crate::synthesize::{Synthesis, Synthesizer, Warning};
 
@@ -34,6 +35,8 @@ pub(super) struct SynthesisStage {
     last: Option<Arc<Inventory>>,
     /// Findings of the last synthesis, so each is logged when it appears, not every time.
     warnings: Vec<Warning>,
+    /// What each event changed, for `/changes` and `/ui`.
+    changes: Arc<ChangeLog>,
 }
 
 impl SynthesisStage {
@@ -52,7 +55,14 @@ impl SynthesisStage {
             reloader,
             last: None,
             warnings: Vec::new(),
+            changes: Arc::default(),
         }
+    }
+
+    /// Records what each event changed into `changes`.
+    pub fn with_changes(mut self, changes: Arc<ChangeLog>) -> Self {
+        self.changes = changes;
+        self
     }
 
     /// Applies events until `stop`.
@@ -104,13 +114,19 @@ impl SynthesisStage {
     /// Before the shared push store is first read, it is only kept: publishing without the
     /// pushes would take them away from every Envoy.
     async fn on_inventory(&mut self, inventory: Arc<Inventory>) {
+        let diff = InventoryDiff::between(self.last.as_deref(), &inventory);
         self.last = Some(inventory.clone());
         if !self.pushes.as_ref().is_none_or(Pushes::loaded) {
             tracing::info!("holding the first snapshots until the shared push store is read");
             return;
         }
         let synthesis = self.synthesizer.synthesize(&inventory);
-        self.publish(synthesis);
+        let outcome = match diff.is_empty() {
+            true => Outcome::Unchanged,
+            false => Outcome::Published,
+        };
+        let published = self.publish(synthesis);
+        (self.changes).record(with_refusal(Change::inventory(diff, outcome), published));
         self.readiness.first_inventory_published().await;
     }
 
@@ -120,18 +136,25 @@ impl SynthesisStage {
         let Some(pushes) = self.pushes.as_mut() else {
             return;
         };
+        let what = push_summary(&command);
         let Self {
             synthesizer,
             publisher,
             readiness,
             warnings,
             last,
+            changes,
             ..
         } = self;
+        let mut outcome = None;
         let published = pushes.handle(command, synthesizer, last.as_deref(), |synthesis| {
-            publish(publisher, readiness, warnings, synthesis)
+            outcome = Some(publish(publisher, readiness, warnings, synthesis));
         });
         published.await;
+        if let (Some(what), Some(outcome)) = (what, outcome) {
+            let change = Change::new(ChangeKind::Push, Outcome::Published, what);
+            changes.record(with_refusal(change, outcome));
+        }
         // The shared store's first listing is what the held inventory waited for.
         if pushes.loaded() && last.is_some() {
             readiness.first_inventory_published().await;
@@ -149,35 +172,67 @@ impl SynthesisStage {
                 stats.reload_ok();
                 let dir = self.reloader.templates_dir();
                 tracing::info!(dir = %dir.display(), "templates reloaded");
-                if let Some(synthesis) = synthesis {
-                    self.publish(synthesis);
-                }
+                let summary = format!("templates reloaded from {}", dir.display());
+                let change = match synthesis {
+                    Some(synthesis) => {
+                        let published = self.publish(synthesis);
+                        let change = Change::new(ChangeKind::Reload, Outcome::Published, summary);
+                        with_refusal(change, published)
+                    }
+                    None => Change::new(ChangeKind::Reload, Outcome::Unchanged, summary),
+                };
+                self.changes.record(change);
             }
             Err(e) => {
                 stats.reload_failed(e.reason());
                 tracing::error!("{e}");
+                let summary = "template reload failed; the running templates stay";
+                let change = Change::new(ChangeKind::Reload, Outcome::Failed, summary);
+                self.changes.record(change.with_error(e.to_string()));
             }
         }
     }
 
-    fn publish(&mut self, synthesis: Synthesis) {
+    fn publish(&mut self, synthesis: Synthesis) -> Result<(), String> {
         publish(
             &self.publisher,
             &self.readiness,
             &mut self.warnings,
             synthesis,
-        );
+        )
+    }
+}
+
+/// `change`, failed with the refusal if publishing was refused.
+fn with_refusal(change: Change, published: Result<(), String>) -> Change {
+    match published {
+        Ok(()) => change,
+        Err(e) => Change {
+            outcome: Outcome::Failed,
+            ..change
+        }
+        .with_error(e),
+    }
+}
+
+/// What a push command changes, for the change log; `None` for one that changes nothing.
+fn push_summary(command: &PushCommand) -> Option<String> {
+    match command {
+        PushCommand::Put { node_type, .. } => Some(format!("resources pushed to {node_type}")),
+        PushCommand::Delete { node_type, .. } => Some(format!("push removed from {node_type}")),
+        PushCommand::Refresh(_) => Some("pushes read from the shared store".into()),
+        PushCommand::Get { .. } => None,
     }
 }
 
 /// Publishes every node type's snapshot of `synthesis`, logging its new warnings. A snapshot
-/// the cache refuses keeps what is being served and is logged.
+/// the cache refuses keeps what is being served and is logged; the first refusal is returned.
 fn publish(
     publisher: &Publisher,
     readiness: &Readiness,
     known_warnings: &mut Vec<Warning>,
     synthesis: Synthesis,
-) {
+) -> Result<(), String> {
     readiness.stats.synthesized();
     for warning in &synthesis.warnings {
         if !known_warnings.contains(warning) {
@@ -185,6 +240,7 @@ fn publish(
         }
     }
     *known_warnings = synthesis.warnings;
+    let mut refused = None;
     let mut places = synthesis.places;
     let mut backend_sets = synthesis.backend_sets;
     for (node_type, snapshot) in synthesis.snapshots {
@@ -199,6 +255,8 @@ fn publish(
         };
         if let Err(e) = publisher.publish_all(&node_type, snapshots) {
             tracing::error!(%node_type, error = %e, "snapshot refused; still serving the previous one");
+            refused.get_or_insert(format!("node type {node_type}: {e}"));
         }
     }
+    refused.map_or(Ok(()), Err)
 }

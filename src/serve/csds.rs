@@ -65,6 +65,33 @@ impl ClientStatusDiscoveryService for Csds {
 }
 
 impl Csds {
+    /// What CSDS answers for the streams of `node_id` (exact), in proto3 JSON, resources
+    /// included: for the admin server's `/csds/{node_id}`, readable where no gRPC client is.
+    pub fn dump_json(cache: &Cache, node_id: &str) -> Result<serde_json::Value, String> {
+        let csds = Csds {
+            cache: cache.clone(),
+        };
+        let exact = StringMatcher {
+            match_pattern: Some(MatchPattern::Exact(node_id.to_owned())),
+            ..Default::default()
+        };
+        let request = ClientStatusRequest {
+            node_matchers: vec![NodeMatcher {
+                node_id: Some(exact),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let response = csds.status(&request).map_err(|e| e.message().to_owned())?;
+        let desc = crate::descriptors::pool()
+            .get_message_by_name("envoy.service.status.v3.ClientStatusResponse")
+            .ok_or("the descriptor set lacks ClientStatusResponse")?;
+        let message =
+            prost_reflect::DynamicMessage::decode(desc, response.encode_to_vec().as_slice())
+                .map_err(|e| e.to_string())?;
+        serde_json::to_value(&message).map_err(|e| e.to_string())
+    }
+
     fn status(&self, req: &ClientStatusRequest) -> Result<ClientStatusResponse, Status> {
         let mut streams = self.cache.status().streams();
         streams.sort_by(|a, b| (&a.node_id, a.service).cmp(&(&b.node_id, b.service)));
@@ -219,6 +246,7 @@ mod tests {
 
     fn stream(zone: &str, identity: Option<&str>) -> StreamStatus {
         StreamStatus {
+            connected_at: None,
             node_id: "sidecar-web".into(),
             node_type: "sidecar".into(),
             location: crate::cache::Location::zone(zone),

@@ -169,6 +169,7 @@ fn start<'a, P: Protocol>(
     let caller = super::peer::caller(cache, node, verified)?;
     let location = super::peer::location(cache, node, verified)?;
     let stream_id = cache.status().connect(StreamStatus {
+        connected_at: None,
         node_id: node_id.clone(),
         node_type: node_type.clone(),
         location: location.clone(),

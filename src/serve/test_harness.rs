@@ -132,6 +132,7 @@ impl<P: Tested> Harness<P> {
 /// Registers a stream like the stream runner's `start`.
 fn connect<P: Tested>(cache: &Cache, only: Option<ResourceType>) -> StreamContext {
     let stream_id = cache.status().connect(StreamStatus {
+        connected_at: None,
         node_id: NODE_ID.into(),
         node_type: NODE_TYPE.into(),
         location: Default::default(),

@@ -214,6 +214,7 @@ impl Polls {
 
 fn track(status: &StatusRegistry, who: Poller, now: Instant) -> Tracked {
     let stream_id = status.connect(StreamStatus {
+        connected_at: None,
         node_id: who.node_id.clone(),
         node_type: who.node_type.clone(),
         location: who.location.clone(),
